@@ -1,0 +1,52 @@
+"""Installs `xprompt_jax` (and the top-level `tasks/` folder as `xprompt_jax.tasks`)."""
+
+from setuptools import find_packages, setup
+
+# Ranges: the lower bounds are the versions installed and tested together; upper bounds
+# stop at the next minor/major release that has not been tested.
+INSTALL_REQUIRES = [
+    "jax>=0.10.2,<0.11",
+    "jaxlib>=0.10.2,<0.11",
+    "flax>=0.12.8,<0.13",
+    "optax>=0.2.8,<0.3",
+    "orbax-checkpoint>=0.12.8,<0.13",
+    "tensorstore>=0.1.86,<0.2",
+    "gin-config>=0.5.0,<0.6",
+    "seqio>=0.0.20,<0.1",
+    "tensorflow>=2.21,<2.22",
+    "tensorflow-text>=2.21,<2.22",
+    "tensorflow-datasets>=4.9.10,<5",
+    "sentencepiece>=0.2.1,<0.3",
+    "numpy>=2.0,<3",
+    "msgpack>=1.0,<2",
+    "absl-py>=2.1,<3",
+    "tqdm>=4.66,<5",
+    "tensorboardX>=2.6,<3",
+    "matplotlib>=3.8,<4",
+    "scikit-learn>=1.5,<2",
+    "scipy>=1.13,<2",
+]
+
+EXTRAS_REQUIRE = {
+    "test": ["pytest>=8,<10", "hypothesis>=6.100,<7"],
+    # torch==2.13.0 is the CPU build available on the project's machines.
+    "hf": ["torch==2.13.0", "transformers>=5.23,<6", "peft>=0.21,<0.22", "safetensors>=0.8,<0.9"],
+}
+
+setup(
+    name="xprompt_jax",
+    version="0.1.0",
+    description="Soft-prompt tuning, XPrompt and EPT for frozen T5 models in JAX/Flax",
+    python_requires=">=3.10",
+    packages=find_packages(include=["xprompt_jax", "xprompt_jax.*"]) + ["xprompt_jax.tasks"],
+    package_dir={"xprompt_jax.tasks": "tasks"},
+    include_package_data=True,
+    package_data={"xprompt_jax": ["gin/**/*.gin", "data/**/*"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+    entry_points={
+        "console_scripts": [
+            "xprompt-train=xprompt_jax.train:console_entry",
+        ],
+    },
+)

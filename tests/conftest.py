@@ -1,0 +1,32 @@
+"""Test configuration: 8 emulated CPU devices (set before jax is imported) and shared paths."""
+
+import os
+import pathlib
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+import pytest  # noqa: E402
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+FIXTURES = REPO_ROOT.parent / "shared" / "fixtures"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: end-to-end runs (deselect with -m 'not slow')")
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> pathlib.Path:
+    if not FIXTURES.is_dir():
+        pytest.fail(f"shared fixtures not found at {FIXTURES} (expected ../shared/fixtures "
+                    "beside the repository root)")
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def t5_vocab_path(fixtures_dir) -> str:
+    return str(fixtures_dir / "t5_spm" / "sentencepiece.model")

@@ -1,0 +1,7 @@
+"""xprompt_jax: soft-prompt adaptation of frozen T5 models in JAX/Flax.
+
+Prompt tuning (Lester et al. 2021), XPrompt (Ma et al. 2022) and EPT, with T5X-compatible
+parameter names, gin configs and checkpoints.
+"""
+
+__version__ = "0.1.0"
