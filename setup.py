@@ -44,9 +44,4 @@ setup(
     package_data={"xprompt_jax": ["gin/**/*.gin", "data/**/*"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
-    entry_points={
-        "console_scripts": [
-            "xprompt-train=xprompt_jax.train:console_entry",
-        ],
-    },
 )

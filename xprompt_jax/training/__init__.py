@@ -1,0 +1,1 @@
+"""Training: partitioning, optimizers, train state, trainer loop, checkpoints, evaluation."""
