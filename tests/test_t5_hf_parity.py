@@ -111,7 +111,8 @@ def test_greedy_decode_equals_hf_generate(hf_and_ours):
     with torch.no_grad():
         ref = hf_model.generate(input_ids=torch.tensor(enc),
                                 attention_mask=torch.tensor(enc > 0).long(), do_sample=False,
-                                num_beams=1, max_new_tokens=steps, min_new_tokens=0).numpy()
+                                num_beams=1, max_new_tokens=steps, min_new_tokens=0,
+                                use_cache=False).numpy()  # 5.23 cache bug with unequal stacks
     ref = ref[:, 1:]  # drop the decoder start token
     ref = np.pad(ref, ((0, 0), (0, steps - ref.shape[1])))
     assert len(np.unique(ours)) > 3  # not a degenerate all-pad decode

@@ -1,0 +1,1 @@
+"""Synthetic (invented) data in the official SuperGLUE / GLUE file formats for tests."""

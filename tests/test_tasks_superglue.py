@@ -1,0 +1,491 @@
+"""SuperGLUE tasks on synthetic official-format JSONL files (offline, real T5 vocabulary).
+
+Expected strings are written out by hand from the XPrompt paper's Table 10 and T5's
+SuperGLUE formats (taskless), not produced by the code under test.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import sentencepiece as spm
+
+from _tasks_import import T5_SPM, import_tasks
+from tasks_testdata.superglue import write_superglue
+
+S = "<extra_id_0>"
+
+
+@pytest.fixture(scope="module")
+def tasks(tmp_path_factory):
+  root = write_superglue(tmp_path_factory.mktemp("superglue"))
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setenv("XPROMPT_SUPERGLUE_DIR", str(root))
+    mp.setenv("XPROMPT_T5_VOCAB", str(T5_SPM))
+    yield import_tasks()
+
+
+def _read(name, split, sequence_length=None):
+  import seqio
+  task = seqio.get_mixture_or_task(name)
+  ds = task.get_dataset(sequence_length, split=split, shuffle=False)
+  return list(ds.as_numpy_iterator())
+
+
+def _pairs(examples):
+  return [(ex["inputs_pretokenized"].decode(), ex["targets_pretokenized"].decode())
+          for ex in examples]
+
+
+MRC_PARA = "Sent 1: Tom has two cats. Sent 2: He likes them. "
+REC_PASSAGE = "Rex barked at Max. Dogs bark. Max ran"
+
+XPROMPT_EXPECTED = {
+    "boolq": {
+        "train": [
+            ("hypothesis: is the sky blue. premise: The sky is blue. " + S, S + " yes"),
+            ("hypothesis: do fish fly. premise: Fish swim in water. " + S, S + " no"),
+            ("hypothesis: is snow cold. premise: Snow is frozen water. " + S,
+             S + " yes"),
+        ],
+        "validation": [
+            ("hypothesis: is grass green. premise: Grass is green. " + S, S + " yes"),
+            ("hypothesis: can cats talk. premise: Cats meow. " + S, S + " no"),
+        ],
+        "test": [("hypothesis: is water wet. premise: Water is a liquid. " + S,
+                  S + " <unk>")],
+    },
+    "cb": {
+        "train": [
+            ("hypothesis: it rained. premise: A said it rained. " + S,
+             S + " entailment"),
+            ("hypothesis: it rained. premise: B denied it rained. " + S,
+             S + " contradiction"),
+            ("hypothesis: it rained. premise: C wondered. " + S, S + " neutral"),
+            ("hypothesis: it rained. premise: D knew it rained. " + S,
+             S + " entailment"),
+        ],
+        "validation": [
+            ("hypothesis: it is so. premise: E thought so. " + S, S + " neutral"),
+            ("hypothesis: it is so. premise: F said no. " + S, S + " contradiction"),
+        ],
+        "test": [("hypothesis: it is so. premise: G said yes. " + S, S + " <unk>")],
+    },
+    "copa": {
+        "train": [
+            ("choice1: He slipped. choice2: He sang. premise: The man fell. "
+             "question: cause " + S, S + " choice1"),
+            ("choice1: The road dried. choice2: The road got wet. premise: It "
+             "rained. question: effect " + S, S + " choice2"),
+        ],
+        "validation": [
+            ("choice1: I ate. choice2: I slept. premise: I was hungry. question: "
+             "effect " + S, S + " choice1"),
+        ],
+        "test": [("choice1: A joke. choice2: A loss. premise: She laughed. "
+                  "question: cause " + S, S + " <unk>")],
+    },
+    "multirc": {
+        "train": [
+            ("question: What does Tom have? answer: Cats. paragraph: " + MRC_PARA
+             + " " + S, S + " yes"),
+            ("question: What does Tom have? answer: Dogs. paragraph: " + MRC_PARA
+             + " " + S, S + " no"),
+            ("question: What does Tom have? answer: Two cats. paragraph: "
+             + MRC_PARA + " " + S, S + " yes"),
+            ("question: Who likes them? answer: Tom. paragraph: " + MRC_PARA + " "
+             + S, S + " yes"),
+            ("question: Who likes them? answer: Ann. paragraph: " + MRC_PARA + " "
+             + S, S + " no"),
+            ("question: Who runs? answer: Ann. paragraph: Ann runs. " + S,
+             S + " yes"),
+        ],
+        "validation": [
+            ("question: Who sings? answer: Bo. paragraph: Sent 1: Bo sings.  " + S,
+             S + " yes"),
+            ("question: Who sings? answer: Al. paragraph: Sent 1: Bo sings.  " + S,
+             S + " no"),
+            ("question: What does Bo do? answer: Sings. paragraph: Sent 1: Bo "
+             "sings.  " + S, S + " yes"),
+        ],
+        "test": [("question: Who reads? answer: Cy. paragraph: Cy reads. " + S,
+                  S + " <unk>")],
+    },
+    "record": {
+        "train": [
+            ("query: @placeholder barked. entities: Max, Rex passage: " + REC_PASSAGE
+             + " " + S, S + " Rex"),
+            ("query: They saw @placeholder. entities: Max, Rex passage: "
+             + REC_PASSAGE + " " + S, S + " Max"),
+            ("query: They saw @placeholder. entities: Max, Rex passage: "
+             + REC_PASSAGE + " " + S, S + " Rex"),
+        ],
+        "validation": [
+            ("query: @placeholder met Joe. entities: Ida, Joe passage: Ida met Joe. "
+             + S, S + " Ida"),
+        ],
+        "test": [("query: @placeholder saw Lee. entities: Kim passage: Kim saw Lee. "
+                  + S, S + " <unk>")],
+    },
+    "rte": {
+        "train": [
+            ("sentence1: Paris is in France. sentence2: Paris is French. " + S,
+             S + " entailment"),
+            ("sentence1: Rome is old. sentence2: Rome is new. " + S,
+             S + " contradiction"),
+            ("sentence1: Oslo is cold. sentence2: Oslo is a city. " + S,
+             S + " entailment"),
+            ("sentence1: Lima is big. sentence2: Lima is tiny. " + S,
+             S + " contradiction"),
+            ("sentence1: Bern is calm. sentence2: Bern is loud. " + S,
+             S + " contradiction"),
+        ],
+        "validation": [
+            ("sentence1: Kyiv has parks. sentence2: Kyiv has trees. " + S,
+             S + " entailment"),
+            ("sentence1: Riga is wet. sentence2: Riga is dry. " + S,
+             S + " contradiction"),
+        ],
+        "test": [("sentence1: Baku is windy. sentence2: Baku is calm. " + S,
+                  S + " <unk>")],
+    },
+    "wic": {
+        "train": [
+            ("sentence1: He sat by the bank. sentence2: The bank lent money. word: "
+             "bank " + S, S + " no"),
+            ("sentence1: I run daily. sentence2: We run fast. word: run " + S,
+             S + " yes"),
+        ],
+        "validation": [
+            ("sentence1: A bat flew. sentence2: Swing the bat. word: bat " + S,
+             S + " no"),
+        ],
+        "test": [("sentence1: Set it down. sentence2: A chess set. word: set " + S,
+                  S + " <unk>")],
+    },
+    "wsc": {
+        "train": [
+            ('Mark told Pete lies about himself and he was sorry . "he" refers to '
+             '"Mark" or another word ? ' + S, S + " Mark"),
+            ('Mark told Pete lies about himself and he was sorry . "he" refers to '
+             '"Pete" or another word ? ' + S, S + " another word"),
+            ('The cup hit the glass and it broke . "it" refers to "the glass" or '
+             "another word ? " + S, S + " the glass"),
+        ],
+        "validation": [
+            # span1_text "beth." repaired to "Beth" as TFDS's wsc.fixed does.
+            ('Anna thanked Beth because she helped her . "she" refers to "Beth" or '
+             "another word ? " + S, S + " Beth"),
+            ('Anna thanked Beth because she helped her . "she" refers to "Anna" or '
+             "another word ? " + S, S + " another word"),
+        ],
+        "test": [('Joe hugged Sam because he was sad . "he" refers to "Joe" or '
+                  "another word ? " + S, S + " <unk>")],
+    },
+}
+
+LESTER_EXPECTED = {
+    "boolq": {
+        "train": [("passage: The sky is blue. question: is the sky blue", "True"),
+                  ("passage: Fish swim in water. question: do fish fly", "False"),
+                  ("passage: Snow is frozen water. question: is snow cold", "True")],
+        "validation": [("passage: Grass is green. question: is grass green", "True"),
+                       ("passage: Cats meow. question: can cats talk", "False")],
+        "test": [("passage: Water is a liquid. question: is water wet", "<unk>")],
+    },
+    "cb": {
+        "train": [("hypothesis: it rained premise: A said it rained.", "entailment"),
+                  ("hypothesis: it rained premise: B denied it rained.",
+                   "contradiction"),
+                  ("hypothesis: it rained premise: C wondered.", "neutral"),
+                  ("hypothesis: it rained premise: D knew it rained.",
+                   "entailment")],
+        "validation": [("hypothesis: it is so premise: E thought so.", "neutral"),
+                       ("hypothesis: it is so premise: F said no.",
+                        "contradiction")],
+        "test": [("hypothesis: it is so premise: G said yes.", "<unk>")],
+    },
+    "copa": {
+        "train": [("choice1: He slipped. choice2: He sang. premise: The man fell. "
+                   "question: cause", "choice1"),
+                  ("choice1: The road dried. choice2: The road got wet. premise: It "
+                   "rained. question: effect", "choice2")],
+        "validation": [("choice1: I ate. choice2: I slept. premise: I was hungry. "
+                        "question: effect", "choice1")],
+        "test": [("choice1: A joke. choice2: A loss. premise: She laughed. "
+                  "question: cause", "<unk>")],
+    },
+    "multirc": {
+        "train": [
+            ("question: What does Tom have? answer: Cats paragraph: " + MRC_PARA,
+             "True"),
+            ("question: What does Tom have? answer: Dogs paragraph: " + MRC_PARA,
+             "False"),
+            ("question: What does Tom have? answer: Two cats paragraph: " + MRC_PARA,
+             "True"),
+            ("question: Who likes them? answer: Tom paragraph: " + MRC_PARA, "True"),
+            ("question: Who likes them? answer: Ann paragraph: " + MRC_PARA,
+             "False"),
+            ("question: Who runs? answer: Ann paragraph: Ann runs.", "True"),
+        ],
+        "validation": [
+            ("question: Who sings? answer: Bo paragraph: Sent 1: Bo sings. ", "True"),
+            ("question: Who sings? answer: Al paragraph: Sent 1: Bo sings. ",
+             "False"),
+            ("question: What does Bo do? answer: Sings paragraph: Sent 1: Bo sings. ",
+             "True"),
+        ],
+        "test": [("question: Who reads? answer: Cy paragraph: Cy reads.", "<unk>")],
+    },
+    "record": {
+        "train": [
+            ("query: @placeholder barked. entities: Max, Rex passage: " + REC_PASSAGE,
+             "Rex"),
+            ("query: They saw @placeholder. entities: Max, Rex passage: "
+             + REC_PASSAGE, "Max"),
+            ("query: They saw @placeholder. entities: Max, Rex passage: "
+             + REC_PASSAGE, "Rex"),
+        ],
+        "validation": [("query: @placeholder met Joe. entities: Ida, Joe passage: "
+                        "Ida met Joe.", "Ida")],
+        "test": [("query: @placeholder saw Lee. entities: Kim passage: Kim saw Lee.",
+                  "<unk>")],
+    },
+    "rte": {
+        "train": [
+            ("hypothesis: Paris is French. premise: Paris is in France.",
+             "entailment"),
+            ("hypothesis: Rome is new. premise: Rome is old.", "not_entailment"),
+            ("hypothesis: Oslo is a city. premise: Oslo is cold.", "entailment"),
+            ("hypothesis: Lima is tiny. premise: Lima is big.", "not_entailment"),
+            ("hypothesis: Bern is loud. premise: Bern is calm.", "not_entailment"),
+        ],
+        "validation": [
+            ("hypothesis: Kyiv has trees. premise: Kyiv has parks.", "entailment"),
+            ("hypothesis: Riga is dry. premise: Riga is wet.", "not_entailment"),
+        ],
+        "test": [("hypothesis: Baku is calm. premise: Baku is windy.", "<unk>")],
+    },
+    "wic": {
+        "train": [("sentence1: He sat by the bank. sentence2: The bank lent money. "
+                   "word: bank", "False"),
+                  ("sentence1: I run daily. sentence2: We run fast. word: run",
+                   "True")],
+        "validation": [("sentence1: A bat flew. sentence2: Swing the bat. word: bat",
+                        "False")],
+        "test": [("sentence1: Set it down. sentence2: A chess set. word: set",
+                  "<unk>")],
+    },
+    "wsc": {
+        # T5 wsc_simple: only label-True examples in train; target = candidate.
+        "train": [("Mark told Pete lies about himself and *he* was sorry .", "Mark"),
+                  ("The cup hit the glass and *it* broke .", "the glass")],
+        "validation": [("Anna thanked Beth because *she* helped her .", "Beth"),
+                       ("Anna thanked Beth because *she* helped her .", "Anna")],
+        "test": [("Joe hugged Sam because *he* was sad .", "Joe")],
+    },
+}
+
+SG_TASKS = sorted(XPROMPT_EXPECTED)
+
+
+@pytest.mark.parametrize("task", SG_TASKS)
+def test_xprompt_local_strings(tasks, task):
+  for split, expected in XPROMPT_EXPECTED[task].items():
+    got = _pairs(_read(f"xprompt_super_glue_{task}_local", split))
+    assert got == expected, (task, split)
+
+
+@pytest.mark.parametrize("task", SG_TASKS)
+def test_lester_local_strings(tasks, task):
+  for split, expected in LESTER_EXPECTED[task].items():
+    got = _pairs(_read(f"lester_super_glue_{task}_local", split))
+    assert got == expected, (task, split)
+
+
+@pytest.mark.parametrize("task", ["rte", "wsc", "record"])
+def test_nosentinel_drops_the_sentinel(tasks, task):
+  got = _pairs(_read(f"xprompt_nosentinel_super_glue_{task}_local", "validation"))
+  expected = [(i.replace(" " + S, ""), t.replace(S + " ", ""))
+              for i, t in XPROMPT_EXPECTED[task]["validation"]]
+  assert got == expected
+  assert all(S not in i and S not in t for i, t in got)
+
+
+def test_tokens_use_real_t5_vocabulary(tasks):
+  sp = spm.SentencePieceProcessor(model_file=str(T5_SPM))
+  sentinel_id = 32099  # <extra_id_0> = 32000 pieces + 100 extra ids, reversed
+  ex = _read("xprompt_super_glue_rte_local", "validation")[0]
+  expected_inputs = sp.encode(
+      "sentence1: Kyiv has parks. sentence2: Kyiv has trees.") + [sentinel_id, 1]
+  assert ex["inputs"].tolist() == expected_inputs
+  assert ex["targets"].tolist() == [sentinel_id] + sp.encode("entailment") + [1]
+  lester = _read("lester_super_glue_rte_local", "validation")[1]
+  assert lester["targets"].tolist() == sp.encode("not_entailment") + [1]
+  assert tasks.get_vocabulary().vocab_size == 32100
+
+
+def test_feature_converter_batches(tasks):
+  import seqio
+  task = seqio.get_mixture_or_task("xprompt_super_glue_boolq_local")
+  lengths = {"inputs": 32, "targets": 8}
+  ds = task.get_dataset(lengths, split="validation", shuffle=False)
+  ds = seqio.EncDecFeatureConverter(pack=False)(ds, lengths)
+  batch = next(ds.batch(2).as_numpy_iterator())
+  assert set(batch) == {"encoder_input_tokens", "decoder_input_tokens",
+                        "decoder_target_tokens", "decoder_loss_weights"}
+  assert batch["encoder_input_tokens"].shape == (2, 32)
+  assert batch["decoder_target_tokens"][0, 0] == 32099
+
+
+def test_examples_keep_ids_labels_and_label_strings(tasks):
+  mrc = _read("xprompt_super_glue_multirc_local", "train")
+  assert [(int(e["idx/paragraph"]), int(e["idx/question"]), int(e["idx/answer"]),
+           int(e["label"])) for e in mrc] == [
+               (0, 0, 0, 1), (0, 0, 1, 0), (0, 0, 2, 1), (0, 1, 3, 1),
+               (0, 1, 4, 0), (1, 2, 5, 1)]
+  assert [s.decode() for s in mrc[0]["label_strings"]] == [S + " no", S + " yes"]
+  wsc = _read("xprompt_super_glue_wsc_local", "train")
+  assert [s.decode() for s in wsc[2]["label_strings"]] == [
+      S + " another word", S + " the glass"]
+  assert wsc[2]["span1_text"] == b"the glass" and int(wsc[2]["idx"]) == 2
+  rec = _read("lester_super_glue_record_local", "train")
+  assert [(int(e["idx/passage"]), int(e["idx/query"])) for e in rec] == [
+      (0, 0), (0, 1), (0, 1)]
+  assert [a.decode() for a in rec[1]["answers"]] == ["Max", "Rex"]
+  assert [s.decode() for s in rec[1]["label_strings"]] == ["Max", "Rex"]
+  test = _read("lester_super_glue_cb_local", "test")
+  assert int(test[0]["label"]) == -1
+
+
+def test_label_strings_and_main_metrics(tasks):
+  assert tasks.get_label_strings("xprompt_super_glue_rte_v102") == [
+      S + " entailment", S + " contradiction"]
+  assert tasks.get_label_strings("xprompt_nosentinel_super_glue_boolq_local") == [
+      "no", "yes"]
+  assert tasks.get_label_strings("lester_super_glue_boolq_local") == [
+      "False", "True"]
+  assert tasks.get_label_strings("lester_super_glue_cb_v102") == [
+      "entailment", "contradiction", "neutral"]
+  assert tasks.get_label_strings("xprompt_super_glue_wsc_local") is None
+  assert tasks.has_per_example_label_strings("xprompt_super_glue_wsc_local")
+  assert tasks.get_label_strings("lester_super_glue_wsc_local") is None
+  assert not tasks.has_per_example_label_strings("lester_super_glue_wsc_local")
+  assert tasks.get_main_metric("xprompt_super_glue_rte_local") == "accuracy"
+  assert tasks.get_main_metric("xprompt_super_glue_cb_local") == "average"
+  assert tasks.get_metric_components("lester_super_glue_cb_v102") == (
+      "accuracy", "f1_macro")
+  assert tasks.get_metric_components("xprompt_super_glue_multirc_v102") == (
+      "f1a", "exact_match")
+  assert tasks.get_metric_components("lester_super_glue_record_local") == (
+      "exact_match", "f1")
+
+
+# ---------------------------------------------------------------------------
+# Errors.
+# ---------------------------------------------------------------------------
+def test_missing_directory_and_file_errors(tasks, tmp_path, monkeypatch):
+  import seqio
+  task = seqio.get_mixture_or_task("xprompt_super_glue_rte_local")
+  monkeypatch.delenv("XPROMPT_SUPERGLUE_DIR")
+  with pytest.raises(tasks.sources.DataDirError,
+                     match="SUPERGLUE_DIR.*XPROMPT_SUPERGLUE_DIR"):
+    task.get_dataset(None, split="validation")
+  monkeypatch.setenv("XPROMPT_SUPERGLUE_DIR", str(tmp_path))
+  with pytest.raises(tasks.sources.DataDirError, match=r"directory .*RTE"):
+    task.get_dataset(None, split="validation")
+  (tmp_path / "RTE").mkdir()
+  with pytest.raises(tasks.sources.DataDirError, match=r"RTE[/\\]val\.jsonl"):
+    task.get_dataset(None, split="validation")
+
+
+def test_gin_macro_selects_directory(tasks, tmp_path, monkeypatch):
+  import gin
+  monkeypatch.delenv("XPROMPT_SUPERGLUE_DIR")
+  root = write_superglue(tmp_path / "sg")
+  gin.parse_config(f"SUPERGLUE_DIR = '{root}'")
+  try:
+    assert tasks.resolve_data_dir("superglue") == str(root)
+    got = _pairs(_read("lester_super_glue_copa_local", "validation"))
+    assert got == LESTER_EXPECTED["copa"]["validation"]
+  finally:
+    gin.clear_config()
+
+
+def _write(path, rows):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_malformed_jsonl_errors_name_file_line_field(tasks, tmp_path, monkeypatch):
+  import seqio
+  monkeypatch.setenv("XPROMPT_SUPERGLUE_DIR", str(tmp_path))
+  good = {"premise": "p", "hypothesis": "h", "label": "entailment", "idx": 0}
+  _write(tmp_path / "RTE" / "val.jsonl",
+         [good, {"premise": "p", "label": "entailment", "idx": 1}])
+  task = seqio.get_mixture_or_task("lester_super_glue_rte_local")
+  with pytest.raises(tasks.readers.DataFileError,
+                     match=r"RTE[/\\]val\.jsonl:2: missing field 'hypothesis'"):
+    task.get_dataset(None, split="validation")
+  _write(tmp_path / "RTE" / "val.jsonl", [dict(good, label="maybe")])
+  with pytest.raises(tasks.readers.DataFileError,
+                     match=r"val\.jsonl:1: field 'label' has invalid value 'maybe'"):
+    task.get_dataset(None, split="validation")
+  _write(tmp_path / "RTE" / "train.jsonl",
+         [{"premise": "p", "hypothesis": "h", "idx": 0}])
+  with pytest.raises(tasks.readers.DataFileError,
+                     match=r"train\.jsonl:1: missing field 'label'"):
+    task.get_dataset(None, split="train")
+  mrc = {"idx": 0, "passage": {"text": "t", "questions": [
+      {"question": "q", "idx": 0, "answers": [{"idx": 0, "label": 1}]}]}}
+  _write(tmp_path / "MultiRC" / "val.jsonl", [mrc])
+  task = seqio.get_mixture_or_task("lester_super_glue_multirc_local")
+  with pytest.raises(tasks.readers.DataFileError,
+                     match=r"val\.jsonl:1: missing field 'text' in "
+                           r"passage\.questions\[0\]\.answers\[0\]"):
+    task.get_dataset(None, split="validation")
+  (tmp_path / "RTE" / "test.jsonl").write_text("{not json\n")
+  task = seqio.get_mixture_or_task("lester_super_glue_rte_local")
+  with pytest.raises(tasks.readers.DataFileError, match=r"test\.jsonl:1: invalid JSON"):
+    task.get_dataset(None, split="test")
+
+
+# ---------------------------------------------------------------------------
+# TFDS source: same features as TFDS, same strings (mocked TFDS, no download).
+# ---------------------------------------------------------------------------
+def test_tfds_tasks_match_local_tasks(tasks):
+  import seqio
+  import tensorflow as tf
+  import tensorflow_datasets as tfds
+
+  readers = tasks.readers
+  seen_specs = {}
+  # Read the files before mocking (TFDS's mock redirects file access).
+  raw = {}
+  for task in SG_TASKS:
+    path = os.path.join(os.environ["XPROMPT_SUPERGLUE_DIR"],
+                        readers.SUPERGLUE_DIRS[task], "val.jsonl")
+    raw[task] = readers.SUPERGLUE_READERS[task](path, "validation")
+
+  def as_dataset(self, split, *args, **kwargs):
+    config = self.builder_config.name
+    task = "wsc" if config.startswith("wsc") else config
+    assert str(split) == "validation"
+    seen_specs[task] = self.info.features.get_tensor_spec()
+    return readers.examples_to_dataset(raw[task],
+                                       readers.SUPERGLUE_SIGNATURES[task])
+
+  with tfds.testing.mock_data(as_dataset_fn=as_dataset,
+                              policy=tfds.testing.MockPolicy.USE_CODE):
+    for task in SG_TASKS:
+      t = seqio.get_mixture_or_task(f"xprompt_super_glue_{task}_v102")
+      ds = t.get_dataset(None, split="validation", shuffle=False,
+                         try_in_mem_cache=False)
+      assert _pairs(ds.as_numpy_iterator()) == \
+          XPROMPT_EXPECTED[task]["validation"], task
+  assert sorted(seen_specs) == SG_TASKS
+  for task, spec in seen_specs.items():
+    ours = readers.SUPERGLUE_SIGNATURES[task]
+    assert tf.nest.map_structure(lambda s: (s.dtype, s.shape.as_list()), spec) \
+        == tf.nest.map_structure(lambda s: (s.dtype, s.shape.as_list()), ours), task

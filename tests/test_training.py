@@ -1,0 +1,162 @@
+"""Prompt-tuning trainer: only the prompt changes, sharding, resume, loss goes down."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import synthetic_tasks
+from training_utils import FEATURE_LENGTHS, fixture_params, tiny_prompted_model
+from xprompt_jax.training import optimizers, partitioning
+from xprompt_jax.training.data import DataConfig, TrainBatchIterator
+from xprompt_jax.training.evaluation import EvalConfig, Evaluator
+from xprompt_jax.training.params import flatten, split_params
+from xprompt_jax.training.train_step import LossConfig, TrainState, make_train_step
+from xprompt_jax.training.trainer import Trainer, TrainerConfig, init_variables
+
+
+@pytest.fixture(scope="module")
+def task_name(t5_vocab_path):
+    return synthetic_tasks.register(t5_vocab_path)
+
+
+@pytest.fixture(scope="module")
+def pretrained(fixtures_dir):
+    return fixture_params(str(fixtures_dir / "t5x_tiny_orbax" / "checkpoint_3"))
+
+
+def _trainer(tmp_path, task_name, pretrained, *, steps, batch_size=8, model=None, **kw):
+    config_kw = dict(model_dir=str(tmp_path), num_steps=steps, eval_period=None,
+                     save_period=kw.pop("save_period", None), log_period=1, progress=False,
+                     seed=kw.pop("seed", 0), mesh_shape=kw.pop("mesh_shape", (-1, 1)))
+    return Trainer(model or tiny_prompted_model(), optimizers.adafactor(),
+                   DataConfig(task_name, FEATURE_LENGTHS, batch_size),
+                   TrainerConfig(**config_kw), pretrained_params=pretrained, **kw)
+
+
+def test_only_the_prompt_changes(tmp_path, task_name, pretrained):
+    trainer = _trainer(tmp_path, task_name, pretrained, steps=3)
+    initial_prompt = np.asarray(trainer.state.params["prompt"]["prompt"]).copy()
+    trainer.run()
+    # Frozen weights are bitwise the checkpoint's; only the prompt is in the train state.
+    frozen = flatten(jax.device_get(trainer.frozen["params"]))
+    reference = flatten(pretrained)
+    assert set(frozen) == set(reference)
+    for key, value in reference.items():
+        np.testing.assert_array_equal(frozen[key], np.asarray(value), err_msg=key)
+    assert list(flatten(trainer.state.params)) == ["prompt/prompt"]
+    opt_leaves = jax.tree_util.tree_leaves(trainer.state.opt_state)
+    assert sum(x.size for x in opt_leaves) < 10 * initial_prompt.size  # no frozen-param state
+    assert not np.allclose(np.asarray(trainer.state.params["prompt"]["prompt"]), initial_prompt)
+    assert int(trainer.state.step) == 3
+    # numpy export in the prompt-tuning format
+    exported = tmp_path / "numpy_checkpoints" / "checkpoint_3" / "prompt.prompt.npy"
+    np.testing.assert_array_equal(np.load(exported), trainer.state.params["prompt"]["prompt"])
+
+
+def test_short_run_lowers_the_loss(tmp_path, task_name, pretrained):
+    # A random frozen T5 with d=64 (the 8-dim fixture model can barely be steered).
+    del pretrained
+    losses = []
+    model = tiny_prompted_model(emb_dim=64, num_heads=4, head_dim=16, mlp_dim=128)
+    trainer = _trainer(tmp_path, task_name, None, steps=40, batch_size=16, model=model,
+                       step_callback=lambda step, m: losses.append(float(m["loss"])))
+    trainer.run()
+    first, last = np.mean(losses[:3]), np.mean(losses[-5:])
+    assert last < first - 2.0, (first, last)  # > 7x more probability on the targets
+
+
+def _batches(task_name, n, batch_size=8):
+    it = TrainBatchIterator(DataConfig(task_name, FEATURE_LENGTHS, batch_size))
+    return [next(it) for _ in range(n)]
+
+
+def _run_steps(model, variables, batches, mesh_shape, num_microbatches=1):
+    mesh = partitioning.make_mesh(mesh_shape)
+    rules = partitioning.standard_logical_axis_rules()
+    params_axes = variables["params_axes"]
+    trainable, frozen = split_params(variables["params"])
+    optimizer = optimizers.adafactor()
+    tr_sh = partitioning.param_shardings(trainable, params_axes, mesh, rules)
+    fr_sh = partitioning.param_shardings(frozen, params_axes, mesh, rules)
+    rep = partitioning.replicated(mesh)
+    state = TrainState.create(trainable, optimizer)
+    state_sh = TrainState(step=rep, params=tr_sh,
+                          opt_state=jax.tree_util.tree_map(lambda _: rep, state.opt_state))
+    step = jax.jit(make_train_step(model, optimizer, LossConfig(), num_microbatches),
+                   in_shardings=(state_sh, {"params": fr_sh}, partitioning.batch_sharding(mesh),
+                                 rep),
+                   out_shardings=(state_sh, rep))
+    losses = []
+    with partitioning.activate(mesh, rules):
+        state = jax.device_put(state, state_sh)
+        frozen_vars = {"params": jax.device_put(frozen, fr_sh)}
+        for batch in batches:
+            state, metrics = step(state, frozen_vars, batch, jax.random.PRNGKey(0))
+            losses.append(float(metrics["loss"]))
+    return np.asarray(state.params["prompt"]["prompt"]), losses
+
+
+def test_five_steps_on_4x2_mesh_match_one_device(task_name, pretrained):
+    model = tiny_prompted_model()
+    variables = init_variables(model, pretrained, FEATURE_LENGTHS, jax.random.PRNGKey(0))
+    batches = _batches(task_name, 5)
+    one_prompt, one_losses = _run_steps(model, variables, batches, (1, 1))
+    mesh_prompt, mesh_losses = _run_steps(model, variables, batches, (4, 2))
+    np.testing.assert_allclose(mesh_losses, one_losses, rtol=1e-5)
+    np.testing.assert_allclose(mesh_prompt, one_prompt, rtol=1e-4, atol=1e-5)
+    assert one_losses[-1] != one_losses[0]
+
+
+def test_microbatch_accumulation_equals_full_batch(task_name, pretrained):
+    model = tiny_prompted_model()
+    variables = init_variables(model, pretrained, FEATURE_LENGTHS, jax.random.PRNGKey(1))
+    batches = _batches(task_name, 2)
+    full, full_losses = _run_steps(model, variables, batches, (1, 1), num_microbatches=1)
+    micro, micro_losses = _run_steps(model, variables, batches, (1, 1), num_microbatches=4)
+    np.testing.assert_allclose(micro_losses, full_losses, rtol=1e-5)
+    np.testing.assert_allclose(micro, full, rtol=1e-4, atol=1e-6)
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_killed_run_resumes_to_the_same_prompt(tmp_path, task_name, pretrained):
+    model = tiny_prompted_model(dropout_rate=0.1)  # dropout RNG must also resume exactly
+    straight = _trainer(tmp_path / "straight", task_name, pretrained, steps=6, save_period=3,
+                        model=model)
+    straight.run()
+
+    def kill_at_5(step, metrics):
+        if step == 5:
+            raise _Killed()
+
+    killed = _trainer(tmp_path / "killed", task_name, pretrained, steps=6, save_period=3,
+                      model=model, step_callback=kill_at_5)
+    with pytest.raises(_Killed):
+        killed.run()
+    assert killed.checkpointer.latest_step() == 3
+    resumed = _trainer(tmp_path / "killed", task_name, pretrained, steps=6, save_period=3,
+                       model=model)
+    summary = resumed.run()
+    assert summary["final_step"] == 6
+    np.testing.assert_array_equal(np.asarray(resumed.state.params["prompt"]["prompt"]),
+                                  np.asarray(straight.state.params["prompt"]["prompt"]))
+
+
+@pytest.mark.parametrize("mode", ["rank_classification", "generation"])
+def test_evaluation_modes_record_which_was_used(tmp_path, task_name, pretrained, mode):
+    model = tiny_prompted_model()
+    evaluator = Evaluator(model, task_name, FEATURE_LENGTHS, EvalConfig(mode=mode, batch_size=8),
+                          label_strings_fn=lambda ex: ["yes", "no"])
+    trainer = _trainer(tmp_path, task_name, pretrained, steps=2, evaluator=evaluator)
+    trainer.config.eval_period = 2
+    summary = trainer.run()
+    result = summary["best_eval"]
+    assert result["mode"] == mode and result["num_examples"] == 32
+    assert 0.0 <= result["metrics"]["accuracy"] <= 100.0
+    if mode == "rank_classification":  # every prediction is one of the verbalizers
+        assert set(result["predictions_sample"]) <= {"yes", "no"}
+    assert trainer.checkpointer.best_step() == 2

@@ -1,0 +1,94 @@
+"""Evaluate a saved run: `python -m xprompt_jax.evaluate --gin_file=models/<size>.gin
+--gin_file=prompt_tuning.gin --gin_file=runs/eval.gin --gin.MODEL_DIR=... ...`.
+
+Loads the frozen model from INITIAL_CHECKPOINT_PATH, the trainable params from the run's
+best / latest / given checkpoint, evaluates, and writes MODEL_DIR/eval_results.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+
+from . import gin_utils
+from .train import configure_from_argv, frozen_shardings, import_task_module
+from .training import partitioning
+from .training.checkpointing import RunCheckpointer
+from .training.evaluation import EvalConfig, Evaluator
+from .training.params import merge_params, split_params
+from .training.pretrained import load_pretrained_params
+from .training.trainer import init_variables
+
+logger = logging.getLogger("xprompt_jax")
+
+
+def evaluate(*, model, model_dir: str, mixture_or_task_name: str,
+             task_feature_lengths: Mapping[str, int],
+             mixture_or_task_module: Optional[str] = None,
+             initial_checkpoint_path: Optional[str] = None, checkpoint_format: str = "auto",
+             eval_mode: str = "rank_classification", eval_split: str = "validation",
+             batch_size: int = 32, max_eval_examples: Optional[int] = None,
+             checkpoint: Union[str, int] = "best", trainable_regex: str = r".*prompt.*",
+             mesh_shape: Sequence[int] = (-1, 1), seed: int = 0) -> Dict[str, Any]:
+    """Evaluates the run in `model_dir`; returns and writes the results."""
+    import_task_module(mixture_or_task_module)
+    mesh = partitioning.make_mesh(tuple(mesh_shape))
+    rules = partitioning.standard_logical_axis_rules()
+    pretrained = None
+    if initial_checkpoint_path:
+        shardings = frozen_shardings(model, task_feature_lengths, mesh, rules, trainable_regex)
+        pretrained = load_pretrained_params(initial_checkpoint_path, checkpoint_format,
+                                            shardings=shardings)
+    with partitioning.activate(mesh, rules):
+        variables = init_variables(model, pretrained, task_feature_lengths,
+                                   jax.random.PRNGKey(seed))
+    variables.pop("params_axes", None)
+    trainable, frozen = split_params(variables["params"], trainable_regex)
+    checkpointer = RunCheckpointer(model_dir)
+    if checkpoint == "best":
+        step = checkpointer.best_step() or checkpointer.latest_step()
+    elif checkpoint == "latest":
+        step = checkpointer.latest_step()
+    else:
+        step = int(checkpoint)
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint to evaluate in {model_dir}")
+    restored = checkpointer.restore(step)
+    if restored is None:
+        raise FileNotFoundError(f"checkpoint {step} not found in {model_dir}")
+    state, _ = restored
+    restored_params = state["params"] if isinstance(state, Mapping) else state.params
+    trainable = jax.tree_util.tree_map(lambda ref, x: jnp.asarray(x, ref.dtype), trainable,
+                                       dict(restored_params))
+    variables["params"] = merge_params(trainable, frozen)
+    evaluator = Evaluator(model, mixture_or_task_name, task_feature_lengths,
+                          EvalConfig(mode=eval_mode, split=eval_split, batch_size=batch_size,
+                                     max_examples=max_eval_examples))
+    with partitioning.activate(mesh, rules):
+        result = evaluator.evaluate(variables)
+    result["checkpoint_step"] = int(step)
+    if jax.process_index() == 0:
+        os.makedirs(model_dir, exist_ok=True)
+        with open(os.path.join(model_dir, "eval_results.json"), "w") as f:
+            json.dump(result, f, indent=2, default=str)
+    return result
+
+
+def main(argv: Sequence[str]) -> None:
+    import gin
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    configure_from_argv(argv)
+    result = gin_utils.call_configured(gin.get_configurable(evaluate), "xprompt_jax.evaluate")
+    print(json.dumps({k: result[k] for k in ("mode", "metrics", "main_metric",
+                                            "checkpoint_step")}, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main(sys.argv)

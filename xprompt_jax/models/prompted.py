@@ -1,0 +1,95 @@
+"""`PromptedT5`: T5 with a prompt prepended to the embedded encoder input.
+
+The prompt enters after the token embedding lookup and before input dropout (as in
+google-research/prompt-tuning). The encoder attention mask gains m leading positions, and
+the decoder's cross-attention mask is rebuilt from the same extended mask in `decode`
+(incremental decoding included, which only sees raw tokens). Parameters of the frozen T5
+keep their T5X paths; the prompt lives under `prompt/` (e.g. `prompt/prompt`).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from .t5 import T5
+
+Array = jnp.ndarray
+
+PACKING_ERROR = ("PromptedT5 does not support packed examples ({what} was given): prompts "
+                 "are prefixed to every sequence. Use seqio.EncDecFeatureConverter(pack=False).")
+
+
+class PromptedT5(T5):
+    """T5X `network.Transformer` interface with a prompt module (`prompt`)."""
+
+    prompt: Optional[nn.Module] = None
+
+    def _check_unpacked(self, **segment_ids):
+        for what, value in segment_ids.items():
+            if value is not None:
+                raise ValueError(PACKING_ERROR.format(what=what))
+
+    def prompt_valid_mask(self, batch_size: int, length: int) -> Array:
+        """`[B, m]` bool: prompt positions that take part in attention."""
+        position_mask = getattr(self.prompt, "position_mask", None)
+        if position_mask is None:
+            return jnp.ones((batch_size, length), bool)
+        mask = jnp.asarray(position_mask(batch_size)).astype(bool)
+        if mask.shape != (batch_size, length):
+            raise ValueError(f"prompt position_mask has shape {mask.shape}, expected "
+                             f"{(batch_size, length)}")
+        return mask
+
+    def prompt_embeddings(self, embedded: Array) -> Array:
+        """Runs the prompt module: `[B, T, E]` -> `[B, m, E]` in the compute dtype."""
+        if self.prompt is None:
+            raise ValueError("PromptedT5.prompt is not set")
+        prompt = self.prompt(embedded)
+        if prompt.ndim == 2:
+            prompt = jnp.broadcast_to(prompt[None], (embedded.shape[0],) + prompt.shape)
+        if prompt.ndim != 3 or prompt.shape[0] != embedded.shape[0] or \
+                prompt.shape[-1] != embedded.shape[-1]:
+            raise ValueError(f"prompt module returned shape {prompt.shape}; expected [m, "
+                             f"{embedded.shape[-1]}] or [{embedded.shape[0]}, m, "
+                             f"{embedded.shape[-1]}]")
+        return prompt.astype(embedded.dtype)
+
+    def encode(self, encoder_input_tokens: Array, encoder_segment_ids: Optional[Array] = None,
+               encoder_positions: Optional[Array] = None, *,
+               enable_dropout: bool = True) -> Array:
+        """`[B, S]` tokens -> encoded `[B, m + S, E]` (prompt positions first)."""
+        del encoder_positions
+        self._check_unpacked(encoder_segment_ids=encoder_segment_ids)
+        embedded = self.embed_encoder_tokens(encoder_input_tokens)
+        prompt = self.prompt_embeddings(embedded)
+        batch, length = prompt.shape[:2]
+        valid = jnp.concatenate([self.prompt_valid_mask(batch, length),
+                                 encoder_input_tokens > 0], axis=1)
+        return self.encode_embedded(jnp.concatenate([prompt, embedded], axis=1), valid,
+                                    enable_dropout=enable_dropout)
+
+    def decode(self, encoded: Array, encoder_input_tokens: Array, decoder_input_tokens: Array,
+               decoder_target_tokens: Array, encoder_segment_ids: Optional[Array] = None,
+               decoder_segment_ids: Optional[Array] = None,
+               decoder_positions: Optional[Array] = None, *, enable_dropout: bool = True,
+               decode: bool = False, max_decode_length: Optional[int] = None,
+               encoder_valid_mask: Optional[Array] = None) -> Array:
+        """Logits `[B, T, vocab]`; the cross-attention mask covers prompt + input."""
+        self._check_unpacked(encoder_segment_ids=encoder_segment_ids,
+                             decoder_segment_ids=decoder_segment_ids)
+        if encoder_valid_mask is None:
+            batch, source_len = encoder_input_tokens.shape
+            prompt_len = encoded.shape[-2] - source_len
+            if prompt_len < 0:
+                raise ValueError(f"encoded length {encoded.shape[-2]} is shorter than the "
+                                 f"encoder input length {source_len}")
+            encoder_valid_mask = jnp.concatenate(
+                [self.prompt_valid_mask(batch, prompt_len), encoder_input_tokens > 0], axis=1)
+        return super().decode(encoded, encoder_input_tokens, decoder_input_tokens,
+                              decoder_target_tokens, None, None, decoder_positions,
+                              enable_dropout=enable_dropout, decode=decode,
+                              max_decode_length=max_decode_length,
+                              encoder_valid_mask=encoder_valid_mask)

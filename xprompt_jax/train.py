@@ -1,0 +1,166 @@
+"""Prompt-tuning CLI, T5X style.
+
+    python -m xprompt_jax.train --gin_file=prompt_tuning.gin \
+        --gin.MODEL_DIR="'/tmp/run'" --gin.MIXTURE_OR_TASK_NAME="'xprompt_super_glue_rte_local'" \
+        --gin.INITIAL_CHECKPOINT_PATH="'/path/to/checkpoint_1100000'"
+
+Flags as t5x/train.py: --gin_file (repeatable), --gin.NAME=VALUE, --gin_bindings,
+--gin_search_paths, --tfds_data_dir.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import sys
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+import jax
+
+from . import gin_utils
+from .training import partitioning
+from .training.data import DataConfig
+from .training.evaluation import EvalConfig, Evaluator
+from .training.pretrained import load_pretrained_params
+from .training.train_step import LossConfig
+from .training.trainer import Trainer, TrainerConfig, dummy_batch
+
+logger = logging.getLogger("xprompt_jax")
+
+
+def import_task_module(module: Optional[str]) -> None:
+    """Imports the module that registers MIXTURE_OR_TASK_NAME (T5X's MIXTURE_OR_TASK_MODULE)."""
+    if module:
+        importlib.import_module(module)
+
+
+def frozen_shardings(model, feature_lengths, mesh, rules, trainable_regex):
+    """Shardings of the frozen (pretrained) params, from the model's logical axes."""
+    from .training.params import split_params
+
+    batch = dummy_batch(feature_lengths)
+    abstract = jax.eval_shape(
+        lambda r: model.init(r, batch["encoder_input_tokens"], batch["decoder_input_tokens"],
+                             batch["decoder_target_tokens"], enable_dropout=False),
+        jax.random.PRNGKey(0))
+    shardings = partitioning.param_shardings(abstract["params"], abstract.get("params_axes"),
+                                             mesh, rules)
+    return split_params(shardings, trainable_regex)[1]
+
+
+def build_trainer(*, model, optimizer, model_dir: str, mixture_or_task_name: str,
+                  task_feature_lengths: Mapping[str, int],
+                  mixture_or_task_module: Optional[str] = None,
+                  initial_checkpoint_path: Optional[str] = None,
+                  checkpoint_format: str = "auto", batch_size: int = 32,
+                  train_steps: int = 30000, eval_period: Optional[int] = 1000,
+                  save_period: Optional[int] = None, keep_checkpoints: int = 3,
+                  patience: Optional[int] = None, eval_mode: str = "rank_classification",
+                  eval_split: str = "validation", eval_batch_size: Optional[int] = None,
+                  max_eval_examples: Optional[int] = None, trainable_regex: str = r".*prompt.*",
+                  frozen_dtype: Optional[str] = None, num_microbatches: int = 1,
+                  mesh_shape: Sequence[int] = (-1, 1), activation_partitioning_dims: int = 1,
+                  parameter_partitioning_dims: int = 1, label_smoothing: float = 0.0,
+                  z_loss: float = 0.0, loss_normalization: Any = "mean_tokens", seed: int = 0,
+                  data_seed: Optional[int] = None, progress: Optional[bool] = None,
+                  save_numpy: bool = True, log_period: int = 10,
+                  **trainer_kwargs) -> Trainer:
+    """Builds a `Trainer` from gin-level settings (each argument is a gin binding)."""
+    import_task_module(mixture_or_task_module)
+    trainer_config = TrainerConfig(
+        model_dir=model_dir, num_steps=train_steps, eval_period=eval_period,
+        save_period=save_period, keep_checkpoints=keep_checkpoints, patience=patience,
+        log_period=log_period, seed=seed, trainable_regex=trainable_regex,
+        frozen_dtype=frozen_dtype, num_microbatches=num_microbatches,
+        mesh_shape=tuple(mesh_shape), activation_partitioning_dims=activation_partitioning_dims,
+        parameter_partitioning_dims=parameter_partitioning_dims, save_numpy=save_numpy,
+        progress=progress)
+    data_config = DataConfig(mixture_or_task_name, dict(task_feature_lengths), batch_size,
+                             seed=seed if data_seed is None else data_seed)
+    pretrained = None
+    if initial_checkpoint_path:
+        mesh = partitioning.make_mesh(trainer_config.mesh_shape)
+        rules = partitioning.standard_logical_axis_rules(activation_partitioning_dims,
+                                                         parameter_partitioning_dims)
+        shardings = frozen_shardings(model, task_feature_lengths, mesh, rules, trainable_regex)
+        pretrained = load_pretrained_params(initial_checkpoint_path, checkpoint_format,
+                                            shardings=shardings)
+    evaluator = None
+    if eval_period:
+        evaluator = Evaluator(model, mixture_or_task_name, task_feature_lengths,
+                              EvalConfig(mode=eval_mode, split=eval_split,
+                                         batch_size=eval_batch_size or batch_size,
+                                         max_examples=max_eval_examples))
+    return Trainer(model, optimizer, data_config, trainer_config, pretrained_params=pretrained,
+                   evaluator=evaluator,
+                   loss_config=LossConfig(label_smoothing, z_loss, loss_normalization),
+                   **trainer_kwargs)
+
+
+def train(**kwargs) -> Dict[str, Any]:
+    """Gin entry point (`train.model = ...`, `train.optimizer = ...`, ...): builds the
+    trainer, runs it, writes `config.gin` and `train_summary.json` to MODEL_DIR."""
+    import gin
+
+    trainer = build_trainer(**kwargs)
+    model_dir = kwargs["model_dir"]
+    os.makedirs(model_dir, exist_ok=True)
+    if jax.process_index() == 0:
+        with open(os.path.join(model_dir, "config.gin"), "w") as f:
+            f.write(gin.config_str())
+    summary = trainer.run()
+    if jax.process_index() == 0:
+        with open(os.path.join(model_dir, "train_summary.json"), "w") as f:
+            json.dump(summary, f, indent=2, default=str)
+    return summary
+
+
+def configure_from_argv(argv: Sequence[str], extra_flags=None):
+    """Parses t5x/train.py-style flags and gin; returns the absl FLAGS object."""
+    from absl import flags
+
+    FLAGS = flags.FLAGS
+    if "gin_file" not in FLAGS:
+        flags.DEFINE_multi_string("gin_file", [], "gin files (searched in --gin_search_paths "
+                                  "and the package gin/ directory)")
+        flags.DEFINE_multi_string("gin_bindings", [], "individual gin bindings")
+        flags.DEFINE_list("gin_search_paths", [], "comma-separated gin search paths")
+        flags.DEFINE_string("tfds_data_dir", None, "TFDS data directory override")
+        flags.DEFINE_string("multiprocess", "auto", "call jax.distributed.initialize(): "
+                            "'auto' (on TPU pods / when coordinator env vars are set), 'yes', 'no'")
+    if extra_flags:
+        extra_flags(flags)
+    FLAGS(gin_utils.rewrite_gin_args(list(argv)))
+    maybe_initialize_distributed(FLAGS.multiprocess)
+    if FLAGS.tfds_data_dir:
+        import seqio
+
+        seqio.set_tfds_data_dir_override(FLAGS.tfds_data_dir)
+    gin_utils.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings,
+                        gin_utils.split_search_paths(FLAGS.gin_search_paths))
+    return FLAGS
+
+
+def maybe_initialize_distributed(mode: str) -> None:
+    """Multi-host: `jax.distributed.initialize()` before any other jax call."""
+    env = ("JAX_COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS")
+    if mode == "yes" or (mode == "auto" and any(os.environ.get(k) for k in env)):
+        jax.distributed.initialize()
+
+
+def main(argv: Sequence[str]) -> None:
+    import gin
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    configure_from_argv(argv)
+    gin_utils.call_configured(gin.get_configurable(train), "xprompt_jax.train")
+
+
+def console_entry() -> None:
+    main(sys.argv)
+
+
+if __name__ == "__main__":
+    console_entry()

@@ -1,0 +1,567 @@
+"""Run checkpoints in MODEL_DIR: orbax state + JSON meta, keep-N-plus-best, numpy export.
+
+Layout under `model_dir`::
+
+    checkpoints/                      orbax CheckpointManager root
+      _ROOT_METADATA                  (orbax)
+      <step>/                         one finalized checkpoint per saved step
+        state/                        pytree item: trainable params, optimizer state, step,
+                                      masks, ... (anything array-like)
+        meta/                         JSON item: data-iterator position, eval results, ...
+        checkpoint_info/              JSON item: {"step", "metric", "best_mode"}
+        _CHECKPOINT_METADATA, commit_success.txt   (orbax)
+      <step>.orbax-checkpoint-tmp/    a save in progress (or killed): never listed
+    numpy_checkpoints/
+      checkpoint_<step>/<param path>  one .npy-format file per exported parameter
+      checkpoint_<step>.tmp-<n>/      an export in progress (or killed): never listed
+    best_checkpoint.json              summary: best step/metric, retained steps and metrics
+
+Numpy export follows google-research/prompt-tuning (`prompt_tuning/train/utils.py`,
+`Checkpointer.save_numpy`): the exported tree is the *params* tree (no `target.` prefix),
+each file is named by the parameter's path with '/' replaced by '.', e.g.
+`numpy_checkpoints/checkpoint_1000/encoder.prompt.prompt.prompt` for
+params['encoder']['prompt']['prompt']['prompt'], and - like prompt-tuning, whose
+`np_save` writes through a file object - **without** a `.npy` suffix (the content is
+ordinary `.npy` format; `np.load` reads it). Pass `numpy_suffix='.npy'` to append one.
+Floating arrays are cast to float32 (T5X's default `save_dtype`). Which parameters are
+exported: the `numpy_params` given to `save` (default: `state['params']` or
+`state.params`), filtered by `numpy_filter`, a regex (or list of regexes) that must
+*fully* match the '/'-joined path (prompt-tuning's `match_any`; same convention as
+`params.split_params`). Unlike prompt-tuning (whose numpy dirs are never deleted), numpy
+dirs are pruned together with the orbax checkpoints (`prune_numpy=False` keeps them all).
+
+Atomicity:
+- orbax writes each checkpoint into `<step>.orbax-checkpoint-tmp` (older orbax releases
+  append `-<timestamp>`) and renames it to `<step>` once complete (on GCS it uses a
+  `commit_success.txt` marker instead); saves are synchronous, so when `save` returns the
+  checkpoint is finalized. Unfinished directories are never listed by
+  `all_steps`/`latest_step`, so `restore` ignores them; a writer (not `read_only`) also
+  deletes leftover temporary directories when it starts.
+- numpy exports are written into `checkpoint_<step>.tmp-<n>/` and renamed to
+  `checkpoint_<step>/` when all files are written (`os.rename`: atomic on POSIX). The
+  export happens *before* the orbax save, so every orbax checkpoint has its numpy dir; a
+  numpy dir orphaned by a crash in between is replaced when that step is saved again, or
+  pruned.
+- `best_checkpoint.json` is written to a temporary file, fsynced and `os.replace`d.
+- the metric that decides "best" lives inside each checkpoint (`checkpoint_info` item),
+  so it is committed atomically with the state; on construction the metrics of all
+  retained steps are read back, so after a restart the best step is still known and still
+  protected from pruning. `best_checkpoint.json` is a human-readable summary only.
+
+Multi-host: every process must call `save`/`restore` (orbax coordinates the array writes
+and the deletions); only process 0 writes the numpy files and the JSON summary
+(`jax.process_index() == 0`). Parameters sharded across hosts are gathered for export
+with `multihost_utils.process_allgather` (a collective: all processes take part).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import os
+import re
+import time
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINTS_DIR = "checkpoints"
+NUMPY_CHECKPOINTS_DIR = "numpy_checkpoints"
+BEST_RECORD_FILE = "best_checkpoint.json"
+
+STATE_ITEM = "state"
+META_ITEM = "meta"
+INFO_ITEM = "checkpoint_info"
+
+_NUMPY_DIR_RE = re.compile(r"^checkpoint_(\d+)$")
+_NUMPY_TMP_RE = re.compile(r"^checkpoint_(\d+)\.tmp-")
+
+PathLike = Union[str, os.PathLike]
+Filter = Union[None, str, Sequence[str]]
+
+
+# ----------------------------------------------------------------------------- helpers
+def _is_writer() -> bool:
+    return jax.process_index() == 0
+
+
+def _sync(name: str) -> None:
+    """Barrier across processes (no-op on a single host)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)
+
+
+def _key_name(key: Any) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def param_paths(tree: Any) -> Dict[str, Any]:
+    """Flattens a pytree to {'a/b/c': leaf} ('/'-joined keys; None leaves skipped)."""
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return {"/".join(_key_name(k) for k in path): leaf for path, leaf in flat}
+
+
+def numpy_file_name(param_path: str, suffix: str = "") -> str:
+    """prompt-tuning's file name for a parameter: '/' -> '.', e.g.
+    'encoder/prompt/prompt/prompt' -> 'encoder.prompt.prompt.prompt' (+ `suffix`)."""
+    return param_path.replace("/", ".") + suffix
+
+
+def _compile_filter(patterns: Filter):
+    if patterns is None:
+        return None
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    compiled = [re.compile(p) for p in patterns]
+    return lambda path: any(c.fullmatch(path) for c in compiled)
+
+
+def _host_value(x: Any) -> np.ndarray:
+    """A full host copy of `x` (gathers across processes when it is not addressable)."""
+    if isinstance(x, jax.Array):
+        if x.is_fully_addressable:
+            return np.asarray(jax.device_get(x))
+        if x.is_fully_replicated:
+            return np.asarray(x.addressable_data(0))
+        from jax.experimental import multihost_utils
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+
+
+def _fsync(f) -> None:
+    try:
+        f.flush()
+        os.fsync(f.fileno())
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        pass  # non-local file systems: rely on the backend's close semantics
+
+
+def _tmp_suffix() -> str:
+    return f"{os.getpid()}-{time.time_ns()}"
+
+
+def write_json_atomic(path: PathLike, obj: Any) -> None:
+    """Writes JSON to `path` via a temporary file in the same directory + `os.replace`."""
+    path = epath.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{_tmp_suffix()}"
+    with tmp.open("w") as f:
+        json.dump(to_jsonable(obj), f, indent=2, sort_keys=True)
+        _fsync(f)
+    tmp.replace(path)
+
+
+def to_jsonable(obj: Any, _where: str = "meta") -> Any:
+    """Converts numpy / jax scalars and arrays, tuples and non-str keys to plain JSON types."""
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v, f"{_where}[{k!r}]") for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v, f"{_where}[{i}]") for i, v in enumerate(obj)]
+    if isinstance(obj, (np.generic, np.ndarray, jax.Array)):
+        value = _host_value(obj)
+        return value.item() if value.ndim == 0 else value.tolist()
+    raise TypeError(f"{_where}: {type(obj).__name__} is not JSON-serializable")
+
+
+def abstract_like(tree: Any) -> Any:
+    """Concrete pytree -> restore target: jax.Arrays become ShapeDtypeStructs carrying their
+    sharding (so `restore` puts arrays straight onto it); other leaves stay as they are."""
+    def one(x):
+        if isinstance(x, jax.Array):
+            return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+        return x
+    return jax.tree_util.tree_map(one, tree)
+
+
+def save_numpy_params(params: Any, directory: PathLike, *, include: Filter = None,
+                      dtype: Optional[Any] = np.float32, suffix: str = "") -> Dict[str, str]:
+    """Exports `params` as one .npy-format file per leaf into `directory`, atomically.
+
+    File names follow `numpy_file_name` (prompt-tuning's convention). `include`: regex(es)
+    that must fully match the '/'-joined path (None: every leaf). `dtype`: floating leaves
+    are cast to it (None: kept). Files are written into `<directory>.tmp-<n>` which is then
+    renamed to `directory` (an existing `directory` is replaced). Call on all processes;
+    only process 0 writes. Returns {param path: file path} of what was (or would be) written.
+    """
+    directory = epath.Path(directory)
+    match = _compile_filter(include)
+    selected = {p: v for p, v in param_paths(params).items() if match is None or match(p)}
+    if not selected:
+        logger.warning("numpy export to %s: no parameter matched %r; nothing written",
+                       directory, include)
+        return {}
+    values = {}
+    for path, value in selected.items():
+        value = _host_value(value)  # collective for cross-host arrays: all processes
+        if dtype is not None and jnp.issubdtype(value.dtype, jnp.floating):
+            value = value.astype(dtype)  # also bfloat16, which plain numpy cannot load
+        values[path] = value
+    files = {p: str(directory / numpy_file_name(p, suffix)) for p in values}
+    if _is_writer():
+        tmp = directory.parent / f"{directory.name}.tmp-{_tmp_suffix()}"
+        tmp.mkdir(parents=True, exist_ok=False)
+        for path, value in values.items():
+            with (tmp / numpy_file_name(path, suffix)).open("wb") as f:
+                np.save(f, value, allow_pickle=False)
+                _fsync(f)
+        if directory.exists():
+            logger.warning("%s already exists (a rerun after an interrupted save?); "
+                           "replacing it", directory)
+            directory.rmtree()
+        tmp.rename(directory)
+    _sync(f"xprompt_jax:save_numpy:{directory}")
+    return files
+
+
+def _resolve_numpy_file(path: epath.Path, param_path: Optional[str]) -> epath.Path:
+    if path.is_dir():
+        if param_path is None:
+            names = sorted(p.name for p in path.iterdir() if p.is_file())
+            if len(names) == 1:
+                return path / names[0]
+            raise ValueError(f"{path} holds {len(names)} files {names[:10]}; pass "
+                             "param_path= to choose one (e.g. 'encoder/prompt/prompt/prompt')")
+        name = numpy_file_name(param_path)
+        candidates = [path / name, path / (name + ".npy")]
+        if name.endswith(".npy"):
+            candidates.append(path / name[: -len(".npy")])
+    else:
+        candidates = [path, epath.Path(str(path) + ".npy")]
+        if path.name.endswith(".npy"):
+            candidates.append(path.parent / path.name[: -len(".npy")])
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"numpy prompt not found: tried {[str(c) for c in candidates]}")
+
+
+def load_numpy_prompt(path: PathLike, expected_shape: Optional[Sequence[Optional[int]]] = None,
+                      *, param_path: Optional[str] = None) -> np.ndarray:
+    """Loads a prompt exported in prompt-tuning's numpy format.
+
+    `path`: the file itself (with or without a `.npy` suffix), or a
+    `numpy_checkpoints/checkpoint_<step>` directory plus `param_path` ('/'- or '.'-joined
+    parameter path; may be omitted when the directory holds a single file).
+    `expected_shape`: checked when given (None entries match any size); a mismatch raises
+    ValueError naming the file and both shapes.
+    """
+    file = _resolve_numpy_file(epath.Path(path), param_path)
+    with file.open("rb") as f:
+        value = np.load(f, allow_pickle=False)
+    if expected_shape is not None:
+        expected = tuple(expected_shape)
+        ok = len(expected) == value.ndim and all(
+            e is None or int(e) == s for e, s in zip(expected, value.shape))
+        if not ok:
+            raise ValueError(f"numpy prompt {file}: shape {tuple(value.shape)} does not match "
+                             f"the expected shape {expected}")
+    return value
+
+
+def _default_numpy_params(state: Any) -> Any:
+    if isinstance(state, Mapping):
+        return state.get("params")
+    return getattr(state, "params", None)
+
+
+def _clean_metric(metric: Any) -> Optional[float]:
+    return None if metric is None else float(_host_value(metric))
+
+
+# ----------------------------------------------------------------------------- manager
+class RunCheckpointer:
+    """Checkpoints of one training run in `model_dir` (see the module docstring).
+
+    Args:
+      model_dir: the run directory (local path, or anything `etils.epath` opens).
+      keep: how many of the most recent checkpoints to keep (>= 1; None keeps all), in
+        addition to the best one.
+      keep_best: also keep the checkpoint with the best `metric` (never pruned).
+      best_mode: 'max' or 'min'. Ties keep the earlier step; NaN / None never count.
+      save_numpy: export the params at each save (prompt-tuning numpy format).
+      numpy_filter: regex or list of regexes over '/'-joined param paths (full match) that
+        selects what is exported; None exports every leaf of the exported tree.
+      numpy_dtype: floating leaves are exported in this dtype (None: unchanged).
+      numpy_suffix: appended to each numpy file name ('' like prompt-tuning, or '.npy').
+      prune_numpy: delete numpy dirs together with their orbax checkpoints.
+      read_only: never write (e.g. an evaluator watching a training run); also skips the
+        start-up deletion of leftover temporary directories.
+    """
+
+    def __init__(self, model_dir: PathLike, keep: Optional[int] = 3, keep_best: bool = True,
+                 best_mode: str = "max", save_numpy: bool = True, numpy_filter: Filter = None,
+                 *, numpy_dtype: Optional[Any] = np.float32, numpy_suffix: str = "",
+                 prune_numpy: bool = True, read_only: bool = False):
+        if best_mode not in ("max", "min"):
+            raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
+        if keep is not None and int(keep) < 1:
+            raise ValueError(f"keep must be >= 1 (or None to keep all), got {keep}")
+        self.model_dir = epath.Path(model_dir)
+        self.checkpoints_dir = self.model_dir / CHECKPOINTS_DIR
+        self.numpy_dir = self.model_dir / NUMPY_CHECKPOINTS_DIR
+        self.best_record_path = self.model_dir / BEST_RECORD_FILE
+        self.keep = None if keep is None else int(keep)
+        self.keep_best = keep_best
+        self.best_mode = best_mode
+        self.save_numpy = save_numpy
+        self.numpy_filter = numpy_filter
+        _compile_filter(numpy_filter)  # fail early on a bad regex
+        self.numpy_dtype = numpy_dtype
+        self.numpy_suffix = numpy_suffix
+        self.prune_numpy = prune_numpy
+        self.read_only = read_only
+        self._warned_no_params = False
+        if read_only and not self.checkpoints_dir.exists():
+            self._manager = None
+        else:
+            self._manager = self._make_manager()
+        if not read_only and _is_writer():
+            self._cleanup_numpy_tmp()
+        self._metrics: Dict[int, Optional[float]] = {}
+        self._load_metrics()
+
+    def _make_manager(self) -> ocp.CheckpointManager:
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=None,                      # pruning is ours: keep-N plus best
+            create=not self.read_only,
+            read_only=self.read_only,
+            cleanup_tmp_directories=not self.read_only,
+            enable_async_checkpointing=False,      # `save` returns a finalized checkpoint
+        )
+        return ocp.CheckpointManager(self.checkpoints_dir, options=options)
+
+    # ------------------------------------------------------------------ queries
+    def all_steps(self) -> List[int]:
+        """Finalized checkpoint steps, ascending (in-progress temp dirs are not listed)."""
+        if self._manager is None:
+            return []
+        return sorted(int(s) for s in self._manager.all_steps())
+
+    def latest_step(self) -> Optional[int]:
+        steps = self.all_steps()
+        return steps[-1] if steps else None
+
+    def metric(self, step: int) -> Optional[float]:
+        """The metric saved with `step` (None if none was given or the step is gone)."""
+        return self._metrics.get(int(step))
+
+    def best_step(self) -> Optional[int]:
+        """The retained step with the best metric (None if no checkpoint has a metric)."""
+        best, best_value = None, None
+        for step in self.all_steps():  # ascending: ties keep the earlier step
+            value = self._metrics.get(step)
+            if value is None or math.isnan(value):
+                continue
+            if best_value is None or (value > best_value if self.best_mode == "max"
+                                      else value < best_value):
+                best, best_value = step, value
+        return best
+
+    def best_metric(self) -> Optional[float]:
+        step = self.best_step()
+        return None if step is None else self._metrics[step]
+
+    def checkpoint_path(self, step: int) -> epath.Path:
+        return self.checkpoints_dir / str(int(step))
+
+    def numpy_path(self, step: int) -> epath.Path:
+        """`numpy_checkpoints/checkpoint_<step>` (prompt-tuning's directory name)."""
+        return self.numpy_dir / f"checkpoint_{int(step)}"
+
+    # ------------------------------------------------------------------ save
+    def save(self, step: int, state: Any, meta: Optional[Mapping[str, Any]] = None,
+             metric: Optional[float] = None, force: bool = False,
+             numpy_params: Any = None) -> bool:
+        """Saves `state` (pytree) and `meta` (JSON dict) as checkpoint `step`, then prunes.
+
+        Synchronous: when it returns, the checkpoint (and the numpy export) are finalized
+        on disk and old checkpoints are deleted. `metric` ranks checkpoints for
+        `keep_best`. If `step` already exists it is left alone and False is returned,
+        unless `force`, which replaces it. `numpy_params`: the tree to export (default
+        `state['params']` / `state.params`), filtered by `numpy_filter`. Returns True when
+        a checkpoint was written. Call on all processes.
+        """
+        if self.read_only or self._manager is None:
+            raise RuntimeError(f"RunCheckpointer({self.model_dir}) is read-only")
+        step = int(step)
+        if step in self.all_steps():
+            if not force:
+                logger.warning("checkpoint for step %d already exists in %s; not saving "
+                               "(force=True replaces it)", step, self.checkpoints_dir)
+                return False
+            logger.info("replacing the checkpoint for step %d", step)
+            self._delete(step)
+        metric = _clean_metric(metric)
+        info = {"step": step, "metric": metric, "best_mode": self.best_mode}
+        args = ocp.args.Composite(**{
+            STATE_ITEM: ocp.args.StandardSave(state),
+            META_ITEM: ocp.args.JsonSave(to_jsonable(dict(meta or {}))),
+            INFO_ITEM: ocp.args.JsonSave(info),
+        })
+        if self.save_numpy:
+            params = numpy_params if numpy_params is not None else _default_numpy_params(state)
+            if params is None:
+                if not self._warned_no_params:
+                    logger.warning("save_numpy: state has no 'params' and no numpy_params "
+                                   "were given; skipping the numpy export")
+                    self._warned_no_params = True
+            else:
+                save_numpy_params(params, self.numpy_path(step), include=self.numpy_filter,
+                                  dtype=self.numpy_dtype, suffix=self.numpy_suffix)
+        self._manager.save(step, args=args, force=True)
+        self._manager.wait_until_finished()
+        self._manager.check_for_errors()
+        self._metrics[step] = metric
+        self._prune()
+        self._write_best_record()
+        return True
+
+    def wait(self) -> None:
+        """Blocks until pending writes are finished (saves are synchronous: cheap no-op)."""
+        if self._manager is not None:
+            self._manager.wait_until_finished()
+
+    # ------------------------------------------------------------------ restore
+    def restore(self, step: Optional[int] = None, target: Any = None
+                ) -> Optional[Tuple[Any, Dict[str, Any]]]:
+        """Returns `(state, meta)` of checkpoint `step` (None: the latest).
+
+        Returns None when `step` is None and there is no checkpoint yet (a fresh run);
+        raises FileNotFoundError when an explicitly requested step does not exist.
+        `target`: a pytree of the saved state's structure whose leaves are
+        `jax.ShapeDtypeStruct`s (with `.sharding`, e.g. a NamedSharding: arrays are
+        restored straight onto it; without one: onto the default device), concrete
+        arrays (restored like them) or Python / numpy scalars; e.g.
+        `jax.eval_shape(lambda: init_state)` or `abstract_like(state)`.
+        With a target, containers come back as in the target (optax namedtuples,
+        EmptyState, MaskedState/MaskedNode, flax struct dataclasses); without one, orbax
+        returns the saved tree as nested dicts/lists with arrays on their saved sharding.
+        """
+        steps = self.all_steps()
+        if step is None:
+            if not steps:
+                return None
+            step = steps[-1]
+        step = int(step)
+        if step not in steps:
+            raise FileNotFoundError(f"no checkpoint for step {step} in {self.checkpoints_dir}"
+                                    f" (available: {steps})")
+        restore_arg = (ocp.args.StandardRestore() if target is None
+                       else ocp.args.StandardRestore(target))
+        restored = self._manager.restore(step, args=ocp.args.Composite(**{
+            STATE_ITEM: restore_arg, META_ITEM: ocp.args.JsonRestore()}))
+        return restored[STATE_ITEM], dict(restored[META_ITEM] or {})
+
+    def restore_meta(self, step: Optional[int] = None) -> Optional[Dict[str, Any]]:
+        """Only the JSON meta of checkpoint `step` (None: latest); None if no checkpoint."""
+        steps = self.all_steps()
+        step = (steps[-1] if steps else None) if step is None else int(step)
+        if step is None:
+            return None
+        if step not in steps:
+            raise FileNotFoundError(f"no checkpoint for step {step} in {self.checkpoints_dir}"
+                                    f" (available: {steps})")
+        restored = self._manager.restore(
+            step, args=ocp.args.Composite(**{META_ITEM: ocp.args.JsonRestore()}))
+        return dict(restored[META_ITEM] or {})
+
+    def reload(self) -> None:
+        """Re-reads the directory (checkpoints written by another process)."""
+        if self._manager is None and self.checkpoints_dir.exists():
+            self._manager = self._make_manager()
+        if self._manager is not None:
+            self._manager.reload()
+        self._load_metrics()
+
+    def close(self) -> None:
+        if self._manager is not None:
+            self._manager.wait_until_finished()
+            self._manager.close()
+
+    def __enter__(self) -> "RunCheckpointer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ internals
+    def _read_info_metric(self, step: int) -> Optional[float]:
+        try:
+            restored = self._manager.restore(
+                step, args=ocp.args.Composite(**{INFO_ITEM: ocp.args.JsonRestore()}))
+            info = restored[INFO_ITEM] or {}
+        except Exception as e:  # pylint: disable=broad-except
+            logger.warning("checkpoint %d in %s has no readable %s (%s); treating it as "
+                           "having no metric", step, self.checkpoints_dir, INFO_ITEM, e)
+            return None
+        return _clean_metric(info.get("metric"))
+
+    def _load_metrics(self) -> None:
+        steps = self.all_steps()
+        self._metrics = {s: self._metrics[s] if s in self._metrics
+                         else self._read_info_metric(s) for s in steps}
+
+    def _steps_to_keep(self) -> set:
+        steps = self.all_steps()
+        keep = set(steps if self.keep is None else steps[-self.keep:])
+        best = self.best_step()
+        if self.keep_best and best is not None:
+            keep.add(best)
+        return keep
+
+    def _delete(self, step: int) -> None:
+        if step in self.all_steps():
+            self._manager.delete(step)
+        self._metrics.pop(step, None)
+        path = self.numpy_path(step)
+        if _is_writer() and path.exists():
+            path.rmtree()
+
+    def _prune(self) -> None:
+        keep = self._steps_to_keep()
+        for step in self.all_steps():
+            if step not in keep:
+                logger.info("deleting checkpoint %d (keeping %s)", step, sorted(keep))
+                self._manager.delete(step)
+                self._metrics.pop(step, None)
+        if self.prune_numpy and _is_writer() and self.numpy_dir.exists():
+            for path in self.numpy_dir.iterdir():
+                m = _NUMPY_DIR_RE.match(path.name)
+                if m and int(m.group(1)) not in keep:
+                    path.rmtree()
+        _sync(f"xprompt_jax:prune:{self.model_dir}")
+
+    def _cleanup_numpy_tmp(self) -> None:
+        if not self.numpy_dir.exists():
+            return
+        for path in self.numpy_dir.iterdir():
+            if _NUMPY_TMP_RE.match(path.name):
+                logger.info("removing unfinished numpy export %s", path)
+                path.rmtree()
+
+    def _write_best_record(self) -> None:
+        if not _is_writer():
+            return
+        steps = self.all_steps()
+        write_json_atomic(self.best_record_path, {
+            "best_mode": self.best_mode,
+            "best_step": self.best_step(),
+            "best_metric": self.best_metric(),
+            "latest_step": steps[-1] if steps else None,
+            "steps": steps,
+            "metrics": {str(s): self._metrics.get(s) for s in steps},
+        })

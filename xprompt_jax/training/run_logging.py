@@ -1,0 +1,105 @@
+"""Run logs: a JSONL metrics file and TensorBoard summaries in MODEL_DIR, plus a progress
+bar with loss and examples/s when stderr is a terminal (periodic log lines otherwise)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any, Mapping, Optional
+
+import jax
+import numpy as np
+
+logger = logging.getLogger("xprompt_jax")
+
+
+def _jsonable(value):
+    if isinstance(value, (np.generic, np.ndarray)) or hasattr(value, "item"):
+        try:
+            return np.asarray(value).item()
+        except ValueError:
+            return np.asarray(value).tolist()
+    return value
+
+
+class RunLogger:
+    """Writes `metrics.jsonl` and TensorBoard events (`tensorboard/<split>`) under model_dir."""
+
+    def __init__(self, model_dir: str, total_steps: int, start_step: int = 0,
+                 progress: Optional[bool] = None, tensorboard: bool = True,
+                 description: str = "train"):
+        self.model_dir = model_dir
+        self.is_writer = jax.process_index() == 0
+        os.makedirs(model_dir, exist_ok=True)
+        self.jsonl_path = os.path.join(model_dir, "metrics.jsonl")
+        self._writers = {}
+        self._tensorboard = tensorboard and self.is_writer
+        use_bar = sys.stderr.isatty() if progress is None else progress
+        self._bar = None
+        if use_bar and self.is_writer:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total_steps, initial=start_step, desc=description,
+                             dynamic_ncols=True)
+        self._last_time = time.perf_counter()
+        self._last_step = start_step
+
+    def _writer(self, split: str):
+        if split not in self._writers:
+            from tensorboardX import SummaryWriter
+
+            self._writers[split] = SummaryWriter(os.path.join(self.model_dir, "tensorboard",
+                                                              split))
+        return self._writers[split]
+
+    def log(self, step: int, split: str, metrics: Mapping[str, Any]) -> None:
+        if not self.is_writer:
+            return
+        record = {"step": int(step), "split": split, "time": time.time()}
+        record.update({k: _jsonable(v) for k, v in metrics.items()})
+        with open(self.jsonl_path, "a") as f:
+            f.write(json.dumps(record, default=str) + "\n")
+        if self._tensorboard:
+            writer = self._writer(split)
+            for key, value in record.items():
+                if key in ("step", "split", "time"):
+                    continue
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    writer.add_scalar(key, value, int(step))
+            writer.flush()
+
+    def train_progress(self, step: int, batch_size: int, metrics: Mapping[str, Any]) -> dict:
+        """Adds examples/s since the last call, logs, and moves the progress bar to `step`."""
+        now = time.perf_counter()
+        steps = max(step - self._last_step, 1)
+        rate = steps * batch_size / max(now - self._last_time, 1e-9)
+        self._last_time, self._last_step = now, step
+        metrics = {k: _jsonable(v) for k, v in metrics.items()}
+        metrics["examples_per_sec"] = rate
+        self.log(step, "train", metrics)
+        if self._bar is not None:
+            self._bar.n = step
+            self._bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}",
+                                  ex_s=f"{rate:.1f}")
+            self._bar.refresh()
+        elif self.is_writer:
+            logger.info("step %d loss %.4f examples/s %.1f", step, metrics.get("loss", np.nan),
+                        rate)
+        return metrics
+
+    def message(self, text: str) -> None:
+        if not self.is_writer:
+            return
+        if self._bar is not None:
+            self._bar.write(text)
+        else:
+            logger.info(text)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        for writer in self._writers.values():
+            writer.close()
