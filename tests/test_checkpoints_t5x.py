@@ -327,3 +327,16 @@ def test_fixture_params_fit_and_run_the_model(legacy_params, orbax_params):
     logits = jax.jit(lambda p, e, d, t: model.apply({"params": p}, e, d, t, enable_dropout=False))(
         legacy_params, jnp.array([[3, 4, 5, 1, 0]]), jnp.array([[0, 6, 7]]), jnp.array([[6, 7, 1]]))
     assert logits.shape == (1, 3, 32128) and bool(jnp.all(jnp.isfinite(logits)))
+
+
+def test_relative_paths_load(fixtures_dir, monkeypatch):
+    """A relative checkpoint path (as the README's demo command passes) loads in both formats."""
+    import os
+
+    from xprompt_jax.checkpoints import load_t5x_params
+
+    monkeypatch.chdir(fixtures_dir)
+    for rel in ("t5x_tiny_orbax/checkpoint_3", "t5x_tiny_legacy/checkpoint_3"):
+        assert not os.path.isabs(rel)
+        params = load_t5x_params(rel)
+        assert params["token_embedder"]["embedding"].shape[0] == 32128

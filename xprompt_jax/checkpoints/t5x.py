@@ -78,7 +78,7 @@ def find_t5x_checkpoint(path) -> Tuple[str, str]:
 def load_t5x_checkpoint(path, *, shardings=None, dtype=None, expected=None,
                         restore_optimizer_state: bool = False) -> T5XCheckpoint:
     """Reads a T5X checkpoint without importing t5x (see `load_t5x_params`)."""
-    fmt, location = find_t5x_checkpoint(path)
+    fmt, location = find_t5x_checkpoint(paths.absolute(paths.fspath(path)))  # orbax: absolute
     if fmt == LEGACY:
         params, opt_state, step, _ = t5x_legacy.load(
             location, shardings=shardings, dtype=dtype, expected=expected,

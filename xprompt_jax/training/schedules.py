@@ -91,7 +91,7 @@ def warmup_then_decay(peak_value: float = 0.3,
 
 
 def learning_rate_grid(values: Iterable[float] = DEFAULT_LR_GRID) -> List[float]:
-    """The learning rates to sweep, as a list of positive floats (order kept, duplicates dropped)."""
+    """The learning rates to sweep: positive floats, order kept, duplicates dropped."""
     out: List[float] = []
     for v in values:
         v = float(v)

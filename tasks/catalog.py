@@ -1,0 +1,146 @@
+"""The default set of registered names and its markdown listing (``tasks/TASKS.md``).
+
+``python -m xprompt_jax.tasks.catalog`` prints the markdown (``--write PATH`` writes
+it). ``tests/test_tasks_registry.py`` checks that ``tasks/TASKS.md`` matches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Tuple
+
+from . import fewshot
+from . import glue
+from . import mixtures
+from . import superglue
+
+
+def superglue_task_names() -> List[str]:
+  return [superglue.task_name(f, t, s) for f in superglue.FAMILIES
+          for t in superglue.TASKS for s in superglue.SOURCES]
+
+
+def glue_task_names() -> List[str]:
+  names = [glue.task_name(t, s) for t in glue.TASKS for s in glue.SOURCES]
+  names += [glue.task_name("mnli_mismatched", s) for s in glue.SOURCES]
+  return names
+
+
+def ept_task_names() -> List[str]:
+  return [glue.ept_task_name(t, v) for t, _, _, _, v in glue.EPT_EXTRA]
+
+
+def fewshot_bases() -> List[str]:
+  """Tasks that get default k-shot variants (k in 4, 16, 32; seed 0; random)."""
+  bases = [superglue.task_name(f, t, s) for f in superglue.FAMILIES
+           for t in superglue.CLASSIFICATION_TASKS for s in superglue.SOURCES]
+  bases.append(glue.ept_task_name("scitail", "v100"))
+  return bases
+
+
+def fewshot_task_names(seed: int = 0) -> List[str]:
+  return [fewshot.fewshot_name(b, k, seed) for b in fewshot_bases()
+          for k in fewshot.DEFAULT_SHOTS]
+
+
+def mixture_names() -> List[str]:
+  names = []
+  for family in superglue.FAMILIES:
+    for source in superglue.SOURCES:
+      names.append(mixtures.superglue_mixture_name(family, source))
+      names += [mixtures.superglue_mixture_name(family, source, k)
+                for k in fewshot.DEFAULT_SHOTS]
+  names += [mixtures.glue_mixture_name(s) for s in glue.SOURCES]
+  return names
+
+
+def default_task_names() -> List[str]:
+  """Every task registered by ``import xprompt_jax.tasks`` (without extra seeds)."""
+  return sorted(superglue_task_names() + glue_task_names() + ept_task_names()
+                + fewshot_task_names())
+
+
+def _bullets(names: List[str]) -> str:
+  return "\n".join(f"- `{n}`" for n in sorted(names))
+
+
+def markdown() -> str:
+  """The README section listing every default task and mixture name."""
+  sg, gl, ept = superglue_task_names(), glue_task_names(), ept_task_names()
+  fs, mx = fewshot_task_names(), mixture_names()
+  total = len(sg) + len(gl) + len(ept) + len(fs)
+  lines: List[str] = [
+      "## Registered tasks and mixtures",
+      "",
+      "`import xprompt_jax.tasks` (or `--gin.MIXTURE_OR_TASK_MODULE="
+      "xprompt_jax.tasks`) registers "
+      f"**{total} tasks** and **{len(mx)} mixtures** with seqio "
+      "(`xprompt_jax.tasks.registered_task_names()` lists them).",
+      "",
+      "Naming: `{family}_{benchmark}_{task}_{source}[_{k}shot]`.",
+      "",
+      "- family `xprompt`: XPrompt's templates (Table 10), `{mask}` = "
+      "`<extra_id_0>`, targets `<extra_id_0> <label>`; `xprompt_nosentinel`: the same "
+      "without the sentinel; `lester`: T5's formats and labels without the task "
+      "name (Lester et al.).",
+      "- source `v102` / `v200` / `v100` ...: TFDS version (`super_glue/*:1.0.2`, "
+      "`glue/*:2.0.0`, ...); `local`: the official files in the directory given by "
+      "the gin macro `SUPERGLUE_DIR` / `GLUE_DIR` or the environment variable "
+      "`XPROMPT_SUPERGLUE_DIR` / `XPROMPT_GLUE_DIR` (`<dir>/RTE/{train,val,test}"
+      ".jsonl`, `<dir>/RTE/{train,dev,test}.tsv`).",
+      "- `_{k}shot`: k training examples (MultiRC: k questions) drawn with seed 0; "
+      "full validation set. Other seeds / class-balanced subsets: "
+      "`xprompt_jax.tasks.fewshot_task(base, k, seed=..., sampling=...)`, or list "
+      "seeds in `XPROMPT_FEWSHOT_SEEDS=1,2,3` before import (names end in "
+      "`_seed<s>`).",
+      "- The vocabulary is `gs://t5-data/vocabs/cc_all.32000/sentencepiece.model` "
+      "unless `XPROMPT_T5_VOCAB` (or gin `xprompt_jax.tasks.t5_vocab_path.path`) "
+      "names another copy.",
+      "- Main metric (`get_main_metric`): accuracy; CoLA Matthews corr.; CB "
+      "mean(accuracy, macro-F1); MultiRC mean(F1a, EM); ReCoRD mean(EM, F1); "
+      "MRPC/QQP mean(F1, accuracy); STS-B mean(Pearson, Spearman).",
+      "",
+      f"### SuperGLUE ({len(sg)})",
+      "",
+      _bullets(sg),
+      "",
+      f"### GLUE ({len(gl)})",
+      "",
+      _bullets(gl),
+      "",
+      f"### EPT extra tasks, TFDS only ({len(ept)})",
+      "",
+      _bullets(ept),
+      "",
+      f"### Few-shot ({len(fs)})",
+      "",
+      "<details><summary>all few-shot task names</summary>",
+      "",
+      _bullets(fs),
+      "",
+      "</details>",
+      "",
+      f"### Mixtures ({len(mx)})",
+      "",
+      _bullets(mx),
+      "",
+  ]
+  return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__)
+  parser.add_argument("--write", metavar="PATH", help="write the markdown here")
+  args = parser.parse_args(argv)
+  text = markdown()
+  if args.write:
+    with open(args.write, "w", encoding="utf-8") as f:
+      f.write(text)
+  else:
+    sys.stdout.write(text)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

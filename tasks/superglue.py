@@ -1,0 +1,146 @@
+"""SuperGLUE tasks: BoolQ, CB, COPA, MultiRC, ReCoRD, RTE, WiC, WSC.
+
+Names: ``{family}_super_glue_{task}_{source}`` with
+
+* family: ``xprompt`` (XPrompt Table 10 templates, ``<extra_id_0>`` sentinel),
+  ``xprompt_nosentinel`` (same templates, no sentinel in inputs or targets),
+  ``lester`` (T5's formats without the task name);
+* source: ``v102`` (TFDS ``super_glue/<config>:1.0.2``; WSC uses ``wsc.fixed``) or
+  ``local`` (official JSONL files under the gin macro ``SUPERGLUE_DIR`` / env
+  ``XPROMPT_SUPERGLUE_DIR``: ``<dir>/<Task>/{train,val,test}.jsonl``).
+
+Splits: train, validation, test. ReCoRD is a generation task (one example per
+answer, T5-style); the ``lester`` WSC task is T5's ``wsc_simple`` (train split: only
+examples whose candidate is the referent).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Dict, Optional, Tuple
+
+import seqio
+
+from . import metrics as m
+from . import postprocessors as post
+from . import preprocessors as pre
+from . import readers
+from . import registry
+from . import sources
+from . import templates as tmpl
+
+TASKS: Tuple[str, ...] = ("boolq", "cb", "copa", "multirc", "record", "rte",
+                          "wic", "wsc")
+# The seven tasks of the XPrompt / Lester et al. SuperGLUE experiments.
+CLASSIFICATION_TASKS: Tuple[str, ...] = ("boolq", "cb", "copa", "multirc", "rte",
+                                         "wic", "wsc")
+FAMILIES: Tuple[str, ...] = ("xprompt", "xprompt_nosentinel", "lester")
+TFDS_VERSION = "1.0.2"
+SOURCES: Tuple[str, ...] = ("v102", "local")
+SPLITS: Tuple[str, ...] = ("train", "validation", "test")
+
+_TFDS_CONFIG = {t: t for t in TASKS}
+_TFDS_CONFIG["wsc"] = "wsc.fixed"
+
+METRICS: Dict[str, registry.MetricSpec] = {
+    "boolq": registry.MetricSpec.single(m.accuracy, "accuracy"),
+    "cb": registry.MetricSpec.average([m.accuracy, m.macro_f1(3)],
+                                      ["accuracy", "f1_macro"]),
+    "copa": registry.MetricSpec.single(m.accuracy, "accuracy"),
+    "multirc": registry.MetricSpec.average(
+        [m.multirc_f1a, m.multirc_exact_match], ["f1a", "exact_match"]),
+    "record": registry.MetricSpec.average([m.record_squad],
+                                          ["exact_match", "f1"]),
+    "rte": registry.MetricSpec.single(m.accuracy, "accuracy"),
+    "wic": registry.MetricSpec.single(m.accuracy, "accuracy"),
+    "wsc": registry.MetricSpec.single(m.accuracy, "accuracy"),
+}
+
+
+def task_name(family: str, task: str, source: str) -> str:
+  return f"{family}_super_glue_{task}_{source}"
+
+
+def make_source(task: str, source: str,
+                data_dir: Optional[str] = None) -> seqio.DataSource:
+  """The raw data source of ``task`` (TFDS-shaped examples)."""
+  if source == "v102":
+    return sources.tfds_source(f"super_glue/{_TFDS_CONFIG[task]}:{TFDS_VERSION}",
+                               SPLITS)
+  if source == "local":
+    return sources.LocalDataSource(
+        name=f"super_glue/{task} (local)", kind="superglue",
+        subdir=readers.SUPERGLUE_DIRS[task],
+        split_files=readers.SUPERGLUE_SPLIT_FILES,
+        reader=readers.SUPERGLUE_READERS[task],
+        signature=readers.SUPERGLUE_SIGNATURES[task], data_dir=data_dir)
+  raise ValueError(f"unknown source {source!r}; expected one of {SOURCES}")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Built:
+  preprocessor: Callable
+  postprocess_fn: Callable
+  label_strings: Optional[Tuple[str, ...]]
+  per_example_label_strings: bool
+  train_filter: Optional[Callable] = None
+
+
+def _build(family: str, task: str) -> _Built:
+  """Preprocessor / postprocessor / label strings of ``task`` in ``family``."""
+  if family == "lester":
+    template, sentinel = tmpl.LESTER[task], False
+  else:
+    template, sentinel = tmpl.XPROMPT[task], family == "xprompt"
+  prefix = tmpl.target_prefix(sentinel)
+  if task == "record":
+    return _Built(pre.record(template, sentinel), post.record, None, True)
+  if task == "wsc":
+    if family == "lester":
+      return _Built(pre.wsc_simple(template), post.wsc_simple, None, False,
+                    train_filter=pre.keep_label(1))
+    return _Built(pre.wsc_xprompt(template, sentinel), post.wsc_xprompt, None,
+                  True)
+  labels = template.labels
+  if task == "multirc":
+    postprocess_fn = post.multirc(labels)
+  else:
+    postprocess_fn = post.class_label(labels)
+  return _Built(
+      pre.classification(template, sentinel, html_cleanup=task == "multirc"),
+      postprocess_fn, tuple(prefix + l for l in labels), True)
+
+
+def register(family: str, task: str, source: str,
+             data_dir: Optional[str] = None,
+             name: Optional[str] = None) -> seqio.Task:
+  """Registers one SuperGLUE task (see module docstring for the naming)."""
+  if family not in FAMILIES:
+    raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
+  if task not in TASKS:
+    raise ValueError(f"unknown SuperGLUE task {task!r}; expected one of {TASKS}")
+  built = _build(family, task)
+  src = make_source(task, source, data_dir=data_dir)
+  if built.train_filter is not None:
+    src = sources.TrainFilteredSource(
+        src, built.train_filter, splits=("train",),
+        description="T5 wsc_simple: train on label-True examples only")
+  info = registry.TaskInfo(
+      name=name or task_name(family, task, source),
+      benchmark="super_glue", task=task, family=family, source=source,
+      label_strings=built.label_strings,
+      per_example_label_strings=built.per_example_label_strings,
+      metric=METRICS[task],
+      label_field=None if task == "record" else "label",
+      group_fields=(("idx", "paragraph"), ("idx", "question"))
+      if task == "multirc" else None,
+  )
+  return registry.register_task(info, src, [built.preprocessor],
+                                built.postprocess_fn)
+
+
+def register_all() -> None:
+  for family in FAMILIES:
+    for task in TASKS:
+      for source in SOURCES:
+        register(family, task, source)

@@ -1,0 +1,37 @@
+"""The README's two set-up commands, .ci/run, and gin file headers stay consistent."""
+
+import pathlib
+import re
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _readme_commands():
+    text = (ROOT / "README.md").read_text()
+    return re.findall(r"```bash\n(.*?)\n```", text, flags=re.S)
+
+
+def test_readme_opens_with_two_setup_commands():
+    text = (ROOT / "README.md").read_text()
+    first_blocks = re.findall(r"```(\w*)\n(.*?)\n```", text, flags=re.S)[:2]
+    assert [lang for lang, _ in first_blocks] == ["bash", "bash"]
+    assert all("\n" not in body and body.startswith("pip install") for _, body in first_blocks)
+    # nothing but a heading line and the commands come before the explanation
+    head = text.split(first_blocks[1][1])[0]
+    assert head.count("```") == 3
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    test_command = _readme_commands()[1]
+    assert "pytest" in test_command
+    ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert test_command in ci_lines
+
+
+def test_every_gin_file_has_a_header():
+    files = sorted((ROOT / "gin").rglob("*.gin"))
+    assert files
+    for path in files:
+        head = path.read_text().split("\n\n")[0]
+        for word in ("Provides:", "Requires:", "Include order:"):
+            assert word in head or word in path.read_text()[:1500], f"{path}: no {word!r}"
