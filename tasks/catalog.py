@@ -1,7 +1,7 @@
 """The default set of registered names and its markdown listing (``tasks/TASKS.md``).
 
-``python -m xprompt_jax.tasks.catalog`` prints the markdown (``--write PATH`` writes
-it). ``tests/test_tasks_registry.py`` checks that ``tasks/TASKS.md`` matches.
+``python -m xprompt_jax.tasks`` prints the markdown (``--write PATH`` writes it).
+``tests/test_tasks_registry.py`` checks that ``tasks/TASKS.md`` matches.
 """
 
 from __future__ import annotations
@@ -103,25 +103,48 @@ def markdown() -> str:
       "",
       f"### SuperGLUE ({len(sg)})",
       "",
-      _bullets(sg),
+      "| task | `xprompt` | `xprompt_nosentinel` | `lester` |",
+      "|---|---|---|---|",
+  ] + [
+      f"| {t} | " + " | ".join(
+          "<br>".join(f"`{superglue.task_name(f, t, src)}`"
+                      for src in superglue.SOURCES)
+          for f in superglue.FAMILIES) + " |"
+      for t in superglue.TASKS
+  ] + [
       "",
       f"### GLUE ({len(gl)})",
       "",
-      _bullets(gl),
+      "| task | TFDS `glue/<task>:2.0.0` | local TSV |",
+      "|---|---|---|",
+  ] + [
+      f"| {t} | `{glue.task_name(t, 'v200')}` | `{glue.task_name(t, 'local')}` |"
+      for t in list(glue.TASKS) + ["mnli_mismatched"]
+  ] + [
       "",
       f"### EPT extra tasks, TFDS only ({len(ept)})",
       "",
-      _bullets(ept),
+      "| task | TFDS dataset |",
+      "|---|---|",
+  ] + [
+      f"| `{glue.ept_task_name(t, v)}` | `{tfds_name}` |"
+      for t, tfds_name, _, _, v in glue.EPT_EXTRA
+  ] + [
       "",
       f"### Few-shot ({len(fs)})",
       "",
       "<details><summary>all few-shot task names</summary>",
       "",
-      _bullets(fs),
+      "\n".join(f"- `{n}`" for n in fs),
       "",
       "</details>",
       "",
       f"### Mixtures ({len(mx)})",
+      "",
+      "SuperGLUE mixtures hold BoolQ, CB, COPA, MultiRC, RTE, WiC and WSC of one "
+      "family and source (or their k-shot variants); GLUE mixtures hold the eight "
+      "GLUE tasks. Rates: number of training examples "
+      "(`seqio.mixing_rate_num_examples`).",
       "",
       _bullets(mx),
       "",
@@ -130,7 +153,9 @@ def markdown() -> str:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__)
+  parser = argparse.ArgumentParser(
+      prog="python -m xprompt_jax.tasks",
+      description="Print (or write) the markdown list of registered tasks.")
   parser.add_argument("--write", metavar="PATH", help="write the markdown here")
   args = parser.parse_args(argv)
   text = markdown()
@@ -141,6 +166,3 @@ def main(argv=None) -> int:
     sys.stdout.write(text)
   return 0
 
-
-if __name__ == "__main__":
-  sys.exit(main())

@@ -145,7 +145,9 @@ class FewShotSource(seqio.DataSource):
 
   @property
   def supports_arbitrary_sharding(self) -> bool:
-    return True
+    # Mirror the base so seqio shards non-train splits exactly as it would the base;
+    # the train subset is read in a fixed order, so sharding it is deterministic.
+    return self._base.supports_arbitrary_sharding
 
   def list_shards(self, split: str) -> Sequence[str]:
     return self._base.list_shards(split)
@@ -183,7 +185,8 @@ class FewShotSource(seqio.DataSource):
                   shard_info: Optional[seqio.ShardInfo] = None
                   ) -> tf.data.Dataset:
     if split != self._split:
-      ds = self._base.get_dataset(split=split, shuffle=shuffle, seed=seed)
+      return self._base.get_dataset(split=split, shuffle=shuffle, seed=seed,
+                                    shard_info=shard_info)
     else:
       chosen = self.selection()
       size = int(chosen[-1]) + 1 if len(chosen) else 0

@@ -164,11 +164,12 @@ class LocalDataSource(seqio.DataSource):
                   seed: Optional[int] = None,
                   shard_info: Optional[seqio.ShardInfo] = None
                   ) -> tf.data.Dataset:
-    del shuffle, seed  # one file per split: nothing to shuffle at file level
-    ds = readers.examples_to_dataset(self.examples(split), self._signature)
+    examples = self.examples(split)
     if shard_info:
-      ds = ds.shard(shard_info.num_shards, shard_info.index)
-    return ds
+      # Shard before shuffling so hosts get disjoint examples whatever the seed.
+      examples = examples[shard_info.index::shard_info.num_shards]
+    return readers.examples_to_dataset(examples, self._signature,
+                                       shuffle=shuffle, seed=seed)
 
   def num_input_examples(self, split: str) -> int:
     return len(self.examples(split))
@@ -205,7 +206,7 @@ class TrainFilteredSource(seqio.DataSource):
 
   @property
   def supports_arbitrary_sharding(self) -> bool:
-    return True
+    return self._base.supports_arbitrary_sharding
 
   def list_shards(self, split: str) -> Sequence[str]:
     return self._base.list_shards(split)
@@ -214,11 +215,11 @@ class TrainFilteredSource(seqio.DataSource):
                   seed: Optional[int] = None,
                   shard_info: Optional[seqio.ShardInfo] = None
                   ) -> tf.data.Dataset:
-    ds = self._base.get_dataset(split=split, shuffle=shuffle, seed=seed)
+    # Shard in the base source (as seqio would without this wrapper), then filter.
+    ds = self._base.get_dataset(split=split, shuffle=shuffle, seed=seed,
+                                shard_info=shard_info)
     if split in self._filtered_splits:
       ds = ds.filter(self._predicate)
-    if shard_info:
-      ds = ds.shard(shard_info.num_shards, shard_info.index)
     return ds
 
   def num_input_examples(self, split: str) -> Optional[int]:

@@ -485,7 +485,30 @@ def test_tfds_tasks_match_local_tasks(tasks):
       assert _pairs(ds.as_numpy_iterator()) == \
           XPROMPT_EXPECTED[task]["validation"], task
   assert sorted(seen_specs) == SG_TASKS
+  as_tuples = lambda spec: tf.nest.map_structure(
+      lambda s: (s.dtype, s.shape.as_list(), type(s).__name__), spec)
   for task, spec in seen_specs.items():
-    ours = readers.SUPERGLUE_SIGNATURES[task]
-    assert tf.nest.map_structure(lambda s: (s.dtype, s.shape.as_list()), spec) \
-        == tf.nest.map_structure(lambda s: (s.dtype, s.shape.as_list()), ours), task
+    assert as_tuples(spec) == as_tuples(readers.SUPERGLUE_SIGNATURES[task]), task
+    # The local source yields exactly TFDS's element spec, shuffled or not.
+    local = seqio.get_mixture_or_task(f"lester_super_glue_{task}_local").source
+    if isinstance(local, tasks.sources.TrainFilteredSource):
+      local = local.base
+    for shuffle in (False, True):
+      got = local.get_dataset("validation", shuffle=shuffle, seed=1).element_spec
+      assert as_tuples(got) == as_tuples(spec), (task, shuffle)
+
+
+def test_local_source_shuffles_whole_split(tasks):
+  import seqio
+  src = seqio.get_mixture_or_task("xprompt_super_glue_rte_local").source
+  assert src.num_input_examples("train") == 5
+  ds = src.get_dataset("train", shuffle=True, seed=3)
+  epochs = [[int(e["idx"]) for e in ds.as_numpy_iterator()] for _ in range(4)]
+  assert all(sorted(e) == [0, 1, 2, 3, 4] for e in epochs)
+  assert len({tuple(e) for e in epochs}) > 1  # reshuffled every iteration
+  ordered = [int(e["idx"]) for e in src.get_dataset(
+      "train", shuffle=False).as_numpy_iterator()]
+  assert ordered == [0, 1, 2, 3, 4]
+  shard = src.get_dataset("train", shuffle=False,
+                          shard_info=seqio.ShardInfo(index=1, num_shards=2))
+  assert [int(e["idx"]) for e in shard.as_numpy_iterator()] == [1, 3]

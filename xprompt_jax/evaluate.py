@@ -37,6 +37,9 @@ def evaluate(*, model, model_dir: str, mixture_or_task_name: str,
              checkpoint: Union[str, int] = "best", trainable_regex: str = r".*prompt.*",
              mesh_shape: Sequence[int] = (-1, 1), seed: int = 0) -> Dict[str, Any]:
     """Evaluates the run in `model_dir`; returns and writes the results."""
+    gin_utils.check_required("evaluate", dict(
+        model=model, model_dir=model_dir, mixture_or_task_name=mixture_or_task_name,
+        initial_checkpoint_path=initial_checkpoint_path))
     import_task_module(mixture_or_task_module)
     mesh = partitioning.make_mesh(tuple(mesh_shape))
     rules = partitioning.standard_logical_axis_rules()
@@ -85,7 +88,10 @@ def main(argv: Sequence[str]) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     configure_from_argv(argv)
-    result = gin_utils.call_configured(gin.get_configurable(evaluate), "xprompt_jax.evaluate")
+    from xprompt_jax import evaluate as evaluate_lib  # the registered function
+
+    result = gin_utils.call_configured(gin.get_configurable(evaluate_lib.evaluate),
+                                       "xprompt_jax.evaluate")
     print(json.dumps({k: result[k] for k in ("mode", "metrics", "main_metric",
                                             "checkpoint_step")}, indent=2, default=str))
 

@@ -8,6 +8,7 @@ search path. Errors name the file or binding at fault.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from typing import List, Optional, Sequence
@@ -50,9 +51,27 @@ def _resolve(path: str, search_paths: Sequence[str]) -> str:
                          f"{', '.join(search_paths) or 'no search paths'})")
 
 
+class _QuietSearchMisses(logging.Filter):
+    """gin logs an ERROR for every search path that lacks an included file, even when a
+    later path has it; those are noise (a file found nowhere still raises)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith("Path not found:")
+
+
 def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = (),
               gin_search_paths: Sequence[str] = (), finalize: bool = True) -> None:
     """Parses files then bindings; raises GinConfigError naming the culprit."""
+    quiet = _QuietSearchMisses()
+    root = logging.getLogger()
+    root.addFilter(quiet)
+    try:
+        _parse_gin(gin_files, gin_bindings, gin_search_paths, finalize)
+    finally:
+        root.removeFilter(quiet)
+
+
+def _parse_gin(gin_files, gin_bindings, gin_search_paths, finalize) -> None:
     search_paths = [p for p in gin_search_paths if p] + default_search_paths()
     for path in search_paths:
         gin.add_config_file_search_path(path)
@@ -93,3 +112,13 @@ def call_configured(fn, what: str):
             raise GinConfigError(f"{what}: a required gin binding or macro is missing: {text}") \
                 from e
         raise
+
+
+def check_required(function_name: str, values) -> None:
+    """Raises GinConfigError for arguments still bound to `gin.REQUIRED` (a macro such as
+    `MODEL_DIR = %gin.REQUIRED` that no flag overrode), naming the macro to set."""
+    missing = [name for name, value in values.items() if value is gin.REQUIRED]
+    if missing:
+        flags = ", ".join(f"--gin.{name.upper()}=..." for name in missing)
+        raise GinConfigError(f"{function_name}: required gin settings not given: "
+                             f"{', '.join(name.upper() for name in missing)} (pass {flags})")

@@ -68,6 +68,10 @@ def build_trainer(*, model, optimizer, model_dir: str, mixture_or_task_name: str
                   save_numpy: bool = True, log_period: int = 10,
                   **trainer_kwargs) -> Trainer:
     """Builds a `Trainer` from gin-level settings (each argument is a gin binding)."""
+    gin_utils.check_required("train", dict(
+        model=model, optimizer=optimizer, model_dir=model_dir,
+        mixture_or_task_name=mixture_or_task_name, task_feature_lengths=task_feature_lengths,
+        initial_checkpoint_path=initial_checkpoint_path))
     import_task_module(mixture_or_task_module)
     trainer_config = TrainerConfig(
         model_dir=model_dir, num_steps=train_steps, eval_period=eval_period,
@@ -138,8 +142,11 @@ def configure_from_argv(argv: Sequence[str], extra_flags=None):
         import seqio
 
         seqio.set_tfds_data_dir_override(FLAGS.tfds_data_dir)
+    # Task modules may register gin configurables (e.g. SUPERGLUE_DIR): import ours first.
+    importlib.import_module("xprompt_jax.tasks")
+    # Not finalized: task modules named by MIXTURE_OR_TASK_MODULE are imported later.
     gin_utils.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings,
-                        gin_utils.split_search_paths(FLAGS.gin_search_paths))
+                        gin_utils.split_search_paths(FLAGS.gin_search_paths), finalize=False)
     return FLAGS
 
 
@@ -155,7 +162,9 @@ def main(argv: Sequence[str]) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     configure_from_argv(argv)
-    gin_utils.call_configured(gin.get_configurable(train), "xprompt_jax.train")
+    from xprompt_jax import train as train_lib  # the registered function, also under __main__
+
+    gin_utils.call_configured(gin.get_configurable(train_lib.train), "xprompt_jax.train")
 
 
 def console_entry() -> None:
