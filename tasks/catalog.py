@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Tuple
+from typing import List
 
 from . import fewshot
 from . import glue
@@ -97,6 +97,12 @@ def markdown() -> str:
       "- The vocabulary is `gs://t5-data/vocabs/cc_all.32000/sentencepiece.model` "
       "unless `XPROMPT_T5_VOCAB` (or gin `xprompt_jax.tasks.t5_vocab_path.path`) "
       "names another copy.",
+      "- Evaluation: generation + `postprocess_fn`, or rank classification over "
+      "`get_label_strings(task)` (class-id order, rendered exactly like the "
+      "targets) or, where that is `None` (XPrompt WSC, ReCoRD), over each "
+      "example's `label_strings` feature; feed the best string through the "
+      "task's `postprocess_fn` like a generated prediction. T5-style WSC "
+      "(`lester_super_glue_wsc_*`) is generation only.",
       "- Main metric (`get_main_metric`): accuracy; CoLA Matthews corr.; CB "
       "mean(accuracy, macro-F1); MultiRC mean(F1a, EM); ReCoRD mean(EM, F1); "
       "MRPC/QQP mean(F1, accuracy); STS-B mean(Pearson, Spearman).",

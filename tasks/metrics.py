@@ -12,7 +12,7 @@ from __future__ import annotations
 import collections
 import re
 import string
-from typing import Any, Callable, Dict, List, Mapping, Sequence
+from typing import Any, Callable, Dict, List, Sequence
 
 import numpy as np
 import scipy.stats

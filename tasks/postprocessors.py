@@ -13,7 +13,7 @@ Strings inside ``example`` are ``bytes`` (numpy), decoded here.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Sequence
 
 from . import templates as tmpl
 

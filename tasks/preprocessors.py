@@ -18,7 +18,7 @@ All functions return ``dataset -> dataset`` callables for ``seqio.Task``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Mapping
 
 import tensorflow as tf
 

@@ -58,7 +58,9 @@ class TaskInfo:
   per_example_label_strings: bool
   metric: MetricSpec
   label_field: Optional[str] = "label"   # raw field with the class id (if any)
-  group_fields: Optional[Tuple[str, ...]] = None  # few-shot sampling unit (MultiRC)
+  # Few-shot sampling unit: paths of raw fields identifying a group (MultiRC:
+  # (('idx', 'paragraph'), ('idx', 'question'))); None = one example per unit.
+  group_fields: Optional[Tuple[Tuple[str, ...], ...]] = None
   fewshot: Optional[FewShotSpec] = None
   base: Optional[str] = None  # the full-data task a few-shot task derives from
 

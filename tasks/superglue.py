@@ -9,9 +9,14 @@ Names: ``{family}_super_glue_{task}_{source}`` with
   ``local`` (official JSONL files under the gin macro ``SUPERGLUE_DIR`` / env
   ``XPROMPT_SUPERGLUE_DIR``: ``<dir>/<Task>/{train,val,test}.jsonl``).
 
-Splits: train, validation, test. ReCoRD is a generation task (one example per
-answer, T5-style); the ``lester`` WSC task is T5's ``wsc_simple`` (train split: only
-examples whose candidate is the referent).
+Splits: train, validation, test (test labels are -1, targets ``<unk>``). Label ids
+follow TFDS (BoolQ/MultiRC/WiC/WSC 0=False 1=True; CB entailment/contradiction/
+neutral; COPA choice1/choice2; RTE entailment/not_entailment). MultiRC's HTML markup
+(``<br>``, ``<b>``) is removed in every family, as T5 does. ReCoRD is a generation
+task (one example per answer, T5-style). The ``lester`` WSC task is T5's
+``wsc_simple`` (marked pronoun in, candidate referent out; its train split keeps only
+examples whose candidate is the referent); the ``xprompt`` WSC targets are
+``span1_text`` (label True) or ``another word``.
 """
 
 from __future__ import annotations

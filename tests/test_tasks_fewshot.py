@@ -120,3 +120,11 @@ def test_fewshot_names_and_errors(tasks):
     tasks.fewshot_task("xprompt_super_glue_rte_local", 2, sampling="stratified")
   with pytest.raises(ValueError, match="needs a label field"):
     tasks.fewshot_task("xprompt_super_glue_record_local", 2, sampling="balanced")
+
+
+def test_extra_seeds_from_env(tasks, monkeypatch):
+  monkeypatch.setenv("XPROMPT_FEWSHOT_SEEDS", "1, 2,0,2,")
+  assert tasks.fewshot.extra_seeds_from_env() == [1, 2]
+  monkeypatch.setenv("XPROMPT_FEWSHOT_SEEDS", "1,x")
+  with pytest.raises(ValueError, match="'x' is not an integer"):
+    tasks.fewshot.extra_seeds_from_env()

@@ -7,7 +7,6 @@ SuperGLUE formats (taskless), not produced by the code under test.
 import json
 import os
 
-import numpy as np
 import pytest
 import sentencepiece as spm
 

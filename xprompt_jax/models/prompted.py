@@ -57,6 +57,13 @@ class PromptedT5(T5):
                              f"{embedded.shape[-1]}]")
         return prompt.astype(embedded.dtype)
 
+    def prompt_tokens(self) -> Array:
+        """The prompt as it enters the encoder, `[m, E]` (or `[B=1, m, E]` for per-example
+        prompt modules), float32, without any input: for metrics and export."""
+        probe = jnp.zeros((1, 1, self.config.emb_dim), jnp.float32)
+        prompt = self.prompt(probe)
+        return prompt
+
     def encode(self, encoder_input_tokens: Array, encoder_segment_ids: Optional[Array] = None,
                encoder_positions: Optional[Array] = None, *,
                enable_dropout: bool = True) -> Array:

@@ -121,6 +121,7 @@ def make_train_step(model, optimizer: optax.GradientTransformation,
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {
+            **prompt_metrics(model, frozen, params),
             "loss": loss_sum / normalizer,
             "z_loss": z_sum / normalizer,
             "num_target_tokens": weight_sum,
@@ -130,6 +131,17 @@ def make_train_step(model, optimizer: optax.GradientTransformation,
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     return step
+
+
+def prompt_metrics(model, frozen: Mapping[str, Any], trainable: Any) -> Dict[str, jnp.ndarray]:
+    """`prompt_mean_norm`: mean L2 norm of the prompt tokens that enter the encoder (EPT's
+    mu_t), for models with a `prompt_tokens` method; {} otherwise."""
+    if not hasattr(model, "prompt_tokens"):
+        return {}
+    variables = dict(frozen)
+    variables["params"] = merge_params(trainable, frozen.get("params", {}))
+    tokens = model.apply(variables, method=model.prompt_tokens).astype(jnp.float32)
+    return {"prompt_mean_norm": jnp.mean(jnp.linalg.norm(tokens, axis=-1))}
 
 
 def jit_train_step(step_fn: Callable, state_shardings: Any, frozen_shardings: Any,
