@@ -170,9 +170,13 @@ class JaxStep:
         self.is_train = is_train
         self.state = state
         self.const_args = const_args
+        # dot_general count in the traced program vs in what JAX hands to XLA (JAX drops
+        # dead code, e.g. unused gradients, while lowering).
+        self.dots_traced = str(jax.make_jaxpr(jitted)(state, *const_args)).count("dot_general")
         t0 = time.perf_counter()
         lowered = jitted.lower(state, *const_args)
         self.flops_lowered, _ = flops_of(lowered)
+        self.dots_lowered = lowered.as_text().count("stablehlo.dot_general")
         self.compiled = lowered.compile()
         self.compile_s = time.perf_counter() - t0
         self.flops, self.bytes_accessed = flops_of(self.compiled)
@@ -482,6 +486,15 @@ def main(argv=None):
                             "gather_over_one_hot": ("forward_gather", "forward_one_hot")}.items()
         if a in times and b in times}
 
+    # Ratio of the fastest rounds: less sensitive to other processes on a shared machine.
+    min_ratios = {key: min(times[a]) / min(times[b])
+                  for key, (a, b) in {"ours_over_finetune": ("ours", "finetune"),
+                                      "ours_over_t5x_style": ("ours", "t5x_style"),
+                                      "ours_over_peft": ("ours", "peft"),
+                                      "gather_over_one_hot": ("forward_gather",
+                                                              "forward_one_hot")}.items()
+                  if a in times and b in times}
+
     variants = {}
     for name in order:
         s = steps[name]
@@ -492,6 +505,8 @@ def main(argv=None):
             "flops": s.flops,
             "flops_before_xla_opt": getattr(s, "flops_lowered", None),
             "bytes_accessed": getattr(s, "bytes_accessed", None),
+            "dot_generals_traced": getattr(s, "dots_traced", None),
+            "dot_generals_lowered": getattr(s, "dots_lowered", None),
             "compile_s": s.compile_s,
             "first_step_loss": first_loss[name],
         }
@@ -511,6 +526,9 @@ def main(argv=None):
         lowered_ours = steps["ours"].flops_lowered
         if lowered_t5x and lowered_ours:
             flops_check["t5x_style_over_ours_before_xla_opt"] = lowered_t5x / lowered_ours
+        flops_check["dot_generals_traced_lowered"] = {
+            n: [steps[n].dots_traced, steps[n].dots_lowered]
+            for n in ("ours", "t5x_style", "finetune") if n in steps}
         if f_ft and abs(f_t5x - f_ours) <= 0.02 * f_ours:
             verdict = "eliminated: t5x-style FLOPs equal ours (unused gradients removed)"
         elif f_ft and abs(f_t5x - f_ft) <= 0.02 * f_ft:
@@ -552,6 +570,7 @@ def main(argv=None):
     report = {
         **results,
         "per_round_ratios": per_round_ratios,
+        "min_ratios": min_ratios,
         "variants": variants,
         "flops_check": flops_check,
         "first_step_losses_match": losses_match,
@@ -594,21 +613,26 @@ def _print_table(report, order):
           f"float32, dropout {cfg['dropout']}; {cfg['rounds']} rounds x "
           f"{cfg['steps_per_round']} steps; {env['jax_backend']} x{len(env['jax_devices'])}, "
           f"{env['jax_threads']} JAX / {env['torch_threads']} torch threads")
-    header = f"{'variant':<16}{'median ms':>11}{'min ms':>10}{'ours/this':>11}{'FLOPs':>10}" \
-             f"{'FLOPs pre-opt':>15}"
+    header = (f"{'variant':<16}{'median ms':>10}{'min ms':>9}{'ours/this':>10}"
+              f"{'(min)':>7}{'FLOPs':>9}{'pre-opt':>9}{'dots':>10}")
     print(header)
     print("-" * len(header))
     ours = v["ours"]["per_round_ms"]
     for name in order:
         row = v[name]
+        ratio = ratio_min = ""
         if name in TRAIN_VARIANTS:
-            r = statistics.median(a / b for a, b in zip(ours, row["per_round_ms"]))
-            ratio = f"{r:.3f}"
-        else:
-            ratio = ""
+            ratio = f"{statistics.median(a / b for a, b in zip(ours, row['per_round_ms'])):.3f}"
+            ratio_min = f"{v['ours']['min_ms'] / row['min_ms']:.2f}"
         flops = _fmt_flops(row["flops"]) + ("*" if name == "peft" and row["flops"] else "")
-        print(f"{name:<16}{row['median_ms']:>11.1f}{row['min_ms']:>10.1f}{ratio:>11}"
-              f"{flops:>10}{_fmt_flops(row.get('flops_before_xla_opt')):>15}")
+        dots = ("" if row.get("dot_generals_traced") is None else
+                f"{row['dot_generals_traced']}->{row['dot_generals_lowered']}")
+        print(f"{name:<16}{row['median_ms']:>10.1f}{row['min_ms']:>9.1f}{ratio:>10}"
+              f"{ratio_min:>7}{flops:>9}{_fmt_flops(row.get('flops_before_xla_opt')):>9}"
+              f"{dots:>10}")
+    print("ours/this: median of per-round ratios; (min): fastest round / fastest round; "
+          "FLOPs: XLA cost analysis of the compiled step, pre-opt: of the lowered HLO; "
+          "dots: dot_general ops traced -> handed to XLA")
     print("* torch FlopCounterMode: matmul-like ops only")
     print()
     for key in ("ours_over_finetune", "ours_over_t5x_style", "ours_over_peft",
@@ -616,7 +640,9 @@ def _print_table(report, order):
         val = report[key]
         rounds = report["per_round_ratios"].get(key)
         spread = f"  (rounds: {min(rounds):.3f} .. {max(rounds):.3f})" if rounds else ""
-        print(f"{key:<22}{'-' if val is None else f'{val:.3f}'}{spread}")
+        mr = report["min_ratios"].get(key)
+        mins = "" if mr is None else f"  min/min {mr:.3f}"
+        print(f"{key:<22}{'-' if val is None else f'{val:.3f}'}{spread}{mins}")
     fc = report["flops_check"]
     if fc:
         print(f"t5x-style FLOPs / ours = {fc['t5x_style_over_ours']:.3f}" +

@@ -10,11 +10,13 @@ Evaluation helpers:
 
 * ``get_label_strings(task)`` - target strings per class id for rank classification
   (``None`` where they depend on the example: read each example's ``label_strings``
-  feature; or for the generation-only T5-style WSC). After scoring, pass the best
-  label string through ``task.postprocess_fn(text, example=ex, is_target=False)`` as
-  if it had been generated: metrics then work unchanged.
+  feature, or call ``get_example_label_strings(task, example)``; the T5-style WSC
+  task is generation only). After scoring, pass the best label string through
+  ``task.postprocess_fn(text, example=ex, is_target=False)`` as if it had been
+  generated: metrics then work unchanged.
 * ``get_main_metric(task)`` / ``get_metric_components(task)`` - the model-selection
-  metric key (``'average'`` = mean of the components where there are several).
+  metric key (``'average'`` = mean of the components where there are several);
+  ``main_metric_value(task, metrics)`` reads it from a metric dict.
 * ``fewshot_task(base, k, seed, sampling)`` - register any other k-shot subset.
 """
 
@@ -32,28 +34,30 @@ from . import superglue
 from . import templates
 from . import vocab
 from .fewshot import fewshot_name, fewshot_task, select_examples
-from .registry import (get_label_strings, get_main_metric, get_metric_components,
-                       has_per_example_label_strings, registered_mixture_names,
-                       registered_task_names, task_info)
+from .registry import (get_example_label_strings, get_label_strings,
+                       get_main_metric, get_metric_components,
+                       has_per_example_label_strings, main_metric_value,
+                       registered_mixture_names, registered_task_names, task_info)
 from .sources import resolve_data_dir
 from .vocab import get_vocabulary, output_features, t5_vocab_path
 
 
 def _register_everything() -> None:
-  superglue.register_all()
-  glue.register_all()
-  seeds = [0] + fewshot.extra_seeds_from_env()
-  for base in catalog.fewshot_bases():
-    for k in fewshot.DEFAULT_SHOTS:
-      for seed in seeds:
-        fewshot_task(base, k, seed)
-  mixtures.register_all()
+    superglue.register_all()
+    glue.register_all()
+    seeds = [0] + fewshot.extra_seeds_from_env()
+    for base in catalog.fewshot_bases():
+        for k in fewshot.DEFAULT_SHOTS:
+            for seed in seeds:
+                fewshot_task(base, k, seed)
+    mixtures.register_all()
 
 
 _register_everything()
 
 __all__ = [
-    "fewshot_name", "fewshot_task", "get_label_strings", "get_main_metric",
+    "fewshot_name", "fewshot_task", "get_example_label_strings",
+    "get_label_strings", "get_main_metric", "main_metric_value",
     "get_metric_components", "get_vocabulary", "has_per_example_label_strings",
     "output_features", "registered_mixture_names", "registered_task_names",
     "resolve_data_dir", "select_examples", "t5_vocab_path", "task_info",

@@ -17,158 +17,158 @@ from . import superglue
 
 
 def superglue_task_names() -> List[str]:
-  return [superglue.task_name(f, t, s) for f in superglue.FAMILIES
-          for t in superglue.TASKS for s in superglue.SOURCES]
+    return [superglue.task_name(f, t, s) for f in superglue.FAMILIES
+            for t in superglue.TASKS for s in superglue.SOURCES]
 
 
 def glue_task_names() -> List[str]:
-  names = [glue.task_name(t, s) for t in glue.TASKS for s in glue.SOURCES]
-  names += [glue.task_name("mnli_mismatched", s) for s in glue.SOURCES]
-  return names
+    names = [glue.task_name(t, s) for t in glue.TASKS for s in glue.SOURCES]
+    names += [glue.task_name("mnli_mismatched", s) for s in glue.SOURCES]
+    return names
 
 
 def ept_task_names() -> List[str]:
-  return [glue.ept_task_name(t, v) for t, _, _, _, v in glue.EPT_EXTRA]
+    return [glue.ept_task_name(t, v) for t, _, _, _, v in glue.EPT_EXTRA]
 
 
 def fewshot_bases() -> List[str]:
-  """Tasks that get default k-shot variants (k in 4, 16, 32; seed 0; random)."""
-  bases = [superglue.task_name(f, t, s) for f in superglue.FAMILIES
-           for t in superglue.CLASSIFICATION_TASKS for s in superglue.SOURCES]
-  bases.append(glue.ept_task_name("scitail", "v100"))
-  return bases
+    """Tasks that get default k-shot variants (k in 4, 16, 32; seed 0; random)."""
+    bases = [superglue.task_name(f, t, s) for f in superglue.FAMILIES
+             for t in superglue.CLASSIFICATION_TASKS for s in superglue.SOURCES]
+    bases.append(glue.ept_task_name("scitail", "v100"))
+    return bases
 
 
 def fewshot_task_names(seed: int = 0) -> List[str]:
-  return [fewshot.fewshot_name(b, k, seed) for b in fewshot_bases()
-          for k in fewshot.DEFAULT_SHOTS]
+    return [fewshot.fewshot_name(b, k, seed) for b in fewshot_bases()
+            for k in fewshot.DEFAULT_SHOTS]
 
 
 def mixture_names() -> List[str]:
-  names = []
-  for family in superglue.FAMILIES:
-    for source in superglue.SOURCES:
-      names.append(mixtures.superglue_mixture_name(family, source))
-      names += [mixtures.superglue_mixture_name(family, source, k)
-                for k in fewshot.DEFAULT_SHOTS]
-  names += [mixtures.glue_mixture_name(s) for s in glue.SOURCES]
-  return names
+    names = []
+    for family in superglue.FAMILIES:
+        for source in superglue.SOURCES:
+            names.append(mixtures.superglue_mixture_name(family, source))
+            names += [mixtures.superglue_mixture_name(family, source, k)
+                      for k in fewshot.DEFAULT_SHOTS]
+    names += [mixtures.glue_mixture_name(s) for s in glue.SOURCES]
+    return names
 
 
 def default_task_names() -> List[str]:
-  """Every task registered by ``import xprompt_jax.tasks`` (without extra seeds)."""
-  return sorted(superglue_task_names() + glue_task_names() + ept_task_names()
-                + fewshot_task_names())
+    """Every task registered by ``import xprompt_jax.tasks`` (without extra seeds)."""
+    return sorted(superglue_task_names() + glue_task_names() + ept_task_names()
+                  + fewshot_task_names())
 
 
 def _bullets(names: List[str]) -> str:
-  return "\n".join(f"- `{n}`" for n in sorted(names))
+    return "\n".join(f"- `{n}`" for n in sorted(names))
 
 
 def markdown() -> str:
-  """The README section listing every default task and mixture name."""
-  sg, gl, ept = superglue_task_names(), glue_task_names(), ept_task_names()
-  fs, mx = fewshot_task_names(), mixture_names()
-  total = len(sg) + len(gl) + len(ept) + len(fs)
-  lines: List[str] = [
-      "## Registered tasks and mixtures",
-      "",
-      "`import xprompt_jax.tasks` (or `--gin.MIXTURE_OR_TASK_MODULE="
-      "xprompt_jax.tasks`) registers "
-      f"**{total} tasks** and **{len(mx)} mixtures** with seqio "
-      "(`xprompt_jax.tasks.registered_task_names()` lists them).",
-      "",
-      "Naming: `{family}_{benchmark}_{task}_{source}[_{k}shot]`.",
-      "",
-      "- family `xprompt`: XPrompt's templates (Table 10), `{mask}` = "
-      "`<extra_id_0>`, targets `<extra_id_0> <label>`; `xprompt_nosentinel`: the same "
-      "without the sentinel; `lester`: T5's formats and labels without the task "
-      "name (Lester et al.).",
-      "- source `v102` / `v200` / `v100` ...: TFDS version (`super_glue/*:1.0.2`, "
-      "`glue/*:2.0.0`, ...); `local`: the official files in the directory given by "
-      "the gin macro `SUPERGLUE_DIR` / `GLUE_DIR` or the environment variable "
-      "`XPROMPT_SUPERGLUE_DIR` / `XPROMPT_GLUE_DIR` (`<dir>/RTE/{train,val,test}"
-      ".jsonl`, `<dir>/RTE/{train,dev,test}.tsv`).",
-      "- `_{k}shot`: k training examples (MultiRC: k questions) drawn with seed 0; "
-      "full validation set. Other seeds / class-balanced subsets: "
-      "`xprompt_jax.tasks.fewshot_task(base, k, seed=..., sampling=...)`, or list "
-      "seeds in `XPROMPT_FEWSHOT_SEEDS=1,2,3` before import (names end in "
-      "`_seed<s>`).",
-      "- The vocabulary is `gs://t5-data/vocabs/cc_all.32000/sentencepiece.model` "
-      "unless `XPROMPT_T5_VOCAB` (or gin `xprompt_jax.tasks.t5_vocab_path.path`) "
-      "names another copy.",
-      "- Evaluation: generation + `postprocess_fn`, or rank classification over "
-      "`get_label_strings(task)` (class-id order, rendered exactly like the "
-      "targets) or, where that is `None` (XPrompt WSC, ReCoRD), over each "
-      "example's `label_strings` feature; feed the best string through the "
-      "task's `postprocess_fn` like a generated prediction. T5-style WSC "
-      "(`lester_super_glue_wsc_*`) is generation only.",
-      "- Main metric (`get_main_metric`): accuracy; CoLA Matthews corr.; CB "
-      "mean(accuracy, macro-F1); MultiRC mean(F1a, EM); ReCoRD mean(EM, F1); "
-      "MRPC/QQP mean(F1, accuracy); STS-B mean(Pearson, Spearman).",
-      "",
-      f"### SuperGLUE ({len(sg)})",
-      "",
-      "| task | `xprompt` | `xprompt_nosentinel` | `lester` |",
-      "|---|---|---|---|",
-  ] + [
-      f"| {t} | " + " | ".join(
-          "<br>".join(f"`{superglue.task_name(f, t, src)}`"
-                      for src in superglue.SOURCES)
-          for f in superglue.FAMILIES) + " |"
-      for t in superglue.TASKS
-  ] + [
-      "",
-      f"### GLUE ({len(gl)})",
-      "",
-      "| task | TFDS `glue/<task>:2.0.0` | local TSV |",
-      "|---|---|---|",
-  ] + [
-      f"| {t} | `{glue.task_name(t, 'v200')}` | `{glue.task_name(t, 'local')}` |"
-      for t in list(glue.TASKS) + ["mnli_mismatched"]
-  ] + [
-      "",
-      f"### EPT extra tasks, TFDS only ({len(ept)})",
-      "",
-      "| task | TFDS dataset |",
-      "|---|---|",
-  ] + [
-      f"| `{glue.ept_task_name(t, v)}` | `{tfds_name}` |"
-      for t, tfds_name, _, _, v in glue.EPT_EXTRA
-  ] + [
-      "",
-      f"### Few-shot ({len(fs)})",
-      "",
-      "<details><summary>all few-shot task names</summary>",
-      "",
-      "\n".join(f"- `{n}`" for n in fs),
-      "",
-      "</details>",
-      "",
-      f"### Mixtures ({len(mx)})",
-      "",
-      "SuperGLUE mixtures hold BoolQ, CB, COPA, MultiRC, RTE, WiC and WSC of one "
-      "family and source (or their k-shot variants); GLUE mixtures hold the eight "
-      "GLUE tasks. Rates: number of training examples "
-      "(`seqio.mixing_rate_num_examples`).",
-      "",
-      _bullets(mx),
-      "",
-  ]
-  return "\n".join(lines)
+    """The README section listing every default task and mixture name."""
+    sg, gl, ept = superglue_task_names(), glue_task_names(), ept_task_names()
+    fs, mx = fewshot_task_names(), mixture_names()
+    total = len(sg) + len(gl) + len(ept) + len(fs)
+    lines: List[str] = [
+        "## Registered tasks and mixtures",
+        "",
+        "`import xprompt_jax.tasks` (or `--gin.MIXTURE_OR_TASK_MODULE="
+        "xprompt_jax.tasks`) registers "
+        f"**{total} tasks** and **{len(mx)} mixtures** with seqio "
+        "(`xprompt_jax.tasks.registered_task_names()` lists them).",
+        "",
+        "Naming: `{family}_{benchmark}_{task}_{source}[_{k}shot]`.",
+        "",
+        "- family `xprompt`: XPrompt's templates (Table 10), `{mask}` = "
+        "`<extra_id_0>`, targets `<extra_id_0> <label>`; `xprompt_nosentinel`: the same "
+        "without the sentinel; `lester`: T5's formats and labels without the task "
+        "name (Lester et al.).",
+        "- source `v102` / `v200` / `v100` ...: TFDS version (`super_glue/*:1.0.2`, "
+        "`glue/*:2.0.0`, ...); `local`: the official files in the directory given by "
+        "the gin macro `SUPERGLUE_DIR` / `GLUE_DIR` or the environment variable "
+        "`XPROMPT_SUPERGLUE_DIR` / `XPROMPT_GLUE_DIR` (`<dir>/RTE/{train,val,test}"
+        ".jsonl`, `<dir>/RTE/{train,dev,test}.tsv`).",
+        "- `_{k}shot`: k training examples (MultiRC: k questions) drawn with seed 0; "
+        "full validation set. Other seeds / class-balanced subsets: "
+        "`xprompt_jax.tasks.fewshot_task(base, k, seed=..., sampling=...)`, or list "
+        "seeds in `XPROMPT_FEWSHOT_SEEDS=1,2,3` before import (names end in "
+        "`_seed<s>`).",
+        "- The vocabulary is `gs://t5-data/vocabs/cc_all.32000/sentencepiece.model` "
+        "unless `XPROMPT_T5_VOCAB` (or gin `xprompt_jax.tasks.t5_vocab_path.path`) "
+        "names another copy.",
+        "- Evaluation: generation + `postprocess_fn`, or rank classification over "
+        "`get_label_strings(task)` (class-id order, rendered exactly like the "
+        "targets) or, where that is `None` (XPrompt WSC, ReCoRD), over each "
+        "example's `label_strings` feature; feed the best string through the "
+        "task's `postprocess_fn` like a generated prediction. T5-style WSC "
+        "(`lester_super_glue_wsc_*`) is generation only.",
+        "- Main metric (`get_main_metric`): accuracy; CoLA Matthews corr.; CB "
+        "mean(accuracy, macro-F1); MultiRC mean(F1a, EM); ReCoRD mean(EM, F1); "
+        "MRPC/QQP mean(F1, accuracy); STS-B mean(Pearson, Spearman).",
+        "",
+        f"### SuperGLUE ({len(sg)})",
+        "",
+        "| task | `xprompt` | `xprompt_nosentinel` | `lester` |",
+        "|---|---|---|---|",
+    ] + [
+        f"| {t} | " + " | ".join(
+            "<br>".join(f"`{superglue.task_name(f, t, src)}`"
+                        for src in superglue.SOURCES)
+            for f in superglue.FAMILIES) + " |"
+        for t in superglue.TASKS
+    ] + [
+        "",
+        f"### GLUE ({len(gl)})",
+        "",
+        "| task | TFDS `glue/<task>:2.0.0` | local TSV |",
+        "|---|---|---|",
+    ] + [
+        f"| {t} | `{glue.task_name(t, 'v200')}` | `{glue.task_name(t, 'local')}` |"
+        for t in list(glue.TASKS) + ["mnli_mismatched"]
+    ] + [
+        "",
+        f"### EPT extra tasks, TFDS only ({len(ept)})",
+        "",
+        "| task | TFDS dataset |",
+        "|---|---|",
+    ] + [
+        f"| `{glue.ept_task_name(t, v)}` | `{tfds_name}` |"
+        for t, tfds_name, _, _, v in glue.EPT_EXTRA
+    ] + [
+        "",
+        f"### Few-shot ({len(fs)})",
+        "",
+        "<details><summary>all few-shot task names</summary>",
+        "",
+        "\n".join(f"- `{n}`" for n in fs),
+        "",
+        "</details>",
+        "",
+        f"### Mixtures ({len(mx)})",
+        "",
+        "SuperGLUE mixtures hold BoolQ, CB, COPA, MultiRC, RTE, WiC and WSC of one "
+        "family and source (or their k-shot variants); GLUE mixtures hold the eight "
+        "GLUE tasks. Rates: number of training examples "
+        "(`seqio.mixing_rate_num_examples`).",
+        "",
+        _bullets(mx),
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(
-      prog="python -m xprompt_jax.tasks",
-      description="Print (or write) the markdown list of registered tasks.")
-  parser.add_argument("--write", metavar="PATH", help="write the markdown here")
-  args = parser.parse_args(argv)
-  text = markdown()
-  if args.write:
-    with open(args.write, "w", encoding="utf-8") as f:
-      f.write(text)
-  else:
-    sys.stdout.write(text)
-  return 0
+    parser = argparse.ArgumentParser(
+        prog="python -m xprompt_jax.tasks",
+        description="Print (or write) the markdown list of registered tasks.")
+    parser.add_argument("--write", metavar="PATH", help="write the markdown here")
+    args = parser.parse_args(argv)
+    text = markdown()
+    if args.write:
+        with open(args.write, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
 

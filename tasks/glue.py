@@ -78,64 +78,64 @@ _MNLI_MISMATCHED_TFDS_SPLITS = {"validation": "validation_mismatched",
 
 
 def task_name(task: str, source: str) -> str:
-  return f"{FAMILY}_glue_{task}_{source}"
+    return f"{FAMILY}_glue_{task}_{source}"
 
 
 def _local_split_files(split_map: Mapping[str, str]) -> Dict[str, str]:
-  files = dict(readers.MNLI_SPLIT_FILES)
-  return {ours: files[theirs] for ours, theirs in split_map.items()}
+    files = dict(readers.MNLI_SPLIT_FILES)
+    return {ours: files[theirs] for ours, theirs in split_map.items()}
 
 
 def make_source(task: str, source: str, data_dir: Optional[str] = None,
                 mnli_mismatched: bool = False) -> seqio.DataSource:
-  """The raw (TFDS-shaped) source of GLUE ``task``."""
-  if task == "mnli":
-    split_map = (_MNLI_MISMATCHED_TFDS_SPLITS if mnli_mismatched
-                 else _MNLI_TFDS_SPLITS)
-  else:
-    split_map = _DEFAULT_SPLITS
-  if source == "v200":
-    return sources.tfds_source(f"glue/{task}:{TFDS_VERSION}", split_map)
-  if source == "local":
-    split_files = (_local_split_files(split_map) if task == "mnli"
-                   else {s: readers.GLUE_SPLIT_FILES[s] for s in split_map})
-    return sources.LocalDataSource(
-        name=f"glue/{task} (local)", kind="glue", subdir=readers.GLUE_DIRS[task],
-        split_files=split_files, reader=readers.glue_reader(task),
-        signature=readers.GLUE_SIGNATURES[task], data_dir=data_dir)
-  raise ValueError(f"unknown source {source!r}; expected one of {SOURCES}")
+    """The raw (TFDS-shaped) source of GLUE ``task``."""
+    if task == "mnli":
+        split_map = (_MNLI_MISMATCHED_TFDS_SPLITS if mnli_mismatched
+                     else _MNLI_TFDS_SPLITS)
+    else:
+        split_map = _DEFAULT_SPLITS
+    if source == "v200":
+        return sources.tfds_source(f"glue/{task}:{TFDS_VERSION}", split_map)
+    if source == "local":
+        split_files = (_local_split_files(split_map) if task == "mnli"
+                       else {s: readers.GLUE_SPLIT_FILES[s] for s in split_map})
+        return sources.LocalDataSource(
+            name=f"glue/{task} (local)", kind="glue", subdir=readers.GLUE_DIRS[task],
+            split_files=split_files, reader=readers.glue_reader(task),
+            signature=readers.GLUE_SIGNATURES[task], data_dir=data_dir)
+    raise ValueError(f"unknown source {source!r}; expected one of {SOURCES}")
 
 
 def _register(name: str, benchmark: str, task: str, source: str,
               src: seqio.DataSource, template: tmpl.Template,
               metric: registry.MetricSpec) -> seqio.Task:
-  if task == "stsb":
-    preprocessor = pre.stsb(template)
-    postprocess_fn = post.string_to_float
-    labels = tmpl.STSB_LABELS
-  else:
-    preprocessor = pre.classification(template, sentinel=False)
-    postprocess_fn = post.class_label(template.labels)
-    labels = template.labels
-  info = registry.TaskInfo(
-      name=name, benchmark=benchmark, task=task, family=FAMILY, source=source,
-      label_strings=tuple(labels), per_example_label_strings=True,
-      metric=metric)
-  return registry.register_task(info, src, [preprocessor], postprocess_fn)
+    if task == "stsb":
+        preprocessor = pre.stsb(template)
+        postprocess_fn = post.string_to_float
+        labels = tmpl.STSB_LABELS
+    else:
+        preprocessor = pre.classification(template, sentinel=False)
+        postprocess_fn = post.class_label(template.labels)
+        labels = template.labels
+    info = registry.TaskInfo(
+        name=name, benchmark=benchmark, task=task, family=FAMILY, source=source,
+        label_strings=tuple(labels), per_example_label_strings=True,
+        metric=metric)
+    return registry.register_task(info, src, [preprocessor], postprocess_fn)
 
 
 def register(task: str, source: str, data_dir: Optional[str] = None,
              mnli_mismatched: bool = False,
              name: Optional[str] = None) -> seqio.Task:
-  """Registers one GLUE task (``mnli_mismatched``: the mismatched eval task)."""
-  if task not in TASKS:
-    raise ValueError(f"unknown GLUE task {task!r}; expected one of {TASKS}")
-  if mnli_mismatched and task != "mnli":
-    raise ValueError("mnli_mismatched=True only applies to task 'mnli'")
-  src = make_source(task, source, data_dir, mnli_mismatched)
-  default = task_name("mnli_mismatched" if mnli_mismatched else task, source)
-  return _register(name or default, "glue", task, source, src,
-                   tmpl.GLUE_LESTER[task], METRICS[task])
+    """Registers one GLUE task (``mnli_mismatched``: the mismatched eval task)."""
+    if task not in TASKS:
+        raise ValueError(f"unknown GLUE task {task!r}; expected one of {TASKS}")
+    if mnli_mismatched and task != "mnli":
+        raise ValueError("mnli_mismatched=True only applies to task 'mnli'")
+    src = make_source(task, source, data_dir, mnli_mismatched)
+    default = task_name("mnli_mismatched" if mnli_mismatched else task, source)
+    return _register(name or default, "glue", task, source, src,
+                     tmpl.GLUE_LESTER[task], METRICS[task])
 
 
 # EPT's extra datasets available in TFDS: (our task name, TFDS name, template key,
@@ -152,16 +152,16 @@ EPT_EXTRA: Tuple[Tuple[str, str, str, Mapping[str, str], str], ...] = (
 
 
 def ept_task_name(task: str, source: str) -> str:
-  return f"{FAMILY}_{task}_{source}"
+    return f"{FAMILY}_{task}_{source}"
 
 
 def register_all() -> None:
-  for task in TASKS:
+    for task in TASKS:
+        for source in SOURCES:
+            register(task, source)
     for source in SOURCES:
-      register(task, source)
-  for source in SOURCES:
-    register("mnli", source, mnli_mismatched=True)
-  for task, tfds_name, key, split_map, version in EPT_EXTRA:
-    _register(ept_task_name(task, version), "ept", task, version,
-              sources.tfds_source(tfds_name, split_map), tmpl.GLUE_LESTER[key],
-              _ACC)
+        register("mnli", source, mnli_mismatched=True)
+    for task, tfds_name, key, split_map, version in EPT_EXTRA:
+        _register(ept_task_name(task, version), "ept", task, version,
+                  sources.tfds_source(tfds_name, split_map), tmpl.GLUE_LESTER[key],
+                  _ACC)

@@ -23,63 +23,63 @@ AVERAGE = "average"
 
 
 def accuracy(targets, predictions) -> Dict[str, float]:
-  return {"accuracy": 100 * sklearn.metrics.accuracy_score(targets, predictions)}
+    return {"accuracy": 100 * sklearn.metrics.accuracy_score(targets, predictions)}
 
 
 def macro_f1(num_classes: int) -> MetricFn:
-  """Unweighted mean of per-class F1 over classes ``0..num_classes-1`` (CB).
+    """Unweighted mean of per-class F1 over classes ``0..num_classes-1`` (CB).
 
-  Invalid predictions (-1) are not a class: they only cost recall of the true class.
-  """
-  def f1_macro(targets, predictions):
-    return {"f1_macro": 100 * sklearn.metrics.f1_score(
-        targets, predictions, labels=list(range(num_classes)), average="macro",
-        zero_division=0)}
-  return f1_macro
+    Invalid predictions (-1) are not a class: they only cost recall of the true class.
+    """
+    def f1_macro(targets, predictions):
+        return {"f1_macro": 100 * sklearn.metrics.f1_score(
+            targets, predictions, labels=list(range(num_classes)), average="macro",
+            zero_division=0)}
+    return f1_macro
 
 
 def f1_with_invalid(targets, predictions) -> Dict[str, float]:
-  """Binary F1 (positive class 1); a prediction other than 0/1 counts as wrong."""
-  targets = np.asarray(targets)
-  predictions = np.array(predictions, copy=True)
-  invalid = (predictions != 0) & (predictions != 1)
-  predictions[invalid] = 1 - targets[invalid]
-  return {"f1": 100 * sklearn.metrics.f1_score(targets, predictions,
-                                               zero_division=0)}
+    """Binary F1 (positive class 1); a prediction other than 0/1 counts as wrong."""
+    targets = np.asarray(targets)
+    predictions = np.array(predictions, copy=True)
+    invalid = (predictions != 0) & (predictions != 1)
+    predictions[invalid] = 1 - targets[invalid]
+    return {"f1": 100 * sklearn.metrics.f1_score(targets, predictions,
+                                                 zero_division=0)}
 
 
 def matthews_corrcoef(targets, predictions) -> Dict[str, float]:
-  return {"matthews_corrcoef":
-              100 * sklearn.metrics.matthews_corrcoef(targets, predictions)}
+    return {"matthews_corrcoef":
+                100 * sklearn.metrics.matthews_corrcoef(targets, predictions)}
 
 
 def pearson_corrcoef(targets, predictions) -> Dict[str, float]:
-  return {"pearson_corrcoef": 100 * scipy.stats.pearsonr(targets, predictions)[0]}
+    return {"pearson_corrcoef": 100 * scipy.stats.pearsonr(targets, predictions)[0]}
 
 
 def spearman_corrcoef(targets, predictions) -> Dict[str, float]:
-  return {"spearman_corrcoef":
-              100 * scipy.stats.spearmanr(targets, predictions)[0]}
+    return {"spearman_corrcoef":
+                100 * scipy.stats.spearmanr(targets, predictions)[0]}
 
 
 def multirc_f1a(targets, predictions) -> Dict[str, float]:
-  """MultiRC F1a: binary F1 over all answer options (invalid counts as wrong)."""
-  res = f1_with_invalid([t["value"] for t in targets],
-                        [p["value"] for p in predictions])
-  return {"f1a": res["f1"]}
+    """MultiRC F1a: binary F1 over all answer options (invalid counts as wrong)."""
+    res = f1_with_invalid([t["value"] for t in targets],
+                          [p["value"] for p in predictions])
+    return {"f1a": res["f1"]}
 
 
 def multirc_exact_match(targets, predictions) -> Dict[str, float]:
-  """MultiRC EM: share of questions whose answer options are all predicted right.
+    """MultiRC EM: share of questions whose answer options are all predicted right.
 
-  Questions are the ``group`` of the targets (``(idx/paragraph, idx/question)``).
-  """
-  groups: Dict[Any, List[bool]] = collections.defaultdict(list)
-  for t, p in zip(targets, predictions):
-    groups[t["group"]].append(t["value"] == p["value"])
-  if not groups:
-    return {"exact_match": 0.0}
-  return {"exact_match": 100 * float(np.mean([all(v) for v in groups.values()]))}
+    Questions are the ``group`` of the targets (``(idx/paragraph, idx/question)``).
+    """
+    groups: Dict[Any, List[bool]] = collections.defaultdict(list)
+    for t, p in zip(targets, predictions):
+        groups[t["group"]].append(t["value"] == p["value"])
+    if not groups:
+        return {"exact_match": 0.0}
+    return {"exact_match": 100 * float(np.mean([all(v) for v in groups.values()]))}
 
 
 # ---------------------------------------------------------------------------
@@ -89,69 +89,69 @@ _PUNCT = set(string.punctuation)
 
 
 def normalize_squad(text: str) -> str:
-  """Lowercase, drop punctuation and articles (a, an, the), collapse whitespace."""
-  text = text.lower()
-  text = "".join(ch for ch in text if ch not in _PUNCT)
-  text = re.sub(r"\b(a|an|the)\b", " ", text)
-  return " ".join(text.split())
+    """Lowercase, drop punctuation and articles (a, an, the), collapse whitespace."""
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in _PUNCT)
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
 
 
 def _token_f1(target: str, prediction: str) -> float:
-  t_tokens, p_tokens = target.split(), prediction.split()
-  common = collections.Counter(t_tokens) & collections.Counter(p_tokens)
-  num_same = sum(common.values())
-  if num_same == 0:
-    return 0.0
-  precision = num_same / len(p_tokens)
-  recall = num_same / len(t_tokens)
-  return 2 * precision * recall / (precision + recall)
+    t_tokens, p_tokens = target.split(), prediction.split()
+    common = collections.Counter(t_tokens) & collections.Counter(p_tokens)
+    num_same = sum(common.values())
+    if num_same == 0:
+        return 0.0
+    precision = num_same / len(p_tokens)
+    recall = num_same / len(t_tokens)
+    return 2 * precision * recall / (precision + recall)
 
 
 def squad(targets: Sequence[Sequence[str]],
           predictions: Sequence[str]) -> Dict[str, float]:
-  """EM and F1, each the max over the example's answers, averaged (percent)."""
-  ems, f1s = [], []
-  for answers, pred in zip(targets, predictions):
-    pred_n = normalize_squad(pred)
-    answers_n = [normalize_squad(a) for a in answers]
-    if not answers_n:
-      ems.append(0.0)
-      f1s.append(0.0)
-      continue
-    ems.append(max(float(a == pred_n) for a in answers_n))
-    f1s.append(max(_token_f1(a, pred_n) for a in answers_n))
-  if not ems:
-    return {"exact_match": 0.0, "f1": 0.0}
-  return {"exact_match": 100 * float(np.mean(ems)),
-          "f1": 100 * float(np.mean(f1s))}
+    """EM and F1, each the max over the example's answers, averaged (percent)."""
+    ems, f1s = [], []
+    for answers, pred in zip(targets, predictions):
+        pred_n = normalize_squad(pred)
+        answers_n = [normalize_squad(a) for a in answers]
+        if not answers_n:
+            ems.append(0.0)
+            f1s.append(0.0)
+            continue
+        ems.append(max(float(a == pred_n) for a in answers_n))
+        f1s.append(max(_token_f1(a, pred_n) for a in answers_n))
+    if not ems:
+        return {"exact_match": 0.0, "f1": 0.0}
+    return {"exact_match": 100 * float(np.mean(ems)),
+            "f1": 100 * float(np.mean(f1s))}
 
 
 def record_squad(targets, predictions) -> Dict[str, float]:
-  """ReCoRD: keep one example per (passage, query) group, then ``squad``."""
-  seen = set()
-  dedup_t, dedup_p = [], []
-  for t, p in zip(targets, predictions):
-    if t["group"] in seen:
-      continue
-    seen.add(t["group"])
-    dedup_t.append(t["value"])
-    dedup_p.append(p["value"])
-  return squad(dedup_t, dedup_p)
+    """ReCoRD: keep one example per (passage, query) group, then ``squad``."""
+    seen = set()
+    dedup_t, dedup_p = [], []
+    for t, p in zip(targets, predictions):
+        if t["group"] in seen:
+            continue
+        seen.add(t["group"])
+        dedup_t.append(t["value"])
+        dedup_p.append(p["value"])
+    return squad(dedup_t, dedup_p)
 
 
 # ---------------------------------------------------------------------------
 # Combination.
 # ---------------------------------------------------------------------------
 def with_average(fns: Sequence[MetricFn], keys: Sequence[str]) -> MetricFn:
-  """One metric fn running ``fns`` and adding ``'average'`` = mean of ``keys``."""
-  fns, keys = tuple(fns), tuple(keys)
+    """One metric fn running ``fns`` and adding ``'average'`` = mean of ``keys``."""
+    fns, keys = tuple(fns), tuple(keys)
 
-  def combined(targets, predictions):
-    out: Dict[str, float] = {}
-    for fn in fns:
-      out.update(fn(targets, predictions))
-    out[AVERAGE] = float(np.mean([out[k] for k in keys]))
-    return out
+    def combined(targets, predictions):
+        out: Dict[str, float] = {}
+        for fn in fns:
+            out.update(fn(targets, predictions))
+        out[AVERAGE] = float(np.mean([out[k] for k in keys]))
+        return out
 
-  combined.__name__ = "average_of_" + "_".join(keys)
-  return combined
+    combined.__name__ = "average_of_" + "_".join(keys)
+    return combined

@@ -63,89 +63,89 @@ METRICS: Dict[str, registry.MetricSpec] = {
 
 
 def task_name(family: str, task: str, source: str) -> str:
-  return f"{family}_super_glue_{task}_{source}"
+    return f"{family}_super_glue_{task}_{source}"
 
 
 def make_source(task: str, source: str,
                 data_dir: Optional[str] = None) -> seqio.DataSource:
-  """The raw data source of ``task`` (TFDS-shaped examples)."""
-  if source == "v102":
-    return sources.tfds_source(f"super_glue/{_TFDS_CONFIG[task]}:{TFDS_VERSION}",
-                               SPLITS)
-  if source == "local":
-    return sources.LocalDataSource(
-        name=f"super_glue/{task} (local)", kind="superglue",
-        subdir=readers.SUPERGLUE_DIRS[task],
-        split_files=readers.SUPERGLUE_SPLIT_FILES,
-        reader=readers.SUPERGLUE_READERS[task],
-        signature=readers.SUPERGLUE_SIGNATURES[task], data_dir=data_dir)
-  raise ValueError(f"unknown source {source!r}; expected one of {SOURCES}")
+    """The raw data source of ``task`` (TFDS-shaped examples)."""
+    if source == "v102":
+        return sources.tfds_source(f"super_glue/{_TFDS_CONFIG[task]}:{TFDS_VERSION}",
+                                   SPLITS)
+    if source == "local":
+        return sources.LocalDataSource(
+            name=f"super_glue/{task} (local)", kind="superglue",
+            subdir=readers.SUPERGLUE_DIRS[task],
+            split_files=readers.SUPERGLUE_SPLIT_FILES,
+            reader=readers.SUPERGLUE_READERS[task],
+            signature=readers.SUPERGLUE_SIGNATURES[task], data_dir=data_dir)
+    raise ValueError(f"unknown source {source!r}; expected one of {SOURCES}")
 
 
 @dataclasses.dataclass(frozen=True)
 class _Built:
-  preprocessor: Callable
-  postprocess_fn: Callable
-  label_strings: Optional[Tuple[str, ...]]
-  per_example_label_strings: bool
-  train_filter: Optional[Callable] = None
+    preprocessor: Callable
+    postprocess_fn: Callable
+    label_strings: Optional[Tuple[str, ...]]
+    per_example_label_strings: bool
+    train_filter: Optional[Callable] = None
 
 
 def _build(family: str, task: str) -> _Built:
-  """Preprocessor / postprocessor / label strings of ``task`` in ``family``."""
-  if family == "lester":
-    template, sentinel = tmpl.LESTER[task], False
-  else:
-    template, sentinel = tmpl.XPROMPT[task], family == "xprompt"
-  prefix = tmpl.target_prefix(sentinel)
-  if task == "record":
-    return _Built(pre.record(template, sentinel), post.record, None, True)
-  if task == "wsc":
+    """Preprocessor / postprocessor / label strings of ``task`` in ``family``."""
     if family == "lester":
-      return _Built(pre.wsc_simple(template), post.wsc_simple, None, False,
-                    train_filter=pre.keep_label(1))
-    return _Built(pre.wsc_xprompt(template, sentinel), post.wsc_xprompt, None,
-                  True)
-  labels = template.labels
-  if task == "multirc":
-    postprocess_fn = post.multirc(labels)
-  else:
-    postprocess_fn = post.class_label(labels)
-  return _Built(
-      pre.classification(template, sentinel, html_cleanup=task == "multirc"),
-      postprocess_fn, tuple(prefix + l for l in labels), True)
+        template, sentinel = tmpl.LESTER[task], False
+    else:
+        template, sentinel = tmpl.XPROMPT[task], family == "xprompt"
+    prefix = tmpl.target_prefix(sentinel)
+    if task == "record":
+        return _Built(pre.record(template, sentinel), post.record, None, True)
+    if task == "wsc":
+        if family == "lester":
+            return _Built(pre.wsc_simple(template), post.wsc_simple, None, False,
+                          train_filter=pre.keep_label(1))
+        return _Built(pre.wsc_xprompt(template, sentinel), post.wsc_xprompt, None,
+                      True)
+    labels = template.labels
+    if task == "multirc":
+        postprocess_fn = post.multirc(labels)
+    else:
+        postprocess_fn = post.class_label(labels)
+    return _Built(
+        pre.classification(template, sentinel, html_cleanup=task == "multirc"),
+        postprocess_fn, tuple(prefix + l for l in labels), True)
 
 
 def register(family: str, task: str, source: str,
              data_dir: Optional[str] = None,
              name: Optional[str] = None) -> seqio.Task:
-  """Registers one SuperGLUE task (see module docstring for the naming)."""
-  if family not in FAMILIES:
-    raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
-  if task not in TASKS:
-    raise ValueError(f"unknown SuperGLUE task {task!r}; expected one of {TASKS}")
-  built = _build(family, task)
-  src = make_source(task, source, data_dir=data_dir)
-  if built.train_filter is not None:
-    src = sources.TrainFilteredSource(
-        src, built.train_filter, splits=("train",),
-        description="T5 wsc_simple: train on label-True examples only")
-  info = registry.TaskInfo(
-      name=name or task_name(family, task, source),
-      benchmark="super_glue", task=task, family=family, source=source,
-      label_strings=built.label_strings,
-      per_example_label_strings=built.per_example_label_strings,
-      metric=METRICS[task],
-      label_field=None if task == "record" else "label",
-      group_fields=(("idx", "paragraph"), ("idx", "question"))
-      if task == "multirc" else None,
-  )
-  return registry.register_task(info, src, [built.preprocessor],
-                                built.postprocess_fn)
+    """Registers one SuperGLUE task (see module docstring for the naming)."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
+    if task not in TASKS:
+        raise ValueError(f"unknown SuperGLUE task {task!r}; expected one of {TASKS}")
+    built = _build(family, task)
+    src = make_source(task, source, data_dir=data_dir)
+    if built.train_filter is not None:
+        src = sources.TrainFilteredSource(
+            src, built.train_filter, splits=("train",),
+            description="T5 wsc_simple: train on label-True examples only")
+    info = registry.TaskInfo(
+        name=name or task_name(family, task, source),
+        benchmark="super_glue", task=task, family=family, source=source,
+        label_strings=built.label_strings,
+        per_example_label_strings=built.per_example_label_strings,
+        metric=METRICS[task],
+        label_field=None if task == "record" else "label",
+        group_fields=(("idx", "paragraph"), ("idx", "question"))
+        if task == "multirc" else None,
+    )
+    return registry.register_task(info, src, [built.preprocessor],
+                                  built.postprocess_fn)
 
 
 def register_all() -> None:
-  for family in FAMILIES:
-    for task in TASKS:
-      for source in SOURCES:
-        register(family, task, source)
+    for family in FAMILIES:
+        for task in TASKS:
+            for source in SOURCES:
+                register(family, task, source)

@@ -32,133 +32,133 @@ UNK_TARGET = "<unk>"  # T5's target string for unlabeled (test) examples
 
 @dataclasses.dataclass(frozen=True)
 class Template:
-  """An input format and the label strings (class-id order; None if per-example).
+    """An input format and the label strings (class-id order; None if per-example).
 
-  Attributes:
-    inputs: format string, e.g. ``"sentence1: {premise} sentence2: {hypothesis}
-      {mask}"``. ``{mask}`` marks where the sentinel goes.
-    labels: label strings indexed by class id, or None (per-example / generation).
-  """
-  inputs: str
-  labels: Optional[Tuple[str, ...]] = None
+    Attributes:
+      inputs: format string, e.g. ``"sentence1: {premise} sentence2: {hypothesis}
+        {mask}"``. ``{mask}`` marks where the sentinel goes.
+      labels: label strings indexed by class id, or None (per-example / generation).
+    """
+    inputs: str
+    labels: Optional[Tuple[str, ...]] = None
 
-  def fields(self) -> Tuple[str, ...]:
-    """The placeholder names used by ``inputs`` (without 'mask')."""
-    names = []
-    for _, name, spec, conv in string.Formatter().parse(self.inputs):
-      if name is None:
-        continue
-      if spec or conv or not name.isidentifier():
-        raise ValueError(f"Template {self.inputs!r}: only plain {{field}} "
-                         f"placeholders are supported, got {{{name}}}")
-      if name != "mask":
-        names.append(name)
-    return tuple(names)
+    def fields(self) -> Tuple[str, ...]:
+        """The placeholder names used by ``inputs`` (without 'mask')."""
+        names = []
+        for _, name, spec, conv in string.Formatter().parse(self.inputs):
+            if name is None:
+                continue
+            if spec or conv or not name.isidentifier():
+                raise ValueError(f"Template {self.inputs!r}: only plain {{field}} "
+                                 f"placeholders are supported, got {{{name}}}")
+            if name != "mask":
+                names.append(name)
+        return tuple(names)
 
-  def inputs_format(self, sentinel: bool) -> str:
-    """The format string with ``{mask}`` kept (sentinel) or removed with its space."""
-    if sentinel:
-      return self.inputs
-    s = self.inputs.replace(" {mask}", "").replace("{mask} ", "")
-    return s.replace("{mask}", "")
+    def inputs_format(self, sentinel: bool) -> str:
+        """The format string with ``{mask}`` kept (sentinel) or removed with its space."""
+        if sentinel:
+            return self.inputs
+        s = self.inputs.replace(" {mask}", "").replace("{mask} ", "")
+        return s.replace("{mask}", "")
 
 
 def target_prefix(sentinel: bool) -> str:
-  """``'<extra_id_0> '`` when the sentinel is used, else ``''``."""
-  return SENTINEL + " " if sentinel else ""
+    """``'<extra_id_0> '`` when the sentinel is used, else ``''``."""
+    return SENTINEL + " " if sentinel else ""
 
 
 def render(fmt: str, fields: Mapping[str, tf.Tensor],
            mask: Optional[str] = None) -> tf.Tensor:
-  """Renders ``fmt`` with scalar string tensors ``fields``; ``{mask}`` -> ``mask``."""
-  parts: List = []
-  for literal, name, _, _ in string.Formatter().parse(fmt):
-    if literal:
-      parts.append(literal)
-    if name is None:
-      continue
-    if name == "mask":
-      if mask is None:
-        raise ValueError(f"Template {fmt!r} has {{mask}} but no mask was given")
-      parts.append(mask)
-    else:
-      if name not in fields:
-        raise KeyError(f"Template {fmt!r} needs field {name!r}; example has "
-                       f"{sorted(fields)}")
-      parts.append(fields[name])
-  if not parts:
-    return tf.constant("")
-  parts = [tf.constant(p) if isinstance(p, str) else p for p in parts]
-  return tf.strings.join(parts)
+    """Renders ``fmt`` with scalar string tensors ``fields``; ``{mask}`` -> ``mask``."""
+    parts: List = []
+    for literal, name, _, _ in string.Formatter().parse(fmt):
+        if literal:
+            parts.append(literal)
+        if name is None:
+            continue
+        if name == "mask":
+            if mask is None:
+                raise ValueError(f"Template {fmt!r} has {{mask}} but no mask was given")
+            parts.append(mask)
+        else:
+            if name not in fields:
+                raise KeyError(f"Template {fmt!r} needs field {name!r}; example has "
+                               f"{sorted(fields)}")
+            parts.append(fields[name])
+    if not parts:
+        return tf.constant("")
+    parts = [tf.constant(p) if isinstance(p, str) else p for p in parts]
+    return tf.strings.join(parts)
 
 
 def label_target(label: tf.Tensor, labels: Sequence[str],
                  prefix: str = "") -> tf.Tensor:
-  """``prefix + labels[label]``; ``prefix + '<unk>'`` when ``label`` is -1."""
-  table = tf.constant([prefix + l for l in labels])
-  label = tf.cast(label, tf.int32)
-  safe = tf.clip_by_value(label, 0, len(labels) - 1)
-  return tf.where(label < 0, tf.constant(prefix + UNK_TARGET),
-                  tf.gather(table, safe))
+    """``prefix + labels[label]``; ``prefix + '<unk>'`` when ``label`` is -1."""
+    table = tf.constant([prefix + l for l in labels])
+    label = tf.cast(label, tf.int32)
+    safe = tf.clip_by_value(label, 0, len(labels) - 1)
+    return tf.where(label < 0, tf.constant(prefix + UNK_TARGET),
+                    tf.gather(table, safe))
 
 
 def strip_multirc_html(text: tf.Tensor) -> tf.Tensor:
-  """T5's MultiRC cleanup: ``<br>`` -> space, ``<b>``/``</b>`` removed."""
-  text = tf.strings.regex_replace(text, "<br>", " ")
-  return tf.strings.regex_replace(text, "<(/)?b>", "")
+    """T5's MultiRC cleanup: ``<br>`` -> space, ``<b>``/``</b>`` removed."""
+    text = tf.strings.regex_replace(text, "<br>", " ")
+    return tf.strings.regex_replace(text, "<(/)?b>", "")
 
 
 def record_passage(passage: tf.Tensor) -> tf.Tensor:
-  """T5's ReCoRD cleanup of ``@highlight`` markers."""
-  passage = tf.strings.regex_replace(
-      passage, r"(\.|\?|\!|\"|\')\n@highlight\n", r"\1 ")
-  return tf.strings.regex_replace(passage, r"\n@highlight\n", ". ")
+    """T5's ReCoRD cleanup of ``@highlight`` markers."""
+    passage = tf.strings.regex_replace(
+        passage, r"(\.|\?|\!|\"|\')\n@highlight\n", r"\1 ")
+    return tf.strings.regex_replace(passage, r"\n@highlight\n", ". ")
 
 
 _TRAILING_PUNCT = re.compile(r"[^\w]+$")
 
 
 def wsc_simple_text(text: str, span2_index: int, span2_text: str) -> str:
-  """T5's ``wsc_simple`` input text: the pronoun at ``span2_index`` -> ``*pronoun*``.
+    """T5's ``wsc_simple`` input text: the pronoun at ``span2_index`` -> ``*pronoun*``.
 
-  Words are split on single spaces as in T5. T5 asserts that the word at
-  ``span2_index`` equals ``span2_text`` and hard-codes two exceptions of the real data;
-  here the nearest word equal to ``span2_text`` (ignoring trailing punctuation) is
-  marked instead, which reproduces T5's output for those cases up to spacing around
-  trailing punctuation (``*him*,"`` vs T5's ``*him* ,"``).
-  """
-  words = text.split(" ")
-  n_span = max(1, len(span2_text.split(" ")))
+    Words are split on single spaces as in T5. T5 asserts that the word at
+    ``span2_index`` equals ``span2_text`` and hard-codes two exceptions of the real data;
+    here the nearest word equal to ``span2_text`` (ignoring trailing punctuation) is
+    marked instead, which reproduces T5's output for those cases up to spacing around
+    trailing punctuation (``*him*,"`` vs T5's ``*him* ,"``).
+    """
+    words = text.split(" ")
+    n_span = max(1, len(span2_text.split(" ")))
 
-  def matches(j: int) -> bool:
-    cand = " ".join(words[j:j + n_span])
-    return cand == span2_text or _TRAILING_PUNCT.sub("", cand) == span2_text
+    def matches(j: int) -> bool:
+        cand = " ".join(words[j:j + n_span])
+        return cand == span2_text or _TRAILING_PUNCT.sub("", cand) == span2_text
 
-  index = span2_index
-  if not (0 <= index < len(words) and matches(index)):
-    hits = [j for j in range(len(words)) if matches(j)]
-    if hits:
-      index = min(hits, key=lambda j: (abs(j - span2_index), j))
-    elif not 0 <= index < len(words):
-      raise ValueError(f"WSC: span2_index {span2_index} outside the text "
-                       f"({len(words)} words) and {span2_text!r} not found")
-  cand = " ".join(words[index:index + n_span])
-  suffix = cand[len(span2_text):] if cand.startswith(span2_text) else ""
-  marked = "*" + span2_text + "*" + suffix
-  return " ".join(words[:index] + [marked] + words[index + n_span:])
+    index = span2_index
+    if not (0 <= index < len(words) and matches(index)):
+        hits = [j for j in range(len(words)) if matches(j)]
+        if hits:
+            index = min(hits, key=lambda j: (abs(j - span2_index), j))
+        elif not 0 <= index < len(words):
+            raise ValueError(f"WSC: span2_index {span2_index} outside the text "
+                             f"({len(words)} words) and {span2_text!r} not found")
+    cand = " ".join(words[index:index + n_span])
+    suffix = cand[len(span2_text):] if cand.startswith(span2_text) else ""
+    marked = "*" + span2_text + "*" + suffix
+    return " ".join(words[:index] + [marked] + words[index + n_span:])
 
 
 def tf_wsc_simple_text(text: tf.Tensor, span2_index: tf.Tensor,
                        span2_text: tf.Tensor) -> tf.Tensor:
-  """``wsc_simple_text`` inside a tf.data pipeline (via ``tf.py_function``)."""
+    """``wsc_simple_text`` inside a tf.data pipeline (via ``tf.py_function``)."""
 
-  def fn(t, i, s):
-    return wsc_simple_text(t.numpy().decode("utf-8"), int(i.numpy()),
-                           s.numpy().decode("utf-8")).encode("utf-8")
+    def fn(t, i, s):
+        return wsc_simple_text(t.numpy().decode("utf-8"), int(i.numpy()),
+                               s.numpy().decode("utf-8")).encode("utf-8")
 
-  out = tf.py_function(fn, [text, span2_index, span2_text], tf.string)
-  out.set_shape([])
-  return out
+    out = tf.py_function(fn, [text, span2_index, span2_text], tf.string)
+    out.set_shape([])
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -237,8 +237,8 @@ STSB_LABELS: Tuple[str, ...] = tuple(f"{i / 5:.1f}" for i in range(26))
 
 
 def stsb_target(score: tf.Tensor) -> tf.Tensor:
-  """T5's STS-B target: ``tf.round(score * 5) / 5`` formatted with 1 decimal.
+    """T5's STS-B target: ``tf.round(score * 5) / 5`` formatted with 1 decimal.
 
-  (``tf.round`` rounds half to even, as in T5: 2.5 -> "2.4", 2.7 -> "2.8".)
-  """
-  return tf.strings.as_string(tf.round(score * 5) / 5, precision=1)
+    (``tf.round`` rounds half to even, as in T5: 2.5 -> "2.4", 2.7 -> "2.8".)
+    """
+    return tf.strings.as_string(tf.round(score * 5) / 5, precision=1)

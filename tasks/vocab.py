@@ -31,89 +31,90 @@ SENTINEL = "<extra_id_0>"
 
 @gin.configurable(module="xprompt_jax.tasks")
 def t5_vocab_path(path: Optional[str] = None) -> str:
-  """Returns the SentencePiece model path: gin ``path`` > $XPROMPT_T5_VOCAB > default."""
-  if path:
-    return str(path)
-  env = os.environ.get(VOCAB_ENV_VAR)
-  if env:
-    return env
-  return DEFAULT_VOCAB_PATH
+    """Returns the SentencePiece model path: gin ``path`` > $XPROMPT_T5_VOCAB > default."""
+    if path:
+        return str(path)
+    env = os.environ.get(VOCAB_ENV_VAR)
+    if env:
+        return env
+    return DEFAULT_VOCAB_PATH
 
 
 class LazySentencePieceVocabulary(seqio.SentencePieceVocabulary):
-  """A ``seqio.SentencePieceVocabulary`` whose model path is resolved on first use.
+    """A ``seqio.SentencePieceVocabulary`` whose model path is resolved on first use.
 
-  Once resolved it is indistinguishable from (and compares equal to) a plain
-  ``seqio.SentencePieceVocabulary(path, extra_ids=100)``, which is what T5X's
-  model/task vocabulary check needs.
-  """
-
-  # Attributes that are not part of the parent's state (kept out of __getstate__ so
-  # equality with a plain SentencePieceVocabulary holds).
-  _LOCAL_ATTRS = ("_tf_tokenizer_cache", "_tf_tokenizer_lock")
-
-  def __init__(self, extra_ids: int = EXTRA_IDS):
-    super().__init__(sentencepiece_model_file=None, extra_ids=extra_ids)  # type: ignore[arg-type]
-    self._tf_tokenizer_cache = None
-    self._tf_tokenizer_lock = threading.Lock()
-
-  def _resolve(self) -> str:
-    if self._sentencepiece_model_file is None:
-      self._sentencepiece_model_file = t5_vocab_path()
-    return self._sentencepiece_model_file
-
-  def _model_context(self):
-    self._resolve()
-    return super()._model_context()
-
-  @property
-  def sentencepiece_model_file(self) -> str:
-    return self._resolve()
-
-  @property
-  def tf_tokenizer(self):
-    """One TF SentencePiece tokenizer, created eagerly and shared by all datasets.
-
-    seqio builds a new tokenizer (and parses the model again) in every dataset;
-    sharing one eager resource makes building a task's dataset about twice faster.
+    Once resolved it is indistinguishable from (and compares equal to) a plain
+    ``seqio.SentencePieceVocabulary(path, extra_ids=100)``, which is what T5X's
+    model/task vocabulary check needs.
     """
-    with self._tf_tokenizer_lock:
-      if self._tf_tokenizer_cache is None:
-        with tf.init_scope():
-          self._tf_tokenizer_cache = super().tf_tokenizer
-      return self._tf_tokenizer_cache
 
-  def __getstate__(self):
-    self._resolve()
-    state = super().__getstate__()
-    for attr in self._LOCAL_ATTRS:
-      state.pop(attr, None)
-    return state
+    # Attributes that are not part of the parent's state (kept out of __getstate__ so
+    # equality with a plain SentencePieceVocabulary holds).
+    _LOCAL_ATTRS = ("_tf_tokenizer_cache", "_tf_tokenizer_lock")
 
-  def __setstate__(self, state):
-    super().__setstate__(state)
-    self._tf_tokenizer_cache = None
-    self._tf_tokenizer_lock = threading.Lock()
+    def __init__(self, extra_ids: int = EXTRA_IDS):
+        super().__init__(sentencepiece_model_file=None,  # type: ignore[arg-type]
+                         extra_ids=extra_ids)
+        self._tf_tokenizer_cache = None
+        self._tf_tokenizer_lock = threading.Lock()
 
-  def __str__(self) -> str:
-    if self._sentencepiece_model_file is None:
-      return (f"LazySentencePieceVocabulary(file=<unresolved>, "
-              f"extra_ids={self._extra_ids})")
-    return super().__str__()
+    def _resolve(self) -> str:
+        if self._sentencepiece_model_file is None:
+            self._sentencepiece_model_file = t5_vocab_path()
+        return self._sentencepiece_model_file
+
+    def _model_context(self):
+        self._resolve()
+        return super()._model_context()
+
+    @property
+    def sentencepiece_model_file(self) -> str:
+        return self._resolve()
+
+    @property
+    def tf_tokenizer(self):
+        """One TF SentencePiece tokenizer, created eagerly and shared by all datasets.
+
+        seqio builds a new tokenizer (and parses the model again) in every dataset;
+        sharing one eager resource makes building a task's dataset about twice faster.
+        """
+        with self._tf_tokenizer_lock:
+            if self._tf_tokenizer_cache is None:
+                with tf.init_scope():
+                    self._tf_tokenizer_cache = super().tf_tokenizer
+            return self._tf_tokenizer_cache
+
+    def __getstate__(self):
+        self._resolve()
+        state = super().__getstate__()
+        for attr in self._LOCAL_ATTRS:
+            state.pop(attr, None)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._tf_tokenizer_cache = None
+        self._tf_tokenizer_lock = threading.Lock()
+
+    def __str__(self) -> str:
+        if self._sentencepiece_model_file is None:
+            return (f"LazySentencePieceVocabulary(file=<unresolved>, "
+                    f"extra_ids={self._extra_ids})")
+        return super().__str__()
 
 
 _VOCABULARY = LazySentencePieceVocabulary()
 
 
 def get_vocabulary() -> seqio.SentencePieceVocabulary:
-  """The vocabulary object shared by all tasks of this package (lazy)."""
-  return _VOCABULARY
+    """The vocabulary object shared by all tasks of this package (lazy)."""
+    return _VOCABULARY
 
 
 def output_features() -> Dict[str, seqio.Feature]:
-  """``inputs`` / ``targets`` features (EOS appended), as T5's default features."""
-  vocab = get_vocabulary()
-  return {
-      "inputs": seqio.Feature(vocabulary=vocab, add_eos=True, required=False),
-      "targets": seqio.Feature(vocabulary=vocab, add_eos=True),
-  }
+    """``inputs`` / ``targets`` features (EOS appended), as T5's default features."""
+    vocab = get_vocabulary()
+    return {
+        "inputs": seqio.Feature(vocabulary=vocab, add_eos=True, required=False),
+        "targets": seqio.Feature(vocabulary=vocab, add_eos=True),
+    }

@@ -15,16 +15,16 @@ T5_SPM = REPO_ROOT.parent / "shared" / "fixtures" / "t5_spm" / "sentencepiece.mo
 
 
 def import_tasks():
-  try:
-    return importlib.import_module("xprompt_jax.tasks")
-  except ModuleNotFoundError as e:
-    if e.name not in ("xprompt_jax", "xprompt_jax.tasks"):
-      raise
-  import xprompt_jax  # noqa: F401  (the parent package must exist)
-  spec = importlib.util.spec_from_file_location(
-      "xprompt_jax.tasks", REPO_ROOT / "tasks" / "__init__.py",
-      submodule_search_locations=[str(REPO_ROOT / "tasks")])
-  module = importlib.util.module_from_spec(spec)
-  sys.modules["xprompt_jax.tasks"] = module
-  spec.loader.exec_module(module)
-  return module
+    try:
+        return importlib.import_module("xprompt_jax.tasks")
+    except ModuleNotFoundError as e:
+        if e.name not in ("xprompt_jax", "xprompt_jax.tasks"):
+            raise
+    import xprompt_jax  # noqa: F401  (the parent package must exist)
+    spec = importlib.util.spec_from_file_location(
+        "xprompt_jax.tasks", REPO_ROOT / "tasks" / "__init__.py",
+        submodule_search_locations=[str(REPO_ROOT / "tasks")])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["xprompt_jax.tasks"] = module
+    spec.loader.exec_module(module)
+    return module

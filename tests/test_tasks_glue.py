@@ -13,23 +13,23 @@ from tasks_testdata.glue import write_glue
 
 @pytest.fixture(scope="module")
 def tasks(tmp_path_factory):
-  root = write_glue(tmp_path_factory.mktemp("glue"))
-  with pytest.MonkeyPatch.context() as mp:
-    mp.setenv("XPROMPT_GLUE_DIR", str(root))
-    mp.setenv("XPROMPT_T5_VOCAB", str(T5_SPM))
-    yield import_tasks()
+    root = write_glue(tmp_path_factory.mktemp("glue"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XPROMPT_GLUE_DIR", str(root))
+        mp.setenv("XPROMPT_T5_VOCAB", str(T5_SPM))
+        yield import_tasks()
 
 
 def _read(name, split):
-  import seqio
-  ds = seqio.get_mixture_or_task(name).get_dataset(None, split=split,
-                                                    shuffle=False)
-  return list(ds.as_numpy_iterator())
+    import seqio
+    ds = seqio.get_mixture_or_task(name).get_dataset(None, split=split,
+                                                      shuffle=False)
+    return list(ds.as_numpy_iterator())
 
 
 def _rows(examples):
-  return [(ex["inputs_pretokenized"].decode(), ex["targets_pretokenized"].decode(),
-           int(ex["idx"])) for ex in examples]
+    return [(ex["inputs_pretokenized"].decode(), ex["targets_pretokenized"].decode(),
+             int(ex["idx"])) for ex in examples]
 
 
 EXPECTED = {
@@ -116,38 +116,38 @@ EXPECTED = {
 
 @pytest.mark.parametrize("task", sorted(EXPECTED))
 def test_glue_local_strings(tasks, task):
-  for split, expected in EXPECTED[task].items():
-    assert _rows(_read(f"lester_glue_{task}_local", split)) == expected, split
+    for split, expected in EXPECTED[task].items():
+        assert _rows(_read(f"lester_glue_{task}_local", split)) == expected, split
 
 
 def test_glue_labels_and_metrics(tasks):
-  stsb = _read("lester_glue_stsb_local", "validation")
-  assert [round(float(e["label"]), 3) for e in stsb] == [2.55, 5.0]
-  assert tasks.get_label_strings("lester_glue_stsb_v200")[:3] == ["0.0", "0.2",
-                                                                  "0.4"]
-  assert len(tasks.get_label_strings("lester_glue_stsb_local")) == 26
-  assert tasks.get_label_strings("lester_glue_mnli_local") == [
-      "entailment", "neutral", "contradiction"]
-  assert tasks.get_main_metric("lester_glue_cola_local") == "matthews_corrcoef"
-  assert tasks.get_metric_components("lester_glue_stsb_v200") == (
-      "pearson_corrcoef", "spearman_corrcoef")
-  assert tasks.get_metric_components("lester_glue_mrpc_v200") == ("f1", "accuracy")
-  assert tasks.get_main_metric("lester_glue_sst2_v200") == "accuracy"
+    stsb = _read("lester_glue_stsb_local", "validation")
+    assert [round(float(e["label"]), 3) for e in stsb] == [2.55, 5.0]
+    assert tasks.get_label_strings("lester_glue_stsb_v200")[:3] == ["0.0", "0.2",
+                                                                    "0.4"]
+    assert len(tasks.get_label_strings("lester_glue_stsb_local")) == 26
+    assert tasks.get_label_strings("lester_glue_mnli_local") == [
+        "entailment", "neutral", "contradiction"]
+    assert tasks.get_main_metric("lester_glue_cola_local") == "matthews_corrcoef"
+    assert tasks.get_metric_components("lester_glue_stsb_v200") == (
+        "pearson_corrcoef", "spearman_corrcoef")
+    assert tasks.get_metric_components("lester_glue_mrpc_v200") == ("f1", "accuracy")
+    assert tasks.get_main_metric("lester_glue_sst2_v200") == "accuracy"
 
 
 def test_glue_bad_label_names_file_and_line(tasks, tmp_path, monkeypatch):
-  monkeypatch.setenv("XPROMPT_GLUE_DIR", str(tmp_path))
-  (tmp_path / "RTE").mkdir()
-  (tmp_path / "RTE" / "dev.tsv").write_text(
-      "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tc\td\tmaybe\n")
-  with pytest.raises(tasks.readers.DataFileError,
-                     match=r"RTE[/\\]dev\.tsv:3: column 'label' has invalid value "
-                           r"'maybe'"):
-    _read("lester_glue_rte_local", "validation")
-  (tmp_path / "RTE" / "train.tsv").write_text("index\tsentence1\tlabel\n")
-  with pytest.raises(tasks.readers.DataFileError,
-                     match=r"train\.tsv:1: header lacks column\(s\) \['sentence2'\]"):
-    _read("lester_glue_rte_local", "train")
+    monkeypatch.setenv("XPROMPT_GLUE_DIR", str(tmp_path))
+    (tmp_path / "RTE").mkdir()
+    (tmp_path / "RTE" / "dev.tsv").write_text(
+        "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tc\td\tmaybe\n")
+    with pytest.raises(tasks.readers.DataFileError,
+                       match=r"RTE[/\\]dev\.tsv:3: column 'label' has invalid value "
+                             r"'maybe'"):
+        _read("lester_glue_rte_local", "validation")
+    (tmp_path / "RTE" / "train.tsv").write_text("index\tsentence1\tlabel\n")
+    with pytest.raises(tasks.readers.DataFileError,
+                       match=r"train\.tsv:1: header lacks column\(s\) \['sentence2'\]"):
+        _read("lester_glue_rte_local", "train")
 
 
 _EPT_INPUT_PATTERNS = {
@@ -161,17 +161,17 @@ _EPT_INPUT_PATTERNS = {
 
 
 def test_ept_tfds_tasks_run_on_mocked_tfds(tasks):
-  import seqio
-  import tensorflow_datasets as tfds
-  with tfds.testing.mock_data(num_examples=3,
-                              policy=tfds.testing.MockPolicy.USE_CODE):
-    for name, (pattern, labels) in _EPT_INPUT_PATTERNS.items():
-      task = seqio.get_mixture_or_task(name)
-      for split in ("train", "validation"):
-        exs = list(task.get_dataset(None, split=split, shuffle=False,
-                                    try_in_mem_cache=False).as_numpy_iterator())
-        assert len(exs) == 3, (name, split)
-        for ex in exs:
-          assert re.fullmatch(pattern, ex["inputs_pretokenized"].decode(),
-                              flags=re.S), name
-          assert ex["targets_pretokenized"].decode() in labels | {"<unk>"}, name
+    import seqio
+    import tensorflow_datasets as tfds
+    with tfds.testing.mock_data(num_examples=3,
+                                policy=tfds.testing.MockPolicy.USE_CODE):
+        for name, (pattern, labels) in _EPT_INPUT_PATTERNS.items():
+            task = seqio.get_mixture_or_task(name)
+            for split in ("train", "validation"):
+                exs = list(task.get_dataset(None, split=split, shuffle=False,
+                                            try_in_mem_cache=False).as_numpy_iterator())
+                assert len(exs) == 3, (name, split)
+                for ex in exs:
+                    assert re.fullmatch(pattern, ex["inputs_pretokenized"].decode(),
+                                        flags=re.S), name
+                    assert ex["targets_pretokenized"].decode() in labels | {"<unk>"}, name

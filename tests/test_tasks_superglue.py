@@ -18,23 +18,23 @@ S = "<extra_id_0>"
 
 @pytest.fixture(scope="module")
 def tasks(tmp_path_factory):
-  root = write_superglue(tmp_path_factory.mktemp("superglue"))
-  with pytest.MonkeyPatch.context() as mp:
-    mp.setenv("XPROMPT_SUPERGLUE_DIR", str(root))
-    mp.setenv("XPROMPT_T5_VOCAB", str(T5_SPM))
-    yield import_tasks()
+    root = write_superglue(tmp_path_factory.mktemp("superglue"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XPROMPT_SUPERGLUE_DIR", str(root))
+        mp.setenv("XPROMPT_T5_VOCAB", str(T5_SPM))
+        yield import_tasks()
 
 
 def _read(name, split, sequence_length=None):
-  import seqio
-  task = seqio.get_mixture_or_task(name)
-  ds = task.get_dataset(sequence_length, split=split, shuffle=False)
-  return list(ds.as_numpy_iterator())
+    import seqio
+    task = seqio.get_mixture_or_task(name)
+    ds = task.get_dataset(sequence_length, split=split, shuffle=False)
+    return list(ds.as_numpy_iterator())
 
 
 def _pairs(examples):
-  return [(ex["inputs_pretokenized"].decode(), ex["targets_pretokenized"].decode())
-          for ex in examples]
+    return [(ex["inputs_pretokenized"].decode(), ex["targets_pretokenized"].decode())
+            for ex in examples]
 
 
 MRC_PARA = "Sent 1: Tom has two cats. Sent 2: He likes them. "
@@ -291,223 +291,233 @@ SG_TASKS = sorted(XPROMPT_EXPECTED)
 
 @pytest.mark.parametrize("task", SG_TASKS)
 def test_xprompt_local_strings(tasks, task):
-  for split, expected in XPROMPT_EXPECTED[task].items():
-    got = _pairs(_read(f"xprompt_super_glue_{task}_local", split))
-    assert got == expected, (task, split)
+    for split, expected in XPROMPT_EXPECTED[task].items():
+        got = _pairs(_read(f"xprompt_super_glue_{task}_local", split))
+        assert got == expected, (task, split)
 
 
 @pytest.mark.parametrize("task", SG_TASKS)
 def test_lester_local_strings(tasks, task):
-  for split, expected in LESTER_EXPECTED[task].items():
-    got = _pairs(_read(f"lester_super_glue_{task}_local", split))
-    assert got == expected, (task, split)
+    for split, expected in LESTER_EXPECTED[task].items():
+        got = _pairs(_read(f"lester_super_glue_{task}_local", split))
+        assert got == expected, (task, split)
 
 
 @pytest.mark.parametrize("task", ["rte", "wsc", "record"])
 def test_nosentinel_drops_the_sentinel(tasks, task):
-  got = _pairs(_read(f"xprompt_nosentinel_super_glue_{task}_local", "validation"))
-  expected = [(i.replace(" " + S, ""), t.replace(S + " ", ""))
-              for i, t in XPROMPT_EXPECTED[task]["validation"]]
-  assert got == expected
-  assert all(S not in i and S not in t for i, t in got)
+    got = _pairs(_read(f"xprompt_nosentinel_super_glue_{task}_local", "validation"))
+    expected = [(i.replace(" " + S, ""), t.replace(S + " ", ""))
+                for i, t in XPROMPT_EXPECTED[task]["validation"]]
+    assert got == expected
+    assert all(S not in i and S not in t for i, t in got)
 
 
 def test_tokens_use_real_t5_vocabulary(tasks):
-  sp = spm.SentencePieceProcessor(model_file=str(T5_SPM))
-  sentinel_id = 32099  # <extra_id_0> = 32000 pieces + 100 extra ids, reversed
-  ex = _read("xprompt_super_glue_rte_local", "validation")[0]
-  expected_inputs = sp.encode(
-      "sentence1: Kyiv has parks. sentence2: Kyiv has trees.") + [sentinel_id, 1]
-  assert ex["inputs"].tolist() == expected_inputs
-  assert ex["targets"].tolist() == [sentinel_id] + sp.encode("entailment") + [1]
-  lester = _read("lester_super_glue_rte_local", "validation")[1]
-  assert lester["targets"].tolist() == sp.encode("not_entailment") + [1]
-  assert tasks.get_vocabulary().vocab_size == 32100
+    sp = spm.SentencePieceProcessor(model_file=str(T5_SPM))
+    sentinel_id = 32099  # <extra_id_0> = 32000 pieces + 100 extra ids, reversed
+    ex = _read("xprompt_super_glue_rte_local", "validation")[0]
+    expected_inputs = sp.encode(
+        "sentence1: Kyiv has parks. sentence2: Kyiv has trees.") + [sentinel_id, 1]
+    assert ex["inputs"].tolist() == expected_inputs
+    assert ex["targets"].tolist() == [sentinel_id] + sp.encode("entailment") + [1]
+    lester = _read("lester_super_glue_rte_local", "validation")[1]
+    assert lester["targets"].tolist() == sp.encode("not_entailment") + [1]
+    assert tasks.get_vocabulary().vocab_size == 32100
 
 
 def test_feature_converter_batches(tasks):
-  import seqio
-  task = seqio.get_mixture_or_task("xprompt_super_glue_boolq_local")
-  lengths = {"inputs": 32, "targets": 8}
-  ds = task.get_dataset(lengths, split="validation", shuffle=False)
-  ds = seqio.EncDecFeatureConverter(pack=False)(ds, lengths)
-  batch = next(ds.batch(2).as_numpy_iterator())
-  assert set(batch) == {"encoder_input_tokens", "decoder_input_tokens",
-                        "decoder_target_tokens", "decoder_loss_weights"}
-  assert batch["encoder_input_tokens"].shape == (2, 32)
-  assert batch["decoder_target_tokens"][0, 0] == 32099
+    import seqio
+    task = seqio.get_mixture_or_task("xprompt_super_glue_boolq_local")
+    lengths = {"inputs": 32, "targets": 8}
+    ds = task.get_dataset(lengths, split="validation", shuffle=False)
+    ds = seqio.EncDecFeatureConverter(pack=False)(ds, lengths)
+    batch = next(ds.batch(2).as_numpy_iterator())
+    assert set(batch) == {"encoder_input_tokens", "decoder_input_tokens",
+                          "decoder_target_tokens", "decoder_loss_weights"}
+    assert batch["encoder_input_tokens"].shape == (2, 32)
+    assert batch["decoder_target_tokens"][0, 0] == 32099
 
 
 def test_examples_keep_ids_labels_and_label_strings(tasks):
-  mrc = _read("xprompt_super_glue_multirc_local", "train")
-  assert [(int(e["idx/paragraph"]), int(e["idx/question"]), int(e["idx/answer"]),
-           int(e["label"])) for e in mrc] == [
-               (0, 0, 0, 1), (0, 0, 1, 0), (0, 0, 2, 1), (0, 1, 3, 1),
-               (0, 1, 4, 0), (1, 2, 5, 1)]
-  assert [s.decode() for s in mrc[0]["label_strings"]] == [S + " no", S + " yes"]
-  wsc = _read("xprompt_super_glue_wsc_local", "train")
-  assert [s.decode() for s in wsc[2]["label_strings"]] == [
-      S + " another word", S + " the glass"]
-  assert wsc[2]["span1_text"] == b"the glass" and int(wsc[2]["idx"]) == 2
-  rec = _read("lester_super_glue_record_local", "train")
-  assert [(int(e["idx/passage"]), int(e["idx/query"])) for e in rec] == [
-      (0, 0), (0, 1), (0, 1)]
-  assert [a.decode() for a in rec[1]["answers"]] == ["Max", "Rex"]
-  assert [s.decode() for s in rec[1]["label_strings"]] == ["Max", "Rex"]
-  test = _read("lester_super_glue_cb_local", "test")
-  assert int(test[0]["label"]) == -1
+    mrc = _read("xprompt_super_glue_multirc_local", "train")
+    assert [(int(e["idx/paragraph"]), int(e["idx/question"]), int(e["idx/answer"]),
+             int(e["label"])) for e in mrc] == [
+                 (0, 0, 0, 1), (0, 0, 1, 0), (0, 0, 2, 1), (0, 1, 3, 1),
+                 (0, 1, 4, 0), (1, 2, 5, 1)]
+    assert [s.decode() for s in mrc[0]["label_strings"]] == [S + " no", S + " yes"]
+    wsc = _read("xprompt_super_glue_wsc_local", "train")
+    assert [s.decode() for s in wsc[2]["label_strings"]] == [
+        S + " another word", S + " the glass"]
+    assert wsc[2]["span1_text"] == b"the glass" and int(wsc[2]["idx"]) == 2
+    rec = _read("lester_super_glue_record_local", "train")
+    assert [(int(e["idx/passage"]), int(e["idx/query"])) for e in rec] == [
+        (0, 0), (0, 1), (0, 1)]
+    assert [a.decode() for a in rec[1]["answers"]] == ["Max", "Rex"]
+    assert [s.decode() for s in rec[1]["label_strings"]] == ["Max", "Rex"]
+    test = _read("lester_super_glue_cb_local", "test")
+    assert int(test[0]["label"]) == -1
 
 
 def test_label_strings_and_main_metrics(tasks):
-  assert tasks.get_label_strings("xprompt_super_glue_rte_v102") == [
-      S + " entailment", S + " contradiction"]
-  assert tasks.get_label_strings("xprompt_nosentinel_super_glue_boolq_local") == [
-      "no", "yes"]
-  assert tasks.get_label_strings("lester_super_glue_boolq_local") == [
-      "False", "True"]
-  assert tasks.get_label_strings("lester_super_glue_cb_v102") == [
-      "entailment", "contradiction", "neutral"]
-  assert tasks.get_label_strings("xprompt_super_glue_wsc_local") is None
-  assert tasks.has_per_example_label_strings("xprompt_super_glue_wsc_local")
-  assert tasks.get_label_strings("lester_super_glue_wsc_local") is None
-  assert not tasks.has_per_example_label_strings("lester_super_glue_wsc_local")
-  assert tasks.get_main_metric("xprompt_super_glue_rte_local") == "accuracy"
-  assert tasks.get_main_metric("xprompt_super_glue_cb_local") == "average"
-  assert tasks.get_metric_components("lester_super_glue_cb_v102") == (
-      "accuracy", "f1_macro")
-  assert tasks.get_metric_components("xprompt_super_glue_multirc_v102") == (
-      "f1a", "exact_match")
-  assert tasks.get_metric_components("lester_super_glue_record_local") == (
-      "exact_match", "f1")
+    assert tasks.get_label_strings("xprompt_super_glue_rte_v102") == [
+        S + " entailment", S + " contradiction"]
+    assert tasks.get_label_strings("xprompt_nosentinel_super_glue_boolq_local") == [
+        "no", "yes"]
+    assert tasks.get_label_strings("lester_super_glue_boolq_local") == [
+        "False", "True"]
+    assert tasks.get_label_strings("lester_super_glue_cb_v102") == [
+        "entailment", "contradiction", "neutral"]
+    assert tasks.get_label_strings("xprompt_super_glue_wsc_local") is None
+    assert tasks.has_per_example_label_strings("xprompt_super_glue_wsc_local")
+    assert tasks.get_label_strings("lester_super_glue_wsc_local") is None
+    assert not tasks.has_per_example_label_strings("lester_super_glue_wsc_local")
+    wsc = _read("xprompt_super_glue_wsc_local", "validation")[0]
+    assert tasks.get_example_label_strings("xprompt_super_glue_wsc_local", wsc) == [
+        S + " another word", S + " Beth"]
+    assert tasks.get_example_label_strings("lester_super_glue_rte_local", {}) == [
+        "entailment", "not_entailment"]
+    with pytest.raises(ValueError, match="generation only"):
+        tasks.get_example_label_strings("lester_super_glue_wsc_local", wsc)
+    assert tasks.main_metric_value("xprompt_super_glue_cb_local",
+                                   {"accuracy": 80.0, "f1_macro": 60.0}) == 70.0
+    assert tasks.main_metric_value("lester_glue_rte_local", {"accuracy": 55.0}) == 55.0
+    assert tasks.get_main_metric("xprompt_super_glue_rte_local") == "accuracy"
+    assert tasks.get_main_metric("xprompt_super_glue_cb_local") == "average"
+    assert tasks.get_metric_components("lester_super_glue_cb_v102") == (
+        "accuracy", "f1_macro")
+    assert tasks.get_metric_components("xprompt_super_glue_multirc_v102") == (
+        "f1a", "exact_match")
+    assert tasks.get_metric_components("lester_super_glue_record_local") == (
+        "exact_match", "f1")
 
 
 # ---------------------------------------------------------------------------
 # Errors.
 # ---------------------------------------------------------------------------
 def test_missing_directory_and_file_errors(tasks, tmp_path, monkeypatch):
-  import seqio
-  task = seqio.get_mixture_or_task("xprompt_super_glue_rte_local")
-  monkeypatch.delenv("XPROMPT_SUPERGLUE_DIR")
-  with pytest.raises(tasks.sources.DataDirError,
-                     match="SUPERGLUE_DIR.*XPROMPT_SUPERGLUE_DIR"):
-    task.get_dataset(None, split="validation")
-  monkeypatch.setenv("XPROMPT_SUPERGLUE_DIR", str(tmp_path))
-  with pytest.raises(tasks.sources.DataDirError, match=r"directory .*RTE"):
-    task.get_dataset(None, split="validation")
-  (tmp_path / "RTE").mkdir()
-  with pytest.raises(tasks.sources.DataDirError, match=r"RTE[/\\]val\.jsonl"):
-    task.get_dataset(None, split="validation")
+    import seqio
+    task = seqio.get_mixture_or_task("xprompt_super_glue_rte_local")
+    monkeypatch.delenv("XPROMPT_SUPERGLUE_DIR")
+    with pytest.raises(tasks.sources.DataDirError,
+                       match="SUPERGLUE_DIR.*XPROMPT_SUPERGLUE_DIR"):
+        task.get_dataset(None, split="validation")
+    monkeypatch.setenv("XPROMPT_SUPERGLUE_DIR", str(tmp_path))
+    with pytest.raises(tasks.sources.DataDirError, match=r"directory .*RTE"):
+        task.get_dataset(None, split="validation")
+    (tmp_path / "RTE").mkdir()
+    with pytest.raises(tasks.sources.DataDirError, match=r"RTE[/\\]val\.jsonl"):
+        task.get_dataset(None, split="validation")
 
 
 def test_gin_macro_selects_directory(tasks, tmp_path, monkeypatch):
-  import gin
-  monkeypatch.delenv("XPROMPT_SUPERGLUE_DIR")
-  root = write_superglue(tmp_path / "sg")
-  gin.parse_config(f"SUPERGLUE_DIR = '{root}'")
-  try:
-    assert tasks.resolve_data_dir("superglue") == str(root)
-    got = _pairs(_read("lester_super_glue_copa_local", "validation"))
-    assert got == LESTER_EXPECTED["copa"]["validation"]
-  finally:
-    gin.clear_config()
+    import gin
+    monkeypatch.delenv("XPROMPT_SUPERGLUE_DIR")
+    root = write_superglue(tmp_path / "sg")
+    gin.parse_config(f"SUPERGLUE_DIR = '{root}'")
+    try:
+        assert tasks.resolve_data_dir("superglue") == str(root)
+        got = _pairs(_read("lester_super_glue_copa_local", "validation"))
+        assert got == LESTER_EXPECTED["copa"]["validation"]
+    finally:
+        gin.clear_config()
 
 
 def _write(path, rows):
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def test_malformed_jsonl_errors_name_file_line_field(tasks, tmp_path, monkeypatch):
-  import seqio
-  monkeypatch.setenv("XPROMPT_SUPERGLUE_DIR", str(tmp_path))
-  good = {"premise": "p", "hypothesis": "h", "label": "entailment", "idx": 0}
-  _write(tmp_path / "RTE" / "val.jsonl",
-         [good, {"premise": "p", "label": "entailment", "idx": 1}])
-  task = seqio.get_mixture_or_task("lester_super_glue_rte_local")
-  with pytest.raises(tasks.readers.DataFileError,
-                     match=r"RTE[/\\]val\.jsonl:2: missing field 'hypothesis'"):
-    task.get_dataset(None, split="validation")
-  _write(tmp_path / "RTE" / "val.jsonl", [dict(good, label="maybe")])
-  with pytest.raises(tasks.readers.DataFileError,
-                     match=r"val\.jsonl:1: field 'label' has invalid value 'maybe'"):
-    task.get_dataset(None, split="validation")
-  _write(tmp_path / "RTE" / "train.jsonl",
-         [{"premise": "p", "hypothesis": "h", "idx": 0}])
-  with pytest.raises(tasks.readers.DataFileError,
-                     match=r"train\.jsonl:1: missing field 'label'"):
-    task.get_dataset(None, split="train")
-  mrc = {"idx": 0, "passage": {"text": "t", "questions": [
-      {"question": "q", "idx": 0, "answers": [{"idx": 0, "label": 1}]}]}}
-  _write(tmp_path / "MultiRC" / "val.jsonl", [mrc])
-  task = seqio.get_mixture_or_task("lester_super_glue_multirc_local")
-  with pytest.raises(tasks.readers.DataFileError,
-                     match=r"val\.jsonl:1: missing field 'text' in "
-                           r"passage\.questions\[0\]\.answers\[0\]"):
-    task.get_dataset(None, split="validation")
-  (tmp_path / "RTE" / "test.jsonl").write_text("{not json\n")
-  task = seqio.get_mixture_or_task("lester_super_glue_rte_local")
-  with pytest.raises(tasks.readers.DataFileError, match=r"test\.jsonl:1: invalid JSON"):
-    task.get_dataset(None, split="test")
+    import seqio
+    monkeypatch.setenv("XPROMPT_SUPERGLUE_DIR", str(tmp_path))
+    good = {"premise": "p", "hypothesis": "h", "label": "entailment", "idx": 0}
+    _write(tmp_path / "RTE" / "val.jsonl",
+           [good, {"premise": "p", "label": "entailment", "idx": 1}])
+    task = seqio.get_mixture_or_task("lester_super_glue_rte_local")
+    with pytest.raises(tasks.readers.DataFileError,
+                       match=r"RTE[/\\]val\.jsonl:2: missing field 'hypothesis'"):
+        task.get_dataset(None, split="validation")
+    _write(tmp_path / "RTE" / "val.jsonl", [dict(good, label="maybe")])
+    with pytest.raises(tasks.readers.DataFileError,
+                       match=r"val\.jsonl:1: field 'label' has invalid value 'maybe'"):
+        task.get_dataset(None, split="validation")
+    _write(tmp_path / "RTE" / "train.jsonl",
+           [{"premise": "p", "hypothesis": "h", "idx": 0}])
+    with pytest.raises(tasks.readers.DataFileError,
+                       match=r"train\.jsonl:1: missing field 'label'"):
+        task.get_dataset(None, split="train")
+    mrc = {"idx": 0, "passage": {"text": "t", "questions": [
+        {"question": "q", "idx": 0, "answers": [{"idx": 0, "label": 1}]}]}}
+    _write(tmp_path / "MultiRC" / "val.jsonl", [mrc])
+    task = seqio.get_mixture_or_task("lester_super_glue_multirc_local")
+    with pytest.raises(tasks.readers.DataFileError,
+                       match=r"val\.jsonl:1: missing field 'text' in "
+                             r"passage\.questions\[0\]\.answers\[0\]"):
+        task.get_dataset(None, split="validation")
+    (tmp_path / "RTE" / "test.jsonl").write_text("{not json\n")
+    task = seqio.get_mixture_or_task("lester_super_glue_rte_local")
+    with pytest.raises(tasks.readers.DataFileError, match=r"test\.jsonl:1: invalid JSON"):
+        task.get_dataset(None, split="test")
 
 
 # ---------------------------------------------------------------------------
 # TFDS source: same features as TFDS, same strings (mocked TFDS, no download).
 # ---------------------------------------------------------------------------
 def test_tfds_tasks_match_local_tasks(tasks):
-  import seqio
-  import tensorflow as tf
-  import tensorflow_datasets as tfds
+    import seqio
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
 
-  readers = tasks.readers
-  seen_specs = {}
-  # Read the files before mocking (TFDS's mock redirects file access).
-  raw = {}
-  for task in SG_TASKS:
-    path = os.path.join(os.environ["XPROMPT_SUPERGLUE_DIR"],
-                        readers.SUPERGLUE_DIRS[task], "val.jsonl")
-    raw[task] = readers.SUPERGLUE_READERS[task](path, "validation")
-
-  def as_dataset(self, split, *args, **kwargs):
-    config = self.builder_config.name
-    task = "wsc" if config.startswith("wsc") else config
-    assert str(split) == "validation"
-    seen_specs[task] = self.info.features.get_tensor_spec()
-    return readers.examples_to_dataset(raw[task],
-                                       readers.SUPERGLUE_SIGNATURES[task])
-
-  with tfds.testing.mock_data(as_dataset_fn=as_dataset,
-                              policy=tfds.testing.MockPolicy.USE_CODE):
+    readers = tasks.readers
+    seen_specs = {}
+    # Read the files before mocking (TFDS's mock redirects file access).
+    raw = {}
     for task in SG_TASKS:
-      t = seqio.get_mixture_or_task(f"xprompt_super_glue_{task}_v102")
-      ds = t.get_dataset(None, split="validation", shuffle=False,
-                         try_in_mem_cache=False)
-      assert _pairs(ds.as_numpy_iterator()) == \
-          XPROMPT_EXPECTED[task]["validation"], task
-  assert sorted(seen_specs) == SG_TASKS
-  as_tuples = lambda spec: tf.nest.map_structure(
-      lambda s: (s.dtype, s.shape.as_list(), type(s).__name__), spec)
-  for task, spec in seen_specs.items():
-    assert as_tuples(spec) == as_tuples(readers.SUPERGLUE_SIGNATURES[task]), task
-    # The local source yields exactly TFDS's element spec, shuffled or not.
-    local = seqio.get_mixture_or_task(f"lester_super_glue_{task}_local").source
-    if isinstance(local, tasks.sources.TrainFilteredSource):
-      local = local.base
-    for shuffle in (False, True):
-      got = local.get_dataset("validation", shuffle=shuffle, seed=1).element_spec
-      assert as_tuples(got) == as_tuples(spec), (task, shuffle)
+        path = os.path.join(os.environ["XPROMPT_SUPERGLUE_DIR"],
+                            readers.SUPERGLUE_DIRS[task], "val.jsonl")
+        raw[task] = readers.SUPERGLUE_READERS[task](path, "validation")
+
+    def as_dataset(self, split, *args, **kwargs):
+        config = self.builder_config.name
+        task = "wsc" if config.startswith("wsc") else config
+        assert str(split) == "validation"
+        seen_specs[task] = self.info.features.get_tensor_spec()
+        return readers.examples_to_dataset(raw[task],
+                                           readers.SUPERGLUE_SIGNATURES[task])
+
+    with tfds.testing.mock_data(as_dataset_fn=as_dataset,
+                                policy=tfds.testing.MockPolicy.USE_CODE):
+        for task in SG_TASKS:
+            t = seqio.get_mixture_or_task(f"xprompt_super_glue_{task}_v102")
+            ds = t.get_dataset(None, split="validation", shuffle=False,
+                               try_in_mem_cache=False)
+            assert _pairs(ds.as_numpy_iterator()) == \
+                XPROMPT_EXPECTED[task]["validation"], task
+    assert sorted(seen_specs) == SG_TASKS
+    as_tuples = lambda spec: tf.nest.map_structure(
+        lambda s: (s.dtype, s.shape.as_list(), type(s).__name__), spec)
+    for task, spec in seen_specs.items():
+        assert as_tuples(spec) == as_tuples(readers.SUPERGLUE_SIGNATURES[task]), task
+        # The local source yields exactly TFDS's element spec, shuffled or not.
+        local = seqio.get_mixture_or_task(f"lester_super_glue_{task}_local").source
+        if isinstance(local, tasks.sources.TrainFilteredSource):
+            local = local.base
+        for shuffle in (False, True):
+            got = local.get_dataset("validation", shuffle=shuffle, seed=1).element_spec
+            assert as_tuples(got) == as_tuples(spec), (task, shuffle)
 
 
 def test_local_source_shuffles_whole_split(tasks):
-  import seqio
-  src = seqio.get_mixture_or_task("xprompt_super_glue_rte_local").source
-  assert src.num_input_examples("train") == 5
-  ds = src.get_dataset("train", shuffle=True, seed=3)
-  epochs = [[int(e["idx"]) for e in ds.as_numpy_iterator()] for _ in range(4)]
-  assert all(sorted(e) == [0, 1, 2, 3, 4] for e in epochs)
-  assert len({tuple(e) for e in epochs}) > 1  # reshuffled every iteration
-  ordered = [int(e["idx"]) for e in src.get_dataset(
-      "train", shuffle=False).as_numpy_iterator()]
-  assert ordered == [0, 1, 2, 3, 4]
-  shard = src.get_dataset("train", shuffle=False,
-                          shard_info=seqio.ShardInfo(index=1, num_shards=2))
-  assert [int(e["idx"]) for e in shard.as_numpy_iterator()] == [1, 3]
+    import seqio
+    src = seqio.get_mixture_or_task("xprompt_super_glue_rte_local").source
+    assert src.num_input_examples("train") == 5
+    ds = src.get_dataset("train", shuffle=True, seed=3)
+    epochs = [[int(e["idx"]) for e in ds.as_numpy_iterator()] for _ in range(4)]
+    assert all(sorted(e) == [0, 1, 2, 3, 4] for e in epochs)
+    assert len({tuple(e) for e in epochs}) > 1  # reshuffled every iteration
+    ordered = [int(e["idx"]) for e in src.get_dataset(
+        "train", shuffle=False).as_numpy_iterator()]
+    assert ordered == [0, 1, 2, 3, 4]
+    shard = src.get_dataset("train", shuffle=False,
+                            shard_info=seqio.ShardInfo(index=1, num_shards=2))
+    assert [int(e["idx"]) for e in shard.as_numpy_iterator()] == [1, 3]

@@ -122,3 +122,12 @@ def check_required(function_name: str, values) -> None:
         flags = ", ".join(f"--gin.{name.upper()}=..." for name in missing)
         raise GinConfigError(f"{function_name}: required gin settings not given: "
                              f"{', '.join(name.upper() for name in missing)} (pass {flags})")
+
+
+def configured(fn):
+    """The gin-configured version of `fn` if gin knows it (bindings apply, explicit call
+    arguments win), else `fn` itself."""
+    try:
+        return gin.get_configurable(fn)
+    except ValueError:
+        return fn

@@ -103,13 +103,13 @@ def build_trainer(*, model, optimizer, model_dir: str, mixture_or_task_name: str
                    **trainer_kwargs)
 
 
-def train(**kwargs) -> Dict[str, Any]:
-    """Gin entry point (`train.model = ...`, `train.optimizer = ...`, ...): builds the
-    trainer, runs it, writes `config.gin` and `train_summary.json` to MODEL_DIR."""
+def train(**overrides) -> Dict[str, Any]:
+    """Entry point: builds the trainer from the gin bindings of `build_trainer` (explicit
+    `overrides` win), runs it, writes `config.gin` and `train_summary.json` to MODEL_DIR."""
     import gin
 
-    trainer = build_trainer(**kwargs)
-    model_dir = kwargs["model_dir"]
+    trainer = gin_utils.configured(build_trainer)(**overrides)
+    model_dir = trainer.config.model_dir
     os.makedirs(model_dir, exist_ok=True)
     if jax.process_index() == 0:
         with open(os.path.join(model_dir, "config.gin"), "w") as f:
@@ -162,9 +162,9 @@ def main(argv: Sequence[str]) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     configure_from_argv(argv)
-    from xprompt_jax import train as train_lib  # the registered function, also under __main__
+    from xprompt_jax import train as train_lib  # the registered functions, also under __main__
 
-    gin_utils.call_configured(gin.get_configurable(train_lib.train), "xprompt_jax.train")
+    gin_utils.call_configured(train_lib.train, "xprompt_jax.train")
 
 
 def console_entry() -> None:

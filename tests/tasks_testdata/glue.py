@@ -12,7 +12,7 @@ T = "\t"
 
 
 def _lines(*rows):
-  return "".join(T.join(r) + "\n" for r in rows)
+    return "".join(T.join(r) + "\n" for r in rows)
 
 
 GLUE_FILES = {
@@ -105,14 +105,14 @@ _MNLI_HEADER = ("index", "promptID", "pairID", "genre", "sentence1_binary_parse"
 
 
 def _mnli(rows, labeled=True):
-  header = _MNLI_HEADER + (("label1", "gold_label") if labeled else ())
-  out = [header]
-  for i, (s1, s2, gold) in enumerate(rows):
-    row = (str(i), "p", "q", "fiction", "( x )", "( y )", "(S x)", "(S y)", s1, s2)
-    if labeled:
-      row += (gold, gold)
-    out.append(row)
-  return _lines(*out)
+    header = _MNLI_HEADER + (("label1", "gold_label") if labeled else ())
+    out = [header]
+    for i, (s1, s2, gold) in enumerate(rows):
+        row = (str(i), "p", "q", "fiction", "( x )", "( y )", "(S x)", "(S y)", s1, s2)
+        if labeled:
+            row += (gold, gold)
+        out.append(row)
+    return _lines(*out)
 
 
 GLUE_FILES.update({
@@ -129,11 +129,11 @@ GLUE_FILES.update({
 
 
 def write_glue(root: pathlib.Path) -> pathlib.Path:
-  """Writes every GLUE file under ``root``; returns ``root``."""
-  root = pathlib.Path(root)
-  for rel, content in GLUE_FILES.items():
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8", newline="") as f:
-      f.write(content)
-  return root
+    """Writes every GLUE file under ``root``; returns ``root``."""
+    root = pathlib.Path(root)
+    for rel, content in GLUE_FILES.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", encoding="utf-8", newline="") as f:
+            f.write(content)
+    return root

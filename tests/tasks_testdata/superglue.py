@@ -217,16 +217,16 @@ SUPERGLUE = {
 
 
 def write_jsonl(path: pathlib.Path, rows) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with open(path, "w", encoding="utf-8") as f:
-    for row in rows:
-      f.write(json.dumps(row) + "\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
 
 
 def write_superglue(root: pathlib.Path) -> pathlib.Path:
-  """Writes all tasks under ``root`` in the official layout; returns ``root``."""
-  root = pathlib.Path(root)
-  for task_dir, splits in SUPERGLUE.items():
-    for split, rows in splits.items():
-      write_jsonl(root / task_dir / f"{split}.jsonl", rows)
-  return root
+    """Writes all tasks under ``root`` in the official layout; returns ``root``."""
+    root = pathlib.Path(root)
+    for task_dir, splits in SUPERGLUE.items():
+        for split, rows in splits.items():
+            write_jsonl(root / task_dir / f"{split}.jsonl", rows)
+    return root

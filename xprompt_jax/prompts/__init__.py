@@ -5,3 +5,10 @@ from .initializers import make_initializer
 from .soft_prompt import SoftPrompt
 
 __all__ = ["SoftPrompt", "initializers", "make_initializer"]
+
+# Reparameterized prompts (issue #6): a raw prompt trained jointly with a network.
+from .ept import EPTPrompt  # noqa: E402
+from .ptuning import PTuningPrompt  # noqa: E402
+from .resprompt import ResPrompt  # noqa: E402
+
+__all__ += ["EPTPrompt", "PTuningPrompt", "ResPrompt"]

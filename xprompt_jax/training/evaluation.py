@@ -143,7 +143,9 @@ class Evaluator:
                 texts.append(self.vocab.decode(ids))
         return texts
 
-    def _predict_rank(self, variables) -> List[str]:
+    def rank_rows(self):
+        """(rows, options): one tokenized row per (example, verbalizer), and each example's
+        verbalizers, in order."""
         rows, options = [], []
         for ex in self.examples:
             labels = self.label_strings_fn(ex)
@@ -151,22 +153,24 @@ class Evaluator:
             for label in labels:
                 rows.append({"inputs": ex["inputs"],
                              "targets": list(self.vocab.encode(label)) + [self.vocab.eos_id]})
+        return rows, options
+
+    @staticmethod
+    def pick_labels(scores: Sequence[float], options: Sequence[Sequence[str]]) -> List[str]:
+        """The highest-scoring verbalizer of each example (first on ties)."""
+        offsets = np.cumsum([0] + [len(o) for o in options])
+        return [labels[int(np.argmax(scores[offsets[i]:offsets[i + 1]]))]
+                for i, labels in enumerate(options)]
+
+    def _predict_rank(self, variables) -> List[str]:
+        rows, options = self.rank_rows()
         scores = []
         for n, batch in self._batches(rows):
             scores.extend(np.asarray(self._score(variables, batch))[:n].tolist())
-        offsets = np.cumsum([0] + [len(o) for o in options])
-        texts = []
-        for i, labels in enumerate(options):
-            example_scores = scores[offsets[i]:offsets[i + 1]]
-            texts.append(labels[int(np.argmax(example_scores))])
-        return texts
+        return self.pick_labels(scores, options)
 
-    def evaluate(self, variables: Mapping[str, Any]) -> Dict[str, Any]:
-        variables = {k: v for k, v in variables.items() if k != "cache"}
-        if self.config.mode == "generation":
-            texts = self._predict_generation(variables)
-        else:
-            texts = self._predict_rank(variables)
+    def result_from_texts(self, texts: Sequence[str]) -> Dict[str, Any]:
+        """Postprocesses predicted texts and computes the task's metrics."""
         predictions = [self._postprocess(t, ex, False) for t, ex in zip(texts, self.examples)]
         metrics: Dict[str, float] = {}
         for metric_fn in self.task.predict_metric_fns:
@@ -174,4 +178,12 @@ class Evaluator:
         main = self.main_metric_fn(metrics)
         return {"mode": self.config.mode, "split": self.config.split, "metrics": metrics,
                 "main_metric": None if math.isnan(main) else main,
-                "num_examples": len(self.examples), "predictions_sample": texts[:5]}
+                "num_examples": len(self.examples), "predictions_sample": list(texts[:5])}
+
+    def evaluate(self, variables: Mapping[str, Any]) -> Dict[str, Any]:
+        variables = {k: v for k, v in variables.items() if k != "cache"}
+        if self.config.mode == "generation":
+            texts = self._predict_generation(variables)
+        else:
+            texts = self._predict_rank(variables)
+        return self.result_from_texts(texts)

@@ -1,0 +1,335 @@
+"""Export a trained prompt for inference: the prompt module's output `[n, e]` as `.npy`, an
+inference gin file that loads it into a plain `SoftPrompt` (no reparameterization network),
+parameter counts and a token-similarity heatmap.
+
+    python -m xprompt_jax.export --gin_file=models/t5_1_1_base.gin --gin_file=ept.gin \
+        --gin.MODEL_DIR="'/tmp/ept_run'" --output_dir=/tmp/ept_export [--checkpoint=best]
+
+Takes the same gin files and flags as `python -m xprompt_jax.train` (the run's MODEL_DIR,
+MODEL, TRAINABLE_REGEX; MIXTURE_OR_TASK_NAME is not needed) plus `--output_dir` (default
+MODEL_DIR/export), `--checkpoint` ('best' | 'latest' | a step; default 'best', falling
+back to the latest when no checkpoint has an eval metric) and `--verify` (also load the
+frozen model from INITIAL_CHECKPOINT_PATH and check that the exported prompt in a plain
+SoftPrompt model gives the same logits as the trained module).
+
+Writes to the output directory:
+- `prompt.npy`: float32 `[n, e]`, the prompt exactly as it enters the encoder
+  (`PromptedT5.prompt_tokens()`).
+- `inference.gin`: include after the model and method files (e.g. `models/<size>.gin ->
+  prompt_tuning.gin -> <output_dir>/inference.gin`); sets MODEL to PromptedT5 with
+  `SoftPrompt(length=n)` initialized from `prompt.npy` (`prompts/from_file.gin`).
+- `export.json`: method and its settings, prompt shape, `param_counts` (trainable vs
+  inference, per parameter), the prompt's mean token L2 norm, the checkpoint step.
+- `prompt_similarity.png`: cosine similarity of the prompt tokens (EPT's Figure 3).
+
+Only the prompt's parameters are read (the frozen model is not loaded unless `--verify`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import gin_utils
+from .analysis.param_counts import format_param_counts, param_counts
+from .analysis.prompt_similarity import plot_prompt_similarity
+from .prompts import initializers
+from .prompts.soft_prompt import SoftPrompt
+from .training.params import DEFAULT_TRAINABLE_REGEX, flatten, merge_params, split_params
+
+logger = logging.getLogger("xprompt_jax")
+
+PROMPT_FILE = "prompt.npy"
+INFERENCE_GIN = "inference.gin"
+EXPORT_JSON = "export.json"
+SIMILARITY_PNG = "prompt_similarity.png"
+# Shapes of params do not depend on sequence lengths: a small dummy batch is enough.
+_FEATURE_LENGTHS = {"inputs": 4, "targets": 2}
+
+
+# ----------------------------------------------------------------------------- pieces
+def projected_prompt(model, variables: Mapping[str, Any]) -> np.ndarray:
+    """The prompt as it enters the encoder, `[n, e]` float32 (the frozen model's params may
+    be absent from `variables`). Per-example prompts (`[B, m, e]`) cannot be exported."""
+    tokens = np.asarray(jax.device_get(model.apply(dict(variables), method=model.prompt_tokens)),
+                        np.float32)
+    if tokens.ndim != 2:
+        raise ValueError(f"the prompt module returns shape {tokens.shape}; only a prompt "
+                         "shared by all examples ([n, e]) can be exported")
+    return tokens
+
+
+def inference_model(model, prompt) -> Any:
+    """`model` with its prompt module replaced by `SoftPrompt(n)` initialized to `prompt`."""
+    prompt = np.asarray(prompt, np.float32)
+    return model.clone(prompt=SoftPrompt(length=prompt.shape[0],
+                                         init=initializers.from_array(prompt, "exported prompt")))
+
+
+def inference_variables(variables: Mapping[str, Any], prompt) -> Dict[str, Any]:
+    """`variables` with `params['prompt']` replaced by `{'prompt': prompt}` (the
+    network dropped), for `inference_model`."""
+    out = {k: v for k, v in variables.items() if k != "params_axes"}
+    params = dict(out["params"])
+    params["prompt"] = {"prompt": jnp.asarray(prompt, jnp.float32)}
+    out["params"] = params
+    return out
+
+
+def inference_gin_text(prompt_path: str, length: int, method: str) -> str:
+    """The inference gin file: MODEL = PromptedT5 + SoftPrompt(length) from `prompt_path`."""
+    return f"""\
+# Inference config written by `python -m xprompt_jax.export`: the projected prompt of a
+# {method} run, as a plain SoftPrompt (no reparameterization network) loaded from
+# {os.path.basename(prompt_path)}.
+#
+# Provides: MODEL (PromptedT5 + SoftPrompt), PROMPT_LENGTH ({length}), PROMPT_FILE,
+#   PROMPT_INIT (from_file).
+# Requires: MODEL_CONFIG (a models/*.gin file first); the run settings of a method file.
+# Include order: models/<size>.gin -> prompt_tuning.gin -> this file -> flags
+#   (--gin.PROMPT_FILE=... if the .npy file has moved).
+from __gin__ import dynamic_registration
+from xprompt_jax.models import prompted
+from xprompt_jax.prompts import soft_prompt
+
+include 'prompts/from_file.gin'
+
+PROMPT_FILE = {str(prompt_path)!r}
+PROMPT_LENGTH = {int(length)}
+MODEL = @prompted.PromptedT5()
+prompted.PromptedT5:
+  config = %MODEL_CONFIG
+  prompt = @soft_prompt.SoftPrompt()
+soft_prompt.SoftPrompt:
+  length = %PROMPT_LENGTH
+  init = %PROMPT_INIT
+"""
+
+
+def _module_settings(module) -> Dict[str, Any]:
+    out = {}
+    for field in dataclasses.fields(module):
+        if field.name in ("parent", "name", "init"):
+            continue
+        value = getattr(module, field.name)
+        out[field.name] = value if isinstance(value, (bool, int, float, str, type(None))) \
+            else repr(value)
+    return out
+
+
+# ----------------------------------------------------------------------------- export
+def export_prompt(model, variables: Mapping[str, Any], output_dir: str, *,
+                  trainable_regex: str = DEFAULT_TRAINABLE_REGEX, plot: bool = True,
+                  extra_info: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """Writes `prompt.npy`, `inference.gin`, `export.json` (and `prompt_similarity.png` if
+    `plot`) for a prompted `model` with (trained) `variables` into `output_dir`.
+
+    Returns the JSON record, plus `'prompt'`: the exported `[n, e]` array."""
+    prompt = projected_prompt(model, variables)
+    counts = param_counts(model, variables, trainable_regex)
+    method = type(model.prompt).__name__
+    output_dir = os.path.abspath(os.fspath(output_dir))
+    files = {"prompt": os.path.join(output_dir, PROMPT_FILE),
+             "inference_gin": os.path.join(output_dir, INFERENCE_GIN),
+             "json": os.path.join(output_dir, EXPORT_JSON)}
+    if plot:
+        files["similarity_png"] = os.path.join(output_dir, SIMILARITY_PNG)
+    record = {
+        "method": method,
+        "prompt_settings": _module_settings(model.prompt),
+        "prompt_shape": list(prompt.shape),
+        "param_counts": counts,
+        "prompt_mean_norm": float(np.mean(np.linalg.norm(prompt.astype(np.float64), axis=-1))),
+        "files": files,
+        **dict(extra_info or {}),
+    }
+    if jax.process_index() == 0:
+        os.makedirs(output_dir, exist_ok=True)
+        np.save(files["prompt"], prompt, allow_pickle=False)
+        with open(files["inference_gin"], "w") as f:
+            f.write(inference_gin_text(files["prompt"], prompt.shape[0], method))
+        if plot:
+            plot_prompt_similarity(prompt, files["similarity_png"],
+                                   title=f"{method}: prompt token cosine similarity")
+        with open(files["json"], "w") as f:
+            json.dump(record, f, indent=2, sort_keys=True, default=str)
+    return {**record, "prompt": prompt}
+
+
+# ----------------------------------------------------------------------------- runs
+def _dummy_args(model):
+    from .training.trainer import dummy_batch
+
+    batch = dummy_batch(_FEATURE_LENGTHS)
+    return (batch["encoder_input_tokens"], batch["decoder_input_tokens"],
+            batch["decoder_target_tokens"])
+
+
+def abstract_trainable(model, trainable_regex: str = DEFAULT_TRAINABLE_REGEX) -> Dict[str, Any]:
+    """Shapes/dtypes (`jax.ShapeDtypeStruct`) of the model's trainable params (no
+    allocation)."""
+    args = _dummy_args(model)
+    abstract = jax.eval_shape(lambda r: model.init(r, *args, enable_dropout=False),
+                              jax.random.PRNGKey(0))
+    return split_params(abstract["params"], trainable_regex)[0]
+
+
+def restore_trainable(model, model_dir: str, checkpoint: Union[str, int] = "best",
+                      trainable_regex: str = DEFAULT_TRAINABLE_REGEX) -> Tuple[Dict[str, Any], int]:
+    """The trainable params of a run's checkpoint ('best' (else latest) | 'latest' | step),
+    checked against the model's; returns `(trainable, step)`."""
+    from .training.checkpointing import RunCheckpointer
+
+    checkpointer = RunCheckpointer(model_dir, read_only=True)
+    if checkpoint == "best":
+        step = checkpointer.best_step() or checkpointer.latest_step()
+    elif checkpoint == "latest":
+        step = checkpointer.latest_step()
+    else:
+        step = int(checkpoint)
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint to export in {model_dir}")
+    restored = checkpointer.restore(step)
+    state, _ = restored
+    saved = state["params"] if isinstance(state, Mapping) else state.params
+    expected = flatten(abstract_trainable(model, trainable_regex))
+    got = flatten(dict(saved))
+    if set(got) != set(expected):
+        raise ValueError(f"checkpoint {step} in {model_dir} does not match the model's "
+                         f"trainable params: missing {sorted(set(expected) - set(got))[:10]}, "
+                         f"unexpected {sorted(set(got) - set(expected))[:10]} (same method gin "
+                         "file and TRAINABLE_REGEX as the run?)")
+    for key, spec in expected.items():
+        if tuple(np.shape(got[key])) != tuple(spec.shape):
+            raise ValueError(f"checkpoint {step}: parameter {key} has shape "
+                             f"{tuple(np.shape(got[key]))}, the model expects {tuple(spec.shape)}")
+    trainable = {k: jnp.asarray(np.asarray(got[k]), expected[k].dtype) for k in expected}
+    from .training.params import unflatten
+
+    return unflatten(trainable), int(step)
+
+
+def max_logit_difference(model, variables: Mapping[str, Any], prompt,
+                         batch: Optional[Mapping[str, Any]] = None, seed: int = 0) -> float:
+    """Max |logits(trained module) - logits(SoftPrompt with `prompt`)| on `batch` (default:
+    a random batch of 2 examples), without dropout. `variables` must hold the full model."""
+    if batch is None:
+        rng = np.random.RandomState(seed)
+        vocab = model.config.vocab_size
+        enc = rng.randint(2, vocab, (2, 8))
+        enc[1, 5:] = 0
+        tgt = rng.randint(2, vocab, (2, 4))
+        dec = np.concatenate([np.zeros((2, 1), tgt.dtype), tgt[:, :-1]], axis=1)
+        batch = {"encoder_input_tokens": enc, "decoder_input_tokens": dec,
+                 "decoder_target_tokens": tgt}
+    args = (jnp.asarray(batch["encoder_input_tokens"]), jnp.asarray(batch["decoder_input_tokens"]),
+            jnp.asarray(batch["decoder_target_tokens"]))
+    variables = {k: v for k, v in variables.items() if k != "params_axes"}
+    trained = model.apply(variables, *args, enable_dropout=False)
+    exported = inference_model(model, prompt).apply(inference_variables(variables, prompt),
+                                                    *args, enable_dropout=False)
+    return float(jnp.max(jnp.abs(trained.astype(jnp.float32) - exported.astype(jnp.float32))))
+
+
+def export_run(*, model, model_dir: str, output_dir: Optional[str] = None,
+               checkpoint: Union[str, int] = "best",
+               trainable_regex: str = DEFAULT_TRAINABLE_REGEX,
+               initial_checkpoint_path: Optional[str] = None, checkpoint_format: str = "auto",
+               mesh_shape: Sequence[int] = (-1, 1), verify: bool = False,
+               plot: bool = True) -> Dict[str, Any]:
+    """Exports the prompt of the run in `model_dir` (see the module docstring)."""
+    gin_utils.check_required("export", dict(model=model, model_dir=model_dir))
+    trainable, step = restore_trainable(model, model_dir, checkpoint, trainable_regex)
+    variables = {"params": trainable}
+    extra = {"checkpoint_step": step, "model_dir": os.path.abspath(model_dir)}
+    if verify:
+        variables, extra["verify_max_abs_logit_diff"] = _verify(
+            model, trainable, initial_checkpoint_path, checkpoint_format, mesh_shape,
+            trainable_regex)
+    output_dir = output_dir or os.path.join(model_dir, "export")
+    return export_prompt(model, variables, output_dir, trainable_regex=trainable_regex,
+                         plot=plot, extra_info=extra)
+
+
+def _verify(model, trainable, initial_checkpoint_path, checkpoint_format, mesh_shape,
+            trainable_regex):
+    """Loads the frozen model, compares trained-module and exported-prompt logits."""
+    from .train import frozen_shardings
+    from .training import partitioning
+    from .training.pretrained import load_pretrained_params
+    from .training.trainer import init_variables
+
+    if not initial_checkpoint_path:
+        raise ValueError("--verify needs INITIAL_CHECKPOINT_PATH (the frozen model)")
+    mesh = partitioning.make_mesh(tuple(mesh_shape))
+    rules = partitioning.standard_logical_axis_rules()
+    shardings = frozen_shardings(model, _FEATURE_LENGTHS, mesh, rules, trainable_regex)
+    pretrained = load_pretrained_params(initial_checkpoint_path, checkpoint_format,
+                                        shardings=shardings)
+    with partitioning.activate(mesh, rules):
+        variables = init_variables(model, pretrained, _FEATURE_LENGTHS, jax.random.PRNGKey(0))
+        variables.pop("params_axes", None)
+        _, frozen = split_params(variables["params"], trainable_regex)
+        variables["params"] = merge_params(trainable, frozen)
+        prompt = projected_prompt(model, variables)
+        diff = max_logit_difference(model, variables, prompt)
+    if not diff <= 1e-5:
+        raise RuntimeError(f"exported prompt does not reproduce the trained module's logits: "
+                           f"max |difference| = {diff}")
+    return variables, diff
+
+
+# ----------------------------------------------------------------------------- CLI
+_BINDINGS = """
+from __gin__ import dynamic_registration
+from xprompt_jax import export as export_lib
+export_lib.export_run:
+  model = %MODEL
+  model_dir = %MODEL_DIR
+  trainable_regex = %TRAINABLE_REGEX
+  initial_checkpoint_path = %INITIAL_CHECKPOINT_PATH
+  checkpoint_format = %CHECKPOINT_FORMAT
+  mesh_shape = %MESH_SHAPE
+"""
+
+
+def _define_flags(flags) -> None:
+    if "output_dir" not in flags.FLAGS:
+        flags.DEFINE_string("output_dir", None, "export directory (default MODEL_DIR/export)")
+        flags.DEFINE_string("checkpoint", "best", "'best', 'latest' or a step")
+        flags.DEFINE_bool("verify", False, "load the frozen model and check that the "
+                          "exported prompt reproduces the trained module's logits")
+
+
+def main(argv: Sequence[str]) -> None:
+    import gin
+
+    from .train import configure_from_argv
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    FLAGS = configure_from_argv(argv, extra_flags=_define_flags)
+    gin.parse_config(_BINDINGS)
+    from xprompt_jax import export as export_lib  # the registered function (not __main__'s)
+
+    checkpoint = FLAGS.checkpoint
+    if checkpoint not in ("best", "latest"):
+        checkpoint = int(checkpoint)
+    configured = gin.get_configurable(export_lib.export_run)
+    record = gin_utils.call_configured(
+        lambda: configured(output_dir=FLAGS.output_dir, checkpoint=checkpoint,
+                           verify=FLAGS.verify), "xprompt_jax.export")
+    print(format_param_counts(record["param_counts"], record["method"]))
+    print(json.dumps({k: record[k] for k in ("method", "prompt_shape", "checkpoint_step",
+                                            "files")}, indent=2))
+
+
+if __name__ == "__main__":
+    main(sys.argv)

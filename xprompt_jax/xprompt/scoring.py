@@ -1,0 +1,115 @@
+"""Importance scores over mask variables: I = E_x |dL(x) / d mask| (XPrompt eq. 4-5).
+
+Per example (default, Michel et al.): the token mask `[m]` and piece mask `[m, k]` are
+broadcast to `[B, m]` / `[B, m, k]`; the loss is the *sum* of per-example losses, so the
+gradient with respect to row b of the broadcast mask is exactly dL(x_b)/dmask, and one
+backward pass per batch yields every example's gradient. `per_example=False` takes the
+absolute value of the batch-mean gradient instead (the only public third-party code's
+choice). L(x) is the example's mean target-token cross-entropy (no dropout).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Iterator, Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..training import losses
+from ..training.params import merge_params
+from .masked_prompt import MASKS
+
+
+@dataclasses.dataclass
+class ImportanceScores:
+    """Mean |gradient| per token `[m]` and per piece `[m, k]` over `num_examples`."""
+
+    token: np.ndarray
+    piece: np.ndarray
+    num_examples: int
+    per_example: bool
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"token": self.token.tolist(), "piece": self.piece.tolist(),
+                "num_examples": self.num_examples, "per_example": self.per_example}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "ImportanceScores":
+        return cls(np.asarray(data["token"], np.float64), np.asarray(data["piece"], np.float64),
+                   int(data["num_examples"]), bool(data["per_example"]))
+
+
+def mask_variables(token_mask, piece_mask) -> Dict[str, Any]:
+    """The `prompt_masks` collection for a PromptedT5 whose prompt child is `prompt`."""
+    return {"prompt": {"token_mask": token_mask, "piece_mask": piece_mask}}
+
+
+def _example_losses(model, variables, batch) -> jnp.ndarray:
+    logits = model.apply(variables, batch["encoder_input_tokens"], batch["decoder_input_tokens"],
+                         batch["decoder_target_tokens"], enable_dropout=False)
+    weights = batch.get("decoder_loss_weights")
+    if weights is None:
+        weights = (batch["decoder_target_tokens"] > 0).astype(jnp.float32)
+    return losses.per_example_loss(logits, batch["decoder_target_tokens"], weights,
+                                   normalize="mean_per_example")
+
+
+def make_mask_gradient_fn(model, per_example: bool = True):
+    """`fn(trainable, frozen, token_mask [m], piece_mask [m,k], batch) ->
+    (sum_b |dL_b/dgamma| [m], sum_b |dL_b/dzeta| [m, k], B)`; with per_example=False the
+    sums are B * |d mean_b L_b / d mask| (so dividing by the example count is uniform)."""
+
+    def fn(trainable, frozen, token_mask, piece_mask, batch):
+        batch_size = batch["decoder_target_tokens"].shape[0]
+        base = dict(frozen)
+        base["params"] = merge_params(trainable, frozen.get("params", {}))
+
+        def total_loss(gamma, zeta):
+            variables = dict(base)
+            variables[MASKS] = mask_variables(gamma, zeta)
+            per_ex = _example_losses(model, variables, batch)
+            return jnp.sum(per_ex) if per_example else jnp.mean(per_ex)
+
+        if per_example:
+            gamma = jnp.broadcast_to(token_mask, (batch_size,) + token_mask.shape)
+            zeta = jnp.broadcast_to(piece_mask, (batch_size,) + piece_mask.shape)
+            g_gamma, g_zeta = jax.grad(total_loss, argnums=(0, 1))(gamma, zeta)
+            return (jnp.sum(jnp.abs(g_gamma), axis=0), jnp.sum(jnp.abs(g_zeta), axis=0),
+                    batch_size)
+        g_gamma, g_zeta = jax.grad(total_loss, argnums=(0, 1))(token_mask, piece_mask)
+        return jnp.abs(g_gamma) * batch_size, jnp.abs(g_zeta) * batch_size, batch_size
+
+    return fn
+
+
+class ImportanceScorer:
+    """Accumulates importance over batches with a jitted, sharded gradient function."""
+
+    def __init__(self, model, trainable, frozen: Mapping[str, Any], batch_sharding=None,
+                 per_example: bool = True):
+        self.per_example = per_example
+        self.trainable = trainable
+        self.frozen = {k: v for k, v in frozen.items() if k != MASKS}
+        fn = make_mask_gradient_fn(model, per_example)
+        self._fn = jax.jit(fn, static_argnums=())
+        self.batch_sharding = batch_sharding
+
+    def score(self, token_mask, piece_mask, batches: Iterator[Mapping[str, np.ndarray]],
+              num_examples: int) -> ImportanceScores:
+        token_sum, piece_sum, seen = 0.0, 0.0, 0
+        token_mask = jnp.asarray(token_mask, jnp.float32)
+        piece_mask = jnp.asarray(piece_mask, jnp.float32)
+        while seen < num_examples:
+            batch = next(batches)
+            if self.batch_sharding is not None:
+                batch = {k: jax.make_array_from_process_local_data(self.batch_sharding, v)
+                         for k, v in batch.items()}
+            g_token, g_piece, count = self._fn(self.trainable, self.frozen, token_mask,
+                                               piece_mask, batch)
+            token_sum = token_sum + np.asarray(g_token, np.float64)
+            piece_sum = piece_sum + np.asarray(g_piece, np.float64)
+            seen += int(count)
+        return ImportanceScores(np.asarray(token_sum) / seen, np.asarray(piece_sum) / seen, seen,
+                                self.per_example)

@@ -1,0 +1,94 @@
+"""Scoring candidate masks on the dev split without retraining.
+
+Batched (default): C candidates are evaluated in one compiled pass per chunk of rows by
+folding a candidate axis into the batch: rows are tiled C times and each row carries its
+candidate's masks (`[C*R, m]`, `[C*R, m, k]`, per-example masks of `MaskedSoftPrompt`).
+Sequential: one evaluation per candidate (for comparison in bench/xprompt_search.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
+
+import jax.numpy as jnp
+import numpy as np
+
+from ..training import data as data_lib
+from ..training.evaluation import Evaluator
+from .masked_prompt import MASKS
+from .scoring import mask_variables
+
+Candidate = Tuple[np.ndarray, np.ndarray]  # (token mask [m], piece mask [m, k])
+
+
+def _with_masks(variables: Mapping[str, Any], token_masks, piece_masks) -> Dict[str, Any]:
+    out = {k: v for k, v in variables.items() if k not in ("cache", MASKS)}
+    out[MASKS] = mask_variables(jnp.asarray(token_masks, jnp.float32),
+                                jnp.asarray(piece_masks, jnp.float32))
+    return out
+
+
+def _tile(features: Mapping[str, np.ndarray], copies: int) -> Dict[str, np.ndarray]:
+    return {k: np.concatenate([v] * copies, axis=0) for k, v in features.items()}
+
+
+def _row_masks(candidates: Sequence[Candidate], rows: int):
+    tokens = np.stack([np.asarray(c[0], np.float32) for c in candidates])
+    pieces = np.stack([np.asarray(c[1], np.float32) for c in candidates])
+    return np.repeat(tokens, rows, axis=0), np.repeat(pieces, rows, axis=0)
+
+
+def evaluate_candidates(evaluator: Evaluator, variables: Mapping[str, Any],
+                        candidates: Sequence[Candidate], batched: bool = True
+                        ) -> List[Dict[str, Any]]:
+    """Dev results (as `Evaluator.evaluate`) for each candidate, in order."""
+    if not candidates:
+        return []
+    if not batched:
+        return [evaluator.evaluate(_with_masks(variables, t, p)) for t, p in candidates]
+    count = len(candidates)
+    size = evaluator.config.batch_size
+    if evaluator.config.mode == "rank_classification":
+        rows, options = evaluator.rank_rows()
+        scores = [[] for _ in range(count)]
+        for start in range(0, len(rows), size):
+            chunk = rows[start:start + size]
+            features = data_lib.examples_to_features(chunk, evaluator.feature_lengths, size)
+            token_rows, piece_rows = _row_masks(candidates, size)
+            out = np.asarray(evaluator._score(_with_masks(variables, token_rows, piece_rows),
+                                              _tile(features, count))).reshape(count, size)
+            for c in range(count):
+                scores[c].extend(out[c, :len(chunk)].tolist())
+        texts = [evaluator.pick_labels(s, options) for s in scores]
+    else:
+        texts = [[] for _ in range(count)]
+        examples = evaluator.examples
+        vocab = evaluator.vocab
+        for start in range(0, len(examples), size):
+            chunk = examples[start:start + size]
+            features = data_lib.examples_to_features(chunk, evaluator.feature_lengths, size)
+            token_rows, piece_rows = _row_masks(candidates, size)
+            tokens = np.asarray(evaluator._decode(
+                _with_masks(variables, token_rows, piece_rows),
+                jnp.asarray(_tile(features, count)["encoder_input_tokens"])))
+            tokens = tokens.reshape(count, size, -1)
+            for c in range(count):
+                for row in tokens[c, :len(chunk)]:
+                    ids = [int(t) for t in row]
+                    if vocab.eos_id in ids:
+                        ids = ids[: ids.index(vocab.eos_id)]
+                    texts[c].append(vocab.decode(ids))
+    return [evaluator.result_from_texts(t) for t in texts]
+
+
+def choose_best(results: Sequence[Mapping[str, Any]], kept_counts: Sequence[int]) -> int:
+    """Index of the best candidate by main metric; ties go to the sparser mask (fewer kept
+    units), then to the earlier candidate."""
+    best = None
+    for i, (result, kept) in enumerate(zip(results, kept_counts)):
+        metric = result.get("main_metric")
+        metric = -np.inf if metric is None else float(metric)
+        key = (metric, -int(kept))
+        if best is None or key > best[0]:
+            best = (key, i)
+    return best[1]
