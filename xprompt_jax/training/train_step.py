@@ -125,8 +125,8 @@ def make_train_step(model, optimizer: optax.GradientTransformation,
             "loss": loss_sum / normalizer,
             "z_loss": z_sum / normalizer,
             "num_target_tokens": weight_sum,
-            "grad_norm": optax.global_norm(grads),
-            "trainable_norm": optax.global_norm(params),
+            "grad_norm": optax.tree.norm(grads),
+            "trainable_norm": optax.tree.norm(params),
         }
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 

@@ -36,7 +36,7 @@ def plot_importance_heatmap(piece_scores: np.ndarray, token_mask: np.ndarray,
     kept = pruning.effective_piece_mask(token_mask, piece_mask) > 0
     data = np.ma.masked_where(~kept, np.asarray(piece_scores, np.float64))
     cmap = matplotlib.colormaps["viridis"].copy()
-    cmap.set_bad("lightgrey")
+    cmap = cmap.with_extremes(bad="lightgrey")
     m, k = data.shape
     fig, ax = plt.subplots(figsize=(max(4, 0.35 * k + 2), max(3, 0.3 * m + 1.5)))
     image = ax.imshow(data, cmap=cmap, aspect="auto", interpolation="nearest")
