@@ -35,3 +35,12 @@ def test_every_gin_file_has_a_header():
         head = path.read_text().split("\n\n")[0]
         for word in ("Provides:", "Requires:", "Include order:"):
             assert word in head or word in path.read_text()[:1500], f"{path}: no {word!r}"
+
+
+def test_readme_lists_every_registered_task_and_mixture():
+    from xprompt_jax import tasks
+
+    text = (ROOT / "README.md").read_text()
+    names = list(tasks.registered_task_names()) + list(tasks.registered_mixture_names())
+    missing = [n for n in names if f"`{n}`" not in text]
+    assert not missing, f"README lacks {len(missing)} names, e.g. {missing[:5]}"

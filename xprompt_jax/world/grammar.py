@@ -80,7 +80,7 @@ CAUSAL_PAIRS: Tuple[Tuple[str, str], ...] = (
 SENSES: Dict[str, Tuple[Tuple[str, ...], Tuple[str, ...]]] = {
     "bank": (("river", "fish", "boat", "shore", "water"),
              ("money", "loan", "cash", "account", "teller")),
-    "bat": (("cave", "wings", "night", "insects", "fur"),
+    "bat": (("cave", "wings", "moth", "insects", "fur"),
             ("baseball", "swing", "player", "pitcher", "glove")),
     "bark": (("trunk", "forest", "branch", "oak", "moss"),
              ("puppy", "noise", "growl", "leash", "kennel")),
@@ -90,12 +90,12 @@ SENSES: Dict[str, Tuple[Tuple[str, ...], Tuple[str, ...]]] = {
               ("construction", "steel", "tower", "cargo", "site")),
     "pitch": (("football", "grass", "stadium", "match", "goal"),
               ("melody", "voice", "singer", "tune", "choir")),
-    "spring": (("season", "april", "blossom", "warm", "rain"),
+    "spring": (("season", "april", "blossom", "sunshine", "rain"),
                ("coil", "metal", "mattress", "bounce", "screw")),
     "letter": (("envelope", "stamp", "mailbox", "postman", "address"),
                ("alphabet", "vowel", "spelling", "capital", "word")),
     "seal": (("ocean", "ice", "flipper", "whiskers", "beach"),
-             ("wax", "document", "treaty", "official", "king")),
+             ("wax", "document", "treaty", "signature", "king")),
     "club": (("golf", "caddie", "course", "hole", "putt"),
              ("dance", "members", "disco", "music", "party")),
 }
@@ -106,7 +106,7 @@ WIC_TEMPLATES: Tuple[str, ...] = (
     "{p} talked about the {c} and the {w} .",
     "near the {c} , {p} noticed the {w} .",
     "{p} looked at the {w} by the {c} .",
-    "there was a {c} next to the {w} .",
+    "there was {ac} next to the {w} .",
 )
 
 PLACE_TEMPLATES: Tuple[str, ...] = (
