@@ -44,4 +44,11 @@ setup(
     package_data={"xprompt_jax": ["gin/**/*.gin", "data/**/*"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
+    entry_points={
+        "console_scripts": [
+            "xprompt-train=xprompt_jax.train:console_entry",
+            "xprompt-evaluate=xprompt_jax.evaluate:console_entry",
+            "xprompt-pipeline=xprompt_jax.xprompt.__main__:console_entry",
+        ],
+    },
 )

@@ -29,7 +29,9 @@ def pretrained(fixtures_dir):
 def _trainer(tmp_path, task_name, pretrained, *, steps, batch_size=8, model=None, **kw):
     config_kw = dict(model_dir=str(tmp_path), num_steps=steps, eval_period=None,
                      save_period=kw.pop("save_period", None), log_period=1, progress=False,
-                     seed=kw.pop("seed", 0), mesh_shape=kw.pop("mesh_shape", (-1, 1)))
+                     seed=kw.pop("seed", 0), mesh_shape=kw.pop("mesh_shape", (-1, 1)),
+                     patience=kw.pop("patience", None),
+                     frozen_dtype=kw.pop("frozen_dtype", None))
     return Trainer(model or tiny_prompted_model(), optimizers.adafactor(),
                    DataConfig(task_name, FEATURE_LENGTHS, batch_size),
                    TrainerConfig(**config_kw), pretrained_params=pretrained, **kw)
@@ -160,3 +162,26 @@ def test_evaluation_modes_record_which_was_used(tmp_path, task_name, pretrained,
     if mode == "rank_classification":  # every prediction is one of the verbalizers
         assert set(result["predictions_sample"]) <= {"yes", "no"}
     assert trainer.checkpointer.best_step() == 2
+
+
+def test_early_stopping_after_patience_evaluations(tmp_path, task_name, pretrained):
+    model = tiny_prompted_model()
+    evaluator = Evaluator(model, task_name, FEATURE_LENGTHS,
+                          EvalConfig(mode="rank_classification", batch_size=8, max_examples=8),
+                          label_strings_fn=lambda ex: ["yes", "no"],
+                          main_metric_fn=lambda metrics: 50.0)  # never improves
+    trainer = _trainer(tmp_path, task_name, pretrained, steps=20, evaluator=evaluator,
+                       patience=2)
+    trainer.config.eval_period = 1
+    summary = trainer.run()
+    # eval 1 sets the best; evals 2 and 3 do not improve -> stop at step 3
+    assert summary["stopped_early"] and summary["final_step"] == 3
+    assert summary["best_eval"]["step"] == 1 and trainer.checkpointer.best_step() == 1
+
+
+def test_frozen_weights_in_bfloat16(tmp_path, task_name, pretrained):
+    trainer = _trainer(tmp_path, task_name, pretrained, steps=1, frozen_dtype="bfloat16")
+    trainer.run()
+    frozen = jax.tree_util.tree_leaves(trainer.frozen["params"])
+    assert all(x.dtype == jnp.bfloat16 for x in frozen)
+    assert trainer.state.params["prompt"]["prompt"].dtype == jnp.float32

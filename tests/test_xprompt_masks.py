@@ -123,10 +123,12 @@ def test_per_example_importance_equals_brute_force_and_inner_product_identity():
     assert count == 4
     # brute force: one jax.grad per example
     ref_token, ref_piece = np.zeros(M), np.zeros((M, K))
+    single_grad = jax.jit(jax.grad(
+        lambda t, p, single: _per_example_loss(model, variables, single, t, p)[0],
+        argnums=(0, 1)))
     for b in range(4):
         single = {k: v[b:b + 1] for k, v in batch.items()}
-        gt, gp = jax.grad(lambda t, p: _per_example_loss(model, variables, single, t, p)[0],
-                          argnums=(0, 1))(token_mask, piece_mask)
+        gt, gp = single_grad(token_mask, piece_mask, single)
         ref_token += np.abs(np.asarray(gt))
         ref_piece += np.abs(np.asarray(gp))
         # identity: dL/dgamma_i = <dL/dP^_i, P_i>, P^ the masked prompt
@@ -137,7 +139,7 @@ def test_per_example_importance_equals_brute_force_and_inner_product_identity():
             return _per_example_loss(model, {**variables, "params": params}, single,
                                      token_mask, piece_mask)[0]
 
-        g_eff = jax.grad(loss_of_effective)(prompt)  # masks are ones: P^ == P
+        g_eff = jax.jit(jax.grad(loss_of_effective))(prompt)  # masks are ones: P^ == P
         np.testing.assert_allclose(np.sum(np.asarray(g_eff) * np.asarray(prompt), axis=1),
                                    np.asarray(gt), rtol=2e-4, atol=1e-6)
     np.testing.assert_allclose(np.asarray(g_token), ref_token, rtol=1e-4, atol=1e-7)

@@ -96,5 +96,9 @@ def main(argv: Sequence[str]) -> None:
                                             "checkpoint_step")}, indent=2, default=str))
 
 
-if __name__ == "__main__":
+def console_entry() -> None:
     main(sys.argv)
+
+
+if __name__ == "__main__":
+    console_entry()

@@ -276,11 +276,12 @@ def _verify(model, trainable, initial_checkpoint_path, checkpoint_format, mesh_s
                                         shardings=shardings)
     with partitioning.activate(mesh, rules):
         variables = init_variables(model, pretrained, _FEATURE_LENGTHS, jax.random.PRNGKey(0))
-        variables.pop("params_axes", None)
-        _, frozen = split_params(variables["params"], trainable_regex)
-        variables["params"] = merge_params(trainable, frozen)
-        prompt = projected_prompt(model, variables)
-        diff = max_logit_difference(model, variables, prompt)
+    variables.pop("params_axes", None)
+    _, frozen = split_params(variables["params"], trainable_regex)
+    variables["params"] = merge_params(trainable, frozen)
+    # Op by op, outside the mesh context: no fusion, so the two must agree exactly.
+    prompt = projected_prompt(model, variables)
+    diff = max_logit_difference(model, variables, prompt)
     if not diff <= 1e-5:
         raise RuntimeError(f"exported prompt does not reproduce the trained module's logits: "
                            f"max |difference| = {diff}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Mapping
 
+import jax
 import numpy as np
 
 from ..training.params import DEFAULT_TRAINABLE_REGEX, flatten, split_params
@@ -18,7 +19,7 @@ from ..training.params import DEFAULT_TRAINABLE_REGEX, flatten, split_params
 def param_counts(model, variables: Mapping[str, Any],
                  trainable_regex: str = DEFAULT_TRAINABLE_REGEX) -> Dict[str, Any]:
     """Counts for a prompted `model` with `variables` (`{'params': ...}`; the frozen model's
-    params may be absent: only the prompt is evaluated).
+    params may be absent: only the prompt's shape is evaluated).
 
     Returns `{'trainable': int, 'inference': int, 'prompt_shape': [n, e],
     'trainable_by_param': {path: size}}`: trainable = every param whose '/'-joined path
@@ -29,8 +30,8 @@ def param_counts(model, variables: Mapping[str, Any],
         raise ValueError("param_counts: variables have no 'params' collection")
     trainable, _ = split_params(params, trainable_regex)
     by_param = {path: int(np.size(v)) for path, v in sorted(flatten(trainable).items())}
-    tokens = model.apply(dict(variables), method=model.prompt_tokens)
-    shape = [int(s) for s in np.shape(tokens)]
+    tokens = jax.eval_shape(lambda v: model.apply(v, method=model.prompt_tokens), dict(variables))
+    shape = [int(s) for s in tokens.shape]
     return {"trainable": int(sum(by_param.values())), "inference": int(np.prod(shape)),
             "prompt_shape": shape, "trainable_by_param": by_param}
 

@@ -26,5 +26,9 @@ def main(argv):
     print(f"report: {report['model_dir']}/report.md")
 
 
-if __name__ == "__main__":
+def console_entry():
     main(sys.argv)
+
+
+if __name__ == "__main__":
+    console_entry()

@@ -1,0 +1,234 @@
+"""XPrompt with T5X, without t5x: `FixedMaskPrompt` (masks as constants, for the rewind
+under t5x/train.py) equals `MaskedSoftPrompt` with the same masks, and the pruning CLI
+(`python -m xprompt_jax.prune`) reads a T5X run checkpoint (orbax layout, as t5x/train.py
+writes it) and writes masks, the rewound prompt and a report."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import synthetic_tasks
+from training_utils import fixture_params, tiny_prompted_model
+from xprompt_jax import gin_utils, prune
+from xprompt_jax.checkpoints import load_t5x_checkpoint
+from xprompt_jax.models import decoding
+from xprompt_jax.prompts import initializers
+from xprompt_jax.xprompt import MaskedSoftPrompt, mask_variables, pruning
+from xprompt_jax.xprompt.fixed_masks import FixedMaskPrompt, load_masks, save_masks
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+M, K, E = 4, 4, 8  # prompt tokens, pieces per token, embed size of the tiny fixture
+TOKEN_MASK = np.array([1, 0, 1, 1], np.float32)
+PIECE_MASK = np.array([[1, 1, 0, 1], [1, 1, 1, 1], [0, 1, 1, 0], [1, 1, 1, 1]], np.float32)
+
+
+def _batch(seed=0, b=3):
+    rng = np.random.RandomState(seed)
+    enc = rng.randint(2, 500, (b, 9))
+    enc[0, 6:] = 0
+    tgt = rng.randint(2, 500, (b, 4))
+    tgt[1, 3:] = 0
+    dec = np.concatenate([np.zeros((b, 1), int), tgt[:, :-1]], axis=1)
+    return {"encoder_input_tokens": jnp.asarray(enc), "decoder_input_tokens": jnp.asarray(dec),
+            "decoder_target_tokens": jnp.asarray(tgt)}
+
+
+def _params_with_prompt(fixtures_dir, seed=0):
+    params = dict(fixture_params(str(fixtures_dir / "t5x_tiny_orbax" / "checkpoint_3")))
+    prompt = np.random.RandomState(seed).uniform(-0.5, 0.5, (M, E)).astype(np.float32)
+    return {**params, "prompt": {"prompt": prompt}}
+
+
+@pytest.mark.parametrize("mode", ["remove", "zero"])
+def test_fixed_mask_prompt_equals_masked_soft_prompt(tmp_path, fixtures_dir, mode):
+    masks_path = save_masks(tmp_path / "masks.npz", TOKEN_MASK, PIECE_MASK)
+    params = _params_with_prompt(fixtures_dir)
+    base = tiny_prompted_model(prompt_length=M)
+    masked = base.clone(prompt=MaskedSoftPrompt(length=M, num_pieces=K, token_prune_mode=mode))
+    fixed = base.clone(prompt=FixedMaskPrompt(length=M, masks_path=str(masks_path),
+                                              token_prune_mode=mode))
+    masked_vars = {"params": params,
+                   "prompt_masks": mask_variables(jnp.asarray(TOKEN_MASK), jnp.asarray(PIECE_MASK))}
+    fixed_vars = {"params": params}  # no mask collection: what T5X's model applies
+    batch = _batch()
+    args = (batch["encoder_input_tokens"], batch["decoder_input_tokens"],
+            batch["decoder_target_tokens"])
+    want = masked.apply(masked_vars, *args, enable_dropout=False)
+    got = fixed.apply(fixed_vars, *args, enable_dropout=False)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    # the masks matter (else the comparison proves little)
+    unmasked = base.apply({"params": params}, *args, enable_dropout=False)
+    assert not np.allclose(np.asarray(unmasked), np.asarray(want))
+    # the prompt as it enters the encoder, and incremental decoding (rebuilt masks)
+    np.testing.assert_array_equal(
+        np.asarray(fixed.apply(fixed_vars, method=fixed.prompt_tokens)),
+        params["prompt"]["prompt"] * pruning.value_mask(TOKEN_MASK, PIECE_MASK, E))
+    tokens = batch["encoder_input_tokens"]
+    np.testing.assert_array_equal(
+        np.asarray(decoding.decode_tokens(fixed, fixed_vars, tokens, 4)),
+        np.asarray(decoding.decode_tokens(masked, masked_vars, tokens, 4)))
+
+
+def test_fixed_mask_prompt_param_axes_and_errors(tmp_path):
+    masks_path = str(save_masks(tmp_path / "masks.npz", TOKEN_MASK, PIECE_MASK))
+    token, piece = load_masks(masks_path)
+    np.testing.assert_array_equal(token, TOKEN_MASK)
+    np.testing.assert_array_equal(piece, PIECE_MASK)
+    base = tiny_prompted_model(prompt_length=M)
+    batch = _batch()
+    args = (batch["encoder_input_tokens"], batch["decoder_input_tokens"],
+            batch["decoder_target_tokens"])
+    init_value = np.full((M, E), 0.25, np.float32)
+    model = base.clone(prompt=FixedMaskPrompt(length=M, init=initializers.from_array(init_value),
+                                              masks_path=masks_path))
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *args,
+                                               enable_dropout=False))
+    assert set(shapes) == {"params", "params_axes"}  # no mask collection
+    assert shapes["params"]["prompt"]["prompt"].shape == (M, E)
+    assert tuple(shapes["params_axes"]["prompt"]["prompt_axes"].names) == ("prompt",
+                                                                           "prompt_embed")
+    with pytest.raises(ValueError, match="PROMPT_LENGTH"):
+        base.clone(prompt=FixedMaskPrompt(length=M + 1, masks_path=masks_path)).init(
+            jax.random.PRNGKey(0), *args, enable_dropout=False)
+    with pytest.raises(FileNotFoundError, match="masks file not found"):
+        base.clone(prompt=FixedMaskPrompt(length=M, masks_path=str(tmp_path / "no.npz"))).init(
+            jax.random.PRNGKey(0), *args, enable_dropout=False)
+    with pytest.raises(ValueError, match="masks_path is not set"):
+        base.clone(prompt=FixedMaskPrompt(length=M)).init(jax.random.PRNGKey(0), *args,
+                                                          enable_dropout=False)
+
+
+def write_t5x_run_checkpoint(model_dir, params, step):
+    """A checkpoint in the layout t5x/train.py writes (orbax OCDBT `state` item holding
+    `{'target': params, 'state': {'step', 'param_states'}}`), like the shared fixture."""
+    import orbax.checkpoint as ocp
+
+    ckpt_dir = pathlib.Path(model_dir) / f"checkpoint_{step}"
+    ckpt_dir.mkdir(parents=True)
+    state = {"step": np.asarray(step, np.int32),
+             "param_states": {"prompt": {"prompt": {
+                 "v": np.zeros_like(params["prompt"]["prompt"])}}}}
+    checkpointer = ocp.PyTreeCheckpointer()
+    checkpointer.save(str((ckpt_dir / "state").absolute()), {"target": params, "state": state})
+    (ckpt_dir / "commit_success.txt").write_text("written by the test, as t5x/train.py does")
+    return ckpt_dir
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), env.get("PYTHONPATH", "")])
+    env["JAX_PLATFORMS"] = "cpu"
+    return env
+
+
+PRUNE_BINDINGS = [
+    "MIXTURE_OR_TASK_NAME = 'xprompt_test_synthetic'", "MIXTURE_OR_TASK_MODULE = 'synthetic_tasks'",
+    "TASK_FEATURE_LENGTHS = {'inputs': 16, 'targets': 4}", "BATCH_SIZE = 8",
+    "EVAL_MODE = 'generation'", "MAX_EVAL_EXAMPLES = 16", "NUM_PIECES = 4",
+    "TOKEN_RATIOS = (0.25, 0.5)", "PIECE_RATIOS = (0.25, 0.5)", "NUM_SCORE_EXAMPLES = 8",
+    "DROPOUT_RATE = 0.0"]
+
+
+def _check_outputs(out_dir: pathlib.Path, stage1_prompt: np.ndarray):
+    with np.load(out_dir / "masks.npz") as masks:
+        token_mask, piece_mask = masks["token_mask"], masks["piece_mask"]
+    assert token_mask.shape == (M,) and piece_mask.shape == (M, K)
+    search = json.loads((out_dir / "search.json").read_text())
+    np.testing.assert_array_equal(token_mask, search["chosen"]["token_mask"])
+    np.testing.assert_array_equal(piece_mask, search["chosen"]["piece_mask"])
+    assert [c["ratio"] for c in search["token_candidates"]] == [0.0, 0.25, 0.5]
+    assert [c["ratio"] for c in search["piece_candidates"]] == [0.0, 0.25, 0.5]
+    values = pruning.value_mask(token_mask, piece_mask, E)
+    rewound = np.load(out_dir / "rewound_prompt.npy")
+    np.testing.assert_array_equal(rewound, stage1_prompt * values)
+    report = json.loads((out_dir / "report.json").read_text())
+    assert report["parameters"]["xprompt"] == int(values.sum())
+    assert report["parameters"]["prompt_tuning"] == M * E
+    assert report["rewind"]["bindings"]["PROMPT_LENGTH"] == M
+    text = (out_dir / "report.md").read_text()
+    assert "xprompt_rewind.gin" in text and "| 25% |" in text
+    assert np.asarray(json.loads((out_dir / "scores.json").read_text())["piece"]).shape == (M, K)
+    assert not (out_dir / "work").exists()  # the unused trainer's empty directory is gone
+    return token_mask, piece_mask
+
+
+@pytest.mark.slow
+def test_prune_cli_reads_t5x_run_checkpoint(tmp_path, fixtures_dir, t5_vocab_path):
+    params = _params_with_prompt(fixtures_dir, seed=1)
+    ckpt = write_t5x_run_checkpoint(tmp_path / "run", params, step=7)
+    read = load_t5x_checkpoint(ckpt)
+    assert read.format == "orbax" and read.step == 7
+    assert prune.checkpoint_param_shape(str(ckpt)) == (M, E)
+    out_dir = tmp_path / "prune"
+    # PROMPT_LENGTH is not given (xprompt.gin: 20): it is read from the checkpoint.
+    cmd = [sys.executable, "-m", "xprompt_jax.prune", f"--t5x_checkpoint={tmp_path / 'run'}",
+           "--gin_file=models/t5_1_1_tiny.gin", "--gin_file=xprompt.gin",
+           f"--output_dir={out_dir}"] + [f"--gin_bindings={b}" for b in PRUNE_BINDINGS]
+    result = subprocess.run(cmd, env=_env(), cwd=ROOT, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "report.md" in result.stdout
+    _check_outputs(out_dir, params["prompt"]["prompt"])
+
+
+@pytest.mark.slow
+def test_prune_with_prompt_file_and_reversed_masks(tmp_path, fixtures_dir, t5_vocab_path):
+    """In process: the prompt from a numpy export overrides the checkpoint's, and the
+    'reversed' variant keeps the low scorers (the same scores, the opposite order)."""
+    synthetic_tasks.register(t5_vocab_path)
+    params = _params_with_prompt(fixtures_dir, seed=2)
+    ckpt = write_t5x_run_checkpoint(tmp_path / "run", params, step=5)
+    other = np.random.RandomState(3).uniform(-0.5, 0.5, (M, E)).astype(np.float32)
+    prompt_file = tmp_path / "prompt.prompt.npy"
+    np.save(prompt_file, other)
+    gin.clear_config()
+    try:
+        gin_utils.parse_gin(["models/t5_1_1_tiny.gin", "xprompt.gin"],
+                            PRUNE_BINDINGS + [f"MODEL_DIR = '{tmp_path / 'prune'}'",
+                                              "MASK_VARIANT = 'reversed'",
+                                              "PRUNE_LEVELS = ('token',)"],
+                            finalize=False)
+        settings = prune.pipeline_settings()
+        assert settings["mask_variant"] == "reversed" and settings["num_score_examples"] == 8
+        report = prune.prune_t5x_checkpoint(t5x_checkpoint=str(ckpt),
+                                            output_dir=str(tmp_path / "prune"),
+                                            prompt_file=str(prompt_file), **settings)
+    finally:
+        gin.clear_config()
+    assert report["stage1"]["best_step"] == 5
+    out_dir = tmp_path / "prune"
+    with np.load(out_dir / "masks.npz") as masks:
+        token_mask, piece_mask = masks["token_mask"], masks["piece_mask"]
+    np.testing.assert_array_equal(piece_mask, np.ones((M, K)))  # token level only
+    np.testing.assert_array_equal(np.load(out_dir / "rewound_prompt.npy"),
+                                  other * pruning.value_mask(token_mask, piece_mask, E))
+    scores = json.loads((out_dir / "scores.json").read_text())
+    pruned = np.flatnonzero(token_mask == 0)
+    if pruned.size:  # reversed: the first token pruned is the full prompt's top scorer
+        assert int(np.argmax(scores["token"])) in pruned.tolist()
+
+
+def test_prune_rejects_length_variant_and_non_prompt_checkpoint(tmp_path, fixtures_dir):
+    with pytest.raises(ValueError, match="length"):
+        prune.prune_t5x_checkpoint(t5x_checkpoint="unused", output_dir=str(tmp_path),
+                                   mask_variant="length", model=object())
+    plain = fixtures_dir / "t5x_tiny_orbax" / "checkpoint_3"
+    assert prune.checkpoint_param_shape(str(plain)) is None
+    assert prune.checkpoint_param_shape(str(plain), ("token_embedder", "embedding")) == \
+        (32128, E)
+    legacy = fixtures_dir / "t5x_tiny_legacy" / "checkpoint_3"
+    assert prune.checkpoint_param_shape(str(legacy), ("token_embedder", "embedding")) == \
+        (32128, 4)
+    model = tiny_prompted_model().clone(prompt=MaskedSoftPrompt(length=M, num_pieces=K))
+    with pytest.raises(ValueError, match="no target/prompt/prompt"):
+        prune.prune_t5x_checkpoint(t5x_checkpoint=str(plain), output_dir=str(tmp_path / "o"),
+                                   model=model)
+

@@ -1,0 +1,387 @@
+"""Our modules under T5X: gin/t5x files run by `t5x/train.py`, and `xprompt_jax.t5x_compat`.
+
+Without t5x (it is not on PyPI; CI does not install it) the t5x/train.py runs skip with the
+reason below; what runs everywhere: `xprompt_jax` and every module of it import without
+t5x, the t5x-free helpers of `t5x_compat`, every prompt axis is covered by the T5X rules,
+and every gin/t5x file has its header. docs/t5x.md says how to install t5x from git.
+"""
+
+import importlib.util
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+GIN_T5X = ROOT / "gin" / "t5x"
+HAS_T5X = importlib.util.find_spec("t5x") is not None
+NO_T5X_REASON = ("t5x is not installed: it is not on PyPI, install it from its git "
+                 "repository into a virtualenv (see docs/t5x.md) to run the t5x/train.py tests")
+needs_t5x = pytest.mark.skipif(not HAS_T5X, reason=NO_T5X_REASON)
+
+
+# ============================================================== everywhere (no t5x needed)
+IMPORT_ALL = textwrap.dedent("""
+    import importlib, importlib.abc, pkgutil, sys
+
+    attempts = []
+
+    class BlockT5X(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "t5x" or name.startswith("t5x."):
+                attempts.append(name)
+                raise ImportError("t5x blocked by the test: " + name)
+            return None
+
+    sys.meta_path.insert(0, BlockT5X())
+    import xprompt_jax
+    import xprompt_jax.tasks
+    names = ["xprompt_jax", "xprompt_jax.tasks"]
+    for info in pkgutil.walk_packages(xprompt_jax.__path__, "xprompt_jax."):
+        names.append(info.name)
+    failed = {}
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # noqa: BLE001 - reported below
+            failed[name] = f"{type(e).__name__}: {e}"
+    print("IMPORTED", len(names) - len(failed))
+    print("T5X_ATTEMPTS", attempts)
+    print("T5X_LOADED", sorted(m for m in sys.modules if m == "t5x" or m.startswith("t5x.")))
+    for name, err in failed.items():
+        print("FAILED", name, err)
+""")
+
+
+def test_every_module_imports_without_t5x():
+    """No module of xprompt_jax imports t5x at import time (t5x_compat imports it lazily)."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+    out = subprocess.run([sys.executable, "-c", IMPORT_ALL], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    assert "T5X_ATTEMPTS []" in lines, out.stdout
+    assert "T5X_LOADED []" in lines, out.stdout
+    failed = [line for line in lines if line.startswith("FAILED")]
+    t5x_failures = [line for line in failed if "t5x" in line]
+    assert not t5x_failures, t5x_failures
+    imported = int(next(line for line in lines if line.startswith("IMPORTED")).split()[1])
+    assert imported > 20
+    for required in ("xprompt_jax.t5x_compat", "xprompt_jax.prune",
+                     "xprompt_jax.xprompt.fixed_masks"):
+        assert not any(line.startswith(f"FAILED {required} ") for line in failed), failed
+
+
+def test_t5x_compat_helpers_without_t5x():
+    from xprompt_jax import t5x_compat
+
+    rules = dict(t5x_compat.logical_axis_rules())
+    assert set(t5x_compat.PROMPT_AXIS_NAMES) <= set(rules)
+    assert all(rules[name] is None for name in t5x_compat.PROMPT_AXIS_NAMES)
+    match = t5x_compat.match_any()  # flax's ModelParamTraversal passes '/a/b' paths
+    assert match("/prompt/prompt", None) and match("prompt/down/kernel")
+    assert not match("/encoder/layers_0/attention/query/kernel", None)
+    only_down = t5x_compat.match_any([r"prompt/down/.*", r"nothing"])
+    assert only_down("/prompt/down/kernel") and not only_down("/prompt/prompt")
+
+    import optax
+
+    params = {"prompt": {"prompt": jnp.ones((2, 4))}, "encoder": {"w": jnp.ones((4, 4))}}
+    grads = jax.tree_util.tree_map(jnp.ones_like, params)
+    tx = t5x_compat.prompt_only_optax(optax.sgd(0.5))
+    updates, _ = tx.update(grads, tx.init(params), params)
+    np.testing.assert_array_equal(updates["encoder"]["w"], np.zeros((4, 4)))
+    np.testing.assert_array_equal(updates["prompt"]["prompt"], np.full((2, 4), -0.5))
+    if not HAS_T5X:
+        with pytest.raises(ImportError, match="docs/t5x.md"):
+            t5x_compat.logical_factor_rules()
+        with pytest.raises(ImportError, match="not on PyPI"):
+            t5x_compat.numpy_checkpoint_manager_cls()
+
+
+def _prompt_modules(tmp_path):
+    from xprompt_jax.prompts import EPTPrompt, PTuningPrompt, ResPrompt, SoftPrompt
+    from xprompt_jax.xprompt import MaskedSoftPrompt
+    from xprompt_jax.xprompt.fixed_masks import FixedMaskPrompt, save_masks
+
+    masks = save_masks(tmp_path / "masks.npz", np.ones(3), np.ones((3, 4)))
+    return [SoftPrompt(length=3), MaskedSoftPrompt(length=3, num_pieces=4),
+            FixedMaskPrompt(length=3, masks_path=str(masks)),
+            EPTPrompt(length=2, hidden=2, use_bias=True, layer_norm=True),
+            PTuningPrompt(length=3, encoder="mlp", hidden=4),
+            PTuningPrompt(length=3, encoder="lstm", hidden=4),
+            ResPrompt(length=3, bottleneck=4)]
+
+
+def test_prompt_axes_are_covered_by_the_t5x_rules(tmp_path):
+    """Every logical axis of every prompt module's params has a partitioning rule and an
+    Adafactor factor rule (T5X's Adafactor raises KeyError on unknown axis names)."""
+    from xprompt_jax import t5x_compat
+    from xprompt_jax.models import PromptedT5, T5Config
+
+    cfg = T5Config(vocab_size=64, emb_dim=8, num_heads=2, head_dim=4, mlp_dim=16,
+                   num_encoder_layers=1, num_decoder_layers=1, dropout_rate=0.0,
+                   relative_attention_num_buckets=4, relative_attention_max_distance=8)
+    tokens = jnp.ones((1, 5), jnp.int32)
+    seen = set()
+    for prompt in _prompt_modules(tmp_path):
+        model = PromptedT5(cfg, prompt=prompt)
+        shapes = jax.eval_shape(lambda m=model: m.init(jax.random.PRNGKey(0), tokens, tokens,
+                                                       tokens, enable_dropout=False))
+        leaves = jax.tree_util.tree_leaves(shapes["params_axes"]["prompt"],
+                                           is_leaf=lambda x: hasattr(x, "names"))
+        for axes in leaves:
+            seen.update(axes.names)
+    assert seen <= set(t5x_compat.PROMPT_AXIS_NAMES), seen - set(t5x_compat.PROMPT_AXIS_NAMES)
+    assert {"prompt", "prompt_embed", "prompt_hidden", "prompt_hidden_in"} <= seen
+
+
+def _gin_t5x_files():
+    return sorted(GIN_T5X.rglob("*.gin"))
+
+
+def test_gin_t5x_files_have_headers():
+    files = _gin_t5x_files()
+    names = {p.relative_to(GIN_T5X).as_posix() for p in files}
+    assert {"xprompt.gin", "prompt_tuning.gin", "xprompt_rewind.gin", "ept.gin",
+            "common/prompted_t5x.gin", "optimizers/adamw_t5x.gin"} <= names
+    for path in files:
+        lines = path.read_text().splitlines()
+        header = []
+        for line in lines:
+            if not line.startswith("#"):
+                break
+            header.append(line)
+        text = "\n".join(header)
+        assert header and len(header) >= 5, f"{path}: no header comment"
+        for field in ("Provides:", "Requires:", "Include order:"):
+            assert field in text, f"{path}: header lacks {field!r}"
+        body = "\n".join(lines[len(header):])
+        assert "from __gin__ import dynamic_registration" in body, path
+        # our modules are referred to by module path (dynamic registration)
+        for module in re.findall(r"^from (xprompt_jax[\w.]*) import", body, flags=re.M):
+            assert importlib.util.find_spec(module) is not None, (path, module)
+
+
+def test_docs_describe_the_t5x_setup():
+    doc = (ROOT / "docs" / "t5x.md").read_text()
+    for needle in ("git+https://github.com/google-research/t5x", "--gin_search_paths",
+                   "xprompt.gin", "xprompt_rewind.gin", "python -m xprompt_jax.prune",
+                   "MASKS_PATH", "REWOUND_PROMPT_PATH", "numpy_checkpoints",
+                   "Include order", "TRAIN_STEPS"):
+        assert needle in doc, needle
+
+
+# ============================================================== with t5x
+FIXTURES = ROOT.parent / "shared" / "fixtures"
+ORBAX_FIXTURE = FIXTURES / "t5x_tiny_orbax" / "checkpoint_3"
+LEGACY_FIXTURE = FIXTURES / "t5x_tiny_legacy" / "checkpoint_3"
+SPM = FIXTURES / "t5_spm" / "sentencepiece.model"
+LEGACY_SIZES = ["--gin.T5Config.emb_dim=4", "--gin.T5Config.num_heads=2",
+                "--gin.T5Config.head_dim=2", "--gin.T5Config.mlp_dim=8",
+                "--gin.T5Config.relative_attention_num_buckets=4",
+                "--gin.T5Config.relative_attention_max_distance=8"]
+
+
+def _env(devices=1):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), env.get("PYTHONPATH", "")])
+    env["JAX_PLATFORMS"] = "cpu"
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    return env
+
+
+def t5x_train(model_dir, method_files, steps, extra=(), devices=1, pretrained=ORBAX_FIXTURE,
+              infer_eval=False):
+    """Runs `python -m t5x.train` (T5X's own main) with our gin files for a few steps on
+    the tiny fixture and the synthetic task; returns the completed process."""
+    cmd = [sys.executable, "-m", "t5x.train",
+           f"--gin_search_paths={GIN_T5X},{ROOT / 'gin'}"]
+    cmd += [f"--gin_file={f}" for f in method_files] + ["--gin_file=models/t5_1_1_tiny.gin"]
+    cmd += [f"--gin.MODEL_DIR='{model_dir}'",
+            "--gin.MIXTURE_OR_TASK_NAME='xprompt_test_synthetic'",
+            "--gin.MIXTURE_OR_TASK_MODULE='synthetic_tasks'",
+            f"--gin.INITIAL_CHECKPOINT_PATH='{pretrained}'",
+            f"--gin.SENTENCEPIECE_MODEL='{SPM}'",
+            f"--gin.TRAIN_STEPS={steps}", "--gin.BATCH_SIZE=8",
+            "--gin.TASK_FEATURE_LENGTHS={'inputs': 16, 'targets': 4}",
+            "--gin.EVAL_PERIOD=2", "--gin.SAVE_PERIOD=2", "--gin.KEEP_CHECKPOINTS=2",
+            "--gin.DROPOUT_RATE=0.0", "--gin.train.train_eval_dataset_cfg=None"]
+    if not infer_eval:
+        cmd.append("--gin.train.infer_eval_dataset_cfg=None")
+    cmd += list(extra)
+    out = subprocess.run(cmd, env=_env(devices), cwd=model_dir.parent, capture_output=True,
+                         text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-4000:]
+    return out
+
+
+def _params(path):
+    from xprompt_jax.checkpoints import flatten, load_t5x_checkpoint
+
+    ckpt = load_t5x_checkpoint(path)
+    return {"/".join(k): v for k, v in flatten(ckpt.params).items()}, ckpt
+
+
+def _assert_only_prompt_changed(run_ckpt, pretrained):
+    got, ckpt = _params(run_ckpt)
+    want, _ = _params(pretrained)
+    assert set(got) - set(want) and all(k.startswith("prompt/") for k in set(got) - set(want))
+    assert set(want) <= set(got)
+    changed = [k for k in want if not np.array_equal(got[k], want[k])]
+    assert not changed, f"frozen parameters changed: {changed}"
+    return got, ckpt
+
+
+def _numpy(model_dir, step, name="prompt.prompt"):
+    return np.load(model_dir / "numpy_checkpoints" / f"checkpoint_{step}" / f"{name}.npy")
+
+
+@needs_t5x
+@pytest.mark.slow
+def test_t5x_train_prompt_tuning_changes_only_the_prompt(tmp_path):
+    model_dir = tmp_path / "pt"
+    t5x_train(model_dir, ["prompt_tuning.gin"], steps=5, devices=2,
+              extra=["--gin.PROMPT_LENGTH=5"])
+    got, ckpt = _assert_only_prompt_changed(model_dir / "checkpoint_5", ORBAX_FIXTURE)
+    assert ckpt.format == "orbax" and ckpt.step == 5
+    assert sorted(k for k in got if k.startswith("prompt/")) == ["prompt/prompt"]
+    assert got["prompt/prompt"].shape == (5, 8)
+    start, end = _numpy(model_dir, 3), _numpy(model_dir, 5)  # T5X saves at the start too
+    np.testing.assert_array_equal(end, got["prompt/prompt"])
+    assert np.all(np.abs(start) <= 0.5) and not np.allclose(start, end)  # U[-.5,.5], trained
+    config = (model_dir / "config.gin").read_text()
+    assert "PromptedT5" in config and "MultiOptimizer" in config
+
+
+@needs_t5x
+@pytest.mark.slow
+def test_xprompt_three_stages_with_t5x(tmp_path):
+    """Stage 1 under t5x/train.py (with T5X's inference eval, i.e. its decoding), pruning
+    with our CLI from the T5X run checkpoint, rewind under t5x/train.py with fixed masks."""
+    stage1 = tmp_path / "stage1"
+    t5x_train(stage1, ["xprompt.gin"], steps=5, extra=["--gin.PROMPT_LENGTH=4"],
+              infer_eval=True)
+    _assert_only_prompt_changed(stage1 / "checkpoint_5", ORBAX_FIXTURE)
+    assert list((stage1 / "inference_eval").glob("*.jsonl"))  # T5X decoded with PromptedT5
+
+    prune_dir = tmp_path / "prune"
+    cmd = [sys.executable, "-m", "xprompt_jax.prune", f"--t5x_checkpoint={stage1 / 'checkpoint_5'}",
+           "--gin_file=models/t5_1_1_tiny.gin", "--gin_file=xprompt.gin",
+           f"--output_dir={prune_dir}",
+           "--gin.MIXTURE_OR_TASK_NAME='xprompt_test_synthetic'",
+           "--gin.MIXTURE_OR_TASK_MODULE='synthetic_tasks'",
+           "--gin.TASK_FEATURE_LENGTHS={'inputs': 16, 'targets': 4}", "--gin.BATCH_SIZE=8",
+           "--gin.EVAL_MODE='generation'", "--gin.MAX_EVAL_EXAMPLES=16", "--gin.NUM_PIECES=4",
+           "--gin.TOKEN_RATIOS=(0.25, 0.5)", "--gin.PIECE_RATIOS=(0.25, 0.5)",
+           "--gin.NUM_SCORE_EXAMPLES=8", "--gin.DROPOUT_RATE=0.0"]
+    out = subprocess.run(cmd, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-4000:]
+    with np.load(prune_dir / "masks.npz") as masks:
+        token_mask, piece_mask = masks["token_mask"], masks["piece_mask"]
+    from xprompt_jax.xprompt import pruning
+
+    values = pruning.value_mask(token_mask, piece_mask, 8)
+    rewound = np.load(prune_dir / "rewound_prompt.npy")
+    np.testing.assert_array_equal(rewound, _numpy(stage1, 5) * values)
+
+    rewind = tmp_path / "rewind"
+    t5x_train(rewind, ["xprompt_rewind.gin"], steps=5,
+              extra=[f"--gin.MASKS_PATH='{prune_dir / 'masks.npz'}'",
+                     f"--gin.REWOUND_PROMPT_PATH='{prune_dir / 'rewound_prompt.npy'}'",
+                     "--gin.PROMPT_LENGTH=4"])
+    got, _ = _assert_only_prompt_changed(rewind / "checkpoint_5", ORBAX_FIXTURE)
+    np.testing.assert_array_equal(_numpy(rewind, 3), rewound)  # starts at the rewound prompt
+    final = got["prompt/prompt"]
+    np.testing.assert_array_equal(final, _numpy(rewind, 5))
+    assert np.all(final[values == 0] == 0.0)  # pruned entries never move
+    assert not np.allclose(final[values == 1], rewound[values == 1])  # survivors trained
+    assert "FixedMaskPrompt" in (rewind / "config.gin").read_text()
+
+
+@needs_t5x
+@pytest.mark.slow
+def test_t5x_legacy_checkpointer_ept_adamw(tmp_path):
+    """train.use_orbax=False (T5X's legacy msgpack+zarr checkpointer, our numpy export
+    subclass), EPT's three prompt parameters, AdamW through OptaxWrapper."""
+    model_dir = tmp_path / "ept"
+    t5x_train(model_dir, ["ept.gin", "optimizers/adamw_t5x.gin"], steps=5,
+              pretrained=LEGACY_FIXTURE, extra=LEGACY_SIZES + ["--gin.train.use_orbax=False"])
+    assert (model_dir / "checkpoint_5" / "checkpoint").is_file()  # legacy msgpack
+    got, ckpt = _assert_only_prompt_changed(model_dir / "checkpoint_5", LEGACY_FIXTURE)
+    assert ckpt.format == "legacy" and ckpt.step == 5
+    for name in ("prompt/prompt", "prompt/down/kernel", "prompt/up/kernel"):
+        exported = _numpy(model_dir, 5, name.replace("/", "."))
+        np.testing.assert_array_equal(exported, got[name])
+        assert not np.allclose(_numpy(model_dir, 3, name.replace("/", ".")), exported), name
+
+
+@needs_t5x
+def test_t5x_model_drives_prompted_t5(tmp_path, fixtures_dir, t5_vocab_path):
+    """In process: T5X's EncoderDecoderModel with our PromptedT5 (FixedMaskPrompt, pruned
+    tokens removed from attention) scores and greedily decodes like our own code; T5X's
+    Adafactor with our factor rules trains the prompt only."""
+    import functools
+
+    import seqio
+    from flax import traverse_util
+    from t5x import adafactor, decoding as t5x_decoding, models, optimizers
+
+    from training_utils import fixture_params, tiny_prompted_model
+    from xprompt_jax import t5x_compat
+    from xprompt_jax.models import decoding
+    from xprompt_jax.xprompt.fixed_masks import FixedMaskPrompt, save_masks
+
+    masks = save_masks(tmp_path / "masks.npz", np.array([1, 0, 1], np.float32),
+                       np.array([[1, 1, 0, 1], [1, 1, 1, 1], [0, 1, 1, 1]], np.float32))
+    module = tiny_prompted_model().clone(prompt=FixedMaskPrompt(length=3, masks_path=str(masks)))
+    params = dict(fixture_params(str(fixtures_dir / "t5x_tiny_orbax" / "checkpoint_3")))
+    params["prompt"] = {"prompt": np.random.RandomState(0).uniform(-.5, .5, (3, 8))
+                        .astype(np.float32)}
+    vocab = seqio.SentencePieceVocabulary(t5_vocab_path, extra_ids=100)
+    opt = optimizers.MultiOptimizer(((traverse_util.ModelParamTraversal(
+        filter_fn=t5x_compat.match_any()), adafactor.Adafactor(
+            decay_rate=0.8, multiply_by_parameter_scale=False,
+            logical_factor_rules=t5x_compat.logical_factor_rules())),))
+    model = models.EncoderDecoderModel(
+        module=module, input_vocabulary=vocab, output_vocabulary=vocab, optimizer_def=opt,
+        decode_fn=functools.partial(t5x_decoding.temperature_sample, temperature=0.0))
+    rng = np.random.RandomState(1)
+    enc = rng.randint(2, 500, (2, 9)).astype(np.int32)
+    enc[0, 6:] = 0
+    tgt = rng.randint(2, 500, (2, 4)).astype(np.int32)
+    batch = {"encoder_input_tokens": enc, "decoder_target_tokens": tgt,
+             "decoder_input_tokens": np.concatenate([np.zeros((2, 1), np.int32), tgt[:, :-1]], 1),
+             "decoder_loss_weights": np.ones((2, 4), np.float32)}
+    logits = module.apply({"params": params}, enc, batch["decoder_input_tokens"], tgt,
+                          enable_dropout=False)
+    logp = jax.nn.log_softmax(logits)
+    ours = np.take_along_axis(np.asarray(logp), tgt[..., None], -1)[..., 0].sum(-1)
+    np.testing.assert_allclose(np.asarray(model.score_batch(params, batch)), ours, rtol=1e-5,
+                               atol=1e-5)
+    t5x_tokens = np.asarray(model.predict_batch(params, batch))
+    our_tokens = np.asarray(decoding.decode_tokens(module, {"params": params},
+                                                   jnp.asarray(enc), 4))
+    np.testing.assert_array_equal(t5x_tokens, our_tokens)
+
+    # T5X Adafactor via MultiOptimizer: factor rules accept our axes; frozen params fixed.
+    variables = model.get_initial_variables(jax.random.PRNGKey(0), {
+        "encoder_input_tokens": (2, 9), "decoder_input_tokens": (2, 4)},
+        {"encoder_input_tokens": jnp.int32, "decoder_input_tokens": jnp.int32})
+    opt.set_param_axes(variables["params_axes"])
+    state = opt.init_state(params)
+    grads = jax.grad(lambda p: model.loss_fn(p, batch, None)[0])(params)
+    new_params, _ = opt.apply_gradient(opt.update_hyper_params(learning_rate=0.3), params,
+                                       state, grads)
+    flat_old = traverse_util.flatten_dict(params, sep="/")
+    flat_new = traverse_util.flatten_dict(new_params, sep="/")
+    assert [k for k in flat_old if not np.array_equal(flat_old[k], flat_new[k])] == \
+        ["prompt/prompt"]
