@@ -577,6 +577,7 @@ def main(argv=None):
         "torch_interop_threads": torch.get_num_interop_threads(),
         "XLA_FLAGS": os.environ.get("XLA_FLAGS"),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
         "loadavg_start": load_start,
         "loadavg_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }

@@ -17,6 +17,11 @@ else `no`; T5 SentencePiece vocabulary from `../shared/fixtures/t5_spm` or `--vo
    paths are timed end to end (features, device calls, decoding of texts, metrics). The
    two paths' per-candidate metrics, full predictions and (rank classification) raw
    verbalizer scores are compared (recorded once, in the untimed first call).
+   `--batched_eval_batch_size R'` adds the variant `batched_small`: the batched path with
+   R' dev rows per candidate per chunk (C * R' rows per compiled call instead of C * R).
+   On CPU, a call's `[rows, targets_length, vocab]` float32 logits above 32 MiB (glibc's
+   largest mmap threshold) are mapped fresh on every call, and the page faults can cost
+   more than the saved per-call overhead; `settings.rank_logits_bytes_per_call` shows it.
 2. Importance scoring: `ImportanceScorer.score` over N examples (`per_example=True`, one
    backward pass per batch w.r.t. per-example masks; and `per_example=False`, the gradient
    of the batch mean) against the trainer's jitted, donated `_step` (forward, backward
@@ -27,13 +32,15 @@ else `no`; T5 SentencePiece vocabulary from `../shared/fixtures/t5_spm` or `--vo
 Timing: every variant runs once untimed first (compilation + warm-up; its wall time is
 reported as `first_call_s`, and `first_call_s - median_s` as `compile_est_s`); then
 `--rounds` rounds, in each round every variant once (the order rotates from round to
-round). Reported: median / min per variant, and the median over rounds of the per-round
-ratios (`batched_over_sequential_*` = batched time / sequential time, < 1 means batched is
-faster; `scoring_over_train_step_*` = scoring time / train-step time over the same
-examples).
+round). Reported: median / min wall time per variant, and the median over rounds of the
+per-round ratios (`batched_over_sequential_*` = batched time / sequential time, < 1 means
+batched is faster; `scoring_over_train_step_*` = scoring time / train-step time over the
+same examples); `cpu_time_ratios` are the same ratios of process CPU time (all threads),
+less sensitive to other processes on a shared machine.
 
-    python bench/xprompt_search.py --quick                          # smoke run, < 1 min
-    python bench/xprompt_search.py --json /tmp/xprompt_search.json  # defaults, ~1-2 min on 2 cores
+    python bench/xprompt_search.py --quick                          # smoke run, ~1 min
+    python bench/xprompt_search.py --json /tmp/xprompt_search.json  # defaults, ~2-3 min on 2 cores
+    python bench/xprompt_search.py --batched_eval_batch_size 3      # + C*3-row batched calls
 """
 
 from __future__ import annotations
