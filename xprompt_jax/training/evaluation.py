@@ -121,9 +121,11 @@ class Evaluator:
         logits = self.model.apply(variables, batch["encoder_input_tokens"],
                                   batch["decoder_input_tokens"], batch["decoder_target_tokens"],
                                   enable_dropout=False)
-        logp = jax.nn.log_softmax(logits.astype(jnp.float32))
-        token_logp = jnp.take_along_axis(logp, batch["decoder_target_tokens"][..., None],
-                                         axis=-1)[..., 0]
+        logits = logits.astype(jnp.float32)
+        # logit - logsumexp: no [B, T, V] log-softmax buffer (bench/xprompt_search.py).
+        target_logit = jnp.take_along_axis(logits, batch["decoder_target_tokens"][..., None],
+                                           axis=-1)[..., 0]
+        token_logp = target_logit - jax.nn.logsumexp(logits, axis=-1)
         return jnp.sum(token_logp * batch["decoder_loss_weights"], axis=-1)
 
     def _batches(self, rows: Sequence[Mapping[str, Any]]):

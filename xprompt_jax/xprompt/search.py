@@ -3,12 +3,15 @@
 Batched (default): C candidates are evaluated in one compiled pass per chunk of rows by
 folding a candidate axis into the batch: rows are tiled C times and each row carries its
 candidate's masks (`[C*R, m]`, `[C*R, m, k]`, per-example masks of `MaskedSoftPrompt`).
+`rows_per_call` caps C*R (default: the eval batch size): on CPU a call of C times the eval
+batch materialises C times larger `[rows, T, vocab]` logits and loses to sequential
+evaluation (bench/xprompt_search.py); on accelerators a larger cap pays off.
 Sequential: one evaluation per candidate (for comparison in bench/xprompt_search.py).
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -39,15 +42,16 @@ def _row_masks(candidates: Sequence[Candidate], rows: int):
 
 
 def evaluate_candidates(evaluator: Evaluator, variables: Mapping[str, Any],
-                        candidates: Sequence[Candidate], batched: bool = True
-                        ) -> List[Dict[str, Any]]:
+                        candidates: Sequence[Candidate], batched: bool = True,
+                        rows_per_call: Optional[int] = None) -> List[Dict[str, Any]]:
     """Dev results (as `Evaluator.evaluate`) for each candidate, in order."""
     if not candidates:
         return []
     if not batched:
         return [evaluator.evaluate(_with_masks(variables, t, p)) for t, p in candidates]
     count = len(candidates)
-    size = evaluator.config.batch_size
+    rows_per_call = rows_per_call or evaluator.config.batch_size
+    size = max(1, rows_per_call // count)  # rows per candidate in one call
     if evaluator.config.mode == "rank_classification":
         rows, options = evaluator.rank_rows()
         scores = [[] for _ in range(count)]
