@@ -49,6 +49,7 @@ setup(
             "xprompt-train=xprompt_jax.train:console_entry",
             "xprompt-evaluate=xprompt_jax.evaluate:console_entry",
             "xprompt-pipeline=xprompt_jax.xprompt.__main__:console_entry",
+            "xprompt-prune=xprompt_jax.prune:console_entry",
         ],
     },
 )

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Learning-rate grid: one training run per learning rate (the EPT paper sweeps the rate for
 # each method), each in MODEL_DIR/lr_<rate>, with --gin.LEARNING_RATE=<rate>. Runs one
-# after the other; a rerun resumes unfinished runs and skips finished ones (the trainer
-# resumes from each run's MODEL_DIR). Prints each run's best eval at the end.
+# after the other; rerunning the script resumes each run from its own checkpoints
+# (finished runs stop at once). Prints each run's best eval at the end.
 #
 #   launch/lr_grid.sh MODEL_DIR TASK [extra t5x-style flags...]
-#   METHOD_GIN=ept.gin LRS="0.3 0.1 0.03" launch/lr_grid.sh /tmp/ept_rte xprompt_super_glue_rte_local \
-#       --gin.INITIAL_CHECKPOINT_PATH="'/ckpt'"
+#   METHOD_GIN=ept.gin LRS="0.3 0.1 0.03" launch/lr_grid.sh /tmp/ept_rte \
+#       xprompt_super_glue_rte_local --gin.INITIAL_CHECKPOINT_PATH="'/ckpt'"
 #
 # Env: METHOD_GIN (default ept.gin), MODEL_GIN (default models/t5_1_1_lm100k_base.gin),
 #      LRS (space-separated rates; default xprompt_jax.training.schedules.DEFAULT_LR_GRID),
@@ -18,7 +18,8 @@ TASK=${2:?usage: lr_grid.sh MODEL_DIR TASK [flags...]}
 shift 2
 PYTHON=${PYTHON:-python}
 if [[ -z "${LRS:-}" ]]; then
-  LRS=$("${PYTHON}" -c 'from xprompt_jax.training.schedules import DEFAULT_LR_GRID, learning_rate_grid; print(" ".join(repr(v) for v in learning_rate_grid(DEFAULT_LR_GRID)))')
+  LRS=$("${PYTHON}" -c 'from xprompt_jax.training import schedules as s
+print(" ".join(repr(v) for v in s.learning_rate_grid(s.DEFAULT_LR_GRID)))')
 fi
 read -r -a TRAIN_CMD <<< "${TRAIN:-${PYTHON} -m xprompt_jax.train}"
 for LR in ${LRS}; do

@@ -137,6 +137,7 @@ def _env():
     return env
 
 
+@pytest.mark.slow  # a subprocess: imports the task modules (TensorFlow), loads the model
 def test_export_cli_from_a_run_checkpoint(tmp_path, pretrained, fixtures_dir):
     # A run directory as the trainer leaves it (TrainState: raw prompt + network + AdamW
     # state), for the model that models/t5_1_1_tiny.gin + ept_star.gin build.

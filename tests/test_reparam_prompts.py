@@ -2,6 +2,8 @@
 rank, gradients, logical axes, init, and the gin method files."""
 
 import functools
+import pathlib
+import subprocess
 
 import flax.linen as nn
 import gin
@@ -17,7 +19,7 @@ from xprompt_jax.prompts import EPTPrompt, PTuningPrompt, ResPrompt, SoftPrompt
 from xprompt_jax.prompts.ptuning import params_from_peft
 from xprompt_jax.training import partitioning
 from xprompt_jax.training.params import flatten, merge_params
-from xprompt_jax.training.train_step import LossConfig, batch_loss_sums
+from xprompt_jax.training.train_step import LossConfig, batch_loss_sums, prompt_metrics
 
 E = 16  # embed size of the standalone module tests
 
@@ -278,6 +280,20 @@ def test_ept_trains_p1_and_projection_through_the_frozen_t5(pretrained):
     np.testing.assert_allclose(grads["prompt/prompt"], expected, rtol=1e-4, atol=1e-7)
 
 
+def test_logged_prompt_mean_norm_is_the_norm_of_the_projected_tokens(pretrained):
+    # EPT's mu_t (its eq. 4), as the train step logs it: mean over tokens of ||p_t||_2.
+    module = ResPrompt(length=5, bottleneck=4)
+    model = tiny_prompted_model().clone(prompt=module)
+    params = _randomize(_init(module, embed=8)["params"])
+    metric = prompt_metrics(model, {"params": pretrained}, {"prompt": params})
+    p = _np(params)
+    z = np.maximum(p["prompt"] @ p["down/kernel"] + p["down/bias"], 0.0) @ p["up/kernel"] \
+        + p["up/bias"]
+    tokens = p["prompt"] + _np_layer_norm(z, p["layer_norm/scale"], p["layer_norm/bias"])
+    np.testing.assert_allclose(float(metric["prompt_mean_norm"]),
+                               np.linalg.norm(tokens, axis=-1).mean(), rtol=1e-5)
+
+
 def loss_from_tokens(model, frozen, batch, tokens):
     """The loss with a plain SoftPrompt holding `tokens` (no network)."""
     plain = model.clone(prompt=SoftPrompt(length=tokens.shape[0]))
@@ -363,3 +379,17 @@ def test_gin_ept_ablation_switches(clean_gin):
     prompt = model.prompt
     assert (prompt.activation, prompt.residual, prompt.hidden) == ("gelu", True, 4)
     assert gin.query_parameter("%LEARNING_RATE") == 0.01
+
+
+def test_lr_grid_script_runs_one_training_per_rate(tmp_path):
+    root = pathlib.Path(__file__).resolve().parents[1]
+    env = {"PATH": "/usr/bin:/bin", "DRY_RUN": "1", "LRS": "0.3 0.01",
+           "METHOD_GIN": "resprompt.gin", "MODEL_GIN": "models/t5_1_1_tiny.gin"}
+    out = subprocess.run(["bash", str(root / "launch" / "lr_grid.sh"), str(tmp_path), "task",
+                          "--gin.BATCH_SIZE=8"], env=env, capture_output=True, text=True,
+                         check=True, timeout=60).stdout.splitlines()
+    assert len(out) == 2
+    for line, rate in zip(out, ["0.3", "0.01"]):
+        assert "-m xprompt_jax.train" in line and "--gin_file=resprompt.gin" in line
+        assert f"--gin.LEARNING_RATE={rate}" in line and f"lr_{rate}" in line
+        assert line.rstrip().endswith("--gin.BATCH_SIZE=8")

@@ -35,8 +35,10 @@ def _model():
 
 
 def _trainer(model_dir, task_name, pretrained, step_callback=None):
+    # One device: compiling and running the step on the 8 emulated devices costs twice the
+    # CPU time (the sharded step is covered by test_training; prompt params are replicated).
     config = TrainerConfig(model_dir=str(model_dir), num_steps=6, eval_period=None,
-                           save_period=3, log_period=1, progress=False)
+                           save_period=3, log_period=1, progress=False, mesh_shape=(1, 1))
     return Trainer(_model(), optimizers.adamw(learning_rate=0.05),
                    DataConfig(task_name, FEATURE_LENGTHS, 8), config,
                    pretrained_params=pretrained, step_callback=step_callback)
@@ -50,6 +52,7 @@ def _leaves(tree):
     return [np.asarray(x) for x in jax.tree_util.tree_leaves(jax.device_get(tree))]
 
 
+@pytest.mark.slow  # three trainers (~60 s CPU: data pipeline, step compile, orbax)
 def test_killed_run_resumes_bit_for_bit_with_its_network(tmp_path, task_name, pretrained):
     straight = _trainer(tmp_path / "straight", task_name, pretrained)
     initial = {k: np.asarray(v).copy() for k, v in flatten(straight.state.params).items()}

@@ -16,8 +16,9 @@ Writes to the output directory:
 - `prompt.npy`: float32 `[n, e]`, the prompt exactly as it enters the encoder
   (`PromptedT5.prompt_tokens()`).
 - `inference.gin`: include after the model and method files (e.g. `models/<size>.gin ->
-  prompt_tuning.gin -> <output_dir>/inference.gin`); sets MODEL to PromptedT5 with
-  `SoftPrompt(length=n)` initialized from `prompt.npy` (`prompts/from_file.gin`).
+  ept.gin (or prompt_tuning.gin) -> <output_dir>/inference.gin`); sets MODEL to
+  PromptedT5 with `SoftPrompt(length=n)` initialized from `prompt.npy`
+  (`prompts/from_file.gin`), so `init_variables` puts the exported prompt in place.
 - `export.json`: method and its settings, prompt shape, `param_counts` (trainable vs
   inference, per parameter), the prompt's mean token L2 norm, the checkpoint step.
 - `prompt_similarity.png`: cosine similarity of the prompt tokens (EPT's Figure 3).
@@ -43,7 +44,8 @@ from .analysis.param_counts import format_param_counts, param_counts
 from .analysis.prompt_similarity import plot_prompt_similarity
 from .prompts import initializers
 from .prompts.soft_prompt import SoftPrompt
-from .training.params import DEFAULT_TRAINABLE_REGEX, flatten, merge_params, split_params
+from .training.params import (DEFAULT_TRAINABLE_REGEX, flatten, merge_params, split_params,
+                              unflatten)
 
 logger = logging.getLogger("xprompt_jax")
 
@@ -94,8 +96,8 @@ def inference_gin_text(prompt_path: str, length: int, method: str) -> str:
 # Provides: MODEL (PromptedT5 + SoftPrompt), PROMPT_LENGTH ({length}), PROMPT_FILE,
 #   PROMPT_INIT (from_file).
 # Requires: MODEL_CONFIG (a models/*.gin file first); the run settings of a method file.
-# Include order: models/<size>.gin -> prompt_tuning.gin -> this file -> flags
-#   (--gin.PROMPT_FILE=... if the .npy file has moved).
+# Include order: models/<size>.gin -> the run's method file (or prompt_tuning.gin) -> this
+#   file -> flags (--gin.PROMPT_FILE=... if the .npy file has moved).
 from __gin__ import dynamic_registration
 from xprompt_jax.models import prompted
 from xprompt_jax.prompts import soft_prompt
@@ -212,8 +214,6 @@ def restore_trainable(model, model_dir: str, checkpoint: Union[str, int] = "best
             raise ValueError(f"checkpoint {step}: parameter {key} has shape "
                              f"{tuple(np.shape(got[key]))}, the model expects {tuple(spec.shape)}")
     trainable = {k: jnp.asarray(np.asarray(got[k]), expected[k].dtype) for k in expected}
-    from .training.params import unflatten
-
     return unflatten(trainable), int(step)
 
 
@@ -332,5 +332,9 @@ def main(argv: Sequence[str]) -> None:
                                             "files")}, indent=2))
 
 
-if __name__ == "__main__":
+def console_entry() -> None:
     main(sys.argv)
+
+
+if __name__ == "__main__":
+    console_entry()

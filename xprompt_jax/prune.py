@@ -32,7 +32,6 @@ Writes to --output_dir:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -46,7 +45,8 @@ logger = logging.getLogger("xprompt_jax")
 # run_pipeline settings that mean something here (the rest - model_dir, rewind_*,
 # stage1_* - belong to our own pipeline's training stages).
 PIPELINE_SETTINGS = ("num_score_examples", "per_example", "token_ratios", "piece_ratios",
-                     "piece_ranking", "prune_levels", "mask_variant", "mask_seed")
+                     "piece_ranking", "prune_levels", "mask_variant", "mask_seed",
+                     "batched_search")
 
 
 # ----------------------------------------------------------------------------- checkpoint
@@ -121,35 +121,6 @@ def _configured_model():
         raise ValueError("no MODEL in the gin config: pass our gin files, e.g. "
                          "--gin_file=models/<size>.gin --gin_file=xprompt.gin")
     return model
-
-
-@contextlib.contextmanager
-def _run_checkpoint_loader():
-    """Lets `build_trainer` read a *run* checkpoint as its pretrained checkpoint.
-
-    `build_trainer` places the frozen parameters by a shardings tree of the frozen part
-    only, and the loader requires that tree to cover every checkpoint parameter; a T5X run
-    checkpoint also holds `prompt/prompt`. While active, a shardings tree is turned into a
-    lookup that leaves unknown parameters (the prompt) on the host; the trainer then places
-    them with the trainable shardings. (Not needed once build_trainer passes such a lookup
-    itself.)
-    """
-    from . import train as train_lib
-    from .checkpoints import tree as tree_lib
-
-    original = train_lib.load_pretrained_params
-
-    def load(path, checkpoint_format="auto", shardings=None, dtype=None):
-        if isinstance(shardings, Mapping):
-            flat = {tree_lib.path_str(p): s for p, s in tree_lib.flatten(shardings).items()}
-            shardings = lambda path: flat.get(path)  # noqa: E731 (one-argument lookup)
-        return original(path, checkpoint_format, shardings=shardings, dtype=dtype)
-
-    train_lib.load_pretrained_params = load
-    try:
-        yield
-    finally:
-        train_lib.load_pretrained_params = original
 
 
 # ----------------------------------------------------------------------------- context
@@ -259,8 +230,8 @@ def prune_t5x_checkpoint(*, t5x_checkpoint: str, output_dir: str,
     if stage1_prompt is not None:
         overrides["initial_trainable"] = {"prompt": {"prompt": stage1_prompt}}
     overrides.update(build_overrides)
-    with _run_checkpoint_loader():
-        trainer = gin_utils.configured(build_trainer)(**overrides)
+    # build_trainer reads a run checkpoint (frozen weights + prompt) as its pretrained one.
+    trainer = gin_utils.configured(build_trainer)(**overrides)
     ctx = _context(output_dir, trainer)
     stage1_params = jax.device_get(trainer.state.params)
     m, k, embed_dim = ctx.length, ctx.pieces, ctx.embed_dim

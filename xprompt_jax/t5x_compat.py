@@ -52,7 +52,7 @@ def _import_t5x(what: str):
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError(
             f"xprompt_jax.t5x_compat.{what} needs t5x, which is not installed. t5x is not on "
-            "PyPI: install it from https://github.com/google-research/t5x (see docs/t5x.md)."
+            "PyPI: install it from https://github.com/google-research/t5x (see the README's T5X section)."
         ) from e
 
 
@@ -209,7 +209,6 @@ def _numpy_checkpoint_manager_cls(regexes: Tuple[str, ...], suffix: str):
                          self.numpy_regexes, self.numpy_suffix)
             return super().save(train_state, state_transformation_fns, force=force)
 
-    NumpyExportCheckpointManager.__qualname__ = "numpy_checkpoint_manager_cls.<class>"
     return NumpyExportCheckpointManager
 
 
@@ -245,5 +244,4 @@ def _numpy_checkpointer_cls(regexes: Tuple[str, ...], suffix: str, base: str):
                          self.numpy_regexes, self.numpy_suffix)
             return super().save(train_state, state_transformation_fns, **kwargs)
 
-    NumpyExportCheckpointer.__qualname__ = f"numpy_checkpointer_cls.<{base}>"
     return NumpyExportCheckpointer

@@ -37,7 +37,8 @@ def import_task_module(module: Optional[str]) -> None:
 
 
 def frozen_shardings(model, feature_lengths, mesh, rules, trainable_regex):
-    """Shardings of the frozen (pretrained) params, from the model's logical axes."""
+    """Shardings of the frozen (pretrained) params from the model's logical axes, as a
+    lookup `path -> Sharding | None` for the checkpoint loaders."""
     from .training.params import split_params
 
     batch = dummy_batch(feature_lengths)
@@ -47,7 +48,18 @@ def frozen_shardings(model, feature_lengths, mesh, rules, trainable_regex):
         jax.random.PRNGKey(0))
     shardings = partitioning.param_shardings(abstract["params"], abstract.get("params_axes"),
                                              mesh, rules)
-    return split_params(shardings, trainable_regex)[1]
+    frozen = split_params(shardings, trainable_regex)[1]
+    return sharding_lookup(frozen)
+
+
+def sharding_lookup(shardings_tree):
+    """`path -> Sharding | None` over a shardings tree: parameters the tree does not name
+    (e.g. the prompt inside a T5X *run* checkpoint) are read to the host, and the trainer
+    places them with the trainable shardings."""
+    from .checkpoints import tree as tree_lib
+
+    flat = {tree_lib.path_str(p): s for p, s in tree_lib.flatten(shardings_tree).items()}
+    return lambda path: flat.get(path)
 
 
 def build_trainer(*, model, optimizer, model_dir: str, mixture_or_task_name: str,
@@ -158,8 +170,6 @@ def maybe_initialize_distributed(mode: str) -> None:
 
 
 def main(argv: Sequence[str]) -> None:
-    import gin
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     configure_from_argv(argv)
     from xprompt_jax import train as train_lib  # the registered functions, also under __main__

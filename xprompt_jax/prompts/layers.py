@@ -5,7 +5,7 @@ axes, PyTorch's default initialization, and full float32 matmul precision.
   draws for its weight (kaiming_uniform with a=sqrt(5)) and bias, and `torch.nn.LSTM` for
   all its weights and biases (with fan_in = hidden size). The reparameterized prompts use
   it for their networks so that they start where the PyTorch reference implementations
-  (HF PEFT, the ResPrompt and EPT papers' code) start, in distribution.
+  (HF PEFT, the ResPrompt authors' code) start, in distribution.
 - `Dense`: `[..., in] -> [..., out]`, kernel `[in, out]` (the transpose of torch's
   `weight`), optional bias `[out]`.
 - `LayerNorm`: torch's `nn.LayerNorm` (biased variance, eps inside the square root,
@@ -13,8 +13,8 @@ axes, PyTorch's default initialization, and full float32 matmul precision.
 
 Logical axes: `prompt_embed` (e), `prompt_hidden` (a network's hidden width),
 `prompt_hidden_in` (the input side of a hidden -> hidden matrix: one array cannot use a
-name twice), `prompt` (n, per-token params). The partitioning rules replicate them all
-(names without a rule are replicated by flax).
+name twice), `prompt` (n, per-token params). The partitioning rules
+(`training/partitioning.PROMPT_AXIS_RULES`) replicate them all.
 
 Matmuls use `Precision.HIGHEST`: the prompt networks are tiny, and on accelerators the
 default precision of float32 matmuls may be reduced (TF32 / bf16 passes), which would make

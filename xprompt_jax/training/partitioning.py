@@ -24,6 +24,7 @@ PROMPT_AXIS_RULES: LogicalRules = (
     ("prompt_embed", None),
     ("prompt_pieces", None),
     ("prompt_hidden", None),
+    ("prompt_hidden_in", None),
 )
 
 

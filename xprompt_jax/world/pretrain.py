@@ -14,8 +14,8 @@ mixture drawn fresh at every step (seeded):
   does not say which rule is wanted.
 
 No supervised example repeats an input of the world's validation or test splits.
-Optimizer: Adafactor (T5X-style, factored second moments, parameter-scaled updates, no
-momentum) with a warmup + cosine learning-rate schedule.
+Optimizer: AdamW (default; `--optimizer adafactor` for T5X-style Adafactor) with a warmup
++ cosine learning-rate schedule.
 
 Output (`--output_dir`): `checkpoint_<steps>/` in the layout `t5x/train.py` writes
 (orbax PyTree with OCDBT under `state/`: `{'target': params, 'state': {'step',
@@ -62,7 +62,8 @@ class PretrainConfig:
     steps: int = 3000
     batch_size: int = 64
     seed: int = 0
-    learning_rate: float = 0.02
+    optimizer: str = "adamw"         # 'adamw' or 'adafactor'
+    learning_rate: float = 2e-3
     warmup_steps: int = 200
     span_rate: float = 0.25          # share of span-corruption examples
     bare_rate: float = 0.1           # share of supervised examples without a task name
@@ -233,8 +234,13 @@ def evaluate(score_fn, params, sp, max_examples: Optional[int], variants=("prefi
 
 # ----------------------------------------------------------------------------- checkpoint
 def t5x_param_states(opt_state, params) -> Dict[str, Any]:
-    """T5X Adafactor slots `{'m', 'v', 'v_col', 'v_row'}` per parameter from our optax
-    Adafactor state (its `FactoredState`; no momentum: `m` is a `[1]` placeholder)."""
+    """T5X Adafactor slots `{'m', 'v', 'v_col', 'v_row'}` per parameter (the layout of a
+    checkpoint written by t5x/train.py with its Adafactor).
+
+    From our Adafactor's `FactoredState` when training used it (no momentum: `m` is a
+    `[1]` placeholder, as in T5X); otherwise (AdamW) `[1]`-shaped zero placeholders: the
+    layout T5X expects, without the moments of an optimizer it would not run.
+    """
     import jax
     import jax.numpy as jnp
     import optax
@@ -245,11 +251,13 @@ def t5x_param_states(opt_state, params) -> Dict[str, Any]:
         if isinstance(leaf, optax.FactoredState):
             factored = leaf
             break
+    placeholder = lambda: jnp.zeros((1,), jnp.float32)  # noqa: E731
     if factored is None:
-        raise ValueError("no FactoredState in the optimizer state (not Adafactor?)")
+        return jax.tree_util.tree_map(
+            lambda p: {"m": placeholder(), "v": placeholder(), "v_col": placeholder(),
+                       "v_row": placeholder()}, params)
     return jax.tree_util.tree_map(
-        lambda p, v, vc, vr: {"m": jnp.zeros((1,), jnp.float32), "v": v, "v_col": vc,
-                              "v_row": vr},
+        lambda p, v, vc, vr: {"m": placeholder(), "v": v, "v_col": vc, "v_row": vr},
         params, factored.v, factored.v_col, factored.v_row)
 
 
@@ -321,8 +329,14 @@ def pretrain(config: PretrainConfig, log=print) -> Dict[str, Any]:
     schedule = optax.warmup_cosine_decay_schedule(
         0.0, config.learning_rate, warmup, max(config.steps, warmup + 1),
         end_value=config.learning_rate * 0.1)
-    tx = optimizers.adafactor(learning_rate=schedule, multiply_by_parameter_scale=True,
-                              weight_decay_rate=None, clipping_threshold=1.0)
+    if config.optimizer == "adafactor":
+        tx = optimizers.adafactor(learning_rate=schedule, multiply_by_parameter_scale=True,
+                                  weight_decay_rate=None, clipping_threshold=1.0)
+    elif config.optimizer == "adamw":
+        tx = optimizers.adamw(learning_rate=schedule, b2=0.98, weight_decay=0.01,
+                              max_grad_norm=1.0)
+    else:
+        raise ValueError(f"unknown optimizer {config.optimizer!r}")
     opt_state = tx.init(params)
 
     def loss_fn(p, batch):

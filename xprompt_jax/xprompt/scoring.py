@@ -11,7 +11,7 @@ choice). L(x) is the example's mean target-token cross-entropy (no dropout).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Iterator, Mapping, Optional
+from typing import Any, Dict, Iterator, Mapping
 
 import jax
 import jax.numpy as jnp
