@@ -22,6 +22,7 @@ from xprompt_jax.prompts import EPTPrompt, PTuningPrompt, ResPrompt
 from xprompt_jax.training.checkpointing import RunCheckpointer
 from xprompt_jax.training.params import split_params, unflatten
 from xprompt_jax.training.train_step import TrainState
+from xprompt_jax.training.trainer import run_payload
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EMB = 8  # the tiny fixture model
@@ -146,7 +147,8 @@ def test_export_cli_from_a_run_checkpoint(tmp_path, pretrained, fixtures_dir):
     trainable, _ = split_params(variables["params"])
     model_dir = tmp_path / "run"
     with RunCheckpointer(model_dir) as checkpointer:
-        checkpointer.save(2, TrainState.create(trainable, optax.adamw(0.3)), meta={})
+        checkpointer.save(2, run_payload(TrainState.create(trainable, optax.adamw(0.3)), {}),
+                          meta={})
     expected = np.asarray(model.apply({"params": trainable}, method=model.prompt_tokens))
 
     out_dir = tmp_path / "export"
@@ -171,6 +173,6 @@ def test_restore_rejects_a_checkpoint_of_another_method(tmp_path, pretrained):
     model = tiny_prompted_model().clone(prompt=EPTPrompt(length=1, hidden=1))
     trainable = unflatten({"prompt/prompt": jnp.zeros((3, EMB))})  # a SoftPrompt run
     with RunCheckpointer(tmp_path) as checkpointer:
-        checkpointer.save(1, {"params": trainable, "step": 1}, meta={})
+        checkpointer.save(1, run_payload({"params": trainable, "step": 1}, {}), meta={})
     with pytest.raises(ValueError, match="missing.*prompt/down/kernel"):
         export.restore_trainable(model, str(tmp_path), "latest")

@@ -85,7 +85,7 @@ def test_killed_run_resumes_bit_for_bit_with_its_network(tmp_path, task_name, pr
     # The checkpoint itself holds the network (HF PEFT's save drops it) ...
     with RunCheckpointer(tmp_path / "straight", read_only=True) as checkpointer:
         state, _ = checkpointer.restore(6)
-    saved = flatten(state["params"])
+    saved = flatten(state["train"]["params"])
     assert set(saved) == set(final)
     for path, value in final.items():
         np.testing.assert_array_equal(np.asarray(saved[path]), value, err_msg=path)

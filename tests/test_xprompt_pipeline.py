@@ -93,6 +93,16 @@ def test_pipeline_rewinds_resumes_and_reports(gin_pipeline, monkeypatch):
                     "prompt.prompt.npy")
     assert np.all(final[values == 0] == 0.0)
     assert not np.allclose(final[values == 1], stage1_prompt[values == 1])
+    # the masks are saved in the rewind checkpoints (restored on resume / by evaluate)
+    from xprompt_jax.training.checkpointing import RunCheckpointer
+    from xprompt_jax.training.trainer import restored_params_and_collections
+
+    payload, _ = RunCheckpointer(str(model_dir / "rewind"), read_only=True).restore(final_step)
+    params, collections = restored_params_and_collections(payload)
+    saved_masks = collections["prompt_masks"]["prompt"]
+    np.testing.assert_array_equal(saved_masks["token_mask"], token_mask)
+    np.testing.assert_array_equal(saved_masks["piece_mask"], piece_mask)
+    np.testing.assert_array_equal(params["prompt"]["prompt"], final)
 
     # report
     assert report["parameters"]["xprompt"] == int(values.sum())

@@ -14,12 +14,11 @@ import sys
 from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import jax
-import jax.numpy as jnp
 
 from . import gin_utils
+from .export import restore_trainable
 from .train import configure_from_argv, frozen_shardings, import_task_module
 from .training import partitioning
-from .training.checkpointing import RunCheckpointer
 from .training.evaluation import EvalConfig, Evaluator
 from .training.params import merge_params, split_params
 from .training.pretrained import load_pretrained_params
@@ -52,24 +51,11 @@ def evaluate(*, model, model_dir: str, mixture_or_task_name: str,
         variables = init_variables(model, pretrained, task_feature_lengths,
                                    jax.random.PRNGKey(seed))
     variables.pop("params_axes", None)
-    trainable, frozen = split_params(variables["params"], trainable_regex)
-    checkpointer = RunCheckpointer(model_dir)
-    if checkpoint == "best":
-        step = checkpointer.best_step() or checkpointer.latest_step()
-    elif checkpoint == "latest":
-        step = checkpointer.latest_step()
-    else:
-        step = int(checkpoint)
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint to evaluate in {model_dir}")
-    restored = checkpointer.restore(step)
-    if restored is None:
-        raise FileNotFoundError(f"checkpoint {step} not found in {model_dir}")
-    state, _ = restored
-    restored_params = state["params"] if isinstance(state, Mapping) else state.params
-    trainable = jax.tree_util.tree_map(lambda ref, x: jnp.asarray(x, ref.dtype), trainable,
-                                       dict(restored_params))
+    _, frozen = split_params(variables["params"], trainable_regex)
+    trainable, step, collections = restore_trainable(model, model_dir, checkpoint,
+                                                     trainable_regex, with_collections=True)
     variables["params"] = merge_params(trainable, frozen)
+    variables.update(collections)  # e.g. XPrompt's prompt_masks of a rewound run
     evaluator = Evaluator(model, mixture_or_task_name, task_feature_lengths,
                           EvalConfig(mode=eval_mode, split=eval_split, batch_size=batch_size,
                                      max_examples=max_eval_examples))

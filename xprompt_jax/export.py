@@ -33,7 +33,7 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -185,9 +185,13 @@ def abstract_trainable(model, trainable_regex: str = DEFAULT_TRAINABLE_REGEX) ->
 
 
 def restore_trainable(model, model_dir: str, checkpoint: Union[str, int] = "best",
-                      trainable_regex: str = DEFAULT_TRAINABLE_REGEX) -> Tuple[Dict[str, Any], int]:
+                      trainable_regex: str = DEFAULT_TRAINABLE_REGEX,
+                      with_collections: bool = False):
     """The trainable params of a run's checkpoint ('best' (else latest) | 'latest' | step),
-    checked against the model's; returns `(trainable, step)`."""
+    checked against the model's; returns `(trainable, step)`, or
+    `(trainable, step, collections)` (saved non-trainable collections, e.g. masks)."""
+    from .training.trainer import restored_params_and_collections
+
     from .training.checkpointing import RunCheckpointer
 
     checkpointer = RunCheckpointer(model_dir, read_only=True)
@@ -200,8 +204,9 @@ def restore_trainable(model, model_dir: str, checkpoint: Union[str, int] = "best
     if step is None:
         raise FileNotFoundError(f"no checkpoint to export in {model_dir}")
     restored = checkpointer.restore(step)
-    state, _ = restored
-    saved = state["params"] if isinstance(state, Mapping) else state.params
+    if restored is None:
+        raise FileNotFoundError(f"checkpoint {step} not found in {model_dir}")
+    saved, collections = restored_params_and_collections(restored[0])
     expected = flatten(abstract_trainable(model, trainable_regex))
     got = flatten(dict(saved))
     if set(got) != set(expected):
@@ -213,8 +218,12 @@ def restore_trainable(model, model_dir: str, checkpoint: Union[str, int] = "best
         if tuple(np.shape(got[key])) != tuple(spec.shape):
             raise ValueError(f"checkpoint {step}: parameter {key} has shape "
                              f"{tuple(np.shape(got[key]))}, the model expects {tuple(spec.shape)}")
-    trainable = {k: jnp.asarray(np.asarray(got[k]), expected[k].dtype) for k in expected}
-    return unflatten(trainable), int(step)
+    trainable = unflatten({k: jnp.asarray(np.asarray(got[k]), expected[k].dtype)
+                           for k in expected})
+    if with_collections:
+        collections = jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(x)), collections)
+        return trainable, int(step), collections
+    return trainable, int(step)
 
 
 def max_logit_difference(model, variables: Mapping[str, Any], prompt,

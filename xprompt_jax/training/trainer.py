@@ -174,19 +174,29 @@ class Trainer:
         return {k: jax.make_array_from_process_local_data(self.batch_sharding, v)
                 for k, v in local_batch.items()}
 
-    def _abstract_state(self):
-        return jax.tree_util.tree_map(
-            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), self.state,
-            self.state_shardings)
+    def _collections(self) -> Dict[str, Any]:
+        """Non-trainable collections saved with the run (e.g. XPrompt's prompt_masks)."""
+        return {name: value for name, value in self.frozen.items() if name != "params"}
+
+    def _abstract_payload(self):
+        abstract = lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)
+        train = jax.tree_util.tree_map(abstract, self.state, self.state_shardings)
+        collections = jax.tree_util.tree_map(lambda x: abstract(x, self.replicated),
+                                             self._collections())
+        return run_payload(train, collections)
 
     def restore(self, step: Optional[int] = None) -> Optional[Dict[str, Any]]:
-        """Restores the latest (or given) checkpoint into the trainer; returns its meta."""
+        """Restores the latest (or given) checkpoint into the trainer (train state and the
+        saved collections, e.g. masks); returns its meta."""
         if self.checkpointer.latest_step() is None:
             return None
-        restored = self.checkpointer.restore(step, target=self._abstract_state())
+        restored = self.checkpointer.restore(step, target=self._abstract_payload())
         if restored is None:
             return None
-        self.state, meta = restored
+        payload, meta = restored
+        self.state = payload["train"]
+        for name, value in payload.get("collections", {}).items():
+            self.frozen[name] = jax.device_put(value, self.replicated)
         return meta or {}
 
     def evaluate(self, trainable=None) -> Optional[Dict[str, Any]]:
@@ -202,8 +212,8 @@ class Trainer:
         if extra_meta:
             meta.update(extra_meta)
         metric = None if eval_result is None else eval_result.get("main_metric")
-        self.checkpointer.save(int(step), self.state, meta=meta, metric=metric,
-                               numpy_params=self.state.params)
+        self.checkpointer.save(int(step), run_payload(self.state, self._collections()),
+                               meta=meta, metric=metric, numpy_params=self.state.params)
 
     # ------------------------------------------------------------------ loop
     def run(self) -> Dict[str, Any]:
@@ -267,6 +277,22 @@ class Trainer:
         return {"final_step": step, "stopped_early": stopped_early, "best_eval": best_eval,
                 "best_step": self.checkpointer.best_step(), "last_train_metrics": last_metrics,
                 "num_trainable_params": self.num_trainable}
+
+
+def run_payload(state, collections: Mapping[str, Any]) -> Dict[str, Any]:
+    """What a run checkpoint holds: `{'train': TrainState, 'collections': {...}}` (the
+    collections entry only when there are any)."""
+    payload = {"train": state}
+    if collections:
+        payload["collections"] = dict(collections)
+    return payload
+
+
+def restored_params_and_collections(restored_state) -> tuple:
+    """(trainable params, collections) of a run checkpoint restored without a target."""
+    train = restored_state["train"]
+    params = train["params"] if isinstance(train, Mapping) else train.params
+    return params, dict(restored_state.get("collections", {}))
 
 
 def _mask_updates(mask_tree: Mapping[str, Any]) -> optax.GradientTransformation:

@@ -72,6 +72,7 @@ class PretrainConfig:
     eval_examples: int = 200         # per task during training (full dev set at the end)
     vocab_path: Optional[str] = None
     world_seed: int = writer.DEFAULT_SEED
+    tasks: str = ",".join(world_tasks.TASK_NAMES)   # supervised tasks (comma-separated)
 
 
 # ----------------------------------------------------------------------------- data
@@ -114,8 +115,9 @@ class Mixture:
         self.rng = random.Random(f"{config.seed}/pretrain")
         self.np_rng = np.random.RandomState(config.seed)
         self.vocab_pieces = sp.get_piece_size()
+        self.task_names = tuple(t for t in config.tasks.split(",") if t)
         self.held_out = {t: writer.held_out_inputs(t, writer.DEFAULT_SIZES, config.world_seed)
-                         for t in world_tasks.TASK_NAMES}
+                         for t in self.task_names}
         self.counts = {"span": 0, "prefixed": 0, "negated": 0, "bare": 0, "truncated": 0}
 
     def sentinel(self, k: int) -> int:
@@ -130,7 +132,7 @@ class Mixture:
 
     def supervised(self) -> Tuple[List[int], List[int], str]:
         cfg, rng = self.config, self.rng
-        name = rng.choice(world_tasks.TASK_NAMES)
+        name = rng.choice(self.task_names)
         task = world_tasks.TASKS[name]
         label = rng.randrange(2)
         while True:
@@ -223,9 +225,10 @@ def rank_accuracy(score_fn, params, inputs, label_ids, gold, batch_size: int = 1
 
 
 def evaluate(score_fn, params, sp, max_examples: Optional[int], variants=("prefixed",),
-             world_seed: int = writer.DEFAULT_SEED) -> Dict[str, float]:
+             world_seed: int = writer.DEFAULT_SEED,
+             task_names: Sequence[str] = world_tasks.TASK_NAMES) -> Dict[str, float]:
     out = {}
-    for name in world_tasks.TASK_NAMES:
+    for name in task_names:
         for variant in variants:
             inputs, label_ids, gold = dev_rows(name, sp, variant, max_examples, world_seed)
             out[f"{name}/{variant}"] = rank_accuracy(score_fn, params, inputs, label_ids, gold)
@@ -380,13 +383,13 @@ def pretrain(config: PretrainConfig, log=print) -> Dict[str, Any]:
                 f"({record['time_s']:.0f}s)")
         if config.eval_every and step % config.eval_every == 0 and step < config.steps:
             acc = evaluate(score_fn, params, sp, config.eval_examples,
-                           world_seed=config.world_seed)
+                           world_seed=config.world_seed, task_names=mixture.task_names)
             evals.append({"step": step, **acc})
             log(f"step {step} dev accuracy (prefixed, {config.eval_examples}/task): "
                 + ", ".join(f"{k} {v:.1f}" for k, v in acc.items()))
     train_time = time.time() - start_time
     final = evaluate(score_fn, params, sp, None, ("prefixed", "negated", "bare"),
-                     world_seed=config.world_seed)
+                     world_seed=config.world_seed, task_names=mixture.task_names)
     evals.append({"step": config.steps, **final})
     log("final dev accuracy: " + ", ".join(f"{k} {v:.1f}" for k, v in final.items()))
 
