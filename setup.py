@@ -50,6 +50,7 @@ setup(
             "xprompt-evaluate=xprompt_jax.evaluate:console_entry",
             "xprompt-pipeline=xprompt_jax.xprompt.__main__:console_entry",
             "xprompt-prune=xprompt_jax.prune:console_entry",
+            "xprompt-export=xprompt_jax.export:console_entry",
         ],
     },
 )
