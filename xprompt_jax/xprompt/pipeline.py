@@ -257,53 +257,46 @@ def _search(ctx: _Context, scorer: ImportanceScorer, initial: ImportanceScores,
             return results
         return search.evaluate_candidates(ctx.trainer.evaluator, variables, candidates, batched)
 
-    record: Dict[str, Any] = {"token_candidates": [], "piece_candidates": []}
-    token_mask, piece_mask = np.ones(m, np.float32), np.ones((m, k), np.float32)
-    # The unpruned prompt is a candidate too: pruning is kept only if it helps (or ties).
-    if "token" in levels:
-        candidates, names, scores = [(token_mask, piece_mask)], ["token_0.0"], initial
-        current = token_mask
-        for i, ratio in enumerate(token_ratios):
-            current = pruning.prune_tokens(scores.token, current, ratio, variant)
-            candidates.append((current.copy(), piece_mask))
-            names.append(f"token_{ratio}")
-            if i + 1 < len(token_ratios):  # recompute on the survivors
-                scores = scorer.score(current, piece_mask, ctx.score_batches(i + 1), num_examples)
-        results = evaluate(candidates, names)
-        best = search.choose_best(results, [_kept(t, p) for t, p in candidates])
-        for (t, _), name, ratio, result in zip(candidates, names, (0.0,) + tuple(token_ratios),
-                                               results):
-            record["token_candidates"].append({"name": name, "ratio": ratio,
-                                               "main_metric": result.get("main_metric"),
-                                               "metrics": result.get("metrics"),
-                                               "token_mask": t.astype(int).tolist()})
-        token_mask = candidates[best][0]
-        record["best_token"] = names[best]
-    if "piece" in levels:
-        base = _kept(token_mask, piece_mask)
-        scores = scorer.score(token_mask, piece_mask, ctx.score_batches(100), num_examples)
-        record["piece_scores_on_best_tokens"] = scores.to_json()
-        candidates, names = [(token_mask, piece_mask)], ["piece_0.0"]
-        current = piece_mask
-        for i, ratio in enumerate(piece_ratios):
-            current = pruning.prune_pieces(scores.piece, current, token_mask, ratio, base,
-                                           per_token=piece_ranking == "per_token",
-                                           variant=variant)
-            candidates.append((token_mask, current.copy()))
-            names.append(f"piece_{ratio}")
-            if i + 1 < len(piece_ratios):
-                scores = scorer.score(token_mask, current, ctx.score_batches(101 + i),
+    def run_level(level: str, ratios, first_scores, start: tuple, prune, seed_base: int):
+        """Iterative pruning at one level: the unpruned `start` (pruning is kept only if it
+        helps or ties), then one candidate per ratio, rescoring the survivors in between;
+        evaluates them all, records them, returns the best (token_mask, piece_mask)."""
+        candidates, names, scores = [start], [f"{level}_0.0"], first_scores
+        for i, ratio in enumerate(ratios):
+            candidates.append(prune(scores, candidates[-1], ratio))
+            names.append(f"{level}_{ratio}")
+            if i + 1 < len(ratios):
+                scores = scorer.score(*candidates[-1], ctx.score_batches(seed_base + i),
                                       num_examples)
         results = evaluate(candidates, names)
         best = search.choose_best(results, [_kept(t, p) for t, p in candidates])
-        for (_, p), name, ratio, result in zip(candidates, names, (0.0,) + tuple(piece_ratios),
-                                               results):
-            record["piece_candidates"].append({"name": name, "ratio": ratio,
-                                               "main_metric": result.get("main_metric"),
-                                               "metrics": result.get("metrics"),
-                                               "piece_mask": p.astype(int).tolist()})
-        piece_mask = candidates[best][1]
-        record["best_piece"] = names[best]
-    record["chosen"] = {**_masks_json(token_mask, piece_mask),
+        mask_index, mask_key = (0, "token_mask") if level == "token" else (1, "piece_mask")
+        for candidate, name, ratio, result in zip(candidates, names, (0.0,) + tuple(ratios),
+                                                  results):
+            record[f"{level}_candidates"].append({
+                "name": name, "ratio": ratio, "main_metric": result.get("main_metric"),
+                "metrics": result.get("metrics"),
+                mask_key: candidate[mask_index].astype(int).tolist()})
+        record[f"best_{level}"] = names[best]
+        return candidates[best]
+
+    record: Dict[str, Any] = {"token_candidates": [], "piece_candidates": []}
+    masks = (np.ones(m, np.float32), np.ones((m, k), np.float32))
+    if "token" in levels:
+        masks = run_level(
+            "token", token_ratios, initial, masks, seed_base=1,
+            prune=lambda sc, cand, r: (pruning.prune_tokens(sc.token, cand[0], r, variant),
+                                       cand[1]))
+    if "piece" in levels:
+        token_mask = masks[0]
+        base = _kept(*masks)
+        scores = scorer.score(*masks, ctx.score_batches(100), num_examples)
+        record["piece_scores_on_best_tokens"] = scores.to_json()
+        masks = run_level(
+            "piece", piece_ratios, scores, masks, seed_base=101,
+            prune=lambda sc, cand, r: (token_mask, pruning.prune_pieces(
+                sc.piece, cand[1], token_mask, r, base,
+                per_token=piece_ranking == "per_token", variant=variant)))
+    record["chosen"] = {**_masks_json(*masks),
                         "name": "+".join(record.get(f"best_{lv}", "") for lv in levels)}
     return record
