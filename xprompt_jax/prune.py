@@ -125,15 +125,15 @@ def _configured_model():
 
 # ----------------------------------------------------------------------------- context
 def _context(output_dir: str, trainer):
-    """A `pipeline._Context` around an already built trainer (no stage-1 training)."""
+    """A `pipeline.PipelineContext` around an already built trainer (no stage-1 training)."""
     from .xprompt import pipeline
 
-    class _PruneContext(pipeline._Context):
+    class _PruneContext(pipeline.PipelineContext):
         def __init__(self):  # pylint: disable=super-init-not-called
             self.model_dir = output_dir
             self.trainer = trainer
             self.model = trainer.model
-            self.prompt = pipeline._prompt_module(self.model)
+            self.prompt = pipeline.masked_prompt_module(self.model)
             self.length, self.pieces = self.prompt.length, self.prompt.num_pieces
             self.embed_dim = self.model.config.emb_dim
             if trainer.evaluator is None:
@@ -204,7 +204,7 @@ def prune_t5x_checkpoint(*, t5x_checkpoint: str, output_dir: str,
 
     # ---- the model, its prompt length matched to the stage-1 prompt
     model = _configured_model() if model is None else model
-    prompt = pipeline._prompt_module(model)
+    prompt = pipeline.masked_prompt_module(model)
     stage1_prompt = None
     if prompt_file:
         stage1_prompt = np.asarray(load_numpy_prompt(prompt_file), np.float32)
@@ -242,7 +242,7 @@ def prune_t5x_checkpoint(*, t5x_checkpoint: str, output_dir: str,
     scorer = ctx.scorer(stage1_params, per_example)
     ones_t, ones_p = np.ones(m, np.float32), np.ones((m, k), np.float32)
     initial = scorer.score(ones_t, ones_p, ctx.score_batches(0), num_score_examples)
-    search_result = pipeline._search(ctx, scorer, initial, stage1_params, token_ratios,
+    search_result = pipeline.search_masks(ctx, scorer, initial, stage1_params, token_ratios,
                                      piece_ratios, piece_ranking, levels, variant,
                                      num_score_examples, batched_search, False, None)
     if mask_variant == "random":
@@ -250,7 +250,7 @@ def prune_t5x_checkpoint(*, t5x_checkpoint: str, output_dir: str,
             np.asarray(search_result["chosen"]["token_mask"]),
             np.asarray(search_result["chosen"]["piece_mask"]), mask_seed)
         search_result["xprompt_chosen"] = search_result["chosen"]
-        search_result["chosen"] = {**pipeline._masks_json(token_mask, piece_mask),
+        search_result["chosen"] = {**pipeline.masks_json(token_mask, piece_mask),
                                    "name": "random"}
     token_mask = np.asarray(search_result["chosen"]["token_mask"], np.float32)
     piece_mask = np.asarray(search_result["chosen"]["piece_mask"], np.float32)
@@ -281,7 +281,7 @@ def prune_t5x_checkpoint(*, t5x_checkpoint: str, output_dir: str,
             "prompt_tuning": m * embed_dim,
             "xprompt": pruning.trainable_parameter_count(token_mask, piece_mask, embed_dim),
             "surviving_tokens": int((token_mask > 0).sum()),
-            "surviving_pieces": pipeline._kept(token_mask, piece_mask),
+            "surviving_pieces": pipeline.kept_pieces(token_mask, piece_mask),
         },
         "outputs": {"masks": masks_path, "rewound_prompt": prompt_path},
         "rewind": {"gin_file": "xprompt_rewind.gin",

@@ -55,7 +55,7 @@ def _build(**overrides):
     return gin_utils.configured(build_trainer)(**overrides)
 
 
-def _prompt_module(model):
+def masked_prompt_module(model):
     prompt = getattr(model, "prompt", None)
     if prompt is None or not hasattr(prompt, "num_pieces"):
         raise ValueError("the XPrompt pipeline needs PromptedT5 with a MaskedSoftPrompt "
@@ -72,23 +72,23 @@ def _best_trainable(trainer) -> Dict[str, Any]:
     return jax.device_get(trainer.state.params), int(step)
 
 
-def _masks_json(token_mask, piece_mask) -> Dict[str, Any]:
+def masks_json(token_mask, piece_mask) -> Dict[str, Any]:
     return {"token_mask": np.asarray(token_mask).astype(int).tolist(),
             "piece_mask": np.asarray(piece_mask).astype(int).tolist()}
 
 
-def _kept(token_mask, piece_mask) -> int:
+def kept_pieces(token_mask, piece_mask) -> int:
     return int(pruning.effective_piece_mask(token_mask, piece_mask).sum())
 
 
-class _Context:
+class PipelineContext:
     """What the stages share: the stage-1 trainer, its model, frozen weights, data."""
 
     def __init__(self, model_dir: str, stage1_overrides: Mapping[str, Any]):
         self.model_dir = model_dir
         self.trainer = _build(model_dir=os.path.join(model_dir, "stage1"), **stage1_overrides)
         self.model = self.trainer.model
-        self.prompt = _prompt_module(self.model)
+        self.prompt = masked_prompt_module(self.model)
         self.length, self.pieces = self.prompt.length, self.prompt.num_pieces
         self.embed_dim = self.model.config.emb_dim
         if self.trainer.evaluator is None:
@@ -137,7 +137,7 @@ def run_pipeline(*, model_dir: str, num_score_examples: int = 1024, per_example:
         overrides["train_steps"] = stage1_steps
     if stage1_init_path:
         overrides["initial_trainable"] = {"prompt": {"prompt": np.load(stage1_init_path)}}
-    ctx = _Context(model_dir, overrides)
+    ctx = PipelineContext(model_dir, overrides)
 
     # ---- stage 1: prompt tuning
     if stage_done(model_dir, "stage1") is None:
@@ -163,7 +163,7 @@ def run_pipeline(*, model_dir: str, num_score_examples: int = 1024, per_example:
     # ---- pruning search
     search_path = os.path.join(model_dir, "search", "search.json")
     if stage_done(model_dir, "search") is None:
-        result = _search(ctx, scorer, initial, stage1_params, token_ratios, piece_ratios,
+        result = search_masks(ctx, scorer, initial, stage1_params, token_ratios, piece_ratios,
                          piece_ranking, levels, variant, num_score_examples, batched_search,
                          rewind_each_candidate, rewind_steps)
         if mask_variant == "random":
@@ -171,7 +171,7 @@ def run_pipeline(*, model_dir: str, num_score_examples: int = 1024, per_example:
                 np.asarray(result["chosen"]["token_mask"]),
                 np.asarray(result["chosen"]["piece_mask"]), mask_seed)
             result["xprompt_chosen"] = result["chosen"]
-            result["chosen"] = {**_masks_json(token_mask, piece_mask), "name": "random"}
+            result["chosen"] = {**masks_json(token_mask, piece_mask), "name": "random"}
         os.makedirs(os.path.dirname(search_path), exist_ok=True)
         write_json_atomic(search_path, result)
         _mark_done(model_dir, "search", {"chosen": result["chosen"].get("name")})
@@ -210,14 +210,14 @@ def run_pipeline(*, model_dir: str, num_score_examples: int = 1024, per_example:
             "prompt_tuning": m * ctx.embed_dim,
             "xprompt": pruning.trainable_parameter_count(token_mask, piece_mask, ctx.embed_dim),
             "surviving_tokens": int((token_mask > 0).sum()),
-            "surviving_pieces": _kept(token_mask, piece_mask),
+            "surviving_pieces": kept_pieces(token_mask, piece_mask),
         },
     }
     report_lib.write_report(model_dir, report, initial, token_mask, piece_mask)
     return report
 
 
-def _rewind_trainer(ctx: _Context, stage1_params, token_mask, piece_mask, model_dir: str,
+def _rewind_trainer(ctx: PipelineContext, stage1_params, token_mask, piece_mask, model_dir: str,
                     mask_variant: str, rewind_steps: Optional[int]):
     values = pruning.value_mask(token_mask, piece_mask, ctx.embed_dim)
     overrides: Dict[str, Any] = {"model_dir": model_dir,
@@ -238,7 +238,7 @@ def _rewind_trainer(ctx: _Context, stage1_params, token_mask, piece_mask, model_
     return _build(**overrides)
 
 
-def _search(ctx: _Context, scorer: ImportanceScorer, initial: ImportanceScores,
+def search_masks(ctx: PipelineContext, scorer: ImportanceScorer, initial: ImportanceScores,
             stage1_params, token_ratios, piece_ratios, piece_ranking: str, levels,
             variant: str, num_examples: int, batched: bool, rewind_each_candidate: bool,
             rewind_steps: Optional[int]) -> Dict[str, Any]:
@@ -269,7 +269,7 @@ def _search(ctx: _Context, scorer: ImportanceScorer, initial: ImportanceScores,
                 scores = scorer.score(*candidates[-1], ctx.score_batches(seed_base + i),
                                       num_examples)
         results = evaluate(candidates, names)
-        best = search.choose_best(results, [_kept(t, p) for t, p in candidates])
+        best = search.choose_best(results, [kept_pieces(t, p) for t, p in candidates])
         mask_index, mask_key = (0, "token_mask") if level == "token" else (1, "piece_mask")
         for candidate, name, ratio, result in zip(candidates, names, (0.0,) + tuple(ratios),
                                                   results):
@@ -289,7 +289,7 @@ def _search(ctx: _Context, scorer: ImportanceScorer, initial: ImportanceScores,
                                        cand[1]))
     if "piece" in levels:
         token_mask = masks[0]
-        base = _kept(*masks)
+        base = kept_pieces(*masks)
         scores = scorer.score(*masks, ctx.score_batches(100), num_examples)
         record["piece_scores_on_best_tokens"] = scores.to_json()
         masks = run_level(
@@ -297,6 +297,6 @@ def _search(ctx: _Context, scorer: ImportanceScorer, initial: ImportanceScores,
             prune=lambda sc, cand, r: (token_mask, pruning.prune_pieces(
                 sc.piece, cand[1], token_mask, r, base,
                 per_token=piece_ranking == "per_token", variant=variant)))
-    record["chosen"] = {**_masks_json(*masks),
+    record["chosen"] = {**masks_json(*masks),
                         "name": "+".join(record.get(f"best_{lv}", "") for lv in levels)}
     return record
