@@ -52,6 +52,8 @@ import statistics
 import sys
 import time
 
+import bench_env  # bench/ (the script's directory) is on sys.path
+
 QUICK_DEFAULTS = dict(emb_dim=32, num_layers=2, num_heads=2, head_dim=16, mlp_dim=64,
                       vocab_size=512, batch=4, inputs_length=32, targets_length=8,
                       prompt_length=5, rounds=3, steps_per_round=2, warmup_steps=1, pause_s=0.0)
@@ -560,9 +562,9 @@ def main(argv=None):
     environment = {
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "cpu": _cpu_model(),
+        "cpu": bench_env.cpu_model(),
         "jax": jax.__version__,
-        "jaxlib": getattr(getattr(jax, "lib", None), "__version__", None) or _pkg_version("jaxlib"),
+        "jaxlib": getattr(getattr(jax, "lib", None), "__version__", None) or bench_env.pkg_version("jaxlib"),
         "flax": flax.__version__,
         "optax": optax.__version__,
         "torch": torch.__version__,
@@ -684,26 +686,6 @@ def _thread_names():
     except OSError:
         pass
     return dict(names)
-
-
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
-
-
-def _pkg_version(name):
-    try:
-        from importlib.metadata import version
-
-        return version(name)
-    except Exception:  # noqa: BLE001
-        return None
 
 
 if __name__ == "__main__":

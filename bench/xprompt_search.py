@@ -57,6 +57,8 @@ import sys
 import tempfile
 import time
 
+import bench_env  # bench/ (the script's directory) is on sys.path
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_VOCAB = REPO_ROOT.parent / "shared" / "fixtures" / "t5_spm" / "sentencepiece.model"
 TASK_NAME = "xprompt_bench_search_synthetic"
@@ -249,26 +251,6 @@ def _comparable(results):
 
 def _median_ratio(a, b):
     return statistics.median(x / y for x, y in zip(a, b))
-
-
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
-
-
-def _pkg_version(name):
-    try:
-        from importlib.metadata import version
-
-        return version(name)
-    except Exception:  # noqa: BLE001
-        return None
 
 
 def _check_mark():
@@ -485,13 +467,13 @@ def main(argv=None):
     environment = {
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "cpu": _cpu_model(),
+        "cpu": bench_env.cpu_model(),
         "jax": jax.__version__,
-        "jaxlib": _pkg_version("jaxlib"),
+        "jaxlib": bench_env.pkg_version("jaxlib"),
         "flax": flax.__version__,
         "optax": optax.__version__,
-        "seqio": _pkg_version("seqio"),
-        "tensorflow": _pkg_version("tensorflow") or _pkg_version("tensorflow-cpu"),
+        "seqio": bench_env.pkg_version("seqio"),
+        "tensorflow": bench_env.pkg_version("tensorflow") or bench_env.pkg_version("tensorflow-cpu"),
         "jax_backend": jax.default_backend(),
         "jax_devices": [str(d) for d in jax.devices()],
         "cpus_available": threads,
