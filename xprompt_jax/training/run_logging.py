@@ -25,6 +25,17 @@ def _jsonable(value):
     return value
 
 
+def progress_bar(total: int, description: str, enabled: Optional[bool] = None):
+    """A tqdm bar of `total` units (None when disabled; `enabled` None: only when stderr
+    is a terminal, as the training bar). Callers do `bar.update(n)` / `bar.close()`."""
+    use_bar = sys.stderr.isatty() if enabled is None else enabled
+    if not use_bar or jax.process_index() != 0:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, dynamic_ncols=True)
+
+
 class RunLogger:
     """Writes `metrics.jsonl` and TensorBoard events (`tensorboard/<split>`) under model_dir."""
 
@@ -37,13 +48,9 @@ class RunLogger:
         self.jsonl_path = os.path.join(model_dir, "metrics.jsonl")
         self._writers = {}
         self._tensorboard = tensorboard and self.is_writer
-        use_bar = sys.stderr.isatty() if progress is None else progress
-        self._bar = None
-        if use_bar and self.is_writer:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total_steps, initial=start_step, desc=description,
-                             dynamic_ncols=True)
+        self._bar = progress_bar(total_steps, description, progress)
+        if self._bar is not None and start_step:
+            self._bar.update(start_step)
         self._last_time = time.perf_counter()
         self._last_step = start_step
 

@@ -21,6 +21,7 @@ import numpy as np
 from .. import gin_utils
 from ..training.checkpointing import write_json_atomic
 from ..training.data import TrainBatchIterator
+from ..training.run_logging import progress_bar
 from . import pruning, report as report_lib, search
 from .masked_prompt import MASKS
 from .scoring import ImportanceScorer, ImportanceScores, mask_variables
@@ -141,6 +142,7 @@ def run_pipeline(*, model_dir: str, num_score_examples: int = 1024, per_example:
 
     # ---- stage 1: prompt tuning
     if stage_done(model_dir, "stage1") is None:
+        logger.info("XPrompt stage 1/4: prompt tuning (%s)", ctx.trainer.config.model_dir)
         summary = ctx.trainer.run()
         _mark_done(model_dir, "stage1", {"summary": summary})
     stage1_params, stage1_step = _best_trainable(ctx.trainer)
@@ -153,7 +155,13 @@ def run_pipeline(*, model_dir: str, num_score_examples: int = 1024, per_example:
     # ---- importance scores of the full prompt
     scores_path = os.path.join(model_dir, "scores", "scores.json")
     if stage_done(model_dir, "scores") is None:
-        initial = scorer.score(ones_t, ones_p, ctx.score_batches(0), num_score_examples)
+        logger.info("XPrompt stage 2/4: importance scores over %d examples",
+                    num_score_examples)
+        bar = progress_bar(num_score_examples, "importance scores: examples",
+                           ctx.trainer.config.progress)
+        initial = scorer.score(ones_t, ones_p, ctx.score_batches(0), num_score_examples, bar)
+        if bar is not None:
+            bar.close()
         os.makedirs(os.path.dirname(scores_path), exist_ok=True)
         write_json_atomic(scores_path, initial.to_json())
         _mark_done(model_dir, "scores", {"num_examples": initial.num_examples})
@@ -163,6 +171,7 @@ def run_pipeline(*, model_dir: str, num_score_examples: int = 1024, per_example:
     # ---- pruning search
     search_path = os.path.join(model_dir, "search", "search.json")
     if stage_done(model_dir, "search") is None:
+        logger.info("XPrompt stage 3/4: pruning search (%s)", ", ".join(levels))
         result = search_masks(ctx, scorer, initial, stage1_params, token_ratios, piece_ratios,
                          piece_ranking, levels, variant, num_score_examples, batched_search,
                          rewind_each_candidate, rewind_steps)
@@ -185,6 +194,8 @@ def run_pipeline(*, model_dir: str, num_score_examples: int = 1024, per_example:
                                      os.path.join(model_dir, "rewind"), mask_variant,
                                      rewind_steps)
     if stage_done(model_dir, "rewind") is None:
+        logger.info("XPrompt stage 4/4: rewind and retrain with masks fixed (%s)",
+                    rewind_trainer.config.model_dir)
         summary = rewind_trainer.run()
         _mark_done(model_dir, "rewind", {"summary": summary})
 
@@ -245,7 +256,7 @@ def search_masks(ctx: PipelineContext, scorer: ImportanceScorer, initial: Import
     m, k = ctx.length, ctx.pieces
     variables = ctx.trainer.variables(stage1_params)
 
-    def evaluate(candidates: List[tuple], names: List[str]):
+    def evaluate(candidates: List[tuple], names: List[str], level: str):
         if rewind_each_candidate:
             results = []
             for (t, p), name in zip(candidates, names):
@@ -255,20 +266,33 @@ def search_masks(ctx: PipelineContext, scorer: ImportanceScorer, initial: Import
                 summary = trainer.run()
                 results.append(summary.get("best_eval") or {"main_metric": None})
             return results
-        return search.evaluate_candidates(ctx.trainer.evaluator, variables, candidates, batched)
+        bar = progress_bar(len(candidates), f"{level} pruning: candidates on dev",
+                           ctx.trainer.config.progress)
+        try:
+            return search.evaluate_candidates(ctx.trainer.evaluator, variables, candidates,
+                                              batched, bar=bar)
+        finally:
+            if bar is not None:
+                bar.close()
 
     def run_level(level: str, ratios, first_scores, start: tuple, prune, seed_base: int):
         """Iterative pruning at one level: the unpruned `start` (pruning is kept only if it
         helps or ties), then one candidate per ratio, rescoring the survivors in between;
         evaluates them all, records them, returns the best (token_mask, piece_mask)."""
         candidates, names, scores = [start], [f"{level}_0.0"], first_scores
+        bar = progress_bar(len(ratios) - 1, f"{level} pruning: rescoring survivors",
+                           ctx.trainer.config.progress)
         for i, ratio in enumerate(ratios):
             candidates.append(prune(scores, candidates[-1], ratio))
             names.append(f"{level}_{ratio}")
             if i + 1 < len(ratios):
                 scores = scorer.score(*candidates[-1], ctx.score_batches(seed_base + i),
                                       num_examples)
-        results = evaluate(candidates, names)
+                if bar is not None:
+                    bar.update(1)
+        if bar is not None:
+            bar.close()
+        results = evaluate(candidates, names, level)
         best = search.choose_best(results, [kept_pieces(t, p) for t, p in candidates])
         mask_index, mask_key = (0, "token_mask") if level == "token" else (1, "piece_mask")
         for candidate, name, ratio, result in zip(candidates, names, (0.0,) + tuple(ratios),

@@ -97,7 +97,9 @@ class ImportanceScorer:
         self.batch_sharding = batch_sharding
 
     def score(self, token_mask, piece_mask, batches: Iterator[Mapping[str, np.ndarray]],
-              num_examples: int) -> ImportanceScores:
+              num_examples: int, bar=None) -> ImportanceScores:
+        """Mean importance over at least `num_examples` examples of `batches`; `bar` (a
+        tqdm bar or None) advances by the examples seen."""
         token_sum, piece_sum, seen = 0.0, 0.0, 0
         token_mask = jnp.asarray(token_mask, jnp.float32)
         piece_mask = jnp.asarray(piece_mask, jnp.float32)
@@ -111,5 +113,7 @@ class ImportanceScorer:
             token_sum = token_sum + np.asarray(g_token, np.float64)
             piece_sum = piece_sum + np.asarray(g_piece, np.float64)
             seen += int(count)
+            if bar is not None:
+                bar.update(int(count))
         return ImportanceScores(np.asarray(token_sum) / seen, np.asarray(piece_sum) / seen, seen,
                                 self.per_example)

@@ -43,12 +43,18 @@ def _row_masks(candidates: Sequence[Candidate], rows: int):
 
 def evaluate_candidates(evaluator: Evaluator, variables: Mapping[str, Any],
                         candidates: Sequence[Candidate], batched: bool = True,
-                        rows_per_call: Optional[int] = None) -> List[Dict[str, Any]]:
-    """Dev results (as `Evaluator.evaluate`) for each candidate, in order."""
+                        rows_per_call: Optional[int] = None, bar=None) -> List[Dict[str, Any]]:
+    """Dev results (as `Evaluator.evaluate`) for each candidate, in order. `bar` (a tqdm
+    bar or None) advances by one per candidate evaluated."""
     if not candidates:
         return []
     if not batched:
-        return [evaluator.evaluate(_with_masks(variables, t, p)) for t, p in candidates]
+        results = []
+        for t, p in candidates:
+            results.append(evaluator.evaluate(_with_masks(variables, t, p)))
+            if bar is not None:
+                bar.update(1)
+        return results
     count = len(candidates)
     rows_per_call = rows_per_call or evaluator.config.batch_size
     size = max(1, rows_per_call // count)  # rows per candidate in one call
@@ -63,6 +69,8 @@ def evaluate_candidates(evaluator: Evaluator, variables: Mapping[str, Any],
                                               _tile(features, count))).reshape(count, size)
             for c in range(count):
                 scores[c].extend(out[c, :len(chunk)].tolist())
+            if bar is not None:
+                bar.update(count * len(chunk) / len(rows))
         texts = [evaluator.pick_labels(s, options) for s in scores]
     else:
         texts = [[] for _ in range(count)]
@@ -82,6 +90,8 @@ def evaluate_candidates(evaluator: Evaluator, variables: Mapping[str, Any],
                     if vocab.eos_id in ids:
                         ids = ids[: ids.index(vocab.eos_id)]
                     texts[c].append(vocab.decode(ids))
+            if bar is not None:
+                bar.update(count * len(chunk) / len(examples))
     return [evaluator.result_from_texts(t) for t in texts]
 
 
