@@ -222,6 +222,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                         help="default ./xprompt_runs/bench-quality-<timestamp>")
     parser.add_argument("--world_dir", default=None)
     parser.add_argument("--timeout_s", type=float, default=None, help="per run")
+    parser.add_argument("--json", default=None,
+                        help="also write the results here (as the other bench scripts)")
     args = parser.parse_args(argv)
 
     from xprompt_jax.world import writer
@@ -268,7 +270,19 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         results["tasks"][task] = rows
     results["wall_time_s"] = round(time.time() - start, 1)
     results["table"] = format_table(results, args.seeds)
+    import platform
+
+    import bench_env  # bench/ (the script's directory) is on sys.path
+
+    results["environment"] = {
+        "python": platform.python_version(), "platform": platform.platform(),
+        "cpu": bench_env.cpu_model(), "cpus_available": os.cpu_count(),
+        "loadavg_end": list(os.getloadavg()),
+        **{name: bench_env.pkg_version(name) for name in ("jax", "jaxlib", "flax", "optax")}}
     path = _write(output_dir, results)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2, default=str)
     print("\n" + results["table"])
     print(f"\nwrote {path}")
     return results

@@ -7,6 +7,8 @@ import json
 import os
 import pathlib
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -80,26 +82,43 @@ def test_files_have_the_official_fields_and_balanced_labels(tmp_path):
                     assert r["sentence2"][r["start2"]:r["end2"]] == r["word"]
 
 
+def _rule(pair_side, text):
+    """Index of the cause -> effect rule whose event (side 0 cause, 1 effect) ends `text`."""
+    return [k for k, pair in enumerate(grammar.CAUSAL_PAIRS)
+            if text.endswith(pair[pair_side].replace("{p} ", "").replace("{p}", "") + " .")
+            or text.endswith(pair[pair_side].replace("{p} ", "").replace("{p}", ""))]
+
+
 def test_rules_hold_and_surface_cues_do_not_give_labels_away():
     rng = random.Random(0)
-    for _ in range(200):
+    for _ in range(300):
         label = rng.randrange(2)
-        ex = world_tasks.sample_boolq(rng, label)
-        obj, place = ex["question"].split(" the ")[1].split()[0], ex["question"].split()[-1]
-        assert place in ex["passage"] and obj in ex["passage"]
-        last = [s for s in ex["passage"].split(" .") if f" {obj} " in s + " "][-1]
-        assert (last.split()[-1] == place) == bool(label)
+        b = world_tasks.sample_boolq(rng, label)
+        asked = b["question"].replace("is it true that ", "")
+        causes = [k for f in b["passage"].split(" .") if f.strip() for k in _rule(0, f.strip())]
+        assert (set(_rule(1, asked)) & set(causes) != set()) == bool(label), b
+        true_effect = next(grammar.CAUSAL_PAIRS[k][1] for k in causes)
+        assert ("{p}" in true_effect) == any(asked.startswith(p + " ") for p in grammar.PEOPLE)
+        r = world_tasks.sample_rte(rng, label)
+        named = r["hypothesis"].split()[-2]
+        facts = [f.split() for f in r["premise"].split(" .") if f.strip()]
+        owned = next(f[-1] for f in facts if f[1] in grammar.OWN_VERBS)
+        entailed = named == owned or grammar.MEMBER_CATEGORY[owned] == named
+        assert entailed == (label == 0), r
         w = world_tasks.sample_wic(rng, label)
         senses = [next(i for i, cues in enumerate(grammar.SENSES[w["word"]])
-                       if any(c in s.split() for c in cues)) for s in (w["sentence1"],
-                                                                      w["sentence2"])]
+                       if any(c in s.split() for c in cues))
+                  for s in (w["sentence1"], w["sentence2"])]
         assert (senses[0] == senses[1]) == bool(label)
         c = world_tasks.sample_copa(rng, label)
-        correct = c["choice2"] if label else c["choice1"]
-        pair = next(p for p in grammar.CAUSAL_PAIRS
-                    if any(c["premise"].endswith(e.replace("{p}", "").strip() + " .")
-                           for e in p))
-        assert any(correct.endswith(e.replace("{p}", "").strip() + " .") for e in pair)
+        side = 1 if c["question"] == "effect" else 0
+        correct, wrong = (c["choice2"], c["choice1"]) if label else (c["choice1"], c["choice2"])
+        premise_rules = set(_rule(1 - side, c["premise"]))
+        assert set(_rule(side, correct)) & premise_rules
+        assert not set(_rule(side, wrong)) & premise_rules
+        # both alternatives mention a person, or neither does
+        assert any(p in correct for p in grammar.PEOPLE) == any(p in wrong
+                                                               for p in grammar.PEOPLE)
 
 
 def test_formats_are_the_tasks_package_lester_templates():
@@ -172,3 +191,101 @@ def test_world_tasks_through_seqio(world_dir, monkeypatch):
         assert tasks.get_label_strings(name) in (["entailment", "not_entailment"],
                                                  ["False", "True"])
         assert tasks.get_main_metric(name) == "accuracy"
+
+
+def test_negated_twins_flip_the_answer():
+    for name, task in world_tasks.TASKS.items():
+        assert world_tasks.prefix(name) == name
+        assert world_tasks.prefix(name, negated=True) == f"not {name}"
+        for label in (0, 1):
+            assert task.target(label, negated=True) == task.labels[1 - label]
+            assert task.target(label) == task.labels[label]
+
+
+def test_pretraining_mixture_has_every_kind_and_keeps_dev_inputs_out(tmp_path):
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=paths.vocab_path())
+    config = pretrain.PretrainConfig(output_dir=str(tmp_path), span_rate=0.2,
+                                     bare_rate=0.2, negated_rate=0.5)
+    mixture = pretrain.Mixture(config, sp)
+    batch = mixture.batch(200)
+    assert batch["encoder_input_tokens"].shape == (200, pretrain.INPUT_LENGTH)
+    assert all(mixture.counts[k] > 0 for k in ("span", "prefixed", "negated", "bare"))
+    dev = {t: writer.held_out_inputs(t, writer.DEFAULT_SIZES) for t in world_tasks.TASK_NAMES}
+    for _ in range(300):
+        inputs, targets, kind = mixture.supervised()
+        text = sp.decode([i for i in inputs if i > 1])
+        for name in world_tasks.TASK_NAMES:
+            for prefix in (f"not {name} ", f"{name} "):
+                if text.startswith(prefix):
+                    text = text[len(prefix):]
+                    break
+        assert all(text not in rows for rows in dev.values())
+
+
+def test_shipped_checkpoint_loads_and_is_small():
+    import jax
+
+    from xprompt_jax.checkpoints import load_t5x_params
+    from xprompt_jax.models import T5
+
+    path = paths.checkpoint_path()
+    size = pretrain.checkpoint_size_bytes(path) + os.path.getsize(paths.vocab_path())
+    assert size <= 5 * 1024 * 1024, size
+    params, state, step = load_t5x_params(path, return_optimizer_state=True,
+                                          return_step=True)
+    assert step == int(os.path.basename(path).split("_")[1])
+    cfg = pretrain.model_config()
+    enc = np.ones((1, 8), np.int32)
+    expected = jax.eval_shape(lambda: T5(cfg).init(jax.random.PRNGKey(0), enc, enc, enc,
+                                                   enable_dropout=False))["params"]
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    want = jax.tree_util.tree_flatten_with_path(expected)[0]
+    assert [(p, x.shape) for p, x in flat] == [(p, x.shape) for p, x in want]
+    slots = state["param_states"]["encoder"]["layers_0"]["mlp"]["wi_0"]["kernel"]
+    assert set(slots) == {"m", "v", "v_col", "v_row"}  # T5X Adafactor layout
+
+
+def test_world_gin_file_matches_the_shipped_model():
+    import gin
+
+    from xprompt_jax import gin_utils
+    from xprompt_jax.models import config as t5_config
+
+    gin.clear_config()
+    try:
+        gin_utils.parse_gin(["models/world_tiny.gin"], [], finalize=False)
+        cfg = gin.get_configurable(t5_config.T5Config)()
+        assert cfg == pretrain.model_config()
+        assert gin.query_parameter("%DROPOUT_RATE") == 0.0
+    finally:
+        gin.clear_config()
+    assert os.path.isdir(paths.checkpoint_path())
+
+
+@pytest.mark.slow
+def test_quickstart_xprompt_pipeline_beats_no_prompt(tmp_path, world_dir):
+    """The main job with a short budget: the prompt (no task name in the input) must
+    recover most of what the frozen model does with the task name, and the pipeline must
+    write its report."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "xprompt_jax.quickstart", "--output_dir", str(out),
+           "--world_dir", world_dir, "--steps", "80",
+           "--gin", "EVAL_PERIOD = 40", "--gin", "NUM_SCORE_EXAMPLES = 64",
+           "--gin", "TOKEN_RATIOS = (0.3, 0.6)", "--gin", "PIECE_RATIOS = (0.3, 0.6)"]
+    proc = subprocess.run(cmd, cwd=str(REPO_ROOT), capture_output=True, text=True,
+                          timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"run directory: {out}" in proc.stdout
+    report = json.loads((out / "report.json").read_text())
+    for name in ("report.md", "training_curve.png", "importance_heatmap.png"):
+        assert (out / name).exists(), name
+    refs = report["quickstart"]["references"]
+    assert refs["bare"] < 65.0, refs  # without a task cue the frozen model is near chance
+    assert refs["prefixed"] > 85.0, refs
+    stage1 = report["stage1"]["eval"]["main_metric"]
+    assert stage1 >= refs["bare"] + 20.0, (stage1, refs)
+    assert report["final_eval"]["main_metric"] >= refs["bare"] + 15.0, report["final_eval"]
+    assert "| frozen, no task name, no prompt (lower reference) |" in \
+        (out / "report.md").read_text()

@@ -49,7 +49,7 @@ def document(rng: random.Random) -> str:
     for kind in rng.sample(kinds, rng.randint(1, 3)):
         label = rng.randrange(2)
         if kind == "story":
-            pieces += _sentences(tasks_lib.sample_boolq(rng, label)["passage"])[:4]
+            pieces += [tasks_lib.place_fact(rng) for _ in range(rng.randint(1, 3))]
         elif kind == "owners":
             pieces += _sentences(tasks_lib.sample_rte(rng, label)["premise"])
         elif kind == "causal":
@@ -74,12 +74,10 @@ def spm_training_lines(seed: int = 0, num_documents: int = 20000) -> List[str]:
         for i in range(500):
             label = i % 2
             fields = task.sample(rng, label)
-            negated = bool(i % 3 == 1)
-            prefix = tasks_lib.prefix(name, negated) if i % 3 else None
-            lines.append(task.render(fields, prefix))
-            lines.append(task.target(label, negated))
+            lines.append(task.render(fields, tasks_lib.prefix(name) if i % 2 else None))
+            lines.append(task.target(label))
         fields_line = tasks_lib.LESTER_FORMATS[name].replace("{", "").replace("}", "")
-        lines += [fields_line, tasks_lib.prefix(name), tasks_lib.prefix(name, True)] * 2000
+        lines += [fields_line, tasks_lib.prefix(name)] * 2000
         lines += list(task.labels) * 2000
     return lines
 

@@ -3,7 +3,8 @@
 * `prefixed` - T5's format with the task name (`world_<task>_prefixed`): what the model
   was pretrained on; the upper reference for prompt methods.
 * `bare` - the same inputs without the task name and without a prompt (`world_<task>`):
-  the lower reference (the model cannot tell a task from its negated twin).
+  the lower reference (pretraining showed bare inputs with random answers, so without
+  a task cue the model is at chance).
 
 Both use the same rank-classification evaluation as training runs (`Evaluator`).
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from typing import Dict, Iterable, Mapping, Optional
 
-FEATURE_LENGTHS: Dict[str, int] = {"inputs": 64, "targets": 4}
+FEATURE_LENGTHS: Dict[str, int] = {"inputs": 48, "targets": 4}
 
 
 def load_model_and_params(checkpoint: Optional[str] = None):

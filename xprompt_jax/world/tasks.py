@@ -1,33 +1,32 @@
 """The world's classification tasks, shaped like SuperGLUE tasks, and their rules.
 
 Each task draws an example *for a requested label* (so splits are exactly balanced) and
-returns it with the official SuperGLUE JSONL field names:
+returns it with the official SuperGLUE JSONL field names. The rules rest on three bodies
+of world knowledge the pretrained model must have learned: 28 cause -> effect rules
+between events, the categories of 48 things, and the two senses of 10 ambiguous words.
 
-* `boolq` (BoolQ-like) - a passage of 3-4 sentences placing objects in rooms, sometimes
-  followed by a move ("then bob moved the cup to the attic ."); question "is the cup in
-  the attic". True iff the object's *last* stated place is the asked place. The asked
-  place is always mentioned in the passage, and for a moved object the wrong answer is
-  often its earlier place, so neither "the place is mentioned" nor "the object is
-  mentioned" gives the answer away.
-* `rte` (RTE-like) - a premise of 2-4 people owning things ("alice owns a tulip ."); a
-  hypothesis "<person> has a <category or thing>". Entailment iff that person's thing is
-  (a member of) the named category. Needs the category knowledge (tulip -> flower) and
-  the person/thing binding: most non-entailed hypotheses name a category or a thing
-  that *another* person of the premise has.
+* `boolq` (BoolQ-like) - a passage with one event and an unrelated fact ("the red cup is
+  in the attic . alice dropped the glass ."); question "is it true that the glass
+  broke". True iff the asked event is the effect of the passage's event by one of the
+  cause -> effect rules; false questions ask for the effect of another rule, about the
+  same person.
+* `rte` (RTE-like) - a premise saying what someone owns (and an unrelated fact); the
+  hypothesis names a category or a thing ("alice has a flower ."). Entailment iff the
+  owned thing is that thing or belongs to that category (tulip -> flower). The named
+  word never appears in the premise for category hypotheses, so overlap gives nothing
+  away.
 * `copa` (COPA-like) - a premise event, `question` 'cause' or 'effect' and two
-  alternatives; the answer is the alternative linked to the premise by one of the
-  world's 28 cause -> effect rules, the distractor comes from another rule (same
-  person).
+  alternatives; the answer is the alternative linked to the premise by a cause -> effect
+  rule, the distractor comes from another rule (same person).
 * `wic` (WiC-like) - an ambiguous word (bank, bat, bark, ...) in two sentences; its sense
   in each sentence is set by one context word (bank near 'river' vs near 'money'); True
   iff both senses agree. The two context words always differ, so word overlap gives
   nothing away.
 
-Every task also has a *negated twin* (`negated=True`): the same inputs with the opposite
-answer. The pretraining mixture teaches both, each behind its own task-name prefix, and
-shows some inputs without any prefix labelled by either; so the frozen model knows every
-rule but, given a bare input, cannot tell which of the twins is wanted. A prompt has to
-select the task - that is what prompt tuning must learn on this world.
+Every task also has a *negated twin*: the same inputs behind the prefix `not <task>`
+with the opposite answer. Pretraining teaches both twins and shows some inputs with no
+prefix at all labelled at random, so the frozen model knows every rule but, given a
+bare input, cannot tell which twin is wanted: a prompt has to select the task.
 
 Class ids follow TFDS (BoolQ / WiC 0=False 1=True, RTE 0=entailment 1=not_entailment,
 COPA 0=choice1 1=choice2).
@@ -62,48 +61,34 @@ Fields = Dict[str, Any]
 
 
 # --------------------------------------------------------------------------- BoolQ-like
-BOOLQ_MOVE_PROB = 0.5
-BOOLQ_QUESTIONS = ("is the {obj} in the {place}", "can the {obj} be found in the {place}")
+BOOLQ_QUESTION = "is it true that {event}"
+
+
+def place_fact(rng: random.Random) -> str:
+    return g.fill(rng.choice(g.PLACE_TEMPLATES), color=rng.choice(g.COLORS),
+                  obj=rng.choice(g.OBJECTS), place=rng.choice(g.PLACES), p=rng.choice(g.PEOPLE))
+
+
+def _distractor_pair(rng: random.Random, k: int, side: int) -> int:
+    """Another cause -> effect rule whose `side` event (0 cause, 1 effect) mentions a
+    person iff rule k's does, so that a person's name never gives the answer away."""
+    has_person = "{p}" in g.CAUSAL_PAIRS[k][side]
+    pool = [j for j, pair in enumerate(g.CAUSAL_PAIRS)
+            if j != k and ("{p}" in pair[side]) == has_person]
+    return rng.choice(pool)
 
 
 def sample_boolq(rng: random.Random, label: int) -> Fields:
-    """A passage about where things are and a yes/no question (label 1 = True)."""
-    n = rng.randint(3, 4)
-    objects = g.sample_distinct(rng, g.OBJECTS, n)
-    people = g.sample_distinct(rng, g.PEOPLE, n + 1)
-    while True:
-        places = [rng.choice(g.PLACES) for _ in objects]
-        if len(set(places)) >= 2:
-            break
-    sentences = []
-    for obj, place, person in zip(objects, places, people):
-        template = rng.choice(g.PLACE_TEMPLATES)
-        sentences.append(g.fill(template, color=rng.choice(g.COLORS), obj=obj, place=place,
-                                p=person))
-    current = dict(zip(objects, places))
-    earlier: Dict[str, str] = {}
-    moved = None
-    if rng.random() < BOOLQ_MOVE_PROB:
-        moved = rng.choice(objects)
-        # Prefer a destination already mentioned (so the destination is not new text).
-        options = [p for p in set(places) if p != current[moved]]
-        if not options or rng.random() < 0.3:
-            options = [p for p in g.PLACES if p != current[moved]]
-        destination = rng.choice(sorted(options))
-        sentences.append(g.fill(rng.choice(g.MOVE_TEMPLATES), obj=moved, place=destination,
-                                p=people[-1]))
-        earlier[moved] = current[moved]
-        current[moved] = destination
-    target = moved if (moved is not None and rng.random() < 0.6) else rng.choice(objects)
-    mentioned = sorted(set(places) | set(current.values()))
-    if label == 1:
-        place = current[target]
-    elif target in earlier and rng.random() < 0.7:
-        place = earlier[target]
-    else:
-        place = rng.choice([p for p in mentioned if p != current[target]])
-    question = g.fill(rng.choice(BOOLQ_QUESTIONS), obj=target, place=place)
-    return {"question": question, "passage": " ".join(sentences)}
+    """A short story with one event and a yes/no question about a consequence
+    (label 1 = True: the asked event is what the story's event leads to)."""
+    k = rng.randrange(len(g.CAUSAL_PAIRS))
+    other = _distractor_pair(rng, k, 1)
+    person = rng.choice(g.PEOPLE)
+    cause = g.CAUSAL_PAIRS[k][0].format(p=person) + " ."
+    sentences = [cause, place_fact(rng)]
+    rng.shuffle(sentences)
+    asked = g.CAUSAL_PAIRS[k if label == 1 else other][1].format(p=person)
+    return {"question": BOOLQ_QUESTION.format(event=asked), "passage": " ".join(sentences)}
 
 
 # --------------------------------------------------------------------------- RTE-like
@@ -112,44 +97,36 @@ def _thing_phrase(word: str) -> str:
 
 
 def sample_rte(rng: random.Random, label: int) -> Fields:
-    """Ownership facts and a hypothesis about one person (label 0 = entailment)."""
-    n = rng.randint(2, 4)
-    people = g.sample_distinct(rng, g.PEOPLE, n + 1)
-    owners, outsider = people[:n], people[n]
-    categories = g.sample_distinct(rng, sorted(g.CATEGORIES), n)
-    things = [rng.choice(g.CATEGORIES[c]) for c in categories]
-    premise = " ".join(f"{p} {rng.choice(g.OWN_VERBS)} {_thing_phrase(t)} ."
-                       for p, t in zip(owners, things))
-    i = rng.randrange(n)
-    by_category = rng.random() < 0.6
-    person = owners[i]
+    """A premise saying what someone owns (and an unrelated fact); a hypothesis that the
+    person has a thing of some category, or that very thing (label 0 = entailment)."""
+    person = rng.choice(g.PEOPLE)
+    category = rng.choice(sorted(g.CATEGORIES))
+    thing = rng.choice(g.CATEGORIES[category])
+    fact = f"{person} {rng.choice(g.OWN_VERBS)} {_thing_phrase(thing)} ."
+    sentences = [fact, place_fact(rng)]
+    rng.shuffle(sentences)
+    by_category = rng.random() < 0.7
     if label == 0:
-        named = categories[i] if by_category else things[i]
-    else:
-        r = rng.random()
-        if r < 0.6:  # another owner's category / thing (binding)
-            j = rng.choice([k for k in range(n) if k != i])
-            named = categories[j] if by_category else things[j]
-        elif r < 0.7:  # someone not in the premise, with a category / thing that is
-            person = outsider
-            named = categories[i] if by_category else things[i]
-        elif by_category:  # a category nobody has
-            named = rng.choice([c for c in sorted(g.CATEGORIES) if c not in categories])
-        else:  # another member of the same category
-            named = rng.choice([t for t in g.CATEGORIES[categories[i]] if t != things[i]])
-    verb = rng.choice(("has", "owns"))
-    hypothesis = f"{person} {verb} {_thing_phrase(named)} ."
-    return {"premise": premise, "hypothesis": hypothesis}
+        named = category if by_category else thing
+    elif by_category:
+        named = rng.choice([c for c in sorted(g.CATEGORIES) if c != category])
+    else:  # another thing: of the same category half of the time
+        pool = (g.CATEGORIES[category] if rng.random() < 0.5 else
+                g.CATEGORIES[rng.choice([c for c in sorted(g.CATEGORIES) if c != category])])
+        named = rng.choice([t for t in pool if t != thing])
+    hypothesis = f"{person} {rng.choice(('has', 'owns'))} {_thing_phrase(named)} ."
+    return {"premise": " ".join(sentences), "hypothesis": hypothesis}
 
 
 # --------------------------------------------------------------------------- COPA-like
 def sample_copa(rng: random.Random, label: int) -> Fields:
     """A premise, 'cause' or 'effect', and two alternatives (label = correct one)."""
-    k, other = rng.sample(range(len(g.CAUSAL_PAIRS)), 2)
+    k = rng.randrange(len(g.CAUSAL_PAIRS))
     person = rng.choice(g.PEOPLE)
     question = rng.choice(("cause", "effect"))
     cause, effect = g.CAUSAL_PAIRS[k]
     side = 1 if question == "effect" else 0
+    other = _distractor_pair(rng, k, side)
     premise = (cause if question == "effect" else effect).format(p=person) + " ."
     correct = g.CAUSAL_PAIRS[k][side].format(p=person) + " ."
     wrong = g.CAUSAL_PAIRS[other][side].format(p=person) + " ."
@@ -213,6 +190,7 @@ class WorldTask:
         return f"{prefix} {text}" if prefix else text
 
     def target(self, label: int, negated: bool = False) -> str:
+        """The label string; the opposite one for the negated twin."""
         return self.labels[1 - label if negated else label]
 
     def to_json(self, fields: Mapping[str, Any], label: Optional[int], idx: int) -> Dict:
@@ -233,10 +211,10 @@ class WorldTask:
 
 TASKS: Dict[str, WorldTask] = {
     "boolq": WorldTask("boolq", sample_boolq,
-                       "True iff the object's last stated place is the asked place"),
+                       "True iff the asked event is the effect of the passage's event"),
     "rte": WorldTask("rte", sample_rte,
-                     "entailment iff that person's thing is (a member of) the named "
-                     "category or thing"),
+                     "entailment iff the owned thing is the named thing or belongs to the "
+                     "named category"),
     "copa": WorldTask("copa", sample_copa,
                       "the alternative linked to the premise by a cause -> effect rule"),
     "wic": WorldTask("wic", sample_wic,
@@ -246,5 +224,6 @@ TASK_NAMES: Tuple[str, ...] = tuple(TASKS)
 
 
 def prefix(task: str, negated: bool = False) -> str:
-    """Task-name prefix used in pretraining: 'boolq' or 'boolq negated'."""
-    return f"{task} negated" if negated else task
+    """T5's task-name prefix of a world task, used in pretraining: `boolq`, or
+    `not boolq` for its negated twin (opposite answers)."""
+    return f"not {task}" if negated else task
