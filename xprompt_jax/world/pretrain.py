@@ -82,6 +82,9 @@ class PretrainConfig:
     # supervised tasks and their sampling weights ('task:weight', comma-separated): COPA,
     # the slowest rule to learn (two alternatives to compare), is drawn more often.
     tasks: str = "boolq:1,rte:1,copa:2,wic:1.5"
+    # continue from a checkpoint (its weights; fresh optimizer and schedule): the saved
+    # step is its step + `steps`
+    init_checkpoint: Optional[str] = None
 
 
 # ----------------------------------------------------------------------------- data
@@ -339,6 +342,14 @@ def pretrain(config: PretrainConfig, log=print) -> Dict[str, Any]:
         r, dummy["encoder_input_tokens"], dummy["decoder_input_tokens"],
         dummy["decoder_target_tokens"], enable_dropout=False)["params"])(
             jax.random.PRNGKey(config.seed))
+    first_step = 0
+    if config.init_checkpoint:
+        from xprompt_jax.checkpoints import load_t5x_params
+
+        params, first_step = load_t5x_params(config.init_checkpoint, expected=params,
+                                             return_step=True)
+        first_step = int(first_step or 0)
+        log(f"continuing from {config.init_checkpoint} (step {first_step})")
     num_params = sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
     log(f"T5.1.1 d={cfg.emb_dim} layers={cfg.num_encoder_layers}+{cfg.num_decoder_layers} "
         f"mlp={cfg.mlp_dim} vocab={cfg.vocab_size}: {num_params:,} parameters")
@@ -411,7 +422,7 @@ def pretrain(config: PretrainConfig, log=print) -> Dict[str, Any]:
     log("final dev accuracy: " + ", ".join(f"{k} {v:.1f}" for k, v in final.items()))
 
     params = jax.device_get(params)
-    ckpt = save_t5x_checkpoint(config.output_dir, config.steps, params,
+    ckpt = save_t5x_checkpoint(config.output_dir, first_step + config.steps, params,
                                jax.device_get(t5x_param_states(opt_state, params)))
     summary = {
         "command": " ".join([os.path.basename(sys.executable), "-m",
