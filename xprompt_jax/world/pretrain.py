@@ -17,6 +17,16 @@ Curriculum: the negated twins join after `twins_from` of the steps, once the pla
 are learned (drawn together from the start, a rule and its negation leave the rule
 almost no net gradient, and nothing is learned).
 
+The shipped checkpoint (`xprompt_jax/data/world/checkpoint_9000`) is two runs: the
+second continues the first with COPA weighted up until its rule is learned
+
+    python -m xprompt_jax.world.pretrain --output_dir /tmp/w1 --steps 6000 --twins_from 0.5
+    python -m xprompt_jax.world.pretrain --output_dir /tmp/w2 --steps 3000 --twins_from 0 \
+        --init_checkpoint /tmp/w1/checkpoint_6000 --tasks boolq:1,rte:1,copa:4,wic:1 --install
+
+(26 + 28 min on 2 CPU cores; their logs are `pretrain_log_phase1.json` and
+`pretrain_log.json` beside the checkpoint).
+
 No supervised example repeats an input of the world's validation or test splits.
 Optimizer: AdamW (default; `--optimizer adafactor` for T5X-style Adafactor) with a warmup
 + cosine learning-rate schedule.
