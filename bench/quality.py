@@ -71,7 +71,9 @@ class BenchMethod:
 
     @property
     def slug(self) -> str:
-        return "".join(c if c.isalnum() else "_" for c in self.name.lower()).strip("_")
+        """Run directory name: 'EPT*' -> 'ept_star' (distinct from 'EPT' -> 'ept')."""
+        name = self.name.lower().replace("*", " star")
+        return "".join(c if c.isalnum() else "_" for c in name).strip("_")
 
 
 TRAIN = "xprompt_jax.train"
