@@ -91,7 +91,10 @@ METHODS: Tuple[BenchMethod, ...] = (
     BenchMethod("XPrompt, length masks", "xprompt", "xprompt.gin", XPROMPT,
                 ("MASK_VARIANT = 'length'",), requires=("xprompt_jax.xprompt.pipeline",)),
     BenchMethod("EPT", "train", "ept.gin", TRAIN, requires=("xprompt_jax.prompts.ept",)),
-    BenchMethod("EPT*", "train", "ept_star.gin", TRAIN, requires=("xprompt_jax.prompts.ept",)),
+    # world/run.gin (included after the method file) sets PROMPT_LENGTH 20; EPT*'s own
+    # length (ept_star.gin: 10) is restored by a binding, which comes after every file.
+    BenchMethod("EPT*", "train", "ept_star.gin", TRAIN, ("PROMPT_LENGTH = 10",),
+                requires=("xprompt_jax.prompts.ept",)),
     BenchMethod("P-Tuning (MLP)", "train", "p_tuning_mlp.gin", TRAIN,
                 requires=("xprompt_jax.prompts.ptuning",)),
     BenchMethod("P-Tuning (LSTM)", "train", "p_tuning_lstm.gin", TRAIN,
