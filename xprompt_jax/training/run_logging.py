@@ -26,14 +26,14 @@ def _jsonable(value):
 
 
 def progress_bar(total: int, description: str, enabled: Optional[bool] = None):
-    """A tqdm bar of `total` units (None when disabled; `enabled` None: only when stderr
-    is a terminal, as the training bar). Callers do `bar.update(n)` / `bar.close()`."""
-    use_bar = sys.stderr.isatty() if enabled is None else enabled
-    if not use_bar or jax.process_index() != 0:
-        return None
+    """A tqdm bar of `total` units, shown when `enabled` (None: when stderr is a terminal)
+    on process 0; otherwise a disabled one whose `update` / `close` do nothing. Usable as
+    a context manager."""
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=description, dynamic_ncols=True)
+    use_bar = sys.stderr.isatty() if enabled is None else enabled
+    return tqdm(total=total, desc=description, dynamic_ncols=True,
+                disable=not use_bar or jax.process_index() != 0)
 
 
 class RunLogger:
@@ -48,7 +48,8 @@ class RunLogger:
         self.jsonl_path = os.path.join(model_dir, "metrics.jsonl")
         self._writers = {}
         self._tensorboard = tensorboard and self.is_writer
-        self._bar = progress_bar(total_steps, description, progress)
+        bar = progress_bar(total_steps, description, progress)
+        self._bar = None if bar.disable else bar  # None: periodic log lines instead
         if self._bar is not None and start_step:
             self._bar.update(start_step)
         self._last_time = time.perf_counter()

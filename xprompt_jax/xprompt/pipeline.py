@@ -157,11 +157,10 @@ def run_pipeline(*, model_dir: str, num_score_examples: int = 1024, per_example:
     if stage_done(model_dir, "scores") is None:
         logger.info("XPrompt stage 2/4: importance scores over %d examples",
                     num_score_examples)
-        bar = progress_bar(num_score_examples, "importance scores: examples",
-                           ctx.trainer.config.progress)
-        initial = scorer.score(ones_t, ones_p, ctx.score_batches(0), num_score_examples, bar)
-        if bar is not None:
-            bar.close()
+        with progress_bar(num_score_examples, "importance scores: examples",
+                          ctx.trainer.config.progress) as bar:
+            initial = scorer.score(ones_t, ones_p, ctx.score_batches(0), num_score_examples,
+                                   bar)
         os.makedirs(os.path.dirname(scores_path), exist_ok=True)
         write_json_atomic(scores_path, initial.to_json())
         _mark_done(model_dir, "scores", {"num_examples": initial.num_examples})
@@ -266,32 +265,25 @@ def search_masks(ctx: PipelineContext, scorer: ImportanceScorer, initial: Import
                 summary = trainer.run()
                 results.append(summary.get("best_eval") or {"main_metric": None})
             return results
-        bar = progress_bar(len(candidates), f"{level} pruning: candidates on dev",
-                           ctx.trainer.config.progress)
-        try:
+        with progress_bar(len(candidates), f"{level} pruning: candidates on dev",
+                          ctx.trainer.config.progress) as bar:
             return search.evaluate_candidates(ctx.trainer.evaluator, variables, candidates,
                                               batched, bar=bar)
-        finally:
-            if bar is not None:
-                bar.close()
 
     def run_level(level: str, ratios, first_scores, start: tuple, prune, seed_base: int):
         """Iterative pruning at one level: the unpruned `start` (pruning is kept only if it
         helps or ties), then one candidate per ratio, rescoring the survivors in between;
         evaluates them all, records them, returns the best (token_mask, piece_mask)."""
         candidates, names, scores = [start], [f"{level}_0.0"], first_scores
-        bar = progress_bar(len(ratios) - 1, f"{level} pruning: rescoring survivors",
-                           ctx.trainer.config.progress)
-        for i, ratio in enumerate(ratios):
-            candidates.append(prune(scores, candidates[-1], ratio))
-            names.append(f"{level}_{ratio}")
-            if i + 1 < len(ratios):
-                scores = scorer.score(*candidates[-1], ctx.score_batches(seed_base + i),
-                                      num_examples)
-                if bar is not None:
+        with progress_bar(len(ratios) - 1, f"{level} pruning: rescoring survivors",
+                          ctx.trainer.config.progress) as bar:
+            for i, ratio in enumerate(ratios):
+                candidates.append(prune(scores, candidates[-1], ratio))
+                names.append(f"{level}_{ratio}")
+                if i + 1 < len(ratios):
+                    scores = scorer.score(*candidates[-1], ctx.score_batches(seed_base + i),
+                                          num_examples)
                     bar.update(1)
-        if bar is not None:
-            bar.close()
         results = evaluate(candidates, names, level)
         best = search.choose_best(results, [kept_pieces(t, p) for t, p in candidates])
         mask_index, mask_key = (0, "token_mask") if level == "token" else (1, "piece_mask")
