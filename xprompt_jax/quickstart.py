@@ -126,6 +126,24 @@ def plot_training_curve(run_dir: str, path: str, references: Dict[str, float]) -
     return path
 
 
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _gain(accuracy: Optional[float], references: Dict[str, float]) -> Optional[float]:
+    """Points over the frozen model without task name or prompt (None if unknown)."""
+    return None if accuracy is None or "bare" not in references else accuracy - references["bare"]
+
+
+def _reference_rows(references: Dict[str, float], extra_cells: Sequence[str] = ()) -> List[str]:
+    """The two reference rows of the report table (`extra_cells` appended to each)."""
+    tail = "".join(f" {cell} |" for cell in extra_cells)
+    return [f"| frozen, with the task name in the input (upper reference) | "
+            f"{_fmt(references.get('prefixed'))} |{tail}",
+            f"| frozen, no task name, no prompt (lower reference) | "
+            f"{_fmt(references.get('bare'))} |{tail}"]
+
+
 def summarize(run_dir: str, method: Method, task: str, references: Dict[str, float],
               wall_time_s: float, world_dir: str, seed: int) -> Dict[str, Any]:
     """The report dict of a training run (train_summary.json + metrics.jsonl)."""
@@ -150,8 +168,7 @@ def summarize(run_dir: str, method: Method, task: str, references: Dict[str, flo
         "train_steps": summary.get("final_step"),
         "num_trainable_params": summary.get("num_trainable_params"),
         "references": references,
-        "gain_over_no_prompt": (None if best_acc is None or "bare" not in references
-                                else best_acc - references["bare"]),
+        "gain_over_no_prompt": _gain(best_acc, references),
         "wall_time_s": round(wall_time_s, 1),
     }
     return report
@@ -160,9 +177,6 @@ def summarize(run_dir: str, method: Method, task: str, references: Dict[str, flo
 def write_report(run_dir: str, report: Dict[str, Any], plot: Optional[str]) -> None:
     with open(os.path.join(run_dir, "report.json"), "w") as f:
         json.dump(report, f, indent=2, default=str)
-
-    def fmt(value):
-        return "-" if value is None else f"{value:.1f}"
 
     refs = report["references"]
     lines = [
@@ -173,16 +187,14 @@ def write_report(run_dir: str, report: Dict[str, Any], plot: Optional[str]) -> N
         "",
         "| model | dev accuracy |",
         "|---|---|",
-        f"| frozen, with the task name in the input (upper reference) | "
-        f"{fmt(refs.get('prefixed'))} |",
-        f"| frozen, no task name, no prompt (lower reference) | {fmt(refs.get('bare'))} |",
+        *_reference_rows(refs),
         f"| **{report['method']}** (best of {len(report['dev_accuracy_curve'])} evaluations, "
-        f"step {report['best_step']}) | **{fmt(report['dev_accuracy_best'])}** |",
-        f"| {report['method']}, last evaluation | {fmt(report['dev_accuracy_final'])} |",
+        f"step {report['best_step']}) | **{_fmt(report['dev_accuracy_best'])}** |",
+        f"| {report['method']}, last evaluation | {_fmt(report['dev_accuracy_final'])} |",
         "",
         f"- trainable parameters: {report['num_trainable_params']}",
         f"- training steps: {report['train_steps']}; seed {report['seed']}",
-        f"- gain over no prompt: {fmt(report['gain_over_no_prompt'])} points",
+        f"- gain over no prompt: {_fmt(report['gain_over_no_prompt'])} points",
         f"- wall time: {report['wall_time_s']:.0f} s",
         f"- world data: `{report['world_dir']}`",
     ]
@@ -207,29 +219,22 @@ def merge_pipeline_report(run_dir: str, task: str, references: Dict[str, float],
              "world_dir": world_dir, "references": references,
              "prompt_tuning_accuracy": stage1.get("main_metric"),
              "xprompt_accuracy": best,
-             "gain_over_no_prompt": (None if best is None or "bare" not in references
-                                     else best - references["bare"]),
+             "gain_over_no_prompt": _gain(best, references),
              "wall_time_s": round(wall_time_s, 1)}
     report["quickstart"] = quick
     write_json_atomic(os.path.join(run_dir, "report.json"), report)
     plot = plot_training_curve(os.path.join(run_dir, "stage1"),
                                os.path.join(run_dir, "training_curve.png"), references)
 
-    def fmt(value):
-        return "-" if value is None else f"{value:.1f}"
-
     lines = [
         f"# XPrompt on the synthetic world: `world_{task}`", "",
         "Frozen tiny T5.1.1 (the shipped world checkpoint); dev accuracy (%) by rank "
         "classification on the task's validation split; the input carries no task name.", "",
         "| model | dev accuracy | trainable parameters |", "|---|---|---|",
-        f"| frozen, with the task name in the input (upper reference) | "
-        f"{fmt(references.get('prefixed'))} | 0 |",
-        f"| frozen, no task name, no prompt (lower reference) | "
-        f"{fmt(references.get('bare'))} | 0 |",
-        f"| prompt tuning (stage 1) | {fmt(stage1.get('main_metric'))} | "
+        *_reference_rows(references, extra_cells=("0",)),
+        f"| prompt tuning (stage 1) | {_fmt(stage1.get('main_metric'))} | "
         f"{params.get('prompt_tuning')} |",
-        f"| **XPrompt** (pruned + rewound) | **{fmt(best)}** | {params.get('xprompt')} |", "",
+        f"| **XPrompt** (pruned + rewound) | **{_fmt(best)}** | {params.get('xprompt')} |", "",
         f"Wall time {wall_time_s:.0f} s; seed {seed}; world data `{world_dir}`.", "",
     ]
     if plot:
