@@ -1,7 +1,7 @@
 """A synthetic text world for CPU-sized soft-prompt experiments (issue #7).
 
 * `grammar` / `tasks` - lexicon, sentence grammar and four SuperGLUE-shaped tasks
-  (BoolQ-, RTE-, COPA-, WiC-like) with learnable rules;
+  (BoolQ-, RTE-, COPA-, WiC-like) with learnable rules and negated twins;
 * `writer` - official-format SuperGLUE JSONL files (`ensure_world_data`);
 * `corpus` - the text corpus (SentencePiece training, span corruption);
 * `seqio_tasks` - seqio tasks `world_<task>` (no task name) and `world_<task>_prefixed`;

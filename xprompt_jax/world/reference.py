@@ -3,8 +3,8 @@
 * `prefixed` - T5's format with the task name (`world_<task>_prefixed`): what the model
   was pretrained on; the upper reference for prompt methods.
 * `bare` - the same inputs without the task name and without a prompt (`world_<task>`):
-  the lower reference (pretraining showed bare inputs with random answers, so without
-  a task cue the model is at chance).
+  the lower reference (the model cannot tell a task from its negated twin, and
+  pretraining answered bare inputs at random, so without a task cue it is near chance).
 
 Both use the same rank-classification evaluation as training runs (`Evaluator`).
 """
