@@ -5,8 +5,9 @@ from setuptools import find_packages, setup
 # Ranges: the lower bounds are the versions installed and tested together; upper bounds
 # stop at the next minor/major release that has not been tested.
 INSTALL_REQUIRES = [
-    "jax>=0.10.2,<0.11",
-    "jaxlib>=0.10.2,<0.11",
+    # jax 0.10 is what Python 3.11 gets here; t5x (cc342d41) needs jax 0.12 (Python 3.12): both tested.
+    "jax>=0.10.2,<0.13",
+    "jaxlib>=0.10.2,<0.13",
     "flax>=0.12.8,<0.13",
     "optax>=0.2.8,<0.3",
     "orbax-checkpoint>=0.12.8,<0.13",
