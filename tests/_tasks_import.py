@@ -11,7 +11,7 @@ import pathlib
 import sys
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-T5_SPM = REPO_ROOT.parent / "shared" / "fixtures" / "t5_spm" / "sentencepiece.model"
+T5_SPM = REPO_ROOT / "tests" / "fixtures" / "t5_spm" / "sentencepiece.model"
 
 
 def import_tasks():

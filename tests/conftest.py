@@ -1,4 +1,9 @@
-"""Test configuration: 8 emulated CPU devices (set before jax is imported) and shared paths."""
+"""Test configuration: 8 emulated CPU devices (set before jax is imported) and fixture paths.
+
+The test data (T5 SentencePiece model, tiny T5X checkpoints; third-party, Apache-2.0) lives
+in `tests/fixtures/`, byte-identical to the shared copy beside the repository (test_fixtures.py
+compares them when it exists), so a bare clone runs the suite.
+"""
 
 import os
 import pathlib
@@ -12,7 +17,7 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 import pytest  # noqa: E402
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-FIXTURES = REPO_ROOT.parent / "shared" / "fixtures"
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
 
 
 def pytest_configure(config):
@@ -22,8 +27,8 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def fixtures_dir() -> pathlib.Path:
     if not FIXTURES.is_dir():
-        pytest.fail(f"shared fixtures not found at {FIXTURES} (expected ../shared/fixtures "
-                    "beside the repository root)")
+        pytest.fail(f"test fixtures not found at {FIXTURES} (they are part of the repository: "
+                    "is the checkout complete?)")
     return FIXTURES
 
 

@@ -53,7 +53,7 @@ def register(vocab_path: str, name: str = TASK_NAME, train_size: int = 256,
     return name
 
 
-_DEFAULT_VOCAB = (__import__("pathlib").Path(__file__).resolve().parents[2] / "shared" /
-                  "fixtures" / "t5_spm" / "sentencepiece.model")
+_DEFAULT_VOCAB = (__import__("pathlib").Path(__file__).resolve().parent / "fixtures" /
+                  "t5_spm" / "sentencepiece.model")
 if _DEFAULT_VOCAB.exists():  # importable as a MIXTURE_OR_TASK_MODULE by the CLI tests
     register(str(_DEFAULT_VOCAB))

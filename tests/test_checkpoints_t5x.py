@@ -21,11 +21,11 @@ from xprompt_jax.checkpoints import (ParamsMismatchError, T5XCheckpoint, check_p
 from xprompt_jax.checkpoints import placement, t5x_legacy
 from xprompt_jax.models.config import T5Config
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 LEGACY = FIXTURES / "t5x_tiny_legacy" / "checkpoint_3"
 ORBAX = FIXTURES / "t5x_tiny_orbax" / "checkpoint_3"
 
-# Sizes from ../shared/fixtures/README.md
+# Sizes from tests/fixtures/README.md
 LEGACY_CONFIG = T5Config(vocab_size=32128, emb_dim=4, num_heads=2, head_dim=2, mlp_dim=8,
                          mlp_activations=("gelu", "linear"), num_encoder_layers=2,
                          num_decoder_layers=2, relative_attention_num_buckets=4,

@@ -180,7 +180,7 @@ def test_readme_describes_the_t5x_setup():
 
 
 # ============================================================== with t5x
-FIXTURES = ROOT.parent / "shared" / "fixtures"
+FIXTURES = ROOT / "tests" / "fixtures"
 ORBAX_FIXTURE = FIXTURES / "t5x_tiny_orbax" / "checkpoint_3"
 LEGACY_FIXTURE = FIXTURES / "t5x_tiny_legacy" / "checkpoint_3"
 SPM = FIXTURES / "t5_spm" / "sentencepiece.model"

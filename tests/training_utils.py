@@ -5,7 +5,7 @@ import functools
 from xprompt_jax.models import PromptedT5, T5Config
 from xprompt_jax.prompts import SoftPrompt, initializers
 
-# The sizes of ../shared/fixtures/t5x_tiny_orbax (T5X local_tiny.gin).
+# The sizes of tests/fixtures/t5x_tiny_orbax (T5X local_tiny.gin).
 TINY_ORBAX = dict(vocab_size=32128, emb_dim=8, num_heads=4, head_dim=3, mlp_dim=16,
                   num_encoder_layers=2, num_decoder_layers=2, mlp_activations=("gelu", "linear"),
                   logits_via_embedding=False, relative_attention_num_buckets=32,
