@@ -18,7 +18,8 @@ from . import superglue
 
 def superglue_task_names() -> List[str]:
     return [superglue.task_name(f, t, s) for f in superglue.FAMILIES
-            for t in superglue.TASKS for s in superglue.SOURCES]
+            for t in superglue.TASKS for s in superglue.SOURCES] + [
+        superglue.alias_name(f, t) for f in superglue.FAMILIES for t in superglue.TASKS]
 
 
 def glue_task_names() -> List[str]:
@@ -89,6 +90,8 @@ def markdown() -> str:
         "the gin macro `SUPERGLUE_DIR` / `GLUE_DIR` or the environment variable "
         "`XPROMPT_SUPERGLUE_DIR` / `XPROMPT_GLUE_DIR` (`<dir>/RTE/{train,val,test}"
         ".jsonl`, `<dir>/RTE/{train,dev,test}.tsv`).",
+        "- SuperGLUE tasks also have an unversioned name, `{family}_super_glue_{task}` "
+        "(e.g. `xprompt_super_glue_rte`): the same task as its `v102` (TFDS) variant.",
         "- `_{k}shot`: k training examples (MultiRC: k questions) drawn with seed 0; "
         "full validation set. Other seeds / class-balanced subsets: "
         "`xprompt_jax.tasks.fewshot_task(base, k, seed=..., sampling=...)`, or list "
@@ -113,8 +116,9 @@ def markdown() -> str:
         "|---|---|---|---|",
     ] + [
         f"| {t} | " + " | ".join(
-            "<br>".join(f"`{superglue.task_name(f, t, src)}`"
-                        for src in superglue.SOURCES)
+            "<br>".join([f"`{superglue.alias_name(f, t)}`"] +
+                        [f"`{superglue.task_name(f, t, src)}`"
+                         for src in superglue.SOURCES])
             for f in superglue.FAMILIES) + " |"
         for t in superglue.TASKS
     ] + [

@@ -66,6 +66,15 @@ def task_name(family: str, task: str, source: str) -> str:
     return f"{family}_super_glue_{task}_{source}"
 
 
+# Unversioned names (`xprompt_super_glue_rte`), what T5X users type: the TFDS source.
+ALIAS_SOURCE = "v102"
+
+
+def alias_name(family: str, task: str) -> str:
+    """The unversioned name of a task: the same task as its `ALIAS_SOURCE` variant."""
+    return f"{family}_super_glue_{task}"
+
+
 def make_source(task: str, source: str,
                 data_dir: Optional[str] = None) -> seqio.DataSource:
     """The raw data source of ``task`` (TFDS-shaped examples)."""
@@ -149,3 +158,4 @@ def register_all() -> None:
         for task in TASKS:
             for source in SOURCES:
                 register(family, task, source)
+            register(family, task, ALIAS_SOURCE, name=alias_name(family, task))

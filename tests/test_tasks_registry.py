@@ -24,11 +24,18 @@ def tasks(tmp_path_factory):
 def test_default_names_are_registered(tasks):
     import seqio
     names = tasks.catalog.default_task_names()
-    assert len(names) == len(set(names)) == 199
+    assert len(names) == len(set(names)) == 223
     registered = set(tasks.registered_task_names())
     assert set(names) <= registered
     for n in names:
         assert n in seqio.TaskRegistry.names()
+    # T5X users' unversioned names are the TFDS v1.0.2 tasks.
+    for alias in ["xprompt_super_glue_rte", "lester_super_glue_boolq",
+                  "xprompt_nosentinel_super_glue_wsc"]:
+        assert alias in registered
+        assert tasks.task_info(alias).source == "v102"
+        assert (seqio.get_mixture_or_task(alias).source.tfds_dataset.name
+                == seqio.get_mixture_or_task(alias + "_v102").source.tfds_dataset.name)
     for n in ["xprompt_super_glue_rte_v102", "xprompt_super_glue_rte_local",
               "lester_super_glue_rte_v102", "lester_super_glue_rte_local",
               "xprompt_nosentinel_super_glue_wsc_local",
@@ -90,7 +97,7 @@ def test_import_is_offline_and_lazy(tmp_path):
                          env=env, capture_output=True, text=True, timeout=300,
                          cwd=str(tmp_path))
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.strip().splitlines()[-1] == "199"
+    assert out.stdout.strip().splitlines()[-1] == "223"
 
 
 def test_vocab_path_resolution(tasks, monkeypatch):
