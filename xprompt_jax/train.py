@@ -22,7 +22,7 @@ import jax
 from . import gin_utils
 from .training import partitioning
 from .training.data import DataConfig
-from .training.evaluation import EvalConfig, Evaluator
+from .training.evaluation import EvalConfig, Evaluator, main_metric_fn
 from .training.pretrained import load_pretrained_params
 from .training.train_step import LossConfig
 from .training.trainer import Trainer, TrainerConfig, dummy_batch
@@ -78,13 +78,24 @@ def build_trainer(*, model, optimizer, model_dir: str, mixture_or_task_name: str
                   z_loss: float = 0.0, loss_normalization: Any = "mean_tokens", seed: int = 0,
                   data_seed: Optional[int] = None, progress: Optional[bool] = None,
                   save_numpy: bool = True, log_period: int = 10,
+                  main_metric: Any = None, train_epochs: Optional[float] = None,
                   **trainer_kwargs) -> Trainer:
-    """Builds a `Trainer` from gin-level settings (each argument is a gin binding)."""
+    """Builds a `Trainer` from gin-level settings (each argument is a gin binding).
+
+    `train_epochs` (gin TRAIN_EPOCHS), when set, replaces `train_steps` by
+    ceil(epochs * n_train / batch_size) (`training/epochs.py`); `main_metric` (gin
+    MAIN_METRIC) overrides the task's dev selection metric (`evaluation.main_metric_fn`)."""
     gin_utils.check_required("train", dict(
         model=model, optimizer=optimizer, model_dir=model_dir,
         mixture_or_task_name=mixture_or_task_name, task_feature_lengths=task_feature_lengths,
         initial_checkpoint_path=initial_checkpoint_path))
     import_task_module(mixture_or_task_module)
+    if train_epochs is not None:
+        from .training.epochs import train_steps_from_epochs
+
+        train_steps = train_steps_from_epochs(train_epochs, mixture_or_task_name, batch_size)
+        logger.info("TRAIN_EPOCHS=%s at batch %d: %d steps", train_epochs, batch_size,
+                    train_steps)
     trainer_config = TrainerConfig(
         model_dir=model_dir, num_steps=train_steps, eval_period=eval_period,
         save_period=save_period, keep_checkpoints=keep_checkpoints, patience=patience,
@@ -108,7 +119,8 @@ def build_trainer(*, model, optimizer, model_dir: str, mixture_or_task_name: str
         evaluator = Evaluator(model, mixture_or_task_name, task_feature_lengths,
                               EvalConfig(mode=eval_mode, split=eval_split,
                                          batch_size=eval_batch_size or batch_size,
-                                         max_examples=max_eval_examples))
+                                         max_examples=max_eval_examples),
+                              main_metric_fn=main_metric_fn(mixture_or_task_name, main_metric))
     return Trainer(model, optimizer, data_config, trainer_config, pretrained_params=pretrained,
                    evaluator=evaluator,
                    loss_config=LossConfig(label_smoothing, z_loss, loss_normalization),

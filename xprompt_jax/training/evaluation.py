@@ -72,6 +72,43 @@ def default_main_metric(task_name: str, metrics: Mapping[str, float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+class MainMetric:
+    """`MAIN_METRIC` override: `fn(metrics) -> float` reading one metric key.
+
+    `keys`: a metric key (`'accuracy'`) or a sequence of keys, the first one present in the
+    task's metric dict is used (`('f1a', 'accuracy')`: MultiRC's F1a, every other task's
+    accuracy - XPrompt's Tables 1 and 9). `name` says what was used, for reports.
+    """
+
+    def __init__(self, keys: Any, task_name: str = ""):
+        self.keys = (keys,) if isinstance(keys, str) else tuple(
+            keys if isinstance(keys, (list, tuple)) else ())
+        if not self.keys or not all(isinstance(k, str) for k in self.keys):
+            raise ValueError(f"MAIN_METRIC={keys!r}: expected a metric key or a sequence of "
+                             "keys (e.g. 'accuracy' or ('f1a', 'accuracy'))")
+        self.task_name = task_name
+        self.name = self.keys[0] if len(self.keys) == 1 else " | ".join(self.keys)
+
+    def __call__(self, metrics: Mapping[str, float]) -> float:
+        for key in self.keys:
+            if key in metrics:
+                self.name = key
+                return float(metrics[key])
+        raise KeyError(f"MAIN_METRIC={self.keys!r}: task {self.task_name!r} reports none of "
+                       f"these metrics (it has {sorted(metrics)})")
+
+
+def main_metric_fn(task_name: str, main_metric: Any = None) -> Callable[[Mapping[str, float]],
+                                                                        float]:
+    """The dev selection metric: the task's default (`main_metric=None`, mean of its
+    metrics where several) or a `MainMetric` override (gin `MAIN_METRIC`)."""
+    if main_metric is None:
+        fn = lambda metrics: default_main_metric(task_name, metrics)  # noqa: E731
+        fn.name = "task default"
+        return fn
+    return MainMetric(main_metric, task_name)
+
+
 def _scalar_metrics(results: Mapping[str, Any]) -> Dict[str, float]:
     out = {}
     for key, value in results.items():
