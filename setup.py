@@ -1,6 +1,20 @@
-"""Installs `xprompt_jax` (and the top-level `tasks/` folder as `xprompt_jax.tasks`)."""
+"""Installs `xprompt_jax`, the top-level `tasks/` folder as `xprompt_jax.tasks` and the
+top-level `gin/` folder (every config) as `xprompt_jax/gin/` (what `gin_utils` searches)."""
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, find_packages, setup
+
+
+def _data_packages(package: str, folder: str) -> list:
+    """`folder` (files, no `__init__.py`) and its sub-folders as the namespace packages
+    `package`, `package.sub`, ...: setuptools then ships their files as package data
+    (declared, so no 'is not a package' warning)."""
+    return [package] + [f"{package}.{sub}" for sub in
+                        find_namespace_packages(where=folder, exclude=["*__pycache__*"])]
+
+
+PACKAGES = (find_packages(include=["xprompt_jax", "xprompt_jax.*"]) + ["xprompt_jax.tasks"]
+            + _data_packages("xprompt_jax.gin", "gin")
+            + _data_packages("xprompt_jax.data", "xprompt_jax/data"))
 
 # Ranges: the lower bounds are the versions installed and tested together; upper bounds
 # stop at the next minor/major release that has not been tested.
@@ -39,10 +53,11 @@ setup(
     version="0.1.0",
     description="Soft-prompt tuning, XPrompt and EPT for frozen T5 models in JAX/Flax",
     python_requires=">=3.10",
-    packages=find_packages(include=["xprompt_jax", "xprompt_jax.*"]) + ["xprompt_jax.tasks"],
-    package_dir={"xprompt_jax.tasks": "tasks"},
-    include_package_data=True,
-    package_data={"xprompt_jax": ["gin/**/*.gin", "data/**/*"]},
+    packages=PACKAGES,
+    package_dir={"xprompt_jax.tasks": "tasks", "xprompt_jax.gin": "gin"},
+    include_package_data=False,  # exactly package_data below (no stray files from the tree)
+    package_data={"xprompt_jax.gin": ["**/*.gin"], "xprompt_jax.data": ["**/*"],
+                  "xprompt_jax.tasks": ["*.md"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={
