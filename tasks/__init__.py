@@ -18,13 +18,16 @@ Evaluation helpers:
   metric key (``'average'`` = mean of the components where there are several);
   ``main_metric_value(task, metrics)`` reads it from a metric dict.
 * ``fewshot_task(base, k, seed, sampling)`` - register any other k-shot subset.
+* ``heldout_task(base, strategy)`` - register a held-out test split (EPT App. B.1).
 """
 
 from . import catalog
 from . import fewshot
 from . import glue
+from . import heldout
 from . import metrics
 from . import mixtures
+from . import mrqa
 from . import postprocessors
 from . import preprocessors
 from . import readers
@@ -34,6 +37,7 @@ from . import superglue
 from . import templates
 from . import vocab
 from .fewshot import fewshot_name, fewshot_task, select_examples
+from .heldout import heldout_name, heldout_task
 from .registry import (get_example_label_strings, get_label_strings,
                        get_main_metric, get_metric_components,
                        has_per_example_label_strings, main_metric_value,
@@ -45,6 +49,8 @@ from .vocab import get_vocabulary, output_features, t5_vocab_path
 def _register_everything() -> None:
     superglue.register_all()
     glue.register_all()
+    mrqa.register_all()
+    heldout.register_ept_heldout()
     seeds = [0] + fewshot.extra_seeds_from_env()
     for base in catalog.fewshot_bases():
         for k in fewshot.DEFAULT_SHOTS:
@@ -56,7 +62,8 @@ def _register_everything() -> None:
 _register_everything()
 
 __all__ = [
-    "fewshot_name", "fewshot_task", "get_example_label_strings",
+    "fewshot_name", "fewshot_task", "get_example_label_strings", "heldout_name",
+    "heldout_task",
     "get_label_strings", "get_main_metric", "main_metric_value",
     "get_metric_components", "get_vocabulary", "has_per_example_label_strings",
     "output_features", "registered_mixture_names", "registered_task_names",

@@ -12,7 +12,9 @@ from typing import List
 
 from . import fewshot
 from . import glue
+from . import heldout
 from . import mixtures
+from . import mrqa
 from . import superglue
 
 
@@ -30,6 +32,14 @@ def glue_task_names() -> List[str]:
 
 def ept_task_names() -> List[str]:
     return [glue.ept_task_name(t, v) for t, _, _, _, v in glue.EPT_EXTRA]
+
+
+def qa_task_names() -> List[str]:
+    return mrqa.task_names()
+
+
+def heldout_task_names() -> List[str]:
+    return heldout.ept_heldout_task_names()
 
 
 def fewshot_bases() -> List[str]:
@@ -59,7 +69,7 @@ def mixture_names() -> List[str]:
 def default_task_names() -> List[str]:
     """Every task registered by ``import xprompt_jax.tasks`` (without extra seeds)."""
     return sorted(superglue_task_names() + glue_task_names() + ept_task_names()
-                  + fewshot_task_names())
+                  + qa_task_names() + heldout_task_names() + fewshot_task_names())
 
 
 def _bullets(names: List[str]) -> str:
@@ -70,7 +80,8 @@ def markdown() -> str:
     """The README section listing every default task and mixture name."""
     sg, gl, ept = superglue_task_names(), glue_task_names(), ept_task_names()
     fs, mx = fewshot_task_names(), mixture_names()
-    total = len(sg) + len(gl) + len(ept) + len(fs)
+    qa, ho = qa_task_names(), heldout_task_names()
+    total = len(sg) + len(gl) + len(ept) + len(qa) + len(ho) + len(fs)
     lines: List[str] = [
         "## Registered tasks and mixtures",
         "",
@@ -139,6 +150,42 @@ def markdown() -> str:
     ] + [
         f"| `{glue.ept_task_name(t, v)}` | `{tfds_name}` |"
         for t, tfds_name, _, _, v in glue.EPT_EXTRA
+    ] + [
+        "",
+        f"### Extractive QA: MRQA and SQuAD ({len(qa)})",
+        "",
+        "`question: {q} context: {c}` -> the first answer; generation, SQuAD EM / F1 "
+        "(official normalisation), main metric F1. Local files in the official MRQA "
+        "layout `<dir>/train/<Name>.jsonl.gz`, `<dir>/dev/<Name>.jsonl.gz` (or `.jsonl`) "
+        "under the gin macro `MRQA_DIR` or `XPROMPT_MRQA_DIR`; out-of-domain sets "
+        "(dev only) have `validation` / `test` only.",
+        "",
+        "| MRQA file | task | splits |",
+        "|---|---|---|",
+    ] + [
+        f"| `{d}` | `{mrqa.task_name(d)}` | "
+        + ("train, validation, test" if d in mrqa.IN_DOMAIN else "validation, test")
+        + " |" for d in mrqa.IN_DOMAIN + mrqa.OUT_OF_DOMAIN
+    ] + [
+        f"| TFDS `{mrqa.SQUAD_TFDS}` | `{mrqa.squad_task_name()}` | "
+        "train, validation, test (= validation) |",
+        "",
+        f"### EPT held-out splits ({len(ho)})",
+        "",
+        "`<base>_heldout`: EPT App. B.1's re-split (seed 0) with the paper's metric as "
+        "the main metric; select on `validation`, report `test` "
+        "(`EVAL_HELDOUT_SPLIT='test'`). Any other task: "
+        "`xprompt_jax.tasks.heldout_task(base, strategy='auto')`.",
+        "",
+        "| EPT dataset | re-split | tasks |",
+        "|---|---|---|",
+    ] + [
+        f"| {d.name} | "
+        + ("validation halved (val / test)" if d.spec.strategy == "split_validation"
+           else f"{d.spec.num_validation:,} of train -> validation; "
+                f"{d.spec.test_split} -> test")
+        + " | " + "<br>".join(f"`{heldout.heldout_name(b)}`" for b in d.bases) + " |"
+        for d in heldout.ept_datasets()
     ] + [
         "",
         f"### Few-shot ({len(fs)})",

@@ -22,8 +22,9 @@ STS-B follows T5: the score rounded to the nearest 0.2 as a string ("3.8").
 
 EPT extras (TFDS only, T5-style formats): ``lester_scitail_v100``
 (``sci_tail:1.0.0``), ``lester_paws_wiki_v110`` (``paws_wiki/labeled_final_raw:
-1.1.0``), ``lester_yelp_polarity_v020`` (``yelp_polarity_reviews:0.2.0``; its test
-split doubles as ``validation``), ``lester_winogrande_v120`` (``winogrande:1.2.0``;
+1.1.0``), ``lester_yelp_polarity_v020`` (``yelp_polarity_reviews:0.2.0``; TFDS has
+no validation split: ``validation`` = 10K training examples drawn with seed 0,
+``train`` = the rest, ``test`` = TFDS ``test``, as EPT Table 5), ``lester_winogrande_v120`` (``winogrande:1.2.0``;
 ``train`` = ``train_xl``).
 """
 
@@ -33,6 +34,7 @@ from typing import Dict, Mapping, Optional, Tuple
 
 import seqio
 
+from . import heldout
 from . import metrics as m
 from . import postprocessors as post
 from . import preprocessors as pre
@@ -145,10 +147,15 @@ EPT_EXTRA: Tuple[Tuple[str, str, str, Mapping[str, str], str], ...] = (
     ("paws_wiki", "paws_wiki/labeled_final_raw:1.1.0", "paws", _DEFAULT_SPLITS,
      "v110"),
     ("yelp_polarity", "yelp_polarity_reviews:0.2.0", "yelp",
-     {"train": "train", "validation": "test", "test": "test"}, "v020"),
+     {"train": "train", "test": "test"}, "v020"),
     ("winogrande", "winogrande:1.2.0", "winogrande",
      {"train": "train_xl", "validation": "validation", "test": "test"}, "v120"),
 )
+
+
+# Yelp has no validation split: 10K training examples (seed 0) become validation, the
+# TFDS test split stays the test set (EPT Table 5: 10,000 / 38,000).
+YELP_VALIDATION = heldout.HeldoutSpec("from_train", 10_000, test_split="test")
 
 
 def ept_task_name(task: str, source: str) -> str:
@@ -162,6 +169,8 @@ def register_all() -> None:
     for source in SOURCES:
         register("mnli", source, mnli_mismatched=True)
     for task, tfds_name, key, split_map, version in EPT_EXTRA:
-        _register(ept_task_name(task, version), "ept", task, version,
-                  sources.tfds_source(tfds_name, split_map), tmpl.GLUE_LESTER[key],
-                  _ACC)
+        src = sources.tfds_source(tfds_name, split_map)
+        if task == "yelp_polarity":
+            src = heldout.HeldoutSource(src, YELP_VALIDATION)
+        _register(ept_task_name(task, version), "ept", task, version, src,
+                  tmpl.GLUE_LESTER[key], _ACC)

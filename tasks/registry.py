@@ -87,10 +87,13 @@ def register_task(info: TaskInfo, source: seqio.DataSource,
 
 
 def register_derived_task(info: TaskInfo, base: seqio.Task,
-                          source: seqio.DataSource) -> seqio.Task:
-    """Registers a copy of ``base`` reading from ``source`` (e.g. a few-shot subset)."""
+                          source: seqio.DataSource,
+                          metric_fns: Optional[Sequence[Callable]] = None) -> seqio.Task:
+    """Registers a copy of ``base`` reading from ``source`` (e.g. a few-shot subset);
+    ``metric_fns`` replaces the base's metric functions (e.g. EPT's metric)."""
     seqio.TaskRegistry.remove(info.name)
-    task = base.replace(name=info.name, source=source)
+    extra = {} if metric_fns is None else {"metric_fns": list(metric_fns)}
+    task = base.replace(name=info.name, source=source, **extra)
     seqio.TaskRegistry.add_provider(info.name, task)
     _TASKS[info.name] = info
     return task
