@@ -53,6 +53,9 @@ class T5Config:
     layer_norm_epsilon: float = 1e-6
     # 'gather' (fast on CPU/GPU) or 'one_hot' (T5X's matmul lookup, good on TPU).
     embedding_lookup: str = "gather"
+    # Activation rematerialisation of encoder/decoder layers (models/remat.py): 'none',
+    # 'full', 'dots_with_no_batch_dims_saveable' (alias 'minimal'), 'dots_saveable'.
+    remat_policy: str = "none"
 
     def __post_init__(self):
         object.__setattr__(self, "mlp_activations", tuple(self.mlp_activations))
@@ -65,6 +68,8 @@ class T5Config:
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"T5Config.{name} must be positive, got {getattr(self, name)}")
         canonical_dtype(self.dtype)
+        from .remat import check_policy
+        check_policy(self.remat_policy)
 
     @property
     def compute_dtype(self):

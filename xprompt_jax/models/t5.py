@@ -22,6 +22,7 @@ from . import masks as masks_lib
 from .config import T5Config
 from .layers import (DenseGeneral, Embed, LayerNorm, MlpBlock, MultiHeadDotProductAttention,
                      RelativePositionBiases, with_logical_constraint)
+from .remat import remat_layer
 
 Array = jnp.ndarray
 
@@ -106,9 +107,11 @@ class Encoder(nn.Module):
         length = embedded.shape[-2]
         encoder_bias = _relpos(cfg)(length, length, True)
         x = _dropout(cfg)(embedded, deterministic=deterministic).astype(cfg.compute_dtype)
+        # remat keeps the name layers_{i}: T5X parameter names are unchanged.
+        layer_cls = remat_layer(EncoderLayer, cfg.remat_policy, static_argnums=(4,))
         for i in range(cfg.num_encoder_layers):
-            x = EncoderLayer(cfg, name=f"layers_{i}")(x, encoder_mask, encoder_bias,
-                                                      deterministic)
+            x = layer_cls(cfg, name=f"layers_{i}")(x, encoder_mask, encoder_bias,
+                                                   deterministic)
         x = _norm(cfg, "encoder_norm")(x)
         x = _dropout(cfg)(x, deterministic=deterministic)
         return with_logical_constraint(x, ("batch", "length", "embed"))
@@ -130,8 +133,11 @@ class Decoder(nn.Module):
         decoder_bias = _relpos(cfg)(length, length, False)
         y = self.shared_embedding(decoder_input_tokens.astype(jnp.int32))
         y = _dropout(cfg)(y, deterministic=deterministic).astype(cfg.compute_dtype)
+        # No remat in incremental decoding (no backward pass; the cache is mutated).
+        layer_cls = DecoderLayer if decode else remat_layer(
+            DecoderLayer, cfg.remat_policy, static_argnums=(6, 7))
         for i in range(cfg.num_decoder_layers):
-            y = DecoderLayer(cfg, name=f"layers_{i}")(
+            y = layer_cls(cfg, name=f"layers_{i}")(
                 y, encoded, decoder_mask, encoder_decoder_mask, decoder_bias,
                 deterministic, decode)
         y = _norm(cfg, "decoder_norm")(y)
