@@ -22,6 +22,13 @@ Writes to the output directory:
 - `export.json`: method and its settings, prompt shape, `param_counts` (trainable vs
   inference, per parameter), the prompt's mean token L2 norm, the checkpoint step.
 - `prompt_similarity.png`: cosine similarity of the prompt tokens (EPT's Figure 3).
+- with `--format=peft`, also `adapter_config.json` and `adapter_model.safetensors`: the
+  output directory is then a Hugging Face PEFT prompt-tuning adapter (encoder prompt,
+  `num_transformer_submodules: 1`; `PeftModel.from_pretrained(hf_t5, output_dir)`), see
+  `checkpoints/peft_adapter.py`. What PEFT cannot express is written as PEFT can run it and
+  said in `export.json` (`peft.notes`): XPrompt tokens removed from attention
+  (`token_prune_mode='remove'`) are dropped from the adapter (PEFT attends to every virtual
+  token; the shorter prompt shifts T5's relative positions, so outputs are close, not equal).
 
 Only the prompt's parameters are read (the frozen model is not loaded unless `--verify`).
 """
@@ -53,6 +60,7 @@ PROMPT_FILE = "prompt.npy"
 INFERENCE_GIN = "inference.gin"
 EXPORT_JSON = "export.json"
 SIMILARITY_PNG = "prompt_similarity.png"
+EXPORT_FORMATS = ("npy", "peft")
 # Shapes of params do not depend on sequence lengths: a small dummy batch is enough.
 _FEATURE_LENGTHS = {"inputs": 4, "targets": 2}
 
@@ -127,14 +135,56 @@ def _module_settings(module) -> Dict[str, Any]:
     return out
 
 
+def peft_prompt(model, variables: Mapping[str, Any], prompt) -> tuple:
+    """What a PEFT prompt-tuning adapter can hold of the exported `prompt` `[n, e]`:
+    `(tokens [n', e], info)`. Tokens the prompt module removes from attention (XPrompt's
+    `token_prune_mode='remove'`) are dropped - PEFT attends to every virtual token; the
+    tokens after them and the input then sit closer together, which changes T5's relative
+    position biases, so the outputs are close to the trained model's but not identical.
+    `info` records the dropped indices and notes for export.json."""
+    prompt = np.asarray(prompt, np.float32)
+    n = prompt.shape[0]
+    keep = np.asarray(jax.device_get(model.apply(dict(variables), 1, n,
+                                                 method=model.prompt_valid_mask)))[0]
+    if not keep.any():
+        raise ValueError("every prompt token is removed from attention: nothing to export")
+    dropped = [int(i) for i in np.flatnonzero(~keep)]
+    tokens = prompt[keep]
+    notes = []
+    if dropped:
+        notes.append(f"{len(dropped)} of {n} prompt tokens are removed from attention by the "
+                     f"prompt module (XPrompt token_prune_mode='remove'); PEFT attends to every "
+                     f"virtual token, so they are dropped: the adapter holds the {len(tokens)} "
+                     "surviving tokens of the masked prompt. Not identical to the trained "
+                     "model: without the removed positions, later tokens and the input move "
+                     "closer together, which changes T5's relative position biases")
+    zero_rows = int(np.sum(~tokens.any(axis=-1)))
+    if zero_rows:
+        notes.append(f"{zero_rows} exported tokens are zero vectors (pruned with "
+                     "token_prune_mode='zero'): kept, they take attention weight in PEFT as "
+                     "in training")
+    if type(model.prompt).__name__ not in ("SoftPrompt", "MaskedSoftPrompt", "FixedMaskPrompt"):
+        notes.append(f"{type(model.prompt).__name__}: the projected prompt is exported; PEFT's "
+                     "prompt-tuning adapter has no reparameterization network")
+    notes.append("the adapter prefixes the encoder only (num_transformer_submodules: 1); "
+                 "PeftModel.from_pretrained needs the same frozen T5 weights in HF format")
+    return tokens, {"num_virtual_tokens": int(tokens.shape[0]), "dropped_tokens": dropped,
+                    "notes": notes}
+
+
 # ----------------------------------------------------------------------------- export
 def export_prompt(model, variables: Mapping[str, Any], output_dir: str, *,
                   trainable_regex: str = DEFAULT_TRAINABLE_REGEX, plot: bool = True,
-                  extra_info: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+                  extra_info: Optional[Mapping[str, Any]] = None, export_format: str = "npy",
+                  peft_base_model: Optional[str] = None) -> Dict[str, Any]:
     """Writes `prompt.npy`, `inference.gin`, `export.json` (and `prompt_similarity.png` if
-    `plot`) for a prompted `model` with (trained) `variables` into `output_dir`.
+    `plot`) for a prompted `model` with (trained) `variables` into `output_dir`;
+    `export_format='peft'` adds a PEFT prompt-tuning adapter (`peft_prompt`) there, with
+    `base_model_name_or_path=peft_base_model`.
 
     Returns the JSON record, plus `'prompt'`: the exported `[n, e]` array."""
+    if export_format not in EXPORT_FORMATS:
+        raise ValueError(f"export format {export_format!r}; expected one of {EXPORT_FORMATS}")
     prompt = projected_prompt(model, variables)
     counts = param_counts(model, variables, trainable_regex)
     method = type(model.prompt).__name__
@@ -153,8 +203,18 @@ def export_prompt(model, variables: Mapping[str, Any], output_dir: str, *,
         "files": files,
         **dict(extra_info or {}),
     }
+    if export_format == "peft":
+        peft_tokens, record["peft"] = peft_prompt(model, variables, prompt)
+        record["peft"]["base_model_name_or_path"] = peft_base_model
     if jax.process_index() == 0:
         os.makedirs(output_dir, exist_ok=True)
+        if export_format == "peft":
+            from .checkpoints.peft_adapter import write_peft_adapter
+
+            files.update(write_peft_adapter(
+                output_dir, peft_tokens, base_model_name_or_path=peft_base_model,
+                num_attention_heads=model.config.num_heads,
+                num_layers=model.config.num_encoder_layers))
         np.save(files["prompt"], prompt, allow_pickle=False)
         with open(files["inference_gin"], "w") as f:
             f.write(inference_gin_text(files["prompt"], prompt.shape[0], method))
@@ -253,19 +313,24 @@ def export_run(*, model, model_dir: str, output_dir: Optional[str] = None,
                trainable_regex: str = DEFAULT_TRAINABLE_REGEX,
                initial_checkpoint_path: Optional[str] = None, checkpoint_format: str = "auto",
                mesh_shape: Sequence[int] = (-1, 1), verify: bool = False,
-               plot: bool = True) -> Dict[str, Any]:
+               plot: bool = True, export_format: str = "npy",
+               peft_base_model: Optional[str] = None) -> Dict[str, Any]:
     """Exports the prompt of the run in `model_dir` (see the module docstring)."""
     gin_utils.check_required("export", dict(model=model, model_dir=model_dir))
-    trainable, step = restore_trainable(model, model_dir, checkpoint, trainable_regex)
-    variables = {"params": trainable}
+    # The saved non-trainable collections (XPrompt masks) shape the exported prompt.
+    trainable, step, collections = restore_trainable(model, model_dir, checkpoint,
+                                                     trainable_regex, with_collections=True)
+    variables = {"params": trainable, **collections}
     extra = {"checkpoint_step": step, "model_dir": os.path.abspath(model_dir)}
     if verify:
         variables, extra["verify_max_abs_logit_diff"] = _verify(
             model, trainable, initial_checkpoint_path, checkpoint_format, mesh_shape,
             trainable_regex)
+        variables = {**variables, **collections}
     output_dir = output_dir or os.path.join(model_dir, "export")
     return export_prompt(model, variables, output_dir, trainable_regex=trainable_regex,
-                         plot=plot, extra_info=extra)
+                         plot=plot, extra_info=extra, export_format=export_format,
+                         peft_base_model=peft_base_model or initial_checkpoint_path)
 
 
 def _verify(model, trainable, initial_checkpoint_path, checkpoint_format, mesh_shape,
@@ -317,6 +382,11 @@ def _define_flags(flags) -> None:
         flags.DEFINE_string("checkpoint", "best", "'best', 'latest' or a step")
         flags.DEFINE_bool("verify", False, "load the frozen model and check that the "
                           "exported prompt reproduces the trained module's logits")
+        flags.DEFINE_enum("format", "npy", list(EXPORT_FORMATS), "'npy' (prompt.npy + "
+                          "inference.gin) or 'peft' (also a Hugging Face PEFT prompt-tuning "
+                          "adapter: adapter_config.json + adapter_model.safetensors)")
+        flags.DEFINE_string("peft_base_model", None, "base_model_name_or_path of the PEFT "
+                            "adapter (default: INITIAL_CHECKPOINT_PATH)")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -335,7 +405,8 @@ def main(argv: Sequence[str]) -> None:
     configured = gin.get_configurable(export_lib.export_run)
     record = gin_utils.call_configured(
         lambda: configured(output_dir=FLAGS.output_dir, checkpoint=checkpoint,
-                           verify=FLAGS.verify), "xprompt_jax.export")
+                           verify=FLAGS.verify, export_format=FLAGS.format,
+                           peft_base_model=FLAGS.peft_base_model), "xprompt_jax.export")
     print(format_param_counts(record["param_counts"], record["method"]))
     print(json.dumps({k: record[k] for k in ("method", "prompt_shape", "checkpoint_step",
                                             "files")}, indent=2))

@@ -8,6 +8,8 @@ Names (also accepted by `make_initializer`):
 - `class_labels`: row i = mean embedding of the subwords of label i; remaining rows
   sampled vocab (Lester et al.).
 - `from_file`: a `.npy` array (shape checked).
+- `from_peft`: the prompt of a Hugging Face PEFT prompt-tuning adapter directory
+  (`adapter_config.json` + `adapter_model.safetensors`, encoder prompt; shape checked).
 - `from_text`: the embeddings of a tokenized text, repeated/truncated to m rows.
 """
 
@@ -110,6 +112,15 @@ def from_file(path: str) -> Initializer:
     return from_array(np.load(path), name=path)
 
 
+def from_peft(path: str) -> Initializer:
+    """The `[n, e]` prompt of a PEFT prompt-tuning adapter directory (`PeftModel.
+    save_pretrained` with `num_transformer_submodules=1`); n must equal the prompt length."""
+    from ..checkpoints.peft_adapter import read_peft_adapter
+
+    adapter = read_peft_adapter(path)
+    return from_array(adapter.prompt, name=f"PEFT adapter {adapter.path}")
+
+
 def from_text(embedding, token_ids: Sequence[int]) -> Initializer:
     """Embeddings of `token_ids`, tiled to fill the prompt length (truncated if longer)."""
     embedding = jnp.asarray(embedding, jnp.float32)
@@ -151,8 +162,10 @@ def make_initializer(name: str, *, embedding=None, vocabulary=None,
         return class_labels(need(embedding, "the embedding table"), ids, population)
     if name == "from_file":
         return from_file(need(path, "a .npy path"))
+    if name == "from_peft":
+        return from_peft(need(path, "a PEFT adapter directory"))
     if name == "from_text":
         vocab = need(vocabulary, "a vocabulary")
         return from_text(need(embedding, "the embedding table"), vocab.encode(need(text, "text")))
     raise ValueError(f"unknown prompt init {name!r}; expected one of uniform, reference_uniform, "
-                     "sampled_vocab, class_labels, from_file, from_text")
+                     "sampled_vocab, class_labels, from_file, from_peft, from_text")

@@ -1,0 +1,234 @@
+"""HF PEFT prompt-tuning adapters in and out, checked against real `peft` + `transformers`
+(PyTorch, float32) on the same HF T5 weights:
+- a prompt exported by `export_prompt(..., export_format='peft')` (soft prompt, XPrompt
+  masks in both token modes, a reparameterized ResPrompt) loaded by
+  `PeftModel.from_pretrained` gives the logits of our trained module (XPrompt 'remove':
+  PEFT cannot skip positions, so the removed tokens are dropped and PEFT gives the logits
+  of our model with that shorter prompt);
+- an adapter trained for a few steps with PEFT and imported with `initializers.from_peft`
+  (and `prompts/from_peft.gin`) gives PEFT's logits in our model."""
+
+import json
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+pytest.importorskip("safetensors")
+
+from xprompt_jax import export, gin_utils  # noqa: E402
+from xprompt_jax.checkpoints import config_from_hf, load_hf_params  # noqa: E402
+from xprompt_jax.checkpoints.peft_adapter import (PeftAdapterError,  # noqa: E402
+                                                  read_peft_adapter, write_peft_adapter)
+from xprompt_jax.models import PromptedT5  # noqa: E402
+from xprompt_jax.prompts import ResPrompt, SoftPrompt, initializers  # noqa: E402
+from xprompt_jax.xprompt.masked_prompt import MASKS, MaskedSoftPrompt  # noqa: E402
+
+VOCAB, EMB = 120, 32
+REL_TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+    """A tiny random HF T5.1.1 (gated GELU, untied head) saved with save_pretrained."""
+    torch.manual_seed(0)
+    config = transformers.T5Config(
+        vocab_size=VOCAB, d_model=EMB, d_kv=8, num_heads=4, d_ff=64, num_layers=2,
+        num_decoder_layers=2, relative_attention_num_buckets=8,
+        relative_attention_max_distance=20, dropout_rate=0.0, feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    model = transformers.T5ForConditionalGeneration(config)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "layer_norm" not in name:
+                param.normal_(0.0, 0.1)
+    path = tmp_path_factory.mktemp("hf_t5")
+    model.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ours(hf_dir):
+    return config_from_hf(hf_dir / "config.json"), load_hf_params(hf_dir)
+
+
+def _batch(seed=0):
+    rng = np.random.RandomState(seed)
+    enc = rng.randint(2, VOCAB, (3, 10))
+    enc[1, 6:] = 0
+    tgt = rng.randint(2, VOCAB, (3, 4))
+    dec = np.concatenate([np.zeros((3, 1), int), tgt[:, :-1]], axis=1)
+    return enc, dec, tgt
+
+
+def _peft_logits(peft_model, enc, dec) -> np.ndarray:
+    peft_model.eval()
+    with torch.no_grad():
+        out = peft_model(input_ids=torch.tensor(enc), attention_mask=torch.tensor(enc > 0).long(),
+                         decoder_input_ids=torch.tensor(dec))
+    return out.logits.numpy()
+
+
+def _our_logits(model, variables, enc, dec, tgt) -> np.ndarray:
+    return np.asarray(model.apply(variables, jnp.asarray(enc), jnp.asarray(dec), jnp.asarray(tgt),
+                                  enable_dropout=False), np.float32)
+
+
+def _assert_close(ours, reference):
+    assert ours.shape == reference.shape
+    scale = np.max(np.abs(reference))
+    assert np.max(np.abs(ours - reference)) <= REL_TOL * scale, \
+        np.max(np.abs(ours - reference)) / scale
+
+
+def _random_tree(shapes, rng):
+    return jax.tree_util.tree_map(
+        lambda x: jnp.asarray(rng.uniform(-0.5, 0.5, x.shape), jnp.float32), shapes)
+
+
+def _trained_variables(model, params, enc, dec, tgt, masks=None, seed=0):
+    """Our frozen HF-imported params plus the prompt module's params set to random values
+    (as after training), and XPrompt masks if given."""
+    shapes = jax.eval_shape(lambda r: model.init(r, jnp.asarray(enc), jnp.asarray(dec),
+                                                 jnp.asarray(tgt), enable_dropout=False),
+                            jax.random.PRNGKey(0))
+    variables = {"params": {**params,
+                            "prompt": _random_tree(shapes["params"]["prompt"],
+                                                   np.random.RandomState(seed))}}
+    if masks is not None:
+        variables[MASKS] = {"prompt": {k: jnp.asarray(v, jnp.float32) for k, v in masks.items()}}
+    return variables
+
+
+TOKEN_MASK = np.array([1, 0, 1, 1, 0, 1], np.float32)
+PIECE_MASK = (np.random.RandomState(3).uniform(size=(6, 4)) > 0.3).astype(np.float32)
+CASES = {
+    "soft_prompt": (lambda: SoftPrompt(5), None, 5, 0),
+    "xprompt_remove": (lambda: MaskedSoftPrompt(length=6, num_pieces=4,
+                                                token_prune_mode="remove"),
+                       {"token_mask": TOKEN_MASK, "piece_mask": PIECE_MASK}, 4, 0),
+    "xprompt_zero": (lambda: MaskedSoftPrompt(length=6, num_pieces=4, token_prune_mode="zero"),
+                     {"token_mask": TOKEN_MASK, "piece_mask": PIECE_MASK}, 6, 2),
+    "resprompt": (lambda: ResPrompt(length=4, bottleneck=6), None, 4, 0),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_exported_adapter_runs_in_peft_with_our_logits(tmp_path, hf_dir, ours, case):
+    make_prompt, masks, expected_tokens, zero_tokens = CASES[case]
+    config, params = ours
+    enc, dec, tgt = _batch()
+    model = PromptedT5(config, prompt=make_prompt())
+    variables = _trained_variables(model, params, enc, dec, tgt, masks)
+    expected = _our_logits(model, variables, enc, dec, tgt)
+
+    out = tmp_path / "export"
+    record = export.export_prompt(model, variables, str(out), plot=False, export_format="peft",
+                                  peft_base_model=str(hf_dir))
+    adapter_config = json.loads((out / "adapter_config.json").read_text())
+    assert adapter_config["peft_type"] == "PROMPT_TUNING"
+    assert adapter_config["task_type"] == "SEQ_2_SEQ_LM"
+    assert adapter_config["num_virtual_tokens"] == expected_tokens
+    assert adapter_config["token_dim"] == EMB
+    assert adapter_config["num_transformer_submodules"] == 1
+    assert adapter_config["base_model_name_or_path"] == str(hf_dir)
+    written = json.loads((out / "export.json").read_text())
+    assert written["peft"]["num_virtual_tokens"] == expected_tokens
+    if case == "xprompt_remove":
+        assert written["peft"]["dropped_tokens"] == [1, 4]
+        assert any("dropped" in note and "relative position" in note
+                   for note in written["peft"]["notes"])
+        # What PEFT can run: the masked prompt without the removed tokens, as a plain prompt.
+        masked = np.asarray(model.apply(variables, method=model.prompt_tokens))
+        kept = masked[TOKEN_MASK > 0]
+        np.testing.assert_array_equal(record["prompt"], masked)
+        short = PromptedT5(config, prompt=SoftPrompt(4, initializers.from_array(kept)))
+        expected = _our_logits(short, {"params": {**params, "prompt": {"prompt": kept}}},
+                               enc, dec, tgt)
+    if zero_tokens:
+        assert any(f"{zero_tokens} exported tokens are zero" in n for n in written["peft"]["notes"])
+    assert record["files"]["adapter_weights"] == str(out / "adapter_model.safetensors")
+
+    base = transformers.T5ForConditionalGeneration.from_pretrained(hf_dir)
+    peft_model = peft.PeftModel.from_pretrained(base, str(out))
+    assert peft_model.peft_config["default"].num_transformer_submodules == 1
+    _assert_close(expected, _peft_logits(peft_model, enc, dec))
+
+
+def test_peft_trained_adapter_imported_gives_peft_logits(tmp_path, hf_dir, ours):
+    config, params = ours
+    enc, dec, tgt = _batch(1)
+    torch.manual_seed(1)
+    base = transformers.T5ForConditionalGeneration.from_pretrained(hf_dir)
+    peft_model = peft.get_peft_model(base, peft.PromptTuningConfig(
+        task_type=peft.TaskType.SEQ_2_SEQ_LM, num_virtual_tokens=5,
+        num_transformer_submodules=1))
+    embedding = peft_model.prompt_encoder["default"].embedding
+    start = embedding.weight.detach().clone()
+    optimizer = torch.optim.Adam([p for p in peft_model.parameters() if p.requires_grad], lr=0.05)
+    labels = torch.tensor(np.where(tgt > 0, tgt, -100))
+    peft_model.train()
+    for _ in range(3):
+        optimizer.zero_grad()
+        loss = peft_model(input_ids=torch.tensor(enc),
+                          attention_mask=torch.tensor(enc > 0).long(), labels=labels).loss
+        loss.backward()
+        optimizer.step()
+    assert float(torch.max(torch.abs(embedding.weight - start))) > 0.01  # it trained
+    adapter_dir = tmp_path / "peft_adapter"
+    peft_model.save_pretrained(str(adapter_dir))
+    reference = _peft_logits(peft_model, enc, dec)
+
+    model = PromptedT5(config, prompt=SoftPrompt(5, initializers.from_peft(str(adapter_dir))))
+    variables = model.init(jax.random.PRNGKey(0), jnp.asarray(enc), jnp.asarray(dec),
+                           jnp.asarray(tgt), enable_dropout=False)
+    np.testing.assert_array_equal(variables["params"]["prompt"]["prompt"],
+                                  embedding.weight.detach().numpy())
+    variables = {"params": {**params, "prompt": variables["params"]["prompt"]}}
+    _assert_close(_our_logits(model, variables, enc, dec, tgt), reference)
+
+    # The same through the gin file: PROMPT_INIT = from_peft(PEFT_ADAPTER).
+    gin.clear_config()
+    try:
+        gin_utils.parse_gin(["prompts/from_peft.gin"], [f"PEFT_ADAPTER = {str(adapter_dir)!r}"],
+                            finalize=False)
+        init = gin.query_parameter("%PROMPT_INIT").scoped_configurable_fn()
+    finally:
+        gin.clear_config()
+    np.testing.assert_array_equal(init(None, (5, EMB)), embedding.weight.detach().numpy())
+    with pytest.raises(ValueError, match="does not match the prompt shape"):
+        init(None, (6, EMB))
+
+
+def test_round_trip_and_clear_errors(tmp_path):
+    prompt = np.random.RandomState(0).normal(size=(3, 8)).astype(np.float32)
+    write_peft_adapter(tmp_path / "a", prompt, base_model_name_or_path="google/t5-v1_1-small")
+    read = read_peft_adapter(tmp_path / "a")
+    np.testing.assert_array_equal(read.prompt, prompt)
+    assert read.config["base_model_name_or_path"] == "google/t5-v1_1-small"
+
+    # PEFT's seq2seq default also prompts the decoder: refused, naming the field.
+    config = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "adapter_config.json").write_text(
+        json.dumps({**config, "num_transformer_submodules": 2}))
+    with pytest.raises(PeftAdapterError, match="num_transformer_submodules is 2"):
+        read_peft_adapter(tmp_path / "b")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "adapter_config.json").write_text(json.dumps({**config, "peft_type": "LORA"}))
+    with pytest.raises(PeftAdapterError, match="peft_type is 'LORA'"):
+        read_peft_adapter(tmp_path / "c")
+    with pytest.raises(PeftAdapterError, match="adapter config not found"):
+        read_peft_adapter(tmp_path / "missing")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "adapter_config.json").write_text(
+        json.dumps({**config, "num_virtual_tokens": 4}))
+    import shutil
+    shutil.copy(tmp_path / "a" / "adapter_model.safetensors", tmp_path / "d")
+    with pytest.raises(PeftAdapterError, match=r"shape \(3, 8\).*num_virtual_tokens=4"):
+        read_peft_adapter(tmp_path / "d")
