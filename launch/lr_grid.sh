@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# Learning-rate grid: one training run per learning rate (the EPT paper sweeps the rate for
-# each method), each in MODEL_DIR/lr_<rate>, with --gin.LEARNING_RATE=<rate>. Runs one
+# Learning-rate grid: one training run per learning rate (the EPT paper sweeps
+# {3e-3, 1e-2, 3e-2, 1e-1, 3e-1} for each method, App. B.2), each in MODEL_DIR/lr_<rate>,
+# with --gin.LEARNING_RATE=<rate>. Runs one
 # after the other; rerunning the script resumes each run from its own checkpoints
 # (finished runs stop at once). Prints each run's best eval at the end.
 #
 #   launch/lr_grid.sh MODEL_DIR TASK [extra t5x-style flags...]
-#   METHOD_GIN=ept.gin LRS="0.3 0.1 0.03" launch/lr_grid.sh /tmp/ept_rte \
-#       xprompt_super_glue_rte_local --gin.INITIAL_CHECKPOINT_PATH="'/ckpt'"
+#   launch/lr_grid.sh /tmp/ept_rte lester_glue_rte_v200_heldout \
+#       --gin.INITIAL_CHECKPOINT_PATH="'/ckpt'"
+#   METHOD_GIN=ept.gin MODEL_GIN=models/t5_1_1_lm100k_base.gin LRS="0.3 0.1" ...
 #
-# Env: METHOD_GIN (default ept.gin), MODEL_GIN (default models/t5_1_1_lm100k_base.gin),
+# Env: METHOD_GIN (default recipes/ept_paper.gin: T5 v1.0 base, EPT's protocol),
+#      MODEL_GIN (a models/*.gin file put *before* METHOD_GIN, for method files that
+#      include no model; default none), SIZE_GIN (put *after* METHOD_GIN, e.g.
+#      models/t5_1_0_large.gin with a recipe; default none),
 #      LRS (space-separated rates; default xprompt_jax.training.schedules.DEFAULT_LR_GRID),
 #      TRAIN (the command that trains; default "python -m xprompt_jax.train"),
 #      DRY_RUN=1 (print the commands instead of running them).
@@ -25,8 +30,9 @@ read -r -a TRAIN_CMD <<< "${TRAIN:-${PYTHON} -m xprompt_jax.train}"
 for LR in ${LRS}; do
   RUN_DIR="${MODEL_DIR%/}/lr_${LR}"
   CMD=("${TRAIN_CMD[@]}"
-       --gin_file="${MODEL_GIN:-models/t5_1_1_lm100k_base.gin}"
-       --gin_file="${METHOD_GIN:-ept.gin}"
+       ${MODEL_GIN:+--gin_file="${MODEL_GIN}"}
+       --gin_file="${METHOD_GIN:-recipes/ept_paper.gin}"
+       ${SIZE_GIN:+--gin_file="${SIZE_GIN}"}
        --gin.MODEL_DIR="'${RUN_DIR}'"
        --gin.MIXTURE_OR_TASK_NAME="'${TASK}'"
        --gin.LEARNING_RATE="${LR}"
