@@ -5,3 +5,9 @@ parameter names, gin configs and checkpoints.
 """
 
 __version__ = "0.1.0"
+
+# Our CLIs (`python -m xprompt_jax.train`, `xprompt-*` scripts) silence TensorFlow / absl /
+# JAX start-up noise; it must happen before those are imported (see terminal.py).
+from . import terminal as _terminal  # noqa: E402
+
+_terminal.maybe_setup_for_cli()

@@ -75,7 +75,9 @@ class _QuietSearchMisses(logging.Filter):
     later path has it; those are noise (a file found nowhere still raises)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.getMessage()).startswith("Path not found:")
+        # also gin's INFO line for every file it opens (`system_path_file_exists:<path>`)
+        return not str(record.getMessage()).startswith(("Path not found:",
+                                                        "system_path_file_exists:"))
 
 
 def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = (),

@@ -13,15 +13,17 @@
 3. measures the frozen model's references on the same dev split - with the task-name
    prefix it was pretrained with (upper reference) and with neither prefix nor prompt
    (lower reference) - and writes `report.md`, `report.json` and the plots into the run
-   directory, which it prints at the start and at the end.
+   directory, which it prints at the start (and the report's path at the end).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import importlib
+import io
 import json
 import logging
 import os
@@ -272,7 +274,8 @@ def run(output_dir: Optional[str] = None, task: str = DEFAULT_TASK,
     module = importlib.import_module(method.entry)
     if not hasattr(module, "main"):  # a package run with `python -m`: its __main__
         module = importlib.import_module(method.entry + ".__main__")
-    module.main(argv)
+    with contextlib.redirect_stdout(io.StringIO()):  # its summary: printed once, below
+        module.main(argv)
 
     refs: Dict[str, float] = {}
     if references:
@@ -326,8 +329,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
           f"(no prompt: {refs.get('bare', float('nan')):.1f}, "
           f"with task name: {refs.get('prefixed', float('nan')):.1f}) in "
           f"{report['wall_time_s']:.0f} s")
-    print(f"report: {os.path.join(run_dir, 'report.md')}")
-    print(f"run directory: {run_dir}")
+    print(f"report: {os.path.join(run_dir, 'report.md')}")  # the run directory: at the start
     return report
 
 

@@ -25,15 +25,50 @@ def _jsonable(value):
     return value
 
 
-def progress_bar(total: int, description: str, enabled: Optional[bool] = None):
-    """A tqdm bar of `total` units, shown when `enabled` (None: when stderr is a terminal)
-    on process 0; otherwise a disabled one whose `update` / `close` do nothing. Usable as
-    a context manager."""
+def bar_unit(description: str) -> str:
+    """The unit a bar counts, from its description `'<stage>: <items> ...'`: the first word
+    after the colon, singular (`'token pruning: candidates on dev'` -> `'candidate'`)."""
+    _, colon, rest = description.rpartition(":")
+    words = rest.split() if colon else []
+    if not words:
+        return "it"
+    word = words[0]
+    return word[:-1] if word.endswith("s") and len(word) > 3 else word
+
+
+def _whole_unit_tqdm():
     from tqdm import tqdm
 
+    class WholeUnitTqdm(tqdm):
+        """tqdm that shows whole items: `update(x)` with a share of an item (a batched
+        pass that advances all candidates together) accumulates, and the bar moves by whole
+        items only, ending exactly at the total."""
+
+        def __init__(self, *args, **kwargs):
+            self._pending = 0.0
+            super().__init__(*args, **kwargs)
+
+        def update(self, n=1):
+            self._pending += n
+            whole = int(self._pending + 1e-6)
+            if whole <= 0:
+                return None
+            self._pending -= whole
+            return super().update(whole)
+
+    return WholeUnitTqdm
+
+
+def progress_bar(total: int, description: str, enabled: Optional[bool] = None,
+                 unit: Optional[str] = None):
+    """A tqdm bar of `total` whole items (`unit`, default `bar_unit(description)`), shown
+    when `enabled` (None: when stderr is a terminal) on process 0; otherwise a disabled one
+    whose `update` / `close` do nothing. Usable as a context manager. Fractional updates
+    accumulate (the bar shows whole items)."""
     use_bar = sys.stderr.isatty() if enabled is None else enabled
-    return tqdm(total=total, desc=description, dynamic_ncols=True,
-                disable=not use_bar or jax.process_index() != 0)
+    return _whole_unit_tqdm()(total=int(total), desc=description, dynamic_ncols=True,
+                              unit=unit or bar_unit(description),
+                              disable=not use_bar or jax.process_index() != 0)
 
 
 class RunLogger:
@@ -48,7 +83,7 @@ class RunLogger:
         self.jsonl_path = os.path.join(model_dir, "metrics.jsonl")
         self._writers = {}
         self._tensorboard = tensorboard and self.is_writer
-        bar = progress_bar(total_steps, description, progress)
+        bar = progress_bar(total_steps, description, progress, unit="step")
         self._bar = None if bar.disable else bar  # None: periodic log lines instead
         if self._bar is not None and start_step:
             self._bar.update(start_step)
