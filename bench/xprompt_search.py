@@ -6,7 +6,7 @@ Setup: a randomly initialised T5.1.1-style `PromptedT5` (gated GELU, untied
 `logits_dense`, the real T5 vocabulary size) with a `MaskedSoftPrompt` (m tokens, k pieces),
 built by `Trainer` exactly as the pipeline builds it (no pretrained weights), and a small
 synthetic seqio task registered here (`sentence: w1 .. wn` -> `yes` if it contains `red`,
-else `no`; T5 SentencePiece vocabulary from `../shared/fixtures/t5_spm` or `--vocab`).
+else `no`; T5 SentencePiece vocabulary from `tests/fixtures/t5_spm` or `--vocab`).
 
 1. Candidate search: `search.evaluate_candidates(evaluator, variables, candidates,
    batched=True)` (the candidate axis folded into the batch: one compiled pass per chunk of
@@ -60,7 +60,7 @@ import time
 import bench_env  # bench/ (the script's directory) is on sys.path
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-DEFAULT_VOCAB = REPO_ROOT.parent / "shared" / "fixtures" / "t5_spm" / "sentencepiece.model"
+DEFAULT_VOCAB = REPO_ROOT / "tests" / "fixtures" / "t5_spm" / "sentencepiece.model"
 TASK_NAME = "xprompt_bench_search_synthetic"
 WORDS = ["red", "blue", "green", "cat", "dog", "bird", "tree", "house", "river", "stone",
          "small", "large", "quick", "slow", "old", "new"]

@@ -1,7 +1,7 @@
 """Smoke demo: load a T5X checkpoint, run a forward pass and greedy-decode a sentence.
 
-    python -m xprompt_jax.demo --checkpoint ../shared/fixtures/t5x_tiny_orbax/checkpoint_3 \
-        --vocab ../shared/fixtures/t5_spm/sentencepiece.model
+    python -m xprompt_jax.demo --checkpoint tests/fixtures/t5x_tiny_orbax/checkpoint_3 \
+        --vocab tests/fixtures/t5_spm/sentencepiece.model
 
 The model sizes are read from the checkpoint's parameter shapes (T5.1.1 layout).
 """
