@@ -2,9 +2,6 @@
 
 The only module of `xprompt_jax` that uses t5x, and it imports t5x lazily: inside the
 functions below, so `import xprompt_jax` (and this module) works without t5x installed.
-Classes that must subclass a t5x class are built on demand by factory functions and cached,
-so gin's repeated evaluation of `@t5x_compat.numpy_checkpoint_manager_cls()` yields one
-class (T5X requires the save and restore configs to name the *same* manager class).
 
 - `logical_axis_rules()`: our prompt axes (replicated) for
   `partitioning.standard_logical_axis_rules(additional_rules=...)`. No t5x needed.
@@ -14,11 +11,11 @@ class (T5X requires the save and restore configs to name the *same* manager clas
   (the prompt traversal of T5X's `MultiOptimizer`). No t5x needed.
 - `prompt_only_optax(optimizer)`: an optax optimizer on the prompt parameters only (zero
   updates elsewhere), for T5X's `optimizers.OptaxWrapper`. No t5x needed.
-- `numpy_checkpoint_manager_cls()`: T5X's `OrbaxCheckpointManagerInterface` (what
-  `t5x/train.py` uses by default, `use_orbax=True`) that also exports the prompt params as
-  `.npy` files on every save, like google-research/prompt-tuning's `Checkpointer`.
-- `numpy_checkpointer_cls()`: the same for T5X's legacy `checkpoints.Checkpointer`
-  (or `SaveBestCheckpointer`), for runs with `train.use_orbax = False`.
+- `numpy_export_fn(model_dir)`: a save-time state transformation for T5X's
+  `SaveCheckpointConfig.state_transformation_fns` that exports the prompt params as `.npy`
+  files on every save (orbax and legacy checkpointers alike), like
+  google-research/prompt-tuning's `Checkpointer`, with T5X's default checkpoint manager
+  (so reruns on the same MODEL_DIR resume). No t5x needed.
 
 Numpy export layout (as prompt-tuning, with the `.npy` suffix our own trainer writes):
 `MODEL_DIR/numpy_checkpoints/checkpoint_<step>/<param path with '/' -> '.'>.npy`, e.g.
@@ -29,7 +26,6 @@ Numpy directories are never deleted by checkpoint retention (as in prompt-tuning
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import re
@@ -134,17 +130,45 @@ def prompt_only_optax(optimizer, regexes: Regexes = DEFAULT_PROMPT_REGEX):
             lambda path, _: "trainable" if match("/".join(key_name(k) for k in path))
             else "frozen", params)
 
+    _register_t5x_optax_state_rules()
     return optax.multi_transform({"trainable": optimizer, "frozen": optax.set_to_zero()},
                                  labels)
 
 
+def _register_t5x_optax_state_rules() -> None:
+    """Teaches T5X's `OptaxWrapper` the logical axes of optax's `FactoredState` (the state
+    of our Adafactor, `training.optimizers.adafactor`), which T5X does not list: every entry
+    replicated (prompt axes are replicated). A no-op without t5x."""
+    try:
+        from t5x import optimizers as t5x_optimizers
+    except ImportError:
+        return
+    import jax
+    import optax
+    from jax.sharding import PartitionSpec
+
+    rules = t5x_optimizers.OptaxStatePartitionRules._RULES  # pylint: disable=protected-access
+    factored = optax._src.factorized.FactoredState  # pylint: disable=protected-access
+    if factored in rules:
+        return
+
+    def replicated(tree):
+        return jax.tree_util.tree_map(
+            lambda x: x if isinstance(x, optax.MaskedNode)
+            else PartitionSpec(*([None] * len(getattr(x, "shape", ())))),
+            tree, is_leaf=lambda x: isinstance(x, optax.MaskedNode))
+
+    rules[factored] = lambda state, params_axes: factored(
+        count=None, v_row=replicated(state.v_row), v_col=replicated(state.v_col),
+        v=replicated(state.v))
+
+
 # ----------------------------------------------------------------------------- numpy export
-def _step_of(train_state) -> int:
+def _step_value(step) -> int:
+    """The step of a T5X state dict: an int, numpy scalar or replicated jax.Array."""
     import numpy as np
 
-    step = train_state.step
-    local = getattr(step, "addressable_data", None)
-    if callable(local):  # a (possibly sharded / replicated) jax.Array
+    if callable(getattr(step, "addressable_data", None)):
         step = step.addressable_data(0)
     return int(np.asarray(step))
 
@@ -169,79 +193,25 @@ def export_numpy(params, model_dir: str, step: int, regexes: Regexes = DEFAULT_P
     return files
 
 
-def _regex_tuple(regexes: Regexes) -> Tuple[str, ...]:
-    out = (regexes,) if isinstance(regexes, str) else tuple(regexes)
-    _compile(out)
-    return out
+def numpy_export_fn(model_dir: str, save_regexes: Regexes = DEFAULT_PROMPT_REGEX,
+                    suffix: str = ".npy"):
+    """A T5X save-time state transformation (`SaveStateTransformationFn`) that exports the
+    params matching `save_regexes` as `.npy` files on every save and leaves the state as
+    it is. T5X passes `SaveCheckpointConfig.state_transformation_fns` to every save of both
+    checkpointers (orbax and legacy), and the checkpoint manager stays T5X's default, so a
+    rerun on the same MODEL_DIR resumes (T5X builds its resume config in code, with the
+    default manager class). No t5x needed::
 
-
-def numpy_checkpoint_manager_cls(save_regexes: Regexes = DEFAULT_PROMPT_REGEX,
-                                 suffix: str = ".npy"):
-    """A subclass of T5X's `checkpoints.OrbaxCheckpointManagerInterface` whose `save` first
-    exports the params matching `save_regexes` as `.npy` files (see module doc).
-
-    gin (both configs must name the same class; this factory caches it)::
-
-        utils.SaveCheckpointConfig.checkpoint_manager_cls = \
-            @t5x_compat.numpy_checkpoint_manager_cls()
-        utils.RestoreCheckpointConfig.checkpoint_manager_cls = \
-            @t5x_compat.numpy_checkpoint_manager_cls()
+        utils.SaveCheckpointConfig.state_transformation_fns = [@t5x_compat.numpy_export_fn()]
+        t5x_compat.numpy_export_fn.model_dir = %MODEL_DIR
     """
-    return _numpy_checkpoint_manager_cls(_regex_tuple(save_regexes), suffix)
+    regexes = tuple(p.pattern for p in _compile(save_regexes))
+    model_dir = os.fspath(model_dir)
 
+    def export(state_dict, parameter_infos):
+        export_numpy(state_dict["target"], model_dir, _step_value(state_dict["state"]["step"]),
+                     regexes, suffix)
+        return state_dict, parameter_infos
 
-@functools.lru_cache(maxsize=None)
-def _numpy_checkpoint_manager_cls(regexes: Tuple[str, ...], suffix: str):
-    _import_t5x("numpy_checkpoint_manager_cls")
-    from t5x import checkpoints
+    return export
 
-    class NumpyExportCheckpointManager(checkpoints.OrbaxCheckpointManagerInterface):
-        """T5X's orbax checkpoint manager + prompt `.npy` export on every save."""
-
-        numpy_regexes = regexes
-        numpy_suffix = suffix
-
-        def save(self, train_state, state_transformation_fns=(), force: bool = True) -> bool:
-            step = _step_of(train_state)
-            if not force and not self.should_save(step):
-                return False
-            export_numpy(train_state.params, os.fspath(self.directory), step,
-                         self.numpy_regexes, self.numpy_suffix)
-            return super().save(train_state, state_transformation_fns, force=force)
-
-    return NumpyExportCheckpointManager
-
-
-def numpy_checkpointer_cls(save_regexes: Regexes = DEFAULT_PROMPT_REGEX, suffix: str = ".npy",
-                           base: str = "Checkpointer"):
-    """A subclass of T5X's legacy `checkpoints.Checkpointer` (or `base=
-    'SaveBestCheckpointer'`) that exports the matching params as `.npy` before each save.
-    For runs with `train.use_orbax = False`::
-
-        utils.SaveCheckpointConfig.checkpointer_cls = @t5x_compat.numpy_checkpointer_cls()
-    """
-    if base not in ("Checkpointer", "SaveBestCheckpointer"):
-        raise ValueError(f"numpy_checkpointer_cls base={base!r}; expected 'Checkpointer' or "
-                         "'SaveBestCheckpointer'")
-    return _numpy_checkpointer_cls(_regex_tuple(save_regexes), suffix, base)
-
-
-@functools.lru_cache(maxsize=None)
-def _numpy_checkpointer_cls(regexes: Tuple[str, ...], suffix: str, base: str):
-    _import_t5x("numpy_checkpointer_cls")
-    from t5x import checkpoints
-
-    parent = getattr(checkpoints, base)
-
-    class NumpyExportCheckpointer(parent):
-        """T5X's legacy checkpointer + prompt `.npy` export on every save."""
-
-        numpy_regexes = regexes
-        numpy_suffix = suffix
-
-        def save(self, train_state, state_transformation_fns=(), **kwargs):
-            export_numpy(train_state.params, self.checkpoints_dir, _step_of(train_state),
-                         self.numpy_regexes, self.numpy_suffix)
-            return super().save(train_state, state_transformation_fns, **kwargs)
-
-    return NumpyExportCheckpointer
