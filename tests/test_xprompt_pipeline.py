@@ -111,7 +111,13 @@ def test_pipeline_rewinds_resumes_and_reports(gin_pipeline, monkeypatch):
                  "piece_scores_hist.png"):
         assert (model_dir / name).stat().st_size > 0, name
     saved = json.loads((model_dir / "report.json").read_text())
-    assert [c["ratio"] for c in saved["search"]["token_candidates"]] == [0.0, 0.25, 0.5]
+    assert [c["ratio"] for c in saved["search"]["token_candidates"]] == [0.25, 0.5]
+    assert saved["protocol"]["unpruned_candidate"] is False
+    assert saved["protocol"]["rewound_to_stage1_step"] == stage1_best
+    curve = saved["masking_curve"]
+    assert curve["ratios"][0] == 0.0 and len(curve["importance"]) == len(curve["ratios"])
+    assert curve["importance"][0] == pytest.approx(report["stage1"]["eval"]["main_metric"])
+    assert (model_dir / "masking_curve.png").stat().st_size > 0
     assert np.asarray(saved["scores"]["piece"]).shape == (4, 4)
     assert "| 25% |" in (model_dir / "report.md").read_text()
 
@@ -124,7 +130,7 @@ def test_batched_candidate_scoring_equals_sequential(fixtures_dir, t5_vocab_path
                           EvalConfig(mode="rank_classification", batch_size=8, max_examples=16),
                           label_strings_fn=lambda ex: ["yes", "no"])
     trainer = Trainer(model, optimizers.adafactor(), DataConfig(task, FEATURE_LENGTHS, 8),
-                      TrainerConfig(model_dir="/tmp/unused-xp-batched", num_steps=0,
+                      TrainerConfig(model_dir="/tmp/unused-xp-batched", num_steps=1,
                                     eval_period=None, progress=False),
                       pretrained_params=pretrained, evaluator=evaluator)
     variables = trainer.variables()

@@ -10,9 +10,12 @@ checkpoint (orbax or legacy, read without t5x by `xprompt_jax.checkpoints`); wit
 `--prompt_file` the prompt comes from that `.npy` instead (e.g. the best step's numpy
 export: T5X keeps few checkpoints). Then, as our own pipeline does
 (`xprompt_jax.xprompt.pipeline`, stages "scores" and "search"): importance scores of the
-full prompt on NUM_SCORE_EXAMPLES training examples, token-level pruning over TOKEN_RATIOS
-(scores recomputed on the survivors), candidates scored on the dev split without
-retraining, then piece-level pruning over PIECE_RATIOS on the best token mask.
+full prompt on NUM_SCORE_EXAMPLES training examples, the masking curve (MASKING_CURVE),
+token-level pruning over TOKEN_RATIOS (scores recomputed on the survivors; the unpruned
+prompt is not a candidate unless SEARCH_INCLUDE_UNPRUNED), candidates scored on the dev
+split without retraining, then piece-level pruning over PIECE_RATIOS on the best token
+mask; MASK_VARIANT 'reversed' / 'random' write XPrompt's counts from the lowest scorers /
+at random. PROMPT_INIT is not used (the prompt comes from the checkpoint).
 
 Gin: our own files (not gin/t5x): a `models/<size>.gin` and `xprompt.gin` - they give the
 model, the task and data settings (TASK_FEATURE_LENGTHS, BATCH_SIZE, EVAL_MODE, ...) and
@@ -46,7 +49,8 @@ logger = logging.getLogger("xprompt_jax")
 # stage1_* - belong to our own pipeline's training stages).
 PIPELINE_SETTINGS = ("num_score_examples", "per_example", "token_ratios", "piece_ratios",
                      "piece_ranking", "prune_levels", "mask_variant", "mask_seed",
-                     "batched_search")
+                     "batched_search", "search_include_unpruned", "masking_curve",
+                     "curve_ratios", "curve_random_seeds")
 
 
 # ----------------------------------------------------------------------------- checkpoint
@@ -107,12 +111,36 @@ def pipeline_settings() -> Dict[str, Any]:
     return {k: bound[k] for k in PIPELINE_SETTINGS if k in bound}
 
 
+def _neutral_prompt_init() -> None:
+    """Binds PROMPT_INIT to U[-0.5, 0.5]: the stage-1 prompt is read from the checkpoint, so
+    an initializer that reads an embedding (xprompt.gin's sampled vocabulary) would only
+    load the model once more (or fail: INITIAL_CHECKPOINT_PATH is not used here)."""
+    import gin
+
+    with gin.unlock_config():
+        gin.parse_config("from __gin__ import dynamic_registration\n"
+                         "from xprompt_jax.prompts import initializers\n"
+                         "PROMPT_INIT = @initializers.uniform()")
+
+
+def _stage1_label(t5x_checkpoint: str, prompt_file: Optional[str]):
+    """The stage-1 step: the checkpoint's, or the `checkpoint_N` folder of `prompt_file`
+    (a numpy export), else the prompt file's name."""
+    if not prompt_file:
+        return _checkpoint_step(t5x_checkpoint)
+    for part in reversed(os.path.normpath(os.path.abspath(prompt_file)).split(os.sep)):
+        if part.startswith("checkpoint_") and part[len("checkpoint_"):].isdigit():
+            return int(part[len("checkpoint_"):])
+    return f"prompt file {os.path.basename(prompt_file)}"
+
+
 def _configured_model():
     """The model bound to `build_trainer.model` (MODEL of our gin files)."""
     import gin
 
     from .train import build_trainer
 
+    _neutral_prompt_init()
     try:
         model = gin.get_bindings(build_trainer).get("model")
     except (ValueError, KeyError):
@@ -162,10 +190,13 @@ def _save_npy(path: str, value: np.ndarray) -> None:
 def prune_t5x_checkpoint(*, t5x_checkpoint: str, output_dir: str,
                          prompt_file: Optional[str] = None, num_score_examples: int = 1024,
                          per_example: bool = True, token_ratios: Sequence[float] = None,
-                         piece_ratios: Sequence[float] = None, piece_ranking: str = "global",
+                         piece_ratios: Sequence[float] = None,
+                         piece_ranking: str = "per_token",
                          prune_levels: Sequence[str] = ("token", "piece"),
                          mask_variant: str = "xprompt", mask_seed: int = 0,
-                         batched_search: bool = True, model=None,
+                         batched_search: bool = True, search_include_unpruned: bool = False,
+                         masking_curve: bool = True, curve_ratios: Sequence[float] = None,
+                         curve_random_seeds: int = 3, model=None,
                          **build_overrides) -> Dict[str, Any]:
     """Scores and prunes the prompt of a T5X run checkpoint; writes masks, rewound prompt
     and report to `output_dir` (see module doc). Returns the report dict.
@@ -191,14 +222,12 @@ def prune_t5x_checkpoint(*, t5x_checkpoint: str, output_dir: str,
         raise ValueError(f"mask_variant {mask_variant!r}: the pruning CLI writes masks for "
                          "'xprompt', 'reversed' or 'random' ('length' is a fresh prompt of the "
                          "surviving length: run gin/t5x/prompt_tuning.gin with PROMPT_LENGTH)")
-    if piece_ranking not in ("global", "per_token"):
-        raise ValueError(f"piece_ranking {piece_ranking!r}; expected 'global' or 'per_token'")
+    pipeline.check_search_settings(token_ratios, piece_ratios, piece_ranking, prune_levels)
     levels = tuple(prune_levels)
-    if not levels or any(level not in pipeline.PRUNE_LEVELS for level in levels):
-        raise ValueError(f"prune_levels {levels}; expected a non-empty subset of "
-                         f"{pipeline.PRUNE_LEVELS}")
-    token_ratios = pruning.ratios_checked(token_ratios)
-    piece_ratios = pruning.ratios_checked(piece_ratios)
+    token_ratios = pruning.ratios_checked(token_ratios, "TOKEN_RATIOS")
+    piece_ratios = pruning.ratios_checked(piece_ratios, "PIECE_RATIOS")
+    curve_ratios = pipeline.check_curve_ratios(
+        pipeline.CURVE_RATIOS if curve_ratios is None else curve_ratios)
     output_dir = os.path.abspath(os.fspath(output_dir))
     os.makedirs(output_dir, exist_ok=True)
 
@@ -226,7 +255,8 @@ def prune_t5x_checkpoint(*, t5x_checkpoint: str, output_dir: str,
     # ---- trainer around the run checkpoint (frozen weights + prompt), never trained
     overrides: Dict[str, Any] = dict(model=model, model_dir=os.path.join(output_dir, "work"),
                                      initial_checkpoint_path=os.fspath(t5x_checkpoint),
-                                     checkpoint_format="t5x", train_steps=0)
+                                     checkpoint_format="t5x", train_steps=1,
+                                     train_epochs=None)  # never trained
     if stage1_prompt is not None:
         overrides["initial_trainable"] = {"prompt": {"prompt": stage1_prompt}}
     overrides.update(build_overrides)
@@ -235,23 +265,26 @@ def prune_t5x_checkpoint(*, t5x_checkpoint: str, output_dir: str,
     ctx = _context(output_dir, trainer)
     stage1_params = jax.device_get(trainer.state.params)
     m, k, embed_dim = ctx.length, ctx.pieces, ctx.embed_dim
-    checkpoint_step = _checkpoint_step(t5x_checkpoint)
+    checkpoint_step = _stage1_label(t5x_checkpoint, prompt_file)
 
-    # ---- importance scores and the token-then-piece search (our pipeline's code)
-    variant = "reversed" if mask_variant == "reversed" else "xprompt"
+    # ---- importance scores, masking curve, token-then-piece search (our pipeline's code)
     scorer = ctx.scorer(stage1_params, per_example)
     ones_t, ones_p = np.ones(m, np.float32), np.ones((m, k), np.float32)
     initial = scorer.score(ones_t, ones_p, ctx.score_batches(0), num_score_examples)
+    curve = None
+    if masking_curve:
+        curve = pipeline.masking_curve_result(ctx, stage1_params, initial.token, curve_ratios,
+                                              curve_random_seeds, batched_search)
     search_result = pipeline.search_masks(ctx, scorer, initial, stage1_params, token_ratios,
-                                     piece_ratios, piece_ranking, levels, variant,
-                                     num_score_examples, batched_search, False, None)
-    if mask_variant == "random":
-        token_mask, piece_mask = pruning.random_masks_like(
-            np.asarray(search_result["chosen"]["token_mask"]),
-            np.asarray(search_result["chosen"]["piece_mask"]), mask_seed)
-        search_result["xprompt_chosen"] = search_result["chosen"]
-        search_result["chosen"] = {**pipeline.masks_json(token_mask, piece_mask),
-                                   "name": "random"}
+                                          piece_ratios, piece_ranking, levels,
+                                          num_score_examples, batched_search, False, None,
+                                          include_unpruned=search_include_unpruned)
+    search_result["chosen"] = pipeline.variant_masks(search_result, initial, mask_variant,
+                                                     mask_seed)
+    if curve is not None and curve["ratios"][0] == 0:
+        stage1_eval = {"main_metric": curve["importance"][0]}
+    else:
+        stage1_eval = trainer.evaluate(stage1_params)
     token_mask = np.asarray(search_result["chosen"]["token_mask"], np.float32)
     piece_mask = np.asarray(search_result["chosen"]["piece_mask"], np.float32)
     values = pruning.value_mask(token_mask, piece_mask, embed_dim)
@@ -273,9 +306,14 @@ def prune_t5x_checkpoint(*, t5x_checkpoint: str, output_dir: str,
         "num_score_examples": initial.num_examples,
         "prompt_length": m, "num_pieces": k, "embed_dim": embed_dim,
         "stage1": {"best_step": checkpoint_step,
-                   "eval": {"main_metric": unpruned.get("main_metric"),
-                            "metrics": unpruned.get("metrics")}},
+                   "eval": {"main_metric": stage1_eval.get("main_metric"),
+                            "metrics": stage1_eval.get("metrics")}},
         "search": search_result,
+        "masking_curve": curve,
+        "protocol": pipeline.protocol(
+            ctx, search_result, checkpoint_step, None, token_ratios, piece_ratios,
+            piece_ranking, levels, search_include_unpruned, False, mask_variant,
+            getattr(trainer.evaluator.main_metric_fn, "name", "task default")),
         "final_eval": {},
         "parameters": {
             "prompt_tuning": m * embed_dim,

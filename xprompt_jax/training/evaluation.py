@@ -105,6 +105,11 @@ def main_metric_fn(task_name: str, main_metric: Any = None) -> Callable[[Mapping
     if main_metric is None:
         fn = lambda metrics: default_main_metric(task_name, metrics)  # noqa: E731
         fn.name = "task default"
+        tasks_module = _task_helpers()
+        try:
+            fn.name = f"task default ({tasks_module.get_main_metric(task_name)})"
+        except (AttributeError, KeyError, ValueError):
+            pass
         return fn
     return MainMetric(main_metric, task_name)
 

@@ -6,6 +6,11 @@ tokens, prune until round(r * P0) pieces are pruned, P0 = surviving pieces when 
 pruning starts; ranking is global over those pieces (default) or `per_token` (each
 surviving token loses round(r * k) pieces). `variant='reversed'` prunes the *highest*
 scorers instead (keeps the low scorers); ties break by index, so results are reproducible.
+
+Ablations at XPrompt's counts (the paper's Figure 5): `reversed_masks_like` keeps the same
+numbers of tokens and pieces taken from the *lowest* scorers of the full prompt (the
+complement ranking), `random_masks_like` the same numbers at random. The masking curve
+(Figure 2, `curve_token_mask`): one-shot token masks of the full prompt's ranking.
 """
 
 from __future__ import annotations
@@ -98,6 +103,68 @@ def random_masks_like(token_mask: np.ndarray, piece_mask: np.ndarray, seed: int)
     return new_tokens, new_pieces
 
 
+def _lowest(scores: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the `count` lowest scores (ties: lower index first)."""
+    return np.argsort(np.asarray(scores, np.float64), kind="stable")[:count]
+
+
+def reversed_masks_like(token_mask: np.ndarray, piece_mask: np.ndarray,
+                        token_scores: np.ndarray, piece_scores: np.ndarray):
+    """Reversed XPrompt: the counts of (`token_mask` `[m]`, `piece_mask` `[m, k]`) taken
+    from the lowest scorers. Tokens: the n lowest of `token_scores` `[m]` (n = surviving
+    tokens). Pieces, from `piece_scores` `[m, k]`: when every surviving token keeps the same
+    c pieces (per-token ranking, or no piece pruning) each kept token keeps its c lowest;
+    otherwise the P lowest among the kept tokens' pieces (P = surviving pieces)."""
+    token_mask = np.asarray(token_mask)
+    piece_scores = np.asarray(piece_scores, np.float64)
+    m, k = np.asarray(piece_mask).shape
+    if np.shape(token_scores) != (m,) or piece_scores.shape != (m, k):
+        raise ValueError(f"reversed masks: scores {np.shape(token_scores)} / "
+                         f"{piece_scores.shape} do not match masks [{m}] / [{m}, {k}]")
+    alive = effective_piece_mask(token_mask, piece_mask)
+    alive_tokens = token_mask > 0
+    n_tokens = int(alive_tokens.sum())
+    per_token = alive[alive_tokens].sum(axis=1)
+    new_tokens = np.zeros(m, np.float32)
+    kept = np.sort(_lowest(token_scores, n_tokens))
+    new_tokens[kept] = 1.0
+    new_pieces = np.zeros((m, k), np.float32)
+    if n_tokens and np.all(per_token == per_token[0]):
+        for t in kept:
+            new_pieces[t, _lowest(piece_scores[t], int(per_token[0]))] = 1.0
+    else:
+        cells = (kept[:, None] * k + np.arange(k)[None, :]).ravel()
+        chosen = cells[_lowest(piece_scores.ravel()[cells], int(alive.sum()))]
+        new_pieces.ravel()[chosen] = 1.0
+    return new_tokens, new_pieces
+
+
+CURVE_ORDERS = ("importance", "reversed", "random")
+
+
+def curve_token_mask(token_scores: np.ndarray, ratio: float, order: str,
+                     seed: int = 0) -> np.ndarray:
+    """Token mask `[m]` with round(ratio * m) tokens pruned in one shot: the lowest scorers
+    (`importance`, XPrompt's order), the highest (`reversed`) or a random draw (`random`,
+    `np.random.RandomState(seed)`)."""
+    token_scores = np.asarray(token_scores, np.float64)
+    m = token_scores.shape[0]
+    count = int(round(ratio * m))
+    if not 0 <= count < m:
+        raise ValueError(f"masking curve: ratio {ratio} prunes {count} of {m} tokens")
+    if order == "importance":
+        pruned = _lowest(token_scores, count)
+    elif order == "reversed":
+        pruned = _lowest(-token_scores, count)
+    elif order == "random":
+        pruned = np.random.RandomState(seed).permutation(m)[:count]
+    else:
+        raise ValueError(f"masking curve order {order!r}; expected one of {CURVE_ORDERS}")
+    mask = np.ones(m, np.float32)
+    mask[pruned] = 0.0
+    return mask
+
+
 def effective_piece_mask(token_mask: np.ndarray, piece_mask: np.ndarray) -> np.ndarray:
     """`[m, k]` 1 where the piece survives and its token survives."""
     return ((np.asarray(piece_mask) > 0) & (np.asarray(token_mask)[:, None] > 0)).astype(
@@ -117,8 +184,10 @@ def trainable_parameter_count(token_mask: np.ndarray, piece_mask: np.ndarray,
     return int(pieces.sum()) * (embed_dim // pieces.shape[1])
 
 
-def ratios_checked(ratios: Sequence[float]) -> tuple:
+def ratios_checked(ratios: Sequence[float], name: str = "pruning ratios") -> tuple:
     ratios = tuple(float(r) for r in ratios)
-    if any(not 0 < r < 1 for r in ratios) or list(ratios) != sorted(ratios):
-        raise ValueError(f"pruning ratios must be increasing and in (0, 1): {ratios}")
+    if (not ratios or any(not 0 < r < 1 for r in ratios)
+            or any(b <= a for a, b in zip(ratios, ratios[1:]))):
+        raise ValueError(f"{name} must be non-empty, strictly increasing and in (0, 1) (the "
+                         f"unpruned prompt is added by SEARCH_INCLUDE_UNPRUNED): {ratios}")
     return ratios

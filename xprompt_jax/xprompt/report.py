@@ -3,6 +3,8 @@
 - `importance_heatmap.png`: tokens x pieces importance (piece scores of the full prompt),
   pruned cells greyed (the paper's Figures 9-10).
 - `token_scores_hist.png`, `piece_scores_hist.png`: score histograms (Figures 6-7).
+- `masking_curve.png`: dev metric of the stage-1 prompt (no retraining) against the share of
+  tokens masked in importance, reversed and random order (Figure 2 generalised).
 """
 
 from __future__ import annotations
@@ -61,8 +63,73 @@ def plot_histogram(values: np.ndarray, title: str, path: str) -> None:
     plt.close(fig)
 
 
+def plot_masking_curve(curve: Mapping[str, Any], path: str) -> None:
+    """Dev metric against pruned token share, one line per order (random: mean of seeds)."""
+    plt = _plt()
+    shares = [100 * r for r in curve["ratios"]]
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    styles = {"importance": ("tab:green", "o-", "importance order (XPrompt)"),
+              "reversed": ("tab:red", "s-", "reversed importance"),
+              "random": ("tab:gray", "^--", f"random (mean of {len(curve['random_seeds'])})")}
+    for order, (color, style, label) in styles.items():
+        values = [np.nan if v is None else v for v in curve[order]]
+        ax.plot(shares, values, style, color=color, label=label)
+    ax.set_xlabel("prompt tokens masked (%)")
+    ax.set_ylabel(f"dev {curve.get('metric', 'main metric')}")
+    ax.set_title("masking curve: stage-1 prompt, no retraining")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def curve_lines(curve: Mapping[str, Any]) -> list:
+    """Markdown table of the masking curve (also printed by the quickstart)."""
+    lines = ["| tokens masked | importance order | reversed order | random (mean) |",
+             "|---|---|---|---|"]
+    for i, ratio in enumerate(curve["ratios"]):
+        lines.append(f"| {ratio:.0%} ({curve['pruned_tokens'][i]}) | "
+                     f"{_fmt(curve['importance'][i])} | {_fmt(curve['reversed'][i])} | "
+                     f"{_fmt(curve['random'][i])} |")
+    return lines
+
+
+def protocol_lines(report: Mapping[str, Any]) -> list:
+    """The protocol in words, comparable with the paper's section 5.3."""
+    proto = report.get("protocol")
+    if not proto:
+        return []
+    pct = lambda ratios: ", ".join(f"{r:.0%}" for r in ratios) or "-"  # noqa: E731
+    searched = []
+    if proto["token_ratios"]:
+        searched.append(f"token ratios {{{pct(proto['token_ratios'])}}}")
+    if proto["piece_ratios"]:
+        searched.append(f"then piece ratios {{{pct(proto['piece_ratios'])}}} "
+                        f"({proto['piece_ranking'].replace('_', ' ')} ranking) on the best "
+                        "token mask")
+    return [
+        "## Protocol", "",
+        f"- searched: {'; '.join(searched)}; iterative (scores recomputed on the survivors "
+        "after each ratio); the unpruned prompt "
+        f"{'was' if proto['unpruned_candidate'] else 'was not'} a candidate;",
+        f"- candidates scored: {proto['candidates_scored']}, on the "
+        f"`{proto['eval_split']}` split by {proto['eval_mode'].replace('_', ' ')}; metric: "
+        f"{proto['main_metric']}; ties go to the sparser mask;",
+        f"- chosen: `{proto['chosen']}`; pruned tokens: "
+        f"{'removed from attention' if proto['token_prune_mode'] == 'remove' else 'gamma * P (zero vectors, still attended; the paper eq. 2)'};",
+        f"- mask variant: `{proto['mask_variant']}`; survivors rewound to the stage-1 prompt "
+        f"({_step_label(proto['rewound_to_stage1_step'])}), fresh optimizer, same recipe, "
+        "masks fixed, " + (f"{proto['rewind_steps']} steps; best rewound checkpoint by the "
+                           "same dev metric." if proto['rewind_steps'] is not None else
+                           "retrained by the next run (not here)."), ""]
+
+
 def _fmt(value) -> str:
     return "-" if value is None else f"{float(value):.4g}"
+
+
+def _step_label(step) -> str:
+    return f"step {step}" if isinstance(step, int) or str(step).isdigit() else str(step)
 
 
 def markdown(report: Mapping[str, Any]) -> str:
@@ -81,7 +148,7 @@ def markdown(report: Mapping[str, Any]) -> str:
         "## Result", "",
         "| | dev main metric | trainable parameters |",
         "|---|---|---|",
-        f"| prompt tuning (stage 1, step {report['stage1']['best_step']}) | "
+        f"| prompt tuning (stage 1, {_step_label(report['stage1']['best_step'])}) | "
         f"{_fmt(stage1.get('main_metric'))} | {params['prompt_tuning']} |",
         f"| XPrompt (rewound, step {final.get('checkpoint_step')}) | "
         f"{_fmt(final.get('main_metric'))} | {params['xprompt']} |", "",
@@ -89,16 +156,33 @@ def markdown(report: Mapping[str, Any]) -> str:
         f"pieces: {params['surviving_pieces']} / {report['prompt_length'] * report['num_pieces']}"
         f" (parameters = surviving pieces x e/k).", "",
     ]
+    ablations = report.get("ablations") or {}
+    if ablations:
+        lines += ["## Ablations (same stage 1, same counts; the paper's Figure 5)", "",
+                  "| variant | dev main metric | surviving tokens | surviving pieces |",
+                  "|---|---|---|---|",
+                  f"| XPrompt | {_fmt(final.get('main_metric'))} | "
+                  f"{params['surviving_tokens']} | {params['surviving_pieces']} |"]
+        for name, row in ablations.items():
+            lines.append(f"| {name} | {_fmt((row.get('final_eval') or {}).get('main_metric'))}"
+                         f" | {row['surviving_tokens']} | {row['surviving_pieces']} |")
+        lines.append("")
+    lines += protocol_lines(report)
+    curve = report.get("masking_curve")
+    if curve:
+        lines += ["## Masking curve (stage-1 prompt, no retraining; the paper's Figure 2)", "",
+                  *curve_lines(curve), "", "![masking curve](masking_curve.png)", ""]
     search = report["search"]
     for level in ("token", "piece"):
         rows = search.get(f"{level}_candidates") or []
         if not rows:
             continue
         lines += [f"## {level.capitalize()}-level candidates (stage-1 prompt, no retraining)", "",
-                  "| ratio | dev main metric | chosen |", "|---|---|---|"]
+                  "| ratio | kept pieces | dev main metric | chosen |", "|---|---|---|---|"]
         for row in rows:
             chosen = "yes" if row["name"] == search.get(f"best_{level}") else ""
-            lines.append(f"| {row['ratio']:.0%} | {_fmt(row['main_metric'])} | {chosen} |")
+            lines.append(f"| {row['ratio']:.0%} | {row.get('kept_pieces', '-')} | "
+                         f"{_fmt(row['main_metric'])} | {chosen} |")
         lines.append("")
     lines += ["## Plots", "", "![importance](importance_heatmap.png)", "",
               "![token scores](token_scores_hist.png) ![piece scores](piece_scores_hist.png)", ""]
@@ -116,6 +200,9 @@ def write_report(model_dir: str, report: Dict[str, Any], scores: ImportanceScore
     report = dict(report)
     report["scores"] = scores.to_json()
     report["plots"] = ["importance_heatmap.png", "token_scores_hist.png", "piece_scores_hist.png"]
+    if report.get("masking_curve"):
+        plot_masking_curve(report["masking_curve"], os.path.join(model_dir, "masking_curve.png"))
+        report["plots"].append("masking_curve.png")
     write_json_atomic(os.path.join(model_dir, "report.json"), json.loads(json.dumps(
         report, default=lambda o: np.asarray(o).tolist())))
     tmp = os.path.join(model_dir, "report.md.tmp")

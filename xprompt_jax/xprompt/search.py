@@ -11,7 +11,8 @@ Sequential: one evaluation per candidate (for comparison in bench/xprompt_search
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+import contextlib
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -93,6 +94,36 @@ def evaluate_candidates(evaluator: Evaluator, variables: Mapping[str, Any],
             if bar is not None:
                 bar.update(count * len(chunk) / len(examples))
     return [evaluator.result_from_texts(t) for t in texts]
+
+
+def candidate_set(level: str, ratios: Sequence[float], start: Candidate, first_scores,
+                  prune: Callable, include_unpruned: bool = False,
+                  rescore: Optional[Callable] = None, bar=None):
+    """XPrompt's iterative candidates at one level: candidate i = `prune(scores_i,
+    candidate_{i-1}, ratios[i])` (candidate_{-1} = `start`), scores_0 = `first_scores`,
+    scores_{i+1} = `rescore(candidate_i, i)` (the survivors rescored). The unpruned `start`
+    comes first only with `include_unpruned` (the paper searches 10%..90%, p5). Returns
+    (candidates, names `'<level>_<ratio>'`, ratios). `bar` (context-manager tqdm or None)
+    advances once per rescoring."""
+    candidates: List[Candidate] = []
+    names: List[str] = []
+    used: List[float] = []
+    if include_unpruned:
+        candidates.append(start)
+        names.append(f"{level}_0.0")
+        used.append(0.0)
+    previous, scores = start, first_scores
+    with (bar if bar is not None else contextlib.nullcontext()):
+        for i, ratio in enumerate(ratios):
+            previous = prune(scores, previous, ratio)
+            candidates.append(previous)
+            names.append(f"{level}_{ratio}")
+            used.append(float(ratio))
+            if i + 1 < len(ratios) and rescore is not None:
+                scores = rescore(previous, i)
+                if bar is not None:
+                    bar.update(1)
+    return candidates, names, used
 
 
 def choose_best(results: Sequence[Mapping[str, Any]], kept_counts: Sequence[int]) -> int:

@@ -1,0 +1,250 @@
+"""XPrompt as the paper runs it (issue 13): the default search never returns the unpruned
+prompt, reversed masks are the complement ranking at XPrompt's counts, the masking curve
+equals a brute-force loop over ratios, and the paper recipe resolves to the paper's values."""
+
+import types
+
+import gin
+import numpy as np
+import pytest
+
+import synthetic_tasks
+from training_utils import FEATURE_LENGTHS, fixture_params, tiny_prompted_model
+from xprompt_jax import gin_utils
+from xprompt_jax.training import optimizers
+from xprompt_jax.training.data import DataConfig
+from xprompt_jax.training.evaluation import EvalConfig, Evaluator
+from xprompt_jax.training.trainer import Trainer, TrainerConfig
+from xprompt_jax.xprompt import MaskedSoftPrompt, pipeline, pruning, search
+from xprompt_jax.xprompt.masked_prompt import MASKS
+from xprompt_jax.xprompt.scoring import ImportanceScores, mask_variables
+
+
+# ------------------------------------------------------------------ search candidates
+class _FixedScorer:
+    """Importance scores that never change (token i scores i+1; piece (t, j) scores j+1)."""
+
+    def __init__(self, m, k):
+        self.m, self.k = m, k
+
+    def score(self, token_mask, piece_mask, batches, num_examples, bar=None):
+        return ImportanceScores(np.arange(1.0, self.m + 1),
+                                np.tile(np.arange(1.0, self.k + 1), (self.m, 1)), 1, True)
+
+
+def _fake_ctx(m, k):
+    trainer = types.SimpleNamespace(variables=lambda params: {},
+                                    config=types.SimpleNamespace(progress=False),
+                                    evaluator=None)
+    return types.SimpleNamespace(length=m, pieces=k, trainer=trainer, model_dir="/unused",
+                                 score_batches=lambda seed: None)
+
+
+def _search(monkeypatch, include_unpruned, levels=("token", "piece")):
+    """search_masks where a candidate's dev metric is its number of kept pieces: the fuller
+    the mask, the better (the stage-1 prompt without retraining favours the full prompt)."""
+    m, k = 10, 16
+    seen = []
+
+    def fake_evaluate(evaluator, variables, candidates, batched=True, bar=None, **kw):
+        seen.append([(np.asarray(t).copy(), np.asarray(p).copy()) for t, p in candidates])
+        return [{"main_metric": float(pipeline.kept_pieces(t, p))} for t, p in candidates]
+
+    monkeypatch.setattr(search, "evaluate_candidates", fake_evaluate)
+    scorer = _FixedScorer(m, k)
+    initial = scorer.score(None, None, None, 1)
+    record = pipeline.search_masks(_fake_ctx(m, k), scorer, initial, {}, pruning.default_ratios(),
+                                   pruning.default_ratios(), "per_token", levels, 1, True,
+                                   False, None, include_unpruned=include_unpruned)
+    return record, seen
+
+
+def test_default_search_never_returns_the_unpruned_prompt(monkeypatch):
+    record, seen = _search(monkeypatch, include_unpruned=False)
+    # nine candidates per level, 10%..90%, none of them the full prompt / full piece mask
+    assert [c["ratio"] for c in record["token_candidates"]] == list(pruning.default_ratios())
+    assert [c["ratio"] for c in record["piece_candidates"]] == list(pruning.default_ratios())
+    for level in seen:
+        assert len(level) == 9
+        assert all(pipeline.kept_pieces(t, p) < t.size * p.shape[1] for t, p in level)
+    token_mask = np.asarray(record["chosen"]["token_mask"])
+    piece_mask = np.asarray(record["chosen"]["piece_mask"])
+    # the best pruned candidates: 10% of the tokens (the lowest scorer, token 0), then 10%
+    # of each survivor's pieces (round(0.1 * 16) = 2, the two lowest: pieces 0 and 1)
+    np.testing.assert_array_equal(token_mask, [0] + [1] * 9)
+    assert record["chosen"]["name"] == "token_0.1+piece_0.1"
+    np.testing.assert_array_equal(piece_mask[1:, :2], 0)
+    assert pipeline.kept_pieces(token_mask, piece_mask) == 9 * 14
+    # with the option, the unpruned prompt is a candidate (and here it wins)
+    record, seen = _search(monkeypatch, include_unpruned=True)
+    assert [c["ratio"] for c in record["token_candidates"]][:2] == [0.0, 0.1]
+    assert record["chosen"]["name"] == "token_0.0+piece_0.0"
+    assert np.all(np.asarray(record["chosen"]["token_mask"]) == 1)
+
+
+def test_default_ratios_reject_zero_and_gin_does_not_add_it():
+    with pytest.raises(ValueError, match="SEARCH_INCLUDE_UNPRUNED"):
+        pruning.ratios_checked((0.0, 0.5))
+    gin.clear_config()
+    try:
+        gin_utils.parse_gin(["models/t5_1_1_tiny.gin", "xprompt.gin"], ["MODEL_DIR = '/x'"],
+                            finalize=False)
+        bound = gin.get_bindings(pipeline.run_pipeline)
+        assert bound["search_include_unpruned"] is False
+        assert bound["token_ratios"] == bound["piece_ratios"] == pruning.default_ratios()
+        assert bound["masking_curve"] is True
+    finally:
+        gin.clear_config()
+
+
+# ------------------------------------------------------------------ reversed XPrompt
+TOKEN_SCORES = np.array([5.0, 1.0, 4.0, 0.5, 3.0, 2.0])
+PIECE_SCORES = np.array([[4.0, 3.0, 2.0, 1.0],
+                         [1.0, 2.0, 3.0, 4.0],
+                         [9.0, 0.1, 8.0, 0.2],
+                         [2.0, 2.0, 1.0, 3.0],
+                         [0.3, 0.2, 0.1, 0.0],
+                         [5.0, 6.0, 7.0, 8.0]])
+
+
+def test_reversed_masks_are_the_complement_ranking_at_xprompts_counts_per_token():
+    # XPrompt kept tokens 0, 2, 4, 5 (4 of 6), 2 pieces each
+    xp_tokens = np.array([1, 0, 1, 0, 1, 1], np.float32)
+    xp_pieces = np.zeros((6, 4), np.float32)
+    for t, cols in {0: (0, 1), 2: (0, 2), 4: (0, 1), 5: (2, 3), 1: (0, 1, 2, 3)}.items():
+        xp_pieces[t, list(cols)] = 1  # token 1 is pruned: its pieces do not count
+    tokens, pieces = pruning.reversed_masks_like(xp_tokens, xp_pieces, TOKEN_SCORES,
+                                                 PIECE_SCORES)
+    # hand-built: the 4 lowest token scores are tokens 3 (0.5), 1 (1), 5 (2), 4 (3); each
+    # keeps its 2 lowest pieces
+    np.testing.assert_array_equal(tokens, [0, 1, 0, 1, 1, 1])
+    expected = np.zeros((6, 4))
+    expected[1, [0, 1]] = 1
+    expected[3, [2, 0]] = 1  # 1.0, then the first of the two 2.0s
+    expected[4, [3, 2]] = 1
+    expected[5, [0, 1]] = 1
+    np.testing.assert_array_equal(pieces, expected)
+    assert tokens.sum() == xp_tokens.sum()
+    assert pipeline.kept_pieces(tokens, pieces) == pipeline.kept_pieces(xp_tokens, xp_pieces)
+    # through the pipeline's variant selection (the search record's XPrompt masks)
+    record = {"xprompt": {**pipeline.masks_json(xp_tokens, xp_pieces), "name": "t+p"}}
+    scores = ImportanceScores(TOKEN_SCORES, PIECE_SCORES, 1, True)
+    chosen = pipeline.variant_masks(record, scores, "reversed")
+    np.testing.assert_array_equal(chosen["token_mask"], tokens)
+    np.testing.assert_array_equal(chosen["piece_mask"], expected)
+    random = pipeline.variant_masks(record, scores, "random", seed=3)
+    assert np.sum(random["token_mask"]) == 4
+    assert pipeline.kept_pieces(np.asarray(random["token_mask"]),
+                                np.asarray(random["piece_mask"])) == 8
+
+
+def test_reversed_masks_global_counts():
+    # XPrompt kept tokens 0 and 2 with 3 + 1 = 4 pieces (not the same per token)
+    xp_tokens = np.array([1, 0, 1, 0, 0, 0], np.float32)
+    xp_pieces = np.zeros((6, 4), np.float32)
+    xp_pieces[0, [0, 1, 2]] = 1
+    xp_pieces[2, 0] = 1
+    tokens, pieces = pruning.reversed_masks_like(xp_tokens, xp_pieces, TOKEN_SCORES,
+                                                 PIECE_SCORES)
+    np.testing.assert_array_equal(tokens, [0, 1, 0, 1, 0, 0])  # scores 1.0 and 0.5
+    # the 4 lowest pieces among tokens 1 and 3: (1,0)=1, (3,2)=1, (1,1)=2, (3,0)=2
+    expected = np.zeros((6, 4))
+    expected[1, [0, 1]] = 1
+    expected[3, [0, 2]] = 1
+    np.testing.assert_array_equal(pieces, expected)
+
+
+# ------------------------------------------------------------------ masking curve
+def test_masking_curve_equals_a_brute_force_loop_over_ratios(fixtures_dir, t5_vocab_path):
+    m, k = 4, 4
+    task = synthetic_tasks.register(t5_vocab_path)
+    pretrained = fixture_params(str(fixtures_dir / "t5x_tiny_orbax" / "checkpoint_3"))
+    model = tiny_prompted_model().clone(prompt=MaskedSoftPrompt(length=m, num_pieces=k,
+                                                                token_prune_mode="zero"))
+    evaluator = Evaluator(model, task, FEATURE_LENGTHS,
+                          EvalConfig(mode="rank_classification", batch_size=72, max_examples=8),
+                          label_strings_fn=lambda ex: ["yes", "no"],
+                          main_metric_fn=lambda metrics: metrics["accuracy"])
+    trainer = Trainer(model, optimizers.adafactor(), DataConfig(task, FEATURE_LENGTHS, 8),
+                      TrainerConfig(model_dir="/tmp/unused-xp-curve", num_steps=1,
+                                    eval_period=None, progress=False),
+                      pretrained_params=pretrained, evaluator=evaluator)
+    prompt = np.random.RandomState(1).uniform(-30, 30, (m, 8)).astype(np.float32)
+    params = {"prompt": {"prompt": prompt}}
+    ctx = types.SimpleNamespace(trainer=trainer, length=m, pieces=k)
+    scores = np.array([0.3, 0.1, 0.4, 0.2])
+    ratios, seeds = (0.0, 0.25, 0.75), 2
+    # 9 candidates x 8 examples = one call of the eval batch (72 rows)
+    curve = pipeline.masking_curve_result(ctx, params, scores, ratios, seeds)
+
+    variables = trainer.variables(params)
+
+    def dev(token_mask):
+        v = {key: val for key, val in variables.items() if key != MASKS}
+        v[MASKS] = mask_variables(np.asarray(token_mask, np.float32), np.ones((m, k),
+                                                                                np.float32))
+        return evaluator.evaluate(v)["main_metric"]
+
+    brute = {"importance": [], "reversed": [], "random": []}
+    by_score = sorted(range(m), key=lambda i: scores[i])  # lowest first
+    full = dev(np.ones(m))
+    for ratio in ratios:
+        n = int(round(ratio * m))
+        if n == 0:
+            for order in brute:
+                brute[order].append(full)
+            continue
+        for order, pruned in (("importance", by_score[:n]),
+                              ("reversed", by_score[::-1][:n])):
+            mask = np.ones(m)
+            mask[list(pruned)] = 0
+            brute[order].append(dev(mask))
+        draws = []
+        for seed in range(seeds):
+            mask = np.ones(m)
+            mask[np.random.RandomState(seed).permutation(m)[:n]] = 0
+            draws.append(dev(mask))
+        brute["random"].append(float(np.mean(draws)))
+    assert curve["ratios"] == list(ratios) and curve["pruned_tokens"] == [0, 1, 3]
+    for order in ("importance", "reversed"):
+        assert curve[order] == pytest.approx(brute[order]), order
+    assert curve["random"] == pytest.approx(brute["random"])
+    values = brute["importance"] + brute["reversed"]
+    assert len(set(values)) > 1  # the masks change the predictions (the check can fail)
+
+
+# ------------------------------------------------------------------ the paper recipe
+def test_paper_recipe_resolves_to_the_papers_values(fixtures_dir):
+    from xprompt_jax.prompts import initializers
+    from xprompt_jax.train import build_trainer
+    from xprompt_jax.xprompt import masked_prompt
+
+    gin.clear_config()
+    try:
+        gin_utils.parse_gin(["models/t5_1_1_tiny.gin", "recipes/xprompt_paper.gin"],
+                            ["MODEL_DIR = '/x'", "MIXTURE_OR_TASK_NAME = 't'",
+                             "INITIAL_CHECKPOINT_PATH = "
+                             f"'{fixtures_dir / 't5x_tiny_orbax' / 'checkpoint_3'}'"],
+                            finalize=False)
+        run = gin.get_bindings(pipeline.run_pipeline)
+        assert run["token_ratios"] == run["piece_ratios"] == (
+            0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+        assert run["search_include_unpruned"] is False
+        assert run["piece_ranking"] == "per_token"
+        assert run["rewind_each_candidate"] is False and run["rewind_steps"] is None
+        train = gin.get_bindings(build_trainer)
+        assert train["batch_size"] == 16 and train["train_epochs"] == 100
+        assert train["main_metric"] == ("f1a", "accuracy")
+        assert train["eval_period"] and train["patience"] is None
+        for name, value in (("PROMPT_LENGTH", 20), ("NUM_PIECES", 16),
+                            ("TOKEN_PRUNE_MODE", "zero")):
+            assert gin.query_parameter(f"%{name}") == value, name
+        prompt = gin.get_bindings(masked_prompt.MaskedSoftPrompt, resolve_references=False)
+        assert str(prompt["init"]) == "%PROMPT_INIT"
+        init = gin.query_parameter("%PROMPT_INIT")
+        assert init.configurable.wrapped is initializers.sampled_vocab
+        opt = gin.get_bindings(optimizers.adafactor)
+        assert opt["learning_rate"] == 0.3 and opt["weight_decay_rate"] == 1e-5
+        assert opt["decay_rate"] == 0.8 and opt["multiply_by_parameter_scale"] is False
+    finally:
+        gin.clear_config()
