@@ -48,7 +48,7 @@ QUIET_ENV = {
 QUIET_LOGGERS = {
     "jax._src.xla_bridge": logging.ERROR,  # "Unable to initialize backend 'tpu'", ...
     "jax._src.compiler": logging.ERROR,
-    "absl": logging.WARNING,  # orbax / absl INFO lines (per checkpoint save)
+    "absl": logging.ERROR,  # orbax / absl INFO and WARNING chatter (per checkpoint save)
     "orbax": logging.WARNING,
     "tensorflow": logging.ERROR,
     "h5py": logging.WARNING,
