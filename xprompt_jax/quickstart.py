@@ -217,11 +217,20 @@ def merge_pipeline_report(run_dir: str, task: str, references: Dict[str, float],
     final = report.get("final_eval") or {}
     params = report.get("parameters") or {}
     best = final.get("main_metric")
+    ablations = {name: {"accuracy": (row.get("final_eval") or {}).get("main_metric"),
+                        "surviving_tokens": row.get("surviving_tokens"),
+                        "surviving_pieces": row.get("surviving_pieces"),
+                        "parameters": row.get("parameters")}
+                 for name, row in (report.get("ablations") or {}).items()}
     quick = {"method": "XPrompt", "task": f"world_{task}", "run_dir": run_dir, "seed": seed,
              "world_dir": world_dir, "references": references,
              "prompt_tuning_accuracy": stage1.get("main_metric"),
              "xprompt_accuracy": best,
              "gain_over_no_prompt": _gain(best, references),
+             "chosen": ((report.get("search") or {}).get("xprompt") or {}).get("name"),
+             "surviving_tokens": params.get("surviving_tokens"),
+             "surviving_pieces": params.get("surviving_pieces"),
+             "masking_curve": report.get("masking_curve"), "ablations": ablations,
              "wall_time_s": round(wall_time_s, 1)}
     report["quickstart"] = quick
     write_json_atomic(os.path.join(run_dir, "report.json"), report)
@@ -236,7 +245,9 @@ def merge_pipeline_report(run_dir: str, task: str, references: Dict[str, float],
         *_reference_rows(references, extra_cells=("0",)),
         f"| prompt tuning (stage 1) | {_fmt(stage1.get('main_metric'))} | "
         f"{params.get('prompt_tuning')} |",
-        f"| **XPrompt** (pruned + rewound) | **{_fmt(best)}** | {params.get('xprompt')} |", "",
+        f"| **XPrompt** (pruned + rewound) | **{_fmt(best)}** | {params.get('xprompt')} |",
+        *[f"| XPrompt ablation: {name} masks | {_fmt(row['accuracy'])} | {row['parameters']} |"
+          for name, row in ablations.items()], "",
         f"Wall time {wall_time_s:.0f} s; seed {seed}; world data `{world_dir}`.", "",
     ]
     if plot:
@@ -313,14 +324,22 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                         help="override TRAIN_STEPS of gin/world/run.gin (each training stage)")
     parser.add_argument("--no_references", action="store_true",
                         help="skip evaluating the frozen model's references")
+    parser.add_argument("--ablations", default="",
+                        help="XPrompt: comma-separated mask variants rewound in addition from "
+                             "the same stage 1 and search (reversed,random,length): the "
+                             "paper's Figure 5")
     parser.add_argument("--gin", action="append", default=[],
                         help="extra gin binding, e.g. --gin \"LEARNING_RATE = 0.1\"")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     for noisy in ("absl", "orbax"):  # per-save checkpoint chatter; progress bars say enough
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    extra = list(args.gin)
+    if args.ablations:
+        names = tuple(a.strip() for a in args.ablations.split(",") if a.strip())
+        extra.append(f"ABLATIONS = {names!r}")
     report = run(args.output_dir, args.task, args.world_dir, args.seed, args.steps,
-                 not args.no_references, METHODS[args.method], extra_gin=args.gin)
+                 not args.no_references, METHODS[args.method], extra_gin=extra)
     run_dir = report["run_dir"]
     refs = report["references"]
     accuracy = report["dev_accuracy"]
@@ -329,8 +348,26 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
           f"(no prompt: {refs.get('bare', float('nan')):.1f}, "
           f"with task name: {refs.get('prefixed', float('nan')):.1f}) in "
           f"{report['wall_time_s']:.0f} s")
+    print_xprompt_summary(report)
     print(f"report: {os.path.join(run_dir, 'report.md')}")  # the run directory: at the start
     return report
+
+
+def print_xprompt_summary(report: Dict[str, Any]) -> None:
+    """The masking curve (the paper's Figure 2), the chosen masks and the ablations."""
+    curve = report.get("masking_curve")
+    if not curve:
+        return
+    from xprompt_jax.xprompt.report import curve_lines
+
+    print(f"\nmasking curve (stage-1 prompt, no retraining; dev {curve.get('metric')}):")
+    for line in curve_lines(curve):
+        print("  " + line)
+    print(f"XPrompt chose {report.get('chosen')}: {report.get('surviving_tokens')} tokens, "
+          f"{report.get('surviving_pieces')} pieces kept")
+    for name, row in (report.get("ablations") or {}).items():
+        print(f"  {name} masks: {row['surviving_tokens']} tokens, {row['surviving_pieces']} "
+              f"pieces -> dev accuracy {_fmt(row['accuracy'])}")
 
 
 if __name__ == "__main__":
