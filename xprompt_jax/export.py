@@ -31,6 +31,9 @@ Writes to the output directory:
   token; the shorter prompt shifts T5's relative positions, so outputs are close, not equal).
 
 Only the prompt's parameters are read (the frozen model is not loaded unless `--verify`).
+MODEL_DIR may also be a `t5x/train.py` run (gin/t5x/ files) or one of its `checkpoint_<N>`
+directories: give our own method file with the run's settings (e.g. `ept.gin`, the same
+PROMPT_LENGTH / EPT_HIDDEN); 'best' is then the latest step (T5X keeps no best).
 """
 
 from __future__ import annotations
@@ -254,6 +257,9 @@ def restore_trainable(model, model_dir: str, checkpoint: Union[str, int] = "best
 
     from .training.checkpointing import RunCheckpointer
 
+    t5x_path = _t5x_run_checkpoint(model_dir, checkpoint)
+    if t5x_path is not None:
+        return _restore_t5x_trainable(model, t5x_path, trainable_regex, with_collections)
     checkpointer = RunCheckpointer(model_dir, read_only=True)
     if checkpoint == "best":
         step = checkpointer.best_step() or checkpointer.latest_step()
@@ -267,23 +273,61 @@ def restore_trainable(model, model_dir: str, checkpoint: Union[str, int] = "best
     if restored is None:
         raise FileNotFoundError(f"checkpoint {step} not found in {model_dir}")
     saved, collections = restored_params_and_collections(restored[0])
+    trainable = _checked_trainable(model, saved, trainable_regex, f"checkpoint {step} in {model_dir}")
+    if with_collections:
+        collections = jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(x)), collections)
+        return trainable, int(step), collections
+    return trainable, int(step)
+
+
+def _t5x_run_checkpoint(model_dir: str, checkpoint: Union[str, int]) -> Optional[str]:
+    """The T5X checkpoint directory to export when `model_dir` is a `t5x/train.py` run
+    (`checkpoint_<N>/` directories, no `checkpoints/` of our own trainer) or one of its
+    `checkpoint_<N>` directories; None otherwise. T5X keeps no best checkpoint: 'best' is
+    the latest (export a numpy export of another step with `prompts/from_file.gin`)."""
+    from .checkpoints import t5x as t5x_checkpoints
+
+    if os.path.isdir(os.path.join(model_dir, "checkpoints")):
+        return None
+    if checkpoint not in ("best", "latest"):
+        candidate = os.path.join(model_dir, f"checkpoint_{int(checkpoint)}")
+        return candidate if os.path.isdir(candidate) else None
+    try:
+        t5x_checkpoints.find_t5x_checkpoint(model_dir)
+    except FileNotFoundError:
+        return None
+    if t5x_checkpoints.latest_checkpoint_dir(model_dir) is None:
+        return model_dir  # a checkpoint_<N> directory itself
+    return t5x_checkpoints.latest_checkpoint_dir(model_dir)
+
+
+def _restore_t5x_trainable(model, path: str, trainable_regex: str, with_collections: bool):
+    """The trainable params of a T5X run checkpoint (read without t5x)."""
+    from .checkpoints import load_t5x_checkpoint
+
+    ckpt = load_t5x_checkpoint(path)
+    saved, _ = split_params(ckpt.params, trainable_regex)
+    trainable = _checked_trainable(model, saved, trainable_regex, f"T5X checkpoint {path}")
+    logger.info("exporting the prompt of T5X checkpoint %s (step %s)", path, ckpt.step)
+    if with_collections:
+        return trainable, int(ckpt.step), {}
+    return trainable, int(ckpt.step)
+
+
+def _checked_trainable(model, saved, trainable_regex: str, what: str):
+    """`saved` checked against the model's trainable params (names and shapes)."""
     expected = flatten(abstract_trainable(model, trainable_regex))
     got = flatten(dict(saved))
     if set(got) != set(expected):
-        raise ValueError(f"checkpoint {step} in {model_dir} does not match the model's "
+        raise ValueError(f"{what} does not match the model's "
                          f"trainable params: missing {sorted(set(expected) - set(got))[:10]}, "
                          f"unexpected {sorted(set(got) - set(expected))[:10]} (same method gin "
                          "file and TRAINABLE_REGEX as the run?)")
     for key, spec in expected.items():
         if tuple(np.shape(got[key])) != tuple(spec.shape):
-            raise ValueError(f"checkpoint {step}: parameter {key} has shape "
+            raise ValueError(f"{what}: parameter {key} has shape "
                              f"{tuple(np.shape(got[key]))}, the model expects {tuple(spec.shape)}")
-    trainable = unflatten({k: jnp.asarray(np.asarray(got[k]), expected[k].dtype)
-                           for k in expected})
-    if with_collections:
-        collections = jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(x)), collections)
-        return trainable, int(step), collections
-    return trainable, int(step)
+    return unflatten({k: jnp.asarray(np.asarray(got[k]), expected[k].dtype) for k in expected})
 
 
 def max_logit_difference(model, variables: Mapping[str, Any], prompt,
@@ -413,7 +457,9 @@ def main(argv: Sequence[str]) -> None:
 
 
 def console_entry() -> None:
-    main(sys.argv)
+    from xprompt_jax import cli
+
+    cli.run_cli(main, sys.argv)
 
 
 if __name__ == "__main__":
