@@ -19,7 +19,9 @@ mkdir -p "$WORK/src" "$WORK/dist" "$WORK/empty"
 
 echo "wheel_check: copying the tree"
 if git -C "$ROOT" rev-parse --git-dir >/dev/null 2>&1; then
-  (cd "$ROOT" && git ls-files -co --exclude-standard -z | xargs -0 cp --parents -t "$WORK/src")
+  (cd "$ROOT" && git ls-files -co --exclude-standard -z | while IFS= read -r -d '' f; do
+     if [ -f "$f" ]; then cp --parents "$f" "$WORK/src/"; fi  # (tracked but deleted: skipped)
+   done)
 else
   cp -a "$ROOT/." "$WORK/src/" && rm -rf "$WORK/src/build" "$WORK/src/"*.egg-info
 fi
@@ -32,10 +34,12 @@ echo "wheel_check: built $(basename "$WHEEL")"
 echo "wheel_check: installing into a fresh venv"
 "$PY" -m venv "$WORK/venv"
 VPY="$WORK/venv/bin/python"
-# Dependencies: the running interpreter's site-packages, after the venv's own (so the
-# wheel's xprompt_jax wins over any installed or editable copy; .pth files there are not run).
-"$PY" -c 'import site, sysconfig; print("\n".join(dict.fromkeys(
-    [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])))' \
+# Dependencies: the running interpreter's site-packages directories (its own and any its
+# .pth files add), after the venv's own, so the wheel's xprompt_jax wins over any installed
+# or editable copy (the .pth files there, e.g. editable finders, are not run).
+"$PY" -c 'import os, sys; print("\n".join(dict.fromkeys(
+    p for p in sys.path if os.path.isdir(p) and os.path.basename(p) in
+    ("site-packages", "dist-packages"))))' \
   > "$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/zz_deps.pth"
 "$VPY" -m pip install -q --no-deps --no-index "$WHEEL"
 
