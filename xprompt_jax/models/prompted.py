@@ -84,9 +84,12 @@ class PromptedT5(T5):
                decoder_positions: Optional[Array] = None, *, enable_dropout: bool = True,
                decode: bool = False, max_decode_length: Optional[int] = None,
                encoder_valid_mask: Optional[Array] = None) -> Array:
-        """Logits `[B, T, vocab]`; the cross-attention mask covers prompt + input."""
-        self._check_unpacked(encoder_segment_ids=encoder_segment_ids,
-                             decoder_segment_ids=decoder_segment_ids)
+        """Logits `[B, T, vocab]`; the cross-attention mask covers prompt + input.
+
+        `decoder_segment_ids` `[B, T]` alone (no encoder segments) lays several target
+        sequences of one input side by side (block-diagonal causal self-attention, each
+        attending to the whole encoding): shared-encoder rank classification."""
+        self._check_unpacked(encoder_segment_ids=encoder_segment_ids)
         if encoder_valid_mask is None:
             batch, source_len = encoder_input_tokens.shape
             prompt_len = encoded.shape[-2] - source_len
@@ -96,7 +99,7 @@ class PromptedT5(T5):
             encoder_valid_mask = jnp.concatenate(
                 [self.prompt_valid_mask(batch, prompt_len), encoder_input_tokens > 0], axis=1)
         return super().decode(encoded, encoder_input_tokens, decoder_input_tokens,
-                              decoder_target_tokens, None, None, decoder_positions,
+                              decoder_target_tokens, None, decoder_segment_ids, decoder_positions,
                               enable_dropout=enable_dropout, decode=decode,
                               max_decode_length=max_decode_length,
                               encoder_valid_mask=encoder_valid_mask)

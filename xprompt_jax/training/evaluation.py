@@ -1,6 +1,21 @@
 """Dev-set evaluation: generation (greedy decode + task postprocessor + seqio metrics) or
 rank classification (score every verbalizer, take the most likely one).
 
+Rank classification encodes each example once and scores all its L verbalizers from that
+encoding (`rank_scorer='shared_encoder'`, default): the verbalizers lie side by side in one
+decoder row (`decoder_segment_ids`, block-diagonal causal mask; `data.option_features`),
+trimmed to the longest row of verbalizers, so the encoder and the decoder's cross-attention
+keys/values run once per example instead of L times. T5 has no absolute positions and its
+relative position biases depend only on offsets within a segment, so each verbalizer's score
+equals the per-row score of a separate (example, verbalizer) row - `rank_scorer='per_row'`,
+the earlier path, kept for comparison (bench/eval_speed.py) - up to float rounding
+(tests/test_eval_speed.py). Per-example verbalizers (COPA choices, WSC, ReCoRD entities)
+take the same path; examples with fewer options leave empty segments, never picked.
+
+Less padding (`trim_batches=True`, default): examples are batched by input length and each
+batch is cut to its longest row (`data.length_sorted_batches`, `data.bucket_length`);
+results are identical and returned in the examples' order.
+
 Results record the mode used: `{'mode': ..., 'metrics': {...}, 'main_metric': float,
 'num_examples': int}`.
 """
@@ -19,18 +34,72 @@ from ..models import decoding
 from . import data as data_lib
 
 MODES = ("generation", "rank_classification")
+RANK_SCORERS = ("shared_encoder", "per_row")
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
+    """`batch_size`: examples per call (per (example, verbalizer) row with 'per_row')."""
+
     mode: str = "rank_classification"
     split: str = "validation"
     batch_size: int = 32
     max_examples: Optional[int] = None
+    rank_scorer: str = "shared_encoder"
+    trim_batches: bool = True
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"eval mode {self.mode!r}; expected one of {MODES}")
+        if self.rank_scorer not in RANK_SCORERS:
+            raise ValueError(f"EvalConfig.rank_scorer {self.rank_scorer!r}; expected one of "
+                             f"{RANK_SCORERS}")
+
+
+def _token_log_probs(logits, targets):
+    """`[B, T, V]` logits, `[B, T]` targets -> `[B, T]` log p(target) (float32)."""
+    logits = logits.astype(jnp.float32)
+    # logit - logsumexp: no [B, T, V] log-softmax buffer (bench/xprompt_search.py).
+    target_logit = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32),
+                                       axis=-1)[..., 0]
+    return target_logit - jax.nn.logsumexp(logits, axis=-1)
+
+
+def row_scores(model, variables, batch):
+    """Per-row scoring: a full forward pass per (example, verbalizer) row; sum of target-token
+    log-probabilities `[B]` (batch features `[B, S]` / `[B, T]`)."""
+    logits = model.apply(variables, batch["encoder_input_tokens"], batch["decoder_input_tokens"],
+                         batch["decoder_target_tokens"], enable_dropout=False)
+    token_logp = _token_log_probs(logits, batch["decoder_target_tokens"])
+    return jnp.sum(token_logp * batch["decoder_loss_weights"], axis=-1)
+
+
+def option_scores(model, variables, batch, num_options: int):
+    """Shared-encoder scoring: `[B, L]` sum of target-token log-probabilities of each of the
+    L = `num_options` verbalizers (`data.option_features`: encoder `[B, S]`, decoder rows
+    `[B, T]` with segments 1..L); one encoder pass per example; 0 for absent options."""
+    tokens = batch["encoder_input_tokens"]
+    encoded = model.apply(variables, tokens, enable_dropout=False,
+                          method=model.encode)  # [B, S(+m), E]
+    logits = model.apply(variables, encoded, tokens, batch["decoder_input_tokens"],
+                         batch["decoder_target_tokens"],
+                         decoder_segment_ids=batch["decoder_segment_ids"],
+                         enable_dropout=False, method=model.decode)  # [B, T, V]
+    token_logp = _token_log_probs(logits, batch["decoder_target_tokens"])
+    token_logp = token_logp * batch["decoder_loss_weights"]
+    segment = batch["decoder_segment_ids"][..., None] == jnp.arange(1, num_options + 1)
+    return jnp.sum(jnp.where(segment, token_logp[..., None], 0.0), axis=1)  # [B, L]
+
+
+def _decode_batch(model, variables, tokens, max_decode_length: int, eos_id: int):
+    return decoding.decode_tokens(model, variables, tokens, max_decode_length, eos_id=eos_id)
+
+
+# Module-level jits with the (hashable) model static: evaluators of equal models (stage 1
+# and rewind trainers, the references) share compiled executables.
+_row_scores = jax.jit(row_scores, static_argnums=(0,))
+_option_scores = jax.jit(option_scores, static_argnums=(0, 3))
+_decode_jit = jax.jit(_decode_batch, static_argnums=(0, 3, 4))
 
 
 def _task_helpers():
@@ -150,25 +219,21 @@ class Evaluator:
             lambda metrics: default_main_metric(task_name, metrics))
         self.targets = [self._postprocess(ex["targets_pretokenized"], ex, True)
                         for ex in self.examples]
-        self._decode = jax.jit(lambda variables, tokens: decoding.decode_tokens(
-            model, variables, tokens, self.feature_lengths["targets"],
-            eos_id=self.vocab.eos_id))
-        self._score = jax.jit(self._score_batch)
+        self._options = None
+        self._input_lengths = [min(len(ex["inputs"]), self.feature_lengths["inputs"])
+                               for ex in self.examples]
 
     def _postprocess(self, text: str, example, is_target: bool):
         return self.task.postprocess_fn(text, example=example, is_target=is_target)
 
-    def _score_batch(self, variables, batch):
-        """Sum of target-token log-probabilities per row: `[B]`."""
-        logits = self.model.apply(variables, batch["encoder_input_tokens"],
-                                  batch["decoder_input_tokens"], batch["decoder_target_tokens"],
-                                  enable_dropout=False)
-        logits = logits.astype(jnp.float32)
-        # logit - logsumexp: no [B, T, V] log-softmax buffer (bench/xprompt_search.py).
-        target_logit = jnp.take_along_axis(logits, batch["decoder_target_tokens"][..., None],
-                                           axis=-1)[..., 0]
-        token_logp = target_logit - jax.nn.logsumexp(logits, axis=-1)
-        return jnp.sum(token_logp * batch["decoder_loss_weights"], axis=-1)
+    # ------------------------------------------------------------------ batching
+    def example_batches(self, size: int) -> List[np.ndarray]:
+        """Index arrays of `size` examples: by decreasing input length with
+        `trim_batches`, else in order."""
+        if self.config.trim_batches:
+            return data_lib.length_sorted_batches(self._input_lengths, size)
+        return [np.arange(i, min(i + size, len(self.examples)))
+                for i in range(0, len(self.examples), size)]
 
     def _batches(self, rows: Sequence[Mapping[str, Any]]):
         size = self.config.batch_size
@@ -176,28 +241,95 @@ class Evaluator:
             chunk = rows[start:start + size]
             yield len(chunk), data_lib.examples_to_features(chunk, self.feature_lengths, size)
 
+    # ------------------------------------------------------------------ generation
+    def decode_batch(self, variables, encoder_input_tokens) -> np.ndarray:
+        """Greedy decode `[B, S]` -> `[B, targets length]` tokens (jitted)."""
+        return np.asarray(_decode_jit(self.model, variables, jnp.asarray(encoder_input_tokens),
+                                      self.feature_lengths["targets"], self.vocab.eos_id))
+
+    def tokens_to_text(self, row) -> str:
+        ids = [int(t) for t in row]
+        if self.vocab.eos_id in ids:
+            ids = ids[: ids.index(self.vocab.eos_id)]
+        return self.vocab.decode(ids)
+
+    def input_batch(self, indices: Sequence[int], rows: int) -> Dict[str, np.ndarray]:
+        """Model features of the examples `indices`, `rows` rows (trimmed if configured)."""
+        return data_lib.examples_to_features([self.examples[i] for i in indices],
+                                             self.feature_lengths, rows,
+                                             trim=self.config.trim_batches)
+
     def _predict_generation(self, variables) -> List[str]:
-        texts = []
-        for n, batch in self._batches(self.examples):
-            tokens = np.asarray(self._decode(variables, jnp.asarray(batch["encoder_input_tokens"])))
-            for row in tokens[:n]:
-                ids = [int(t) for t in row]
-                if self.vocab.eos_id in ids:
-                    ids = ids[: ids.index(self.vocab.eos_id)]
-                texts.append(self.vocab.decode(ids))
+        texts: List[Optional[str]] = [None] * len(self.examples)
+        size = self.config.batch_size
+        for indices in self.example_batches(size):
+            batch = self.input_batch(indices, size)
+            tokens = self.decode_batch(variables, batch["encoder_input_tokens"])
+            for i, row in zip(indices, tokens):
+                texts[i] = self.tokens_to_text(row)
         return texts
+
+    # ------------------------------------------------------------------ rank classification
+    def rank_options(self):
+        """(labels, token ids): each example's verbalizers and their target ids (EOS
+        appended), in order; computed once."""
+        if self._options is None:
+            labels = [list(self.label_strings_fn(ex)) for ex in self.examples]
+            for i, ex_labels in enumerate(labels):
+                if not ex_labels:
+                    raise ValueError(f"task {self.task_name!r}: example {i} of split "
+                                     f"{self.config.split!r} has no label strings to rank")
+            ids = [[list(self.vocab.encode(label)) + [self.vocab.eos_id] for label in ex_labels]
+                   for ex_labels in labels]
+            self._options = (labels, ids)
+        return self._options
+
+    @property
+    def num_options(self) -> int:
+        """The largest number of verbalizers of an example (L of the `[B, L]` scores)."""
+        return max(len(o) for o in self.rank_options()[0])
 
     def rank_rows(self):
         """(rows, options): one tokenized row per (example, verbalizer), and each example's
-        verbalizers, in order."""
-        rows, options = [], []
-        for ex in self.examples:
-            labels = self.label_strings_fn(ex)
-            options.append(labels)
-            for label in labels:
-                rows.append({"inputs": ex["inputs"],
-                             "targets": list(self.vocab.encode(label)) + [self.vocab.eos_id]})
-        return rows, options
+        verbalizers, in order (the per-row scorer's input)."""
+        labels, ids = self.rank_options()
+        rows = [{"inputs": ex["inputs"], "targets": t}
+                for ex, ex_ids in zip(self.examples, ids) for t in ex_ids]
+        return rows, labels
+
+    def option_batch(self, indices: Sequence[int], rows: int) -> Dict[str, np.ndarray]:
+        """Shared-encoder features (`data.option_features`) of the examples `indices`."""
+        ids = self.rank_options()[1]
+        return data_lib.option_features([self.examples[i] for i in indices],
+                                        [ids[i] for i in indices], self.feature_lengths, rows,
+                                        trim=self.config.trim_batches)
+
+    def score_option_batch(self, variables, features) -> np.ndarray:
+        """`[rows, L]` verbalizer scores of an `option_batch` (jitted `option_scores`)."""
+        return np.asarray(_option_scores(self.model, variables, features, self.num_options))
+
+    def rank_scores(self, variables) -> List[np.ndarray]:
+        """Each example's verbalizer scores (sum of target log-probabilities), in order."""
+        labels = self.rank_options()[0]
+        if self.config.rank_scorer == "per_row":
+            rows, _ = self.rank_rows()
+            flat = []
+            for n, batch in self._batches(rows):
+                flat.extend(np.asarray(_row_scores(self.model, variables, batch))[:n].tolist())
+            offsets = np.cumsum([0] + [len(o) for o in labels])
+            return [np.asarray(flat[offsets[i]:offsets[i + 1]]) for i in range(len(labels))]
+        scores: List[Optional[np.ndarray]] = [None] * len(self.examples)
+        size = self.config.batch_size
+        for indices in self.example_batches(size):
+            out = self.score_option_batch(variables, self.option_batch(indices, size))
+            for i, row in zip(indices, out):
+                scores[i] = row[:len(labels[i])]
+        return scores
+
+    @staticmethod
+    def flat_scores(scores: Sequence[Sequence[float]]) -> List[float]:
+        """Per-example score lists -> the flat (example, verbalizer) list of `pick_labels`."""
+        return [float(x) for row in scores for x in row]
 
     @staticmethod
     def pick_labels(scores: Sequence[float], options: Sequence[Sequence[str]]) -> List[str]:
@@ -207,11 +339,8 @@ class Evaluator:
                 for i, labels in enumerate(options)]
 
     def _predict_rank(self, variables) -> List[str]:
-        rows, options = self.rank_rows()
-        scores = []
-        for n, batch in self._batches(rows):
-            scores.extend(np.asarray(self._score(variables, batch))[:n].tolist())
-        return self.pick_labels(scores, options)
+        scores = self.rank_scores(variables)
+        return self.pick_labels(self.flat_scores(scores), self.rank_options()[0])
 
     def result_from_texts(self, texts: Sequence[str]) -> Dict[str, Any]:
         """Postprocesses predicted texts and computes the task's metrics."""

@@ -112,12 +112,19 @@ class PipelineContext:
         return ImportanceScorer(self.model, trainable, self.trainer.frozen,
                                 self.trainer.batch_sharding, per_example)
 
-    def score_batches(self, seed_offset: int):
+    def score_batches(self, seed_offset: int = 0):
+        """The importance-scoring examples: one draw of the train split (data seed + 7919),
+        reused by the first scoring and every rescoring of the search (`ScoreBatches`:
+        no input pipeline per pruning step); `seed_offset` is ignored."""
         from dataclasses import replace
 
-        config = replace(self.trainer.data_config, seed=self.trainer.data_config.seed + 7919
-                         + seed_offset)
-        return TrainBatchIterator(config)
+        from .scoring import ScoreBatches
+
+        if getattr(self, "_score_batches", None) is None:
+            config = replace(self.trainer.data_config,
+                             seed=self.trainer.data_config.seed + 7919)
+            self._score_batches = ScoreBatches(lambda: TrainBatchIterator(config))
+        return self._score_batches
 
 
 def run_pipeline(*, model_dir: str, num_score_examples: int = 1024, per_example: bool = True,

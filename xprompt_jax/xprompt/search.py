@@ -1,8 +1,10 @@
 """Scoring candidate masks on the dev split without retraining.
 
-Batched (default): C candidates are evaluated in one compiled pass per chunk of rows by
+Batched (default): C candidates are evaluated in one compiled pass per chunk of examples by
 folding a candidate axis into the batch: rows are tiled C times and each row carries its
 candidate's masks (`[C*R, m]`, `[C*R, m, k]`, per-example masks of `MaskedSoftPrompt`).
+Rank classification uses the evaluator's shared-encoder scorer (one encoder pass per
+(candidate, example), all verbalizers from it) on length-sorted, trimmed chunks.
 `rows_per_call` caps C*R (default: the eval batch size): on CPU a call of C times the eval
 batch materialises C times larger `[rows, T, vocab]` logits and loses to sequential
 evaluation (bench/xprompt_search.py); on accelerators a larger cap pays off.
@@ -17,7 +19,6 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import jax.numpy as jnp
 import numpy as np
 
-from ..training import data as data_lib
 from ..training.evaluation import Evaluator
 from .masked_prompt import MASKS
 from .scoring import mask_variables
@@ -59,40 +60,33 @@ def evaluate_candidates(evaluator: Evaluator, variables: Mapping[str, Any],
     count = len(candidates)
     rows_per_call = rows_per_call or evaluator.config.batch_size
     size = max(1, rows_per_call // count)  # rows per candidate in one call
-    if evaluator.config.mode == "rank_classification":
-        rows, options = evaluator.rank_rows()
-        scores = [[] for _ in range(count)]
-        for start in range(0, len(rows), size):
-            chunk = rows[start:start + size]
-            features = data_lib.examples_to_features(chunk, evaluator.feature_lengths, size)
-            token_rows, piece_rows = _row_masks(candidates, size)
-            out = np.asarray(evaluator._score(_with_masks(variables, token_rows, piece_rows),
-                                              _tile(features, count))).reshape(count, size)
+    num_examples = len(evaluator.examples)
+    token_rows, piece_rows = _row_masks(candidates, size)
+    masked = _with_masks(variables, token_rows, piece_rows)
+    rank = evaluator.config.mode == "rank_classification"
+    labels = evaluator.rank_options()[0] if rank else None
+    outputs = [[None] * num_examples for _ in range(count)]  # scores or texts
+    for indices in evaluator.example_batches(size):
+        if rank:
+            features = evaluator.option_batch(indices, size)
+            out = evaluator.score_option_batch(masked, _tile(features, count))
+            out = out.reshape(count, size, -1)
             for c in range(count):
-                scores[c].extend(out[c, :len(chunk)].tolist())
-            if bar is not None:
-                bar.update(count * len(chunk) / len(rows))
-        texts = [evaluator.pick_labels(s, options) for s in scores]
+                for j, i in enumerate(indices):
+                    outputs[c][i] = out[c, j, :len(labels[i])]
+        else:
+            features = evaluator.input_batch(indices, size)
+            tokens = evaluator.decode_batch(masked, _tile(features, count)[
+                "encoder_input_tokens"]).reshape(count, size, -1)
+            for c in range(count):
+                for j, i in enumerate(indices):
+                    outputs[c][i] = evaluator.tokens_to_text(tokens[c, j])
+        if bar is not None:
+            bar.update(count * len(indices) / num_examples)
+    if rank:
+        texts = [evaluator.pick_labels(evaluator.flat_scores(s), labels) for s in outputs]
     else:
-        texts = [[] for _ in range(count)]
-        examples = evaluator.examples
-        vocab = evaluator.vocab
-        for start in range(0, len(examples), size):
-            chunk = examples[start:start + size]
-            features = data_lib.examples_to_features(chunk, evaluator.feature_lengths, size)
-            token_rows, piece_rows = _row_masks(candidates, size)
-            tokens = np.asarray(evaluator._decode(
-                _with_masks(variables, token_rows, piece_rows),
-                jnp.asarray(_tile(features, count)["encoder_input_tokens"])))
-            tokens = tokens.reshape(count, size, -1)
-            for c in range(count):
-                for row in tokens[c, :len(chunk)]:
-                    ids = [int(t) for t in row]
-                    if vocab.eos_id in ids:
-                        ids = ids[: ids.index(vocab.eos_id)]
-                    texts[c].append(vocab.decode(ids))
-            if bar is not None:
-                bar.update(count * len(chunk) / len(examples))
+        texts = outputs
     return [evaluator.result_from_texts(t) for t in texts]
 
 
