@@ -155,7 +155,10 @@ class HeldoutSource(seqio.DataSource):
         mask[keep] = True
         mask_t = tf.constant(mask)
         ds = self._base.get_dataset(split=split, shuffle=False).take(n).enumerate()
-        ds = ds.filter(lambda i, ex: tf.gather(mask_t, i)).map(lambda i, ex: ex)
+        keep_fn = tf.autograph.experimental.do_not_convert(
+            lambda i, ex: tf.gather(mask_t, i))
+        drop_index = tf.autograph.experimental.do_not_convert(lambda i, ex: ex)
+        ds = ds.filter(keep_fn).map(drop_index)
         if shard_info:
             ds = ds.shard(shard_info.num_shards, shard_info.index)
         return ds

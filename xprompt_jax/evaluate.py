@@ -34,8 +34,17 @@ def evaluate(*, model, model_dir: str, mixture_or_task_name: str,
              eval_mode: str = "rank_classification", eval_split: str = "validation",
              batch_size: int = 32, max_eval_examples: Optional[int] = None,
              checkpoint: Union[str, int] = "best", trainable_regex: str = r".*prompt.*",
-             mesh_shape: Sequence[int] = (-1, 1), seed: int = 0) -> Dict[str, Any]:
-    """Evaluates the run in `model_dir`; returns and writes the results."""
+             mesh_shape: Sequence[int] = (-1, 1), seed: int = 0,
+             transfer_tasks: Sequence[str] = (),
+             transfer_label_maps: Optional[Mapping[str, Mapping[str, str]]] = None
+             ) -> Dict[str, Any]:
+    """Evaluates the run in `model_dir`; returns and writes the results.
+
+    `transfer_tasks` (gin EVAL_TRANSFER_TASKS): other tasks to score the same prompt on
+    (domain shift, Lester et al. Tables 1-2; `domain_shift.py`), with the source's
+    verbalizers mapped onto theirs (QQP <-> MRPC by default, or `transfer_label_maps`
+    {target task: {source label: target label}}); written to transfer_results.json/.md
+    and returned under 'transfer'."""
     gin_utils.check_required("evaluate", dict(
         model=model, model_dir=model_dir, mixture_or_task_name=mixture_or_task_name,
         initial_checkpoint_path=initial_checkpoint_path))
@@ -61,7 +70,22 @@ def evaluate(*, model, model_dir: str, mixture_or_task_name: str,
                                      max_examples=max_eval_examples))
     with partitioning.activate(mesh, rules):
         result = evaluator.evaluate(variables)
+        if transfer_tasks:
+            from . import domain_shift
+
+            result["transfer"] = domain_shift.run_transfers(
+                model, variables, mixture_or_task_name, list(transfer_tasks),
+                task_feature_lengths, evaluator.config, transfer_label_maps)
     result["checkpoint_step"] = int(step)
+    if jax.process_index() == 0 and transfer_tasks:
+        from . import domain_shift
+        from .training.checkpointing import write_json_atomic
+
+        write_json_atomic(os.path.join(model_dir, "transfer_results.json"),
+                          json.loads(json.dumps(result["transfer"], default=str)))
+        with open(os.path.join(model_dir, "transfer_results.md"), "w") as f:
+            f.write(domain_shift.transfer_markdown(mixture_or_task_name, result,
+                                                   result["transfer"]))
     if jax.process_index() == 0:
         os.makedirs(model_dir, exist_ok=True)
         with open(os.path.join(model_dir, "eval_results.json"), "w") as f:

@@ -10,6 +10,7 @@ Flags as t5x/train.py: --gin_file (repeatable), --gin.NAME=VALUE, --gin_bindings
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import logging
@@ -79,12 +80,18 @@ def build_trainer(*, model, optimizer, model_dir: str, mixture_or_task_name: str
                   data_seed: Optional[int] = None, progress: Optional[bool] = None,
                   save_numpy: bool = True, log_period: int = 10,
                   main_metric: Any = None, train_epochs: Optional[float] = None,
+                  eval_heldout_split: Optional[str] = None,
+                  record_prompt_norm: bool = False,
                   **trainer_kwargs) -> Trainer:
     """Builds a `Trainer` from gin-level settings (each argument is a gin binding).
 
     `train_epochs` (gin TRAIN_EPOCHS), when set, replaces `train_steps` by
     ceil(epochs * n_train / batch_size) (`training/epochs.py`); `main_metric` (gin
-    MAIN_METRIC) overrides the task's dev selection metric (`evaluation.main_metric_fn`)."""
+    MAIN_METRIC) overrides the task's dev selection metric (`evaluation.main_metric_fn`);
+    `eval_heldout_split` (gin EVAL_HELDOUT_SPLIT, e.g. 'test' of a `_heldout` task) also
+    scores that split whenever the selection metric improves (`training/heldout_eval.py`);
+    `record_prompt_norm` (gin RECORD_PROMPT_NORM) keeps EPT's mu_t of every step
+    (`analysis/prompt_norm.py`; `train` writes and plots it)."""
     gin_utils.check_required("train", dict(
         model=model, optimizer=optimizer, model_dir=model_dir,
         mixture_or_task_name=mixture_or_task_name, task_feature_lengths=task_feature_lengths,
@@ -121,10 +128,52 @@ def build_trainer(*, model, optimizer, model_dir: str, mixture_or_task_name: str
                                          batch_size=eval_batch_size or batch_size,
                                          max_examples=max_eval_examples),
                               main_metric_fn=main_metric_fn(mixture_or_task_name, main_metric))
-    return Trainer(model, optimizer, data_config, trainer_config, pretrained_params=pretrained,
-                   evaluator=evaluator,
-                   loss_config=LossConfig(label_smoothing, z_loss, loss_normalization),
-                   **trainer_kwargs)
+        if eval_heldout_split:
+            from .training.heldout_eval import SelectionWithHeldout
+
+            evaluator = SelectionWithHeldout(evaluator, Evaluator(
+                model, mixture_or_task_name, task_feature_lengths,
+                dataclasses.replace(evaluator.config, split=eval_heldout_split),
+                main_metric_fn=main_metric_fn(mixture_or_task_name, main_metric)))
+    recorder = None
+    if record_prompt_norm and "step_callback" not in trainer_kwargs:
+        from .analysis.prompt_norm import PromptNormRecorder
+
+        recorder = trainer_kwargs["step_callback"] = PromptNormRecorder()
+    trainer = Trainer(model, optimizer, data_config, trainer_config,
+                      pretrained_params=pretrained, evaluator=evaluator,
+                      loss_config=LossConfig(label_smoothing, z_loss, loss_normalization),
+                      **trainer_kwargs)
+    trainer.prompt_norm_recorder = recorder
+    return trainer
+
+
+def write_run_reports(trainer, summary: Mapping[str, Any]) -> None:
+    """report.json / report.md (selection + held-out results of the best checkpoint,
+    nearest vocabulary pieces of its prompt) and, when recorded, EPT's mu_t plot."""
+    from .training import heldout_eval
+
+    model_dir = trainer.config.model_dir
+    task_name = trainer.data_config.mixture_or_task_name
+    writer = jax.process_index() == 0
+    recorder = getattr(trainer, "prompt_norm_recorder", None)
+    if recorder is not None and writer:
+        from .analysis import prompt_norm
+
+        recorder.write(model_dir)
+        prompt_norm.plot_prompt_norm(model_dir, title=task_name)
+    interp = None
+    try:  # every process restores (collective); process 0 writes
+        if summary.get("best_step") is not None:
+            trainer.restore(summary["best_step"])
+        interp = heldout_eval.trainer_interpretability(trainer, task_name)
+    except Exception as e:  # pylint: disable=broad-except  (the run itself finished)
+        logger.warning("nearest-token analysis skipped: %s", e)
+    if writer:
+        heldout_eval.write_run_report(model_dir, heldout_eval.run_report(summary, task_name,
+                                                                     interp))
+
+
 
 
 def train(**overrides) -> Dict[str, Any]:
@@ -142,6 +191,7 @@ def train(**overrides) -> Dict[str, Any]:
     if jax.process_index() == 0:
         with open(os.path.join(model_dir, "train_summary.json"), "w") as f:
             json.dump(summary, f, indent=2, default=str)
+    write_run_reports(trainer, summary)
     return summary
 
 

@@ -86,7 +86,9 @@ def run_report(summary: Mapping[str, Any], task_name: str,
 
 
 def _fmt(v) -> str:
-    return "-" if v is None else (f"{v:.2f}" if isinstance(v, (int, float)) else str(v))
+    if v is None:
+        return "-"
+    return f"{v:.2f}" if isinstance(v, float) else str(v)
 
 
 def markdown(report: Mapping[str, Any]) -> str:
@@ -120,9 +122,11 @@ def write_run_report(model_dir: str, report: Mapping[str, Any]) -> None:
 
 
 def trainer_interpretability(trainer, task_name: str, k: int = 5,
-                             label_strings: Optional[Sequence[str]] = None
+                             label_strings: Optional[Sequence[str]] = None,
+                             trainable: Optional[Mapping[str, Any]] = None
                              ) -> Optional[Dict[str, Any]]:
-    """Nearest pieces of the trainer's current prompt (call after restoring the best).
+    """Nearest pieces of the trainer's current (or the given `trainable`) prompt; call
+    after restoring the best checkpoint.
 
     None when the model has no shared `[n, e]` prompt or no token embedding."""
     import seqio
@@ -131,7 +135,7 @@ def trainer_interpretability(trainer, task_name: str, k: int = 5,
     from ..export import projected_prompt
 
     try:
-        prompt = projected_prompt(trainer.model, trainer.variables())
+        prompt = projected_prompt(trainer.model, trainer.variables(trainable))
     except (ValueError, AttributeError, TypeError):
         return None
     embedding = trainer.frozen["params"].get("token_embedder", {}).get("embedding")
