@@ -21,7 +21,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import jax
 
 from . import gin_utils
-from .training import partitioning
+from .training import distributed, partitioning
 from .training.data import DataConfig
 from .training.evaluation import EvalConfig, Evaluator, main_metric_fn
 from .training.pretrained import load_pretrained_params
@@ -206,12 +206,12 @@ def configure_from_argv(argv: Sequence[str], extra_flags=None):
         flags.DEFINE_multi_string("gin_bindings", [], "individual gin bindings")
         flags.DEFINE_list("gin_search_paths", [], "comma-separated gin search paths")
         flags.DEFINE_string("tfds_data_dir", None, "TFDS data directory override")
-        flags.DEFINE_string("multiprocess", "auto", "call jax.distributed.initialize(): "
-                            "'auto' (on TPU pods / when coordinator env vars are set), 'yes', 'no'")
+    # --multiprocess, --coordinator_address, --process_count, --process_index (t5x names)
+    distributed.define_flags(flags)
     if extra_flags:
         extra_flags(flags)
     FLAGS(gin_utils.rewrite_gin_args(list(argv)))
-    maybe_initialize_distributed(FLAGS.multiprocess)
+    distributed.initialize_from_flags(FLAGS)
     if FLAGS.tfds_data_dir:
         import seqio
 
@@ -225,10 +225,9 @@ def configure_from_argv(argv: Sequence[str], extra_flags=None):
 
 
 def maybe_initialize_distributed(mode: str) -> None:
-    """Multi-host: `jax.distributed.initialize()` before any other jax call."""
-    env = ("JAX_COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS")
-    if mode == "yes" or (mode == "auto" and any(os.environ.get(k) for k in env)):
-        jax.distributed.initialize()
+    """Multi-host: `jax.distributed.initialize()` before any other jax call
+    (`training/distributed.py`; the CLIs pass the t5x-style flags there)."""
+    distributed.initialize(mode)
 
 
 def main(argv: Sequence[str]) -> None:
