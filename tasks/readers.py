@@ -20,8 +20,10 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 import tensorflow as tf
 
+from xprompt_jax.errors import DataError
 
-class DataFileError(ValueError):
+
+class DataFileError(DataError):
     """A local data file is malformed; the message names file, line and field."""
 
 
@@ -135,16 +137,29 @@ class _Row:
         return DataFileError(f"{self.path}:{self.lineno}: {message}{self.where}")
 
 
+def _decode_line(raw: bytes, path: str, lineno: int) -> str:
+    try:
+        return raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+    except UnicodeDecodeError as e:
+        raise DataFileError(f"{path}:{lineno}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at "
+                            f"column {e.start + 1}; expected UTF-8 text)") from None
+
+
 def _iter_jsonl(path: str) -> Iterator[_Row]:
-    with tf.io.gfile.GFile(path, "r") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataFileError(f"{path}:{lineno}: invalid JSON ({e.msg})") from e
-            yield _Row(obj, path, lineno)
+    with tf.io.gfile.GFile(path, "rb") as f:
+        content = f.read()
+    for lineno, raw in enumerate(content.split(b"\n"), start=1):
+        line = _decode_line(raw, path, lineno)
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataFileError(f"{path}:{lineno}: invalid JSON ({e.msg})") from e
+        except (ValueError, RecursionError) as e:  # e.g. nesting too deep
+            raise DataFileError(f"{path}:{lineno}: invalid JSON ({type(e).__name__})") \
+                from None
+        yield _Row(obj, path, lineno)
 
 
 def _bool_label(row: _Row, value: Any, field: str = "label") -> int:
@@ -179,11 +194,19 @@ def _int(row: _Row, field: str) -> int:
     value = row.get(field)
     if isinstance(value, bool) or not isinstance(value, int):
         raise row.error(f"field '{field}' has value {value!r}, expected an integer")
+    if not -2**31 <= value < 2**31:
+        raise row.error(f"field '{field}' has value {value}, expected a 32-bit integer")
     return value
 
 
 def _str(row: _Row, field: str) -> str:
-    return row.get(field, str)
+    value = row.get(field, str)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise row.error(f"field '{field}' holds an unpaired surrogate escape "
+                        "(not encodable as UTF-8)") from None
+    return value
 
 
 # ---------------------------------------------------------------------------
@@ -386,6 +409,20 @@ MNLI_SPLIT_FILES = {
 }
 
 
+def _csv_rows(reader, path: str, header: bool = False):
+    """Rows of a csv reader (or, with `header`, the DictReader's field names); a csv.Error
+    becomes a DataFileError with the line."""
+    try:
+        if header:
+            yield reader[0].fieldnames
+            return
+        for row in reader:
+            yield row
+    except csv.Error as e:
+        line = getattr(reader[0] if header else reader, "line_num", "?")
+        raise DataFileError(f"{path}:{line}: malformed TSV ({e})") from None
+
+
 def _read_glue(task: str, path: str, split: str) -> List[Dict[str, Any]]:
     """Reads one GLUE TSV as TFDS's glue builder does (``csv``, QUOTE_NONE).
 
@@ -401,7 +438,14 @@ def _read_glue(task: str, path: str, split: str) -> List[Dict[str, Any]]:
     out = []
     # utf-8-sig: the MRPC files of the GLUE download start with a BOM.
     with tf.io.gfile.GFile(path, "rb") as fb:
-        content = fb.read().decode("utf-8-sig")
+        raw = fb.read()
+    try:
+        content = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        lineno = raw[:e.start].count(b"\n") + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DataFileError(f"{path}:{lineno}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at "
+                            f"column {column}; expected UTF-8 text)") from None
     # Universal newlines, like TFDS's text-mode open().
     lines = io.StringIO(content, newline=None)
     if cola_no_header:
@@ -409,12 +453,12 @@ def _read_glue(task: str, path: str, split: str) -> List[Dict[str, Any]]:
         header = None
     else:
         reader = csv.DictReader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = reader.fieldnames or []
+        header = next(_csv_rows([reader], path, header=True)) or []
         missing = [c for c in text_features.values() if c not in header]
         if missing:
             raise DataFileError(f"{path}:1: header lacks column(s) {missing} "
                                 f"(header: {header})")
-    for n, row in enumerate(reader):
+    for n, row in enumerate(_csv_rows(reader, path)):
         lineno = n + (1 if cola_no_header else 2)
         if cola_no_header:
             if len(row) < 4:

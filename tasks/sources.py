@@ -23,6 +23,8 @@ import gin
 import seqio
 import tensorflow as tf
 
+from xprompt_jax.errors import DataError
+
 from . import readers
 
 # kind -> (gin macro, environment variable, human name)
@@ -32,7 +34,7 @@ DATA_DIR_SETTINGS: Dict[str, Tuple[str, str, str]] = {
 }
 
 
-class DataDirError(FileNotFoundError):
+class DataDirError(DataError, FileNotFoundError):
     """The local data directory is not configured or a file is missing."""
 
 
@@ -148,8 +150,14 @@ class LocalDataSource(seqio.DataSource):
         return path
 
     def examples(self, split: str) -> List[Dict[str, Any]]:
-        """All examples of ``split`` as Python dicts (parsed once, then cached)."""
-        return _read_cached(self._reader, self.path(split), split)
+        """All examples of ``split`` as Python dicts (parsed once, then cached). A file
+        without any example is a DataFileError (training on it could never start)."""
+        path = self.path(split)
+        examples = _read_cached(self._reader, path, split)
+        if not examples:
+            raise readers.DataFileError(f"{path}:1: no examples in the file (empty?); "
+                                        f"expected one example per line for split {split!r}")
+        return examples
 
     def list_shards(self, split: str) -> Sequence[str]:
         return [self.path(split)]

@@ -87,9 +87,10 @@ def evaluate(*, model, model_dir: str, mixture_or_task_name: str,
             f.write(domain_shift.transfer_markdown(mixture_or_task_name, result,
                                                    result["transfer"]))
     if jax.process_index() == 0:
-        os.makedirs(model_dir, exist_ok=True)
-        with open(os.path.join(model_dir, "eval_results.json"), "w") as f:
-            json.dump(result, f, indent=2, default=str)
+        from .training.checkpointing import write_json_atomic
+
+        write_json_atomic(os.path.join(model_dir, "eval_results.json"),
+                          json.loads(json.dumps(result, default=str)))
     return result
 
 
@@ -107,7 +108,9 @@ def main(argv: Sequence[str]) -> None:
 
 
 def console_entry() -> None:
-    main(sys.argv)
+    from xprompt_jax import cli
+
+    cli.run_cli(main, sys.argv, prog="xprompt_jax.evaluate")
 
 
 if __name__ == "__main__":

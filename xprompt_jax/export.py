@@ -459,7 +459,7 @@ def main(argv: Sequence[str]) -> None:
 def console_entry() -> None:
     from xprompt_jax import cli
 
-    cli.run_cli(main, sys.argv)
+    cli.run_cli(main, sys.argv, prog="xprompt_jax.export")
 
 
 if __name__ == "__main__":

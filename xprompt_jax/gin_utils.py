@@ -8,12 +8,16 @@ search path. Errors name the file or binding at fault.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import re
+import sys
 from typing import List, Optional, Sequence
 
 import gin
+
+from .errors import ConfigError
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 # An installed wheel ships the repository's top-level `gin/` as `xprompt_jax/gin/`
@@ -23,7 +27,7 @@ REPO_GIN_DIR = os.path.join(os.path.dirname(_PACKAGE_DIR), "gin")
 _MARKER = "prompt_tuning.gin"  # tells our gin folder from others (site-packages/gin is gin-config)
 
 
-class GinConfigError(ValueError):
+class GinConfigError(ConfigError):
     """A gin file or binding could not be parsed or applied."""
 
 
@@ -98,14 +102,125 @@ def _parse_gin(gin_files, gin_bindings, gin_search_paths, finalize) -> None:
             gin.parse_config_file(resolved, skip_unknown=False)
         except Exception as e:  # gin raises many types; keep the message, add the file
             raise GinConfigError(f"error in gin file {resolved}: {type(e).__name__}: {e}") from e
+    file_macros = macro_values()
     for binding in gin_bindings:
         try:
             gin.parse_config(binding)
         except Exception as e:
             raise GinConfigError(f"error in gin binding {binding!r}: {type(e).__name__}: {e}") \
                 from e
+    check_macro_bindings(gin_bindings, file_macros)
     if finalize:
         gin.finalize()
+
+
+# ----------------------------------------------------------------------------- macros
+# Macros read by code (`tasks.sources.gin_macro`) rather than by a gin file; modules that
+# read one may add its name here (the data-dir macros and WORLD_DIR are found by themselves).
+CODE_MACROS = set()
+_MACRO_BINDING = re.compile(r"\s*([A-Z][A-Z0-9_]*)\s*=")
+
+
+def macro_values() -> dict:
+    """{macro name: value} of the current gin config."""
+    from gin import config as gin_config
+
+    return {scope: binding.get("value") for (scope, selector), binding
+            in gin_config._CONFIG.items() if selector == "gin.macro"}  # pylint: disable=protected-access
+
+
+def _references(value, out: set) -> None:
+    """Adds the macro names `value` refers to (`%NAME`, nested in containers) to `out`."""
+    selector = getattr(value, "scoped_selector", None)
+    if isinstance(selector, str) and selector.endswith("/gin.macro"):
+        out.add(selector[: -len("/gin.macro")])
+    elif isinstance(value, dict):
+        for item in value.values():
+            _references(item, out)
+    elif isinstance(value, (list, tuple, set)):
+        for item in value:
+            _references(item, out)
+
+
+def referenced_macros() -> set:
+    """Macro names used (`%NAME`) anywhere in the current gin config."""
+    from gin import config as gin_config
+
+    out: set = set()
+    for binding in gin_config._CONFIG.values():  # pylint: disable=protected-access
+        for value in binding.values():
+            _references(value, out)
+    return out
+
+
+def _code_macros() -> set:
+    names = set(CODE_MACROS)
+    sources = sys.modules.get("xprompt_jax.tasks.sources")
+    for setting in getattr(sources, "DATA_DIR_SETTINGS", {}).values():
+        names.add(setting[0])
+    world = sys.modules.get("xprompt_jax.world.seqio_tasks")
+    if getattr(world, "WORLD_DIR_MACRO", None):
+        names.add(world.WORLD_DIR_MACRO)
+    return names
+
+
+def _is_reference(value) -> bool:
+    return hasattr(value, "scoped_selector")
+
+
+def _type_name(value) -> str:
+    return {bool: "a bool", int: "an int", float: "a float", str: "a string",
+            tuple: "a tuple", list: "a list", dict: "a dict"}.get(type(value),
+                                                                   type(value).__name__)
+
+
+def _type_ok(default, value) -> bool:
+    """Whether `value` fits the type of the file's `default` (None always fits)."""
+    if default is None or value is None or _is_reference(default) or _is_reference(value):
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, str):
+        return isinstance(value, str)
+    if isinstance(default, (tuple, list)):
+        return isinstance(value, (tuple, list))
+    if isinstance(default, dict):
+        return isinstance(value, dict)
+    return True
+
+
+def check_macro_bindings(gin_bindings: Sequence[str], file_macros: dict) -> None:
+    """Command-line macro bindings (`--gin.NAME=...`, `--gin_bindings='NAME = ...'`) must
+    name a macro the gin files define or use (or one read by code, e.g. SUPERGLUE_DIR), and
+    fit the type of the files' value when that is a bool, number, string or container.
+    Raises GinConfigError with a did-you-mean."""
+    known = set(file_macros) | referenced_macros() | _code_macros()
+    values = macro_values()
+    for binding in gin_bindings:
+        match = _MACRO_BINDING.match(binding)
+        if not match:
+            continue
+        name = match.group(1)
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise GinConfigError(f"--gin.{name}: {name} is not a macro of the included gin "
+                                 f"files{hint}")
+        default, value = file_macros.get(name), values.get(name)
+        if not _type_ok(default, value):
+            raise GinConfigError(f"--gin.{name}={value!r}: {name} expects "
+                                 f"{_type_name(default)} (the gin files set {default!r}), "
+                                 f"got {_type_name(value)}")
+
+
+def required_macros_unset() -> List[str]:
+    """Macros still bound to `%gin.REQUIRED` (set by no file or flag)."""
+    return sorted(name for name, value in macro_values().items()
+                  if getattr(value, "scoped_selector", "") == "gin.REQUIRED/gin.constant")
 
 
 def split_search_paths(value: Optional[str | Sequence[str]]) -> List[str]:
@@ -121,6 +236,11 @@ def split_search_paths(value: Optional[str | Sequence[str]]) -> List[str]:
 
 def call_configured(fn, what: str):
     """Calls a gin-configured function, turning missing REQUIRED values into clear errors."""
+    missing = required_macros_unset()
+    if missing:
+        flags = ", ".join(f"--gin.{name}=..." for name in missing)
+        raise GinConfigError(f"{what}: required gin macros not given: {', '.join(missing)} "
+                             f"(pass {flags})")
     try:
         return fn()
     except (ValueError, TypeError, RuntimeError) as e:

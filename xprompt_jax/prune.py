@@ -410,7 +410,9 @@ def main(argv: Sequence[str]) -> Dict[str, Any]:
 
 
 def console_entry() -> None:
-    main(sys.argv)
+    from xprompt_jax import cli
+
+    cli.run_cli(main, sys.argv, prog="xprompt_jax.prune")
 
 
 if __name__ == "__main__":

@@ -370,5 +370,11 @@ def print_xprompt_summary(report: Dict[str, Any]) -> None:
               f"pieces -> dev accuracy {_fmt(row['accuracy'])}")
 
 
+def console_entry() -> None:
+    from xprompt_jax import cli
+
+    cli.run_cli(main, sys.argv[1:], prog="xprompt_jax.quickstart")
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    console_entry()

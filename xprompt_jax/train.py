@@ -26,7 +26,7 @@ from .training.data import DataConfig
 from .training.evaluation import EvalConfig, Evaluator, main_metric_fn
 from .training.pretrained import load_pretrained_params
 from .training.train_step import LossConfig
-from .training.trainer import Trainer, TrainerConfig, dummy_batch
+from .training.trainer import Trainer, TrainerConfig, check_feature_lengths, dummy_batch
 
 logger = logging.getLogger("xprompt_jax")
 
@@ -78,6 +78,8 @@ def build_trainer(*, model, optimizer, model_dir: str, mixture_or_task_name: str
                   parameter_partitioning_dims: int = 1, label_smoothing: float = 0.0,
                   z_loss: float = 0.0, loss_normalization: Any = "mean_tokens", seed: int = 0,
                   data_seed: Optional[int] = None, progress: Optional[bool] = None,
+                  on_nonfinite: str = "stop", force: bool = False,
+                  save_interval_s: Optional[float] = 300.0,
                   save_numpy: bool = True, log_period: int = 10,
                   main_metric: Any = None, train_epochs: Optional[float] = None,
                   eval_heldout_split: Optional[str] = None,
@@ -97,6 +99,7 @@ def build_trainer(*, model, optimizer, model_dir: str, mixture_or_task_name: str
         mixture_or_task_name=mixture_or_task_name, task_feature_lengths=task_feature_lengths,
         initial_checkpoint_path=initial_checkpoint_path))
     import_task_module(mixture_or_task_module)
+    check_feature_lengths(task_feature_lengths)  # before loading anything
     if train_epochs is not None:
         from .training.epochs import train_steps_from_epochs
 
@@ -110,7 +113,8 @@ def build_trainer(*, model, optimizer, model_dir: str, mixture_or_task_name: str
         frozen_dtype=frozen_dtype, num_microbatches=num_microbatches,
         mesh_shape=tuple(mesh_shape), activation_partitioning_dims=activation_partitioning_dims,
         parameter_partitioning_dims=parameter_partitioning_dims, save_numpy=save_numpy,
-        progress=progress)
+        progress=progress, on_nonfinite=on_nonfinite, force=force,
+        save_interval_s=save_interval_s)
     data_config = DataConfig(mixture_or_task_name, dict(task_feature_lengths), batch_size,
                              seed=seed if data_seed is None else data_seed)
     pretrained = None
@@ -176,21 +180,87 @@ def write_run_reports(trainer, summary: Mapping[str, Any]) -> None:
 
 
 
-def train(**overrides) -> Dict[str, Any]:
+# Macros that may change when a run is resumed (a longer run, other eval/save cadence,
+# moved data); any other difference from the saved config.gin refuses the resume.
+RESUMABLE_CHANGES = ("TRAIN_STEPS", "TRAIN_EPOCHS", "EVAL_PERIOD", "SAVE_PERIOD",
+                     "LOG_PERIOD", "KEEP_CHECKPOINTS", "PATIENCE", "MAX_EVAL_EXAMPLES",
+                     "MODEL_DIR", "ON_NONFINITE", "WORLD_DIR", "SUPERGLUE_DIR", "GLUE_DIR",
+                     "MRQA_DIR")
+CONFIG_FILE = "config.gin"
+CONFIG_CHANGES_FILE = "config_changes.jsonl"
+
+
+def _config_lines(text: str) -> list:
+    skip = tuple(f"{name} =" for name in RESUMABLE_CHANGES)
+    return [line.strip() for line in text.splitlines()
+            if line.strip() and not line.strip().startswith("#")
+            and not line.strip().startswith(skip)]
+
+
+def config_differences(old: str, new: str) -> list:
+    """'old -> new' descriptions of the lines that differ (RESUMABLE_CHANGES ignored)."""
+    import difflib
+
+    out = []
+    matcher = difflib.SequenceMatcher(a=_config_lines(old), b=_config_lines(new))
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag != "equal":
+            before = " | ".join(matcher.a[i1:i2]) or "(none)"
+            after = " | ".join(matcher.b[j1:j2]) or "(none)"
+            out.append(f"{before} -> {after}")
+    return out
+
+
+def record_config(model_dir: str, config_text: str, resume_step: Optional[int],
+                  allow_config_change: bool = False) -> None:
+    """Writes MODEL_DIR/config.gin atomically. Resuming (`resume_step` not None) with a
+    config that differs from the saved one raises ConfigError, or with
+    `allow_config_change` keeps the old file as `config.until_step_<N>.gin` and appends
+    `{step, time, changes}` to config_changes.jsonl."""
+    from .errors import ConfigError
+    from .training.checkpointing import write_text_atomic
+
+    path = os.path.join(model_dir, CONFIG_FILE)
+    if resume_step is not None and os.path.exists(path):
+        with open(path) as f:
+            old = f.read()
+        changes = config_differences(old, config_text)
+        if changes and not allow_config_change:
+            shown = "; ".join(changes[:3]) + (" ..." if len(changes) > 3 else "")
+            raise ConfigError(f"{path}: resuming at step {resume_step} with a different "
+                              f"config ({shown}); use the saved settings, a new MODEL_DIR, "
+                              "or --allow_config_change to record the change")
+        if changes and jax.process_index() == 0:
+            import time
+
+            logger.warning("config changed at step %d (--allow_config_change): %s",
+                           resume_step, "; ".join(changes))
+            write_text_atomic(os.path.join(model_dir, f"config.until_step_{resume_step}.gin"),
+                              old)
+            with open(os.path.join(model_dir, CONFIG_CHANGES_FILE), "a") as f:
+                f.write(json.dumps({"step": resume_step, "time": time.time(),
+                                    "changes": changes}) + "\n")
+    if jax.process_index() == 0:
+        write_text_atomic(path, config_text)
+
+
+def train(*, allow_config_change: bool = False, **overrides) -> Dict[str, Any]:
     """Entry point: builds the trainer from the gin bindings of `build_trainer` (explicit
-    `overrides` win), runs it, writes `config.gin` and `train_summary.json` to MODEL_DIR."""
+    `overrides` win), runs it, writes `config.gin` and `train_summary.json` to MODEL_DIR
+    (atomically; a resume with another config refuses unless `allow_config_change`)."""
     import gin
+
+    from .training.checkpointing import write_json_atomic
 
     trainer = gin_utils.configured(build_trainer)(**overrides)
     model_dir = trainer.config.model_dir
     os.makedirs(model_dir, exist_ok=True)
-    if jax.process_index() == 0:
-        with open(os.path.join(model_dir, "config.gin"), "w") as f:
-            f.write(gin.config_str())
+    record_config(model_dir, gin.config_str(), trainer.checkpointer.latest_step(),
+                  allow_config_change)
     summary = trainer.run()
     if jax.process_index() == 0:
-        with open(os.path.join(model_dir, "train_summary.json"), "w") as f:
-            json.dump(summary, f, indent=2, default=str)
+        write_json_atomic(os.path.join(model_dir, "train_summary.json"),
+                          json.loads(json.dumps(summary, default=str)))
     write_run_reports(trainer, summary)
     return summary
 
@@ -232,14 +302,26 @@ def maybe_initialize_distributed(mode: str) -> None:
 
 def main(argv: Sequence[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    configure_from_argv(argv)
+    FLAGS = configure_from_argv(argv, extra_flags=_define_train_flags)
     from xprompt_jax import train as train_lib  # the registered functions, also under __main__
 
-    gin_utils.call_configured(train_lib.train, "xprompt_jax.train")
+    gin_utils.call_configured(
+        lambda: train_lib.train(force=FLAGS.force, allow_config_change=FLAGS.allow_config_change),
+        "xprompt_jax.train")
+
+
+def _define_train_flags(flags) -> None:
+    if "force" not in flags.FLAGS:
+        flags.DEFINE_bool("force", False, "take over MODEL_DIR even if another live run "
+                          "holds its lock")
+        flags.DEFINE_bool("allow_config_change", False, "resume with a config that differs "
+                          "from MODEL_DIR/config.gin (both are recorded)")
 
 
 def console_entry() -> None:
-    main(sys.argv)
+    from xprompt_jax import cli
+
+    cli.run_cli(main, sys.argv, prog="xprompt_jax.train")
 
 
 if __name__ == "__main__":

@@ -43,6 +43,17 @@ Atomicity:
   numpy dir orphaned by a crash in between is replaced when that step is saved again, or
   pruned.
 - `best_checkpoint.json` is written to a temporary file, fsynced and `os.replace`d.
+
+Integrity (issue #20):
+- `save` refuses a state with NaN/Inf in a floating leaf (`NonFiniteError`): nothing
+  non-finite is written (neither the orbax state nor the numpy export).
+- each checkpoint's meta holds `state_sha256`, a digest of its arrays (order-independent:
+  the sorted per-array digests), checked by `restore`: flipped bytes that orbax reads
+  without complaint still count as a bad checkpoint.
+- `restore_latest_good` tries the newest checkpoint first and falls back to older ones
+  with a warning naming each bad step and why; bad checkpoints are never deleted. When a
+  run reaches a bad step's number again, the bad directory is moved to
+  `corrupt_checkpoints/<step>-<time>` (kept for inspection) before the new save.
 - the metric that decides "best" lives inside each checkpoint (`checkpoint_info` item),
   so it is committed atomically with the state; on construction the metrics of all
   retained steps are read back, so after a restart the best step is still known and still
@@ -65,17 +76,23 @@ import re
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+import hashlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from ..errors import CheckpointError, NonFiniteError
+
 logger = logging.getLogger(__name__)
 
 CHECKPOINTS_DIR = "checkpoints"
 NUMPY_CHECKPOINTS_DIR = "numpy_checkpoints"
 BEST_RECORD_FILE = "best_checkpoint.json"
+CORRUPT_DIR = "corrupt_checkpoints"
+CHECKSUM_KEY = "state_sha256"
 
 STATE_ITEM = "state"
 META_ITEM = "meta"
@@ -140,6 +157,35 @@ def _host_value(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+def _array_leaves(tree: Any) -> List[Tuple[str, np.ndarray]]:
+    return [(path, _host_value(leaf)) for path, leaf in param_paths(tree).items()
+            if isinstance(leaf, (jax.Array, np.ndarray, np.generic))]
+
+
+def state_checksum(tree: Any) -> str:
+    """sha256 over the arrays of `tree` (dtype, shape, bytes), independent of the tree's
+    container types and order (a restore without target returns dicts, not dataclasses)."""
+    digests = sorted(
+        hashlib.sha256(f"{v.dtype.str}{v.shape}".encode() + np.ascontiguousarray(v).tobytes()
+                       ).hexdigest() for _, v in _array_leaves(tree))
+    return hashlib.sha256("".join(digests).encode()).hexdigest()
+
+
+def nonfinite_leaves(tree: Any) -> List[str]:
+    """Paths of the floating arrays of `tree` that hold a NaN or Inf."""
+    bad = []
+    for path, value in _array_leaves(tree):
+        if jnp.issubdtype(value.dtype, jnp.floating) and not np.all(
+                np.isfinite(value.astype(np.float32))):
+            bad.append(path)
+    return bad
+
+
+def _first_line(error: BaseException, limit: int = 200) -> str:
+    text = f"{type(error).__name__}: {str(error).strip()}".splitlines()[0]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _fsync(f) -> None:
     try:
         f.flush()
@@ -159,6 +205,18 @@ def write_json_atomic(path: PathLike, obj: Any) -> None:
     tmp = path.parent / f".{path.name}.tmp-{_tmp_suffix()}"
     with tmp.open("w") as f:
         json.dump(to_jsonable(obj), f, indent=2, sort_keys=True)
+        _fsync(f)
+    tmp.replace(path)
+
+
+def write_text_atomic(path: PathLike, text: str) -> None:
+    """Writes `text` to `path` via a fsynced temporary file + `os.replace` (a full disk or
+    a kill leaves the old file whole)."""
+    path = epath.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{_tmp_suffix()}"
+    with tmp.open("w") as f:
+        f.write(text)
         _fsync(f)
     tmp.replace(path)
 
@@ -332,6 +390,7 @@ class RunCheckpointer:
         if not read_only and _is_writer():
             self._cleanup_numpy_tmp()
         self._metrics: Dict[int, Optional[float]] = {}
+        self._bad_steps: Dict[int, str] = {}   # step -> why restoring it failed
         self._load_metrics()
 
     def _make_manager(self) -> ocp.CheckpointManager:
@@ -398,6 +457,12 @@ class RunCheckpointer:
         if self.read_only or self._manager is None:
             raise RuntimeError(f"RunCheckpointer({self.model_dir}) is read-only")
         step = int(step)
+        bad = nonfinite_leaves(state)
+        if bad:
+            raise NonFiniteError(f"not saving step {step} to {self.checkpoints_dir}: "
+                                 f"non-finite values in {bad[:5]}")
+        if step in self._bad_steps and step in self.all_steps():
+            self._quarantine(step)
         if step in self.all_steps():
             if not force:
                 logger.warning("checkpoint for step %d already exists in %s; not saving "
@@ -407,9 +472,11 @@ class RunCheckpointer:
             self._delete(step)
         metric = _clean_metric(metric)
         info = {"step": step, "metric": metric, "best_mode": self.best_mode}
+        meta = dict(meta or {})
+        meta[CHECKSUM_KEY] = state_checksum(state)
         args = ocp.args.Composite(**{
             STATE_ITEM: ocp.args.StandardSave(state),
-            META_ITEM: ocp.args.JsonSave(to_jsonable(dict(meta or {}))),
+            META_ITEM: ocp.args.JsonSave(to_jsonable(meta)),
             INFO_ITEM: ocp.args.JsonSave(info),
         })
         if self.save_numpy:
@@ -464,7 +531,58 @@ class RunCheckpointer:
                        else ocp.args.StandardRestore(target))
         restored = self._manager.restore(step, args=ocp.args.Composite(**{
             STATE_ITEM: restore_arg, META_ITEM: ocp.args.JsonRestore()}))
-        return restored[STATE_ITEM], dict(restored[META_ITEM] or {})
+        state, meta = restored[STATE_ITEM], dict(restored[META_ITEM] or {})
+        expected = meta.pop(CHECKSUM_KEY, None)
+        if expected is not None and state_checksum(state) != expected:
+            raise CheckpointError(f"checkpoint {self.checkpoint_path(step)}: its arrays do "
+                                  f"not match the checksum saved with them (corrupt data)")
+        return state, meta
+
+    def restore_latest_good(self, target: Any = None
+                            ) -> Optional[Tuple[int, Any, Dict[str, Any]]]:
+        """`(step, state, meta)` of the newest checkpoint that restores and passes its
+        checksum; None if there is no checkpoint. A bad checkpoint is skipped with a
+        warning naming its step and what is wrong (never deleted; see `save`). Raises
+        CheckpointError when every checkpoint fails (each step's error named)."""
+        steps = self.all_steps()
+        errors = []
+        for step in reversed(steps):
+            try:
+                state, meta = self.restore(step, target)
+            except Exception as e:  # pylint: disable=broad-except
+                why = _first_line(e)
+                self._bad_steps[step] = why
+                errors.append(f"step {step}: {why}")
+                older = [s for s in steps if s < step]
+                logger.warning("checkpoint %s is unreadable or inconsistent (%s); %s",
+                               self.checkpoint_path(step), why,
+                               f"trying step {older[-1]}" if older else "no older checkpoint")
+                continue
+            if errors:
+                logger.warning("resuming from step %d instead of the newest checkpoint %d "
+                               "(bad checkpoints are kept; one whose step is reached again "
+                               "is moved to %s/)", step, steps[-1], CORRUPT_DIR)
+            return step, state, meta
+        if errors:
+            raise CheckpointError(f"no readable checkpoint in {self.checkpoints_dir}: "
+                                  + "; ".join(errors) + " (if the model or prompt config "
+                                  "changed, use a new MODEL_DIR)")
+        return None
+
+    def _quarantine(self, step: int) -> None:
+        """Moves the bad checkpoint `step` to corrupt_checkpoints/<step>-<time> (kept)."""
+        if _is_writer():
+            dest_dir = self.model_dir / CORRUPT_DIR
+            dest_dir.mkdir(parents=True, exist_ok=True)
+            dest = dest_dir / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+            logger.warning("moving the bad checkpoint %s (%s) to %s before saving step %d "
+                           "again", self.checkpoint_path(step), self._bad_steps.get(step),
+                           dest, step)
+            self.checkpoint_path(step).rename(dest)
+        _sync(f"xprompt_jax:quarantine:{self.model_dir}:{step}")
+        self._bad_steps.pop(step, None)
+        self._metrics.pop(step, None)
+        self._manager.reload()
 
     def restore_meta(self, step: Optional[int] = None) -> Optional[Dict[str, Any]]:
         """Only the JSON meta of checkpoint `step` (None: latest); None if no checkpoint."""
@@ -477,7 +595,9 @@ class RunCheckpointer:
                                     f" (available: {steps})")
         restored = self._manager.restore(
             step, args=ocp.args.Composite(**{META_ITEM: ocp.args.JsonRestore()}))
-        return dict(restored[META_ITEM] or {})
+        meta = dict(restored[META_ITEM] or {})
+        meta.pop(CHECKSUM_KEY, None)
+        return meta
 
     def reload(self) -> None:
         """Re-reads the directory (checkpoints written by another process)."""

@@ -26,13 +26,28 @@ def load_pretrained_params(path: str, checkpoint_format: str = "auto",
                            shardings: Optional[Any] = None, dtype: Optional[Any] = None):
     """The T5X-named parameter tree of a pretrained checkpoint."""
     from xprompt_jax import checkpoints
+    from xprompt_jax.errors import CheckpointError, ConfigError, XPromptError
 
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"INITIAL_CHECKPOINT_PATH={path!r}: expected a path")
     fmt = detect_format(path) if checkpoint_format == "auto" else checkpoint_format
-    if fmt == "hf":
-        return checkpoints.load_hf_params(path, shardings=shardings, dtype=dtype)
-    if fmt == "t5x":
-        return checkpoints.load_t5x_params(path, shardings=shardings, dtype=dtype)
-    raise ValueError(f"checkpoint_format {checkpoint_format!r}; expected 'auto', 't5x' or 'hf'")
+    if fmt not in ("hf", "t5x"):
+        raise ConfigError(f"CHECKPOINT_FORMAT={checkpoint_format!r}; expected 'auto', 't5x' "
+                          "or 'hf'")
+    if not os.path.exists(path) and "://" not in os.fspath(path):
+        raise CheckpointError(f"pretrained checkpoint {path} does not exist "
+                              "(INITIAL_CHECKPOINT_PATH)")
+    load = checkpoints.load_hf_params if fmt == "hf" else checkpoints.load_t5x_params
+    try:
+        return load(path, shardings=shardings, dtype=dtype)
+    except XPromptError:
+        raise
+    except Exception as e:  # tensorstore / orbax / msgpack / safetensors errors
+        text = f"{type(e).__name__}: {str(e).strip()}".splitlines()[0]
+        if len(text) > 240:
+            text = text[:237] + "..."
+        raise CheckpointError(f"pretrained checkpoint {path} ({fmt}) cannot be read: "
+                              f"{text}") from e
 
 
 def load_embedding(path: str, checkpoint_format: str = "auto") -> np.ndarray:

@@ -71,6 +71,16 @@ def progress_bar(total: int, description: str, enabled: Optional[bool] = None,
                               disable=not use_bar or jax.process_index() != 0)
 
 
+LOG_FILE = "train.log"
+
+
+def append_log_line(model_dir: str, text: str) -> None:
+    """Appends `<UTC time> <text>` to MODEL_DIR/train.log (the run's event log)."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+    with open(os.path.join(model_dir, LOG_FILE), "a") as f:
+        f.write(f"{stamp} {text}\n")
+
+
 class RunLogger:
     """Writes `metrics.jsonl` and TensorBoard events (`tensorboard/<split>`) under model_dir."""
 
@@ -134,12 +144,15 @@ class RunLogger:
         return metrics
 
     def message(self, text: str) -> None:
+        """A run event (start, resume, eval, stop): the terminal (above the progress bar,
+        else the `xprompt_jax` logger) and MODEL_DIR/train.log."""
         if not self.is_writer:
             return
         if self._bar is not None:
             self._bar.write(text)
         else:
             logger.info(text)
+        append_log_line(self.model_dir, text)
 
     def close(self) -> None:
         if self._bar is not None:

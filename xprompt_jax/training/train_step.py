@@ -79,6 +79,12 @@ def make_train_step(model, optimizer: optax.GradientTransformation,
 
     With `num_microbatches > 1` the batch is split along axis 0 and gradients of the
     trainable params are accumulated in a `lax.scan` before one optimizer update.
+
+    Non-finite guard: when the loss, the gradient norm or the updated trainable params
+    hold a NaN/Inf, the update is dropped (params and optimizer state stay those of the
+    previous step; the step counter still advances, as the data did) and
+    `metrics['nonfinite']` is 1.0 (else 0.0). The trainer stops or counts the skip
+    (`TrainerConfig.on_nonfinite`); the state never holds a non-finite value.
     """
 
     def sums_and_grads(trainable, frozen, batch, rng):
@@ -120,13 +126,20 @@ def make_train_step(model, optimizer: optax.GradientTransformation,
         grads = jax.tree_util.tree_map(lambda g: g / normalizer, grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        grad_norm, trainable_norm = optax.tree.norm(grads), optax.tree.norm(params)
+        finite = (jnp.isfinite(loss_sum) & jnp.isfinite(z_sum) & jnp.isfinite(grad_norm)
+                  & jnp.isfinite(trainable_norm))
+        keep = lambda new, old: jnp.where(finite, new, old)
+        params = jax.tree_util.tree_map(keep, params, state.params)
+        opt_state = jax.tree_util.tree_map(keep, opt_state, state.opt_state)
         metrics = {
             **prompt_metrics(model, frozen, params),
             "loss": loss_sum / normalizer,
             "z_loss": z_sum / normalizer,
             "num_target_tokens": weight_sum,
-            "grad_norm": optax.tree.norm(grads),
-            "trainable_norm": optax.tree.norm(params),
+            "grad_norm": grad_norm,
+            "trainable_norm": trainable_norm,
+            "nonfinite": 1.0 - finite.astype(jnp.float32),
         }
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 

@@ -7,6 +7,19 @@ stopping after `patience` evaluations without improvement), checkpoints every
 progress bar). XPrompt and EPT reuse it: `extra_variables` carries non-trainable
 collections such as `prompt_masks`, `initial_trainable` overrides the prompt's initial
 values (rewinding), `update_mask` zeroes updates of pruned entries.
+
+Reliability (issue #20; README "Reliability"):
+- one run per MODEL_DIR: `run_lock` (`force` takes a live lock over);
+- resume from the newest *good* checkpoint (`RunCheckpointer.restore_latest_good`);
+- NaN/Inf: the jitted step drops a non-finite update; `on_nonfinite='stop'` (default)
+  ends the run with `NonFiniteError` naming the step and the last good checkpoint,
+  'skip_step' counts the skip and goes on (at most `max_consecutive_skips` in a row);
+- SIGTERM / SIGINT (and a TPU preemption notice under `jax.distributed`): the current
+  step finishes, a checkpoint with the data position is written, and `run` raises
+  `TrainingInterrupted` (the CLIs exit 0 saying how to resume); a second signal acts as
+  usual. All processes agree on the stop step (`multihost_utils`, no-ops in one process);
+- with no SAVE_PERIOD a checkpoint is also written every `save_interval_s` seconds
+  (default 300), so a crash or `kill -9` loses at most about five minutes.
 """
 
 from __future__ import annotations
@@ -14,6 +27,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import signal
+import threading
+import time
 from typing import Any, Callable, Dict, Mapping, Optional
 
 import jax
@@ -21,7 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from . import partitioning
+from ..errors import CheckpointError, ConfigError, NonFiniteError, TrainingInterrupted
+from . import partitioning, run_lock
 from .checkpointing import RunCheckpointer
 from .data import DataConfig, TrainBatchIterator
 from .evaluation import Evaluator
@@ -39,7 +56,8 @@ class TrainerConfig:
     model_dir: str
     num_steps: int = 30000                 # TRAIN_STEPS
     eval_period: Optional[int] = 1000      # EVAL_PERIOD (None: no periodic eval)
-    save_period: Optional[int] = None      # defaults to eval_period
+    save_period: Optional[int] = None      # SAVE_PERIOD; None: every eval + save_interval_s
+    save_interval_s: Optional[float] = 300.0  # with save_period None: seconds between saves
     keep_checkpoints: int = 3              # keep N plus the best
     patience: Optional[int] = None         # evaluations without improvement before stopping
     log_period: int = 10
@@ -52,6 +70,46 @@ class TrainerConfig:
     parameter_partitioning_dims: int = 1
     save_numpy: bool = True
     progress: Optional[bool] = None        # None: progress bar only on a terminal
+    on_nonfinite: str = "stop"             # ON_NONFINITE: 'stop' | 'skip_step'
+    max_consecutive_skips: int = 100       # 'skip_step': stop after this many in a row
+    force: bool = False                    # --force: take over a live MODEL_DIR lock
+    handle_signals: bool = True            # SIGTERM/SIGINT: save and stop
+
+    def __post_init__(self):
+        if self.on_nonfinite not in ("stop", "skip_step"):
+            raise ConfigError(f"ON_NONFINITE={self.on_nonfinite!r}: expected 'stop' or "
+                              "'skip_step'")
+        for name in ("num_steps", "log_period"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"TrainerConfig.{name}={value!r}: expected an int >= 1")
+        for name in ("eval_period", "save_period", "patience"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < (0 if name == "patience" else 1)):
+                raise ConfigError(f"TrainerConfig.{name}={value!r}: expected None or an "
+                                  "int >= 1")
+
+
+MIN_INPUT_LENGTH = 4   # inputs: at least 3 tokens + EOS
+MIN_TARGET_LENGTH = 2  # targets: at least 1 token + EOS
+
+
+def check_feature_lengths(feature_lengths: Mapping[str, int]) -> None:
+    """TASK_FEATURE_LENGTHS must be ints that leave room for an input and a target (with
+    targets of length 1 every target is cut to its EOS)."""
+    for key, minimum in (("inputs", MIN_INPUT_LENGTH), ("targets", MIN_TARGET_LENGTH)):
+        if key not in feature_lengths:
+            raise ConfigError(f"TASK_FEATURE_LENGTHS={dict(feature_lengths)!r} has no "
+                              f"'{key}' length")
+        value = feature_lengths[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"TASK_FEATURE_LENGTHS['{key}']={value!r}: expected an int")
+        if value < minimum:
+            what = ("leaves no room for the input" if key == "inputs"
+                    else "cuts every target to its end-of-sequence token")
+            raise ConfigError(f"TASK_FEATURE_LENGTHS['{key}']={value} {what} (EOS counts; "
+                              f"expected at least {minimum})")
 
 
 def dummy_batch(feature_lengths: Mapping[str, int], batch_size: int = 1) -> Dict[str, jnp.ndarray]:
@@ -76,10 +134,44 @@ def init_variables(model, pretrained_params: Optional[Mapping[str, Any]],
                                    mutable=True, rngs={"params": r})
         return variables
 
-    variables = jax.jit(fill)(pretrained_params, rng)
     abstract = jax.eval_shape(lambda r: model.init(r, *args, enable_dropout=False), rng)
+    check_pretrained_fits(pretrained_params, abstract["params"])
+    variables = jax.jit(fill)(pretrained_params, rng)
     _check_shapes(variables["params"], abstract["params"])
     return dict(variables)
+
+
+def _count_layers(flat: Mapping[str, Any], stack: str) -> int:
+    return len({k.split("/")[1] for k in flat if k.startswith(stack + "/layers_")})
+
+
+def model_dims(flat: Mapping[str, Any]) -> Dict[str, Any]:
+    """emb_dim, vocab_size and layer counts read off a flat T5X-named param tree."""
+    dims: Dict[str, Any] = {}
+    emb = flat.get("token_embedder/embedding")
+    if emb is not None:
+        dims["vocab_size"], dims["emb_dim"] = (int(d) for d in emb.shape)
+    dims["num_encoder_layers"] = _count_layers(flat, "encoder")
+    dims["num_decoder_layers"] = _count_layers(flat, "decoder")
+    return dims
+
+
+def check_pretrained_fits(params, expected, where: str = "the pretrained checkpoint") -> None:
+    """Before any apply: every pretrained parameter the model has must have its shape;
+    raises CheckpointError naming emb_dim / vocab_size / layers of both sides."""
+    from .params import flatten
+
+    got, want = flatten(params), flatten(expected)
+    mismatched = [k for k in got if k in want and tuple(got[k].shape) != tuple(want[k].shape)]
+    have, need = model_dims(got), model_dims(want)
+    differ = [k for k in need if k in have and have[k] != need[k]]
+    if differ or mismatched:
+        detail = ", ".join(f"{k} {have[k]} (config: {need[k]})" for k in differ)
+        if not detail:
+            k = mismatched[0]
+            detail = (f"parameter {k} has shape {tuple(got[k].shape)} (model: "
+                      f"{tuple(want[k].shape)})")
+        raise CheckpointError(f"{where} does not fit MODEL_CONFIG: checkpoint has {detail}")
 
 
 def _check_shapes(params, expected):
@@ -89,11 +181,11 @@ def _check_shapes(params, expected):
     missing = sorted(set(want) - set(got))
     unexpected = sorted(set(got) - set(want))
     if missing or unexpected:
-        raise ValueError(f"pretrained parameters do not match the model: missing {missing[:10]}, "
-                         f"unexpected {unexpected[:10]}")
+        raise CheckpointError(f"pretrained parameters do not match the model: missing "
+                              f"{missing[:10]}, unexpected {unexpected[:10]}")
     for key, spec in want.items():
         if tuple(got[key].shape) != tuple(spec.shape):
-            raise ValueError(f"parameter {key}: checkpoint shape {tuple(got[key].shape)} != "
+            raise CheckpointError(f"parameter {key}: checkpoint shape {tuple(got[key].shape)} != "
                              f"model shape {tuple(spec.shape)}")
 
 
@@ -113,6 +205,8 @@ class Trainer:
         self.data_config = data_config
         self.evaluator = evaluator
         self.step_callback = step_callback
+        check_feature_lengths(data_config.task_feature_lengths)
+        run_lock.acquire(config.model_dir, force=config.force)  # before any work or write
         self.mesh = partitioning.make_mesh(config.mesh_shape)
         self.rules = partitioning.standard_logical_axis_rules(
             config.activation_partitioning_dims, config.parameter_partitioning_dims)
@@ -190,10 +284,13 @@ class Trainer:
         saved collections, e.g. masks); returns its meta."""
         if self.checkpointer.latest_step() is None:
             return None
-        restored = self.checkpointer.restore(step, target=self._abstract_payload())
-        if restored is None:
-            return None
-        payload, meta = restored
+        if step is None:
+            restored = self.checkpointer.restore_latest_good(target=self._abstract_payload())
+            if restored is None:
+                return None
+            _, payload, meta = restored
+        else:
+            payload, meta = self.checkpointer.restore(step, target=self._abstract_payload())
         self.state = payload["train"]
         for name, value in payload.get("collections", {}).items():
             self.frozen[name] = jax.device_put(value, self.replicated)
@@ -217,6 +314,21 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def run(self) -> Dict[str, Any]:
+        """Trains to `num_steps` (resuming); returns a summary. Raises NonFiniteError
+        (on_nonfinite='stop') and TrainingInterrupted (SIGTERM/SIGINT, after saving)."""
+        cfg = self.config
+        try:
+            with _StopSignals(cfg.handle_signals) as signals:
+                return self._run(signals)
+        finally:
+            run_lock.release(cfg.model_dir)
+
+    def _last_good(self) -> str:
+        step = self.checkpointer.latest_step()
+        return ("none (no checkpoint was saved)" if step is None else
+                f"step {step} in {self.checkpointer.checkpoint_path(step)}")
+
+    def _run(self, signals: "_StopSignals") -> Dict[str, Any]:
         cfg = self.config
         meta = self.restore() or {}
         start = int(self.state.step)
@@ -224,22 +336,57 @@ class Trainer:
         run_meta = {k: meta[k] for k in ("best_eval", "evals_without_improvement") if k in meta}
         best_eval = run_meta.get("best_eval")
         stale = int(run_meta.get("evals_without_improvement", 0))
+        skipped = int(meta.get("skipped_steps", 0))
         iterator = TrainBatchIterator(self.data_config, position=position)
-        save_period = cfg.save_period or cfg.eval_period
+        save_period = cfg.save_period
+        save_interval = cfg.save_interval_s if save_period is None else None
         log = RunLogger(cfg.model_dir, cfg.num_steps, start, progress=cfg.progress)
         if start:
-            log.message(f"resumed from step {start} (data position {position})")
+            log.message(f"resumed from step {start} (data position {position}) in "
+                        f"{cfg.model_dir}")
+        else:
+            log.message(f"starting a run of {cfg.num_steps} steps in {cfg.model_dir}")
         log.message(f"trainable parameters: {self.num_trainable:,}; frozen: {self.num_frozen:,}")
         last_metrics: Dict[str, Any] = {}
         step = start
         stopped_early = False
+        consecutive_skips = 0
+        last_save_time = time.monotonic()
         try:
             with partitioning.activate(self.mesh, self.rules):
                 while step < cfg.num_steps:
-                    batch = self._global_batch(next(iterator))
+                    try:
+                        local_batch = next(iterator)
+                    except StopIteration:
+                        raise ConfigError(f"{self.data_config.mixture_or_task_name} split "
+                                          f"'{self.data_config.split}' yields no batch of "
+                                          f"{self.data_config.batch_size} examples (empty or "
+                                          "smaller than BATCH_SIZE?)") from None
+                    batch = self._global_batch(local_batch)
                     self.state, metrics = self._step(self.state, self.frozen, batch,
                                                      self.dropout_rng)
                     step += 1
+                    if float(metrics["nonfinite"]):
+                        loss = float(metrics["loss"])
+                        if cfg.on_nonfinite == "stop":
+                            log.log(step, "train", jax.device_get(metrics))
+                            raise NonFiniteError(
+                                f"step {step}: non-finite training (loss {loss}, gradient "
+                                f"norm {float(metrics['grad_norm'])}); stopped before "
+                                f"writing anything of it (LEARNING_RATE too high? "
+                                f"ON_NONFINITE='skip_step' drops such updates); last good "
+                                f"checkpoint: {self._last_good()}")
+                        skipped += 1
+                        consecutive_skips += 1
+                        log.message(f"step {step}: non-finite loss {loss}; update dropped "
+                                    f"({skipped} skipped so far)")
+                        if consecutive_skips >= cfg.max_consecutive_skips:
+                            raise NonFiniteError(
+                                f"step {step}: {consecutive_skips} consecutive non-finite "
+                                f"steps (ON_NONFINITE='skip_step'); stopped; last good "
+                                f"checkpoint: {self._last_good()}")
+                    else:
+                        consecutive_skips = 0
                     if step % cfg.log_period == 0 or step == cfg.num_steps:
                         last_metrics = log.train_progress(
                             step, self.data_config.batch_size, jax.device_get(metrics))
@@ -250,22 +397,40 @@ class Trainer:
                     eval_result = None
                     if do_eval and self.evaluator is not None:
                         eval_result = self.evaluate()
-                        log.log(step, "eval", {"main_metric": eval_result["main_metric"],
+                        main = eval_result.get("main_metric")
+                        if main is not None and not np.isfinite(float(main)):
+                            eval_result["main_metric"] = main = None  # never a metric
+                        log.log(step, "eval", {"main_metric": main,
                                                "mode": eval_result["mode"],
                                                **eval_result["metrics"]})
                         log.message(f"step {step} eval ({eval_result['mode']}): "
                                     f"{eval_result['metrics']}")
-                        main = eval_result["main_metric"]
                         if main is not None and (best_eval is None or main > best_eval["main_metric"]):
                             best_eval = {"step": step, **eval_result}
                             stale = 0
                         else:
                             stale += 1
-                    do_save = (save_period and step % save_period == 0) or step == cfg.num_steps
+                    stop_signal, timed = _agree(
+                        signals.received(step),
+                        save_interval is not None and
+                        time.monotonic() - last_save_time >= save_interval)
+                    do_save = ((save_period and step % save_period == 0) or
+                               step == cfg.num_steps or timed or bool(stop_signal))
                     stop = cfg.patience is not None and stale >= cfg.patience
                     if do_save or eval_result is not None or stop:
                         self._save(step, iterator, eval_result,
-                                   {"best_eval": best_eval, "evals_without_improvement": stale})
+                                   {"best_eval": best_eval, "evals_without_improvement": stale,
+                                    "skipped_steps": skipped})
+                        last_save_time = time.monotonic()
+                    if stop_signal:
+                        name = signals.name or "a preemption notice"
+                        log.message(f"{name} received: stopped after step {step}; "
+                                    f"checkpoint saved")
+                        raise TrainingInterrupted(
+                            f"{name}: saved step {step} (data position {iterator.position}) "
+                            f"to {self.checkpointer.checkpoint_path(step)}; rerun the same "
+                            f"command to resume from step {step}", step=step,
+                            signal_name=name)
                     if stop:
                         stopped_early = True
                         log.message(f"early stopping at step {step}: no improvement in "
@@ -274,9 +439,71 @@ class Trainer:
         finally:
             self.checkpointer.wait()
             log.close()
+        if step > start:
+            log.message(f"finished at step {step}; best checkpoint: "
+                        f"{self.checkpointer.best_step()}")
         return {"final_step": step, "stopped_early": stopped_early, "best_eval": best_eval,
                 "best_step": self.checkpointer.best_step(), "last_train_metrics": last_metrics,
-                "num_trainable_params": self.num_trainable}
+                "num_trainable_params": self.num_trainable, "skipped_steps": skipped}
+
+
+def _agree(stop_signal: bool, timed_save: bool):
+    """(stop, save) decided the same way on every process: any process's signal stops
+    all of them at this step; process 0's clock decides time-based saves. In one process
+    this is the identity (no collective)."""
+    if jax.process_count() == 1:
+        return stop_signal, timed_save
+    from jax.experimental import multihost_utils
+
+    flags = np.asarray([stop_signal, timed_save], np.int32)
+    gathered = np.asarray(multihost_utils.process_allgather(flags))  # [processes, 2]
+    return bool(gathered[:, 0].max()), bool(gathered[0, 1])
+
+
+class _StopSignals:
+    """Within the `with` block SIGTERM and SIGINT set a flag (the loop saves and stops
+    after the current step); the previous handlers are reinstalled at the first signal
+    (a second one acts as usual) and on exit. Under `jax.distributed`, a TPU preemption
+    notice (`multihost_utils.reached_preemption_sync_point`) counts as a signal too.
+    Only the main thread can install handlers; elsewhere this does nothing."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.name: Optional[str] = None
+        self._previous: Dict[int, Any] = {}
+
+    def _handler(self, signum, frame):
+        del frame
+        self.name = signal.Signals(signum).name
+        self._restore()
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def __enter__(self) -> "_StopSignals":
+        if self.enabled:
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._restore()
+
+    def received(self, step: int) -> bool:
+        if self.name is not None:
+            return True
+        if jax.process_count() > 1:
+            try:
+                from jax.experimental import multihost_utils
+
+                return bool(multihost_utils.reached_preemption_sync_point(step))
+            except Exception:  # pylint: disable=broad-except  (no preemption service)
+                return False
+        return False
 
 
 def run_payload(state, collections: Mapping[str, Any]) -> Dict[str, Any]:

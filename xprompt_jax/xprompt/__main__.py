@@ -27,7 +27,9 @@ def main(argv):
 
 
 def console_entry():
-    main(sys.argv)
+    from xprompt_jax import cli
+
+    cli.run_cli(main, sys.argv, prog="xprompt_jax.xprompt")
 
 
 if __name__ == "__main__":

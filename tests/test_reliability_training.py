@@ -1,0 +1,256 @@
+"""Reliability of the trainer (issue #20): NaN guard, SIGTERM save + bitwise resume, corrupt
+latest checkpoint fallback, one run per MODEL_DIR. In process, tiny fixture model."""
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import synthetic_tasks
+from training_utils import FEATURE_LENGTHS, fixture_params, tiny_prompted_model
+from xprompt_jax.errors import NonFiniteError, RunLockedError, TrainingInterrupted
+from xprompt_jax.training import optimizers, run_lock
+from xprompt_jax.training.data import DataConfig
+from xprompt_jax.training.trainer import Trainer, TrainerConfig
+
+
+@pytest.fixture(scope="module")
+def task_name(t5_vocab_path):
+    return synthetic_tasks.register(t5_vocab_path)
+
+
+@pytest.fixture(scope="module")
+def pretrained(fixtures_dir):
+    return fixture_params(str(fixtures_dir / "t5x_tiny_orbax" / "checkpoint_3"))
+
+
+def _trainer(model_dir, task_name, pretrained, *, steps, optimizer=None, **config):
+    config = dict(dict(model_dir=str(model_dir), num_steps=steps, eval_period=None,
+                       log_period=1, progress=False, save_interval_s=None), **config)
+    return Trainer(tiny_prompted_model(), optimizer or optimizers.adafactor(),
+                   DataConfig(task_name, FEATURE_LENGTHS, 8), TrainerConfig(**config),
+                   pretrained_params=pretrained)
+
+
+def _nan_at(bad_step):
+    """An optax transform whose update at the (1-based) `bad_step`-th call is NaN: the
+    hand-built fault, independent of the trainer. The call count lives on the host (an
+    io_callback), so a dropped update does not roll it back."""
+    from jax.experimental import io_callback
+
+    calls = {"n": 0}
+
+    def factor():
+        calls["n"] += 1
+        return np.float32(np.nan if calls["n"] == bad_step else 1.0)
+
+    def update_fn(updates, state, params=None):
+        del params
+        f = io_callback(factor, jax.ShapeDtypeStruct((), jnp.float32))
+        return jax.tree_util.tree_map(lambda u: u * f, updates), state
+
+    return optax.chain(optax.sgd(0.1),
+                       optax.GradientTransformation(lambda p: optax.EmptyState(), update_fn))
+
+
+def _prompt(trainer):
+    return np.asarray(jax.device_get(trainer.state.params["prompt"]["prompt"]))
+
+
+def _all_numpy_files(model_dir):
+    return [os.path.join(root, name) for root, _, names in os.walk(model_dir / "numpy_checkpoints")
+            for name in names]
+
+
+def test_nan_stops_at_the_first_bad_step_and_nothing_nonfinite_is_written(
+        tmp_path, task_name, pretrained):
+    trainer = _trainer(tmp_path, task_name, pretrained, steps=6, save_period=1,
+                       optimizer=_nan_at(3))
+    with pytest.raises(NonFiniteError) as info:
+        trainer.run()
+    message = str(info.value)
+    assert message.startswith("step 3: non-finite training")
+    assert "last good checkpoint: step 2" in message
+    assert trainer.checkpointer.all_steps() == [1, 2]
+    files = _all_numpy_files(tmp_path)
+    assert files and all(np.all(np.isfinite(np.load(f))) for f in files)
+    # In memory the state is still step 2's prompt (the bad update was never applied).
+    step2 = np.load(tmp_path / "numpy_checkpoints" / "checkpoint_2" / "prompt.prompt.npy")
+    np.testing.assert_array_equal(_prompt(trainer), step2)
+    assert not (tmp_path / "run.lock").exists()  # released on the way out
+
+
+def test_skip_step_drops_the_bad_update_and_counts_it(tmp_path, task_name, pretrained):
+    prompts = {}
+    trainer = _trainer(tmp_path, task_name, pretrained, steps=4, on_nonfinite="skip_step",
+                       optimizer=_nan_at(2))
+    trainer.step_callback = lambda step, m: prompts.__setitem__(step, _prompt(trainer))
+    summary = trainer.run()
+    assert summary["skipped_steps"] == 1 and summary["final_step"] == 4
+    np.testing.assert_array_equal(prompts[2], prompts[1])  # step 2's update dropped
+    assert not np.array_equal(prompts[3], prompts[2])      # step 3 trains again
+    assert all(np.all(np.isfinite(p)) for p in prompts.values())
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, task_name, pretrained):
+    """An uninterrupted 4-step run saving at steps 2 and 4; (model_dir, final prompt)."""
+    model_dir = tmp_path_factory.mktemp("reference")
+    trainer = _trainer(model_dir, task_name, pretrained, steps=4, save_period=2)
+    trainer.run()
+    return model_dir, _prompt(trainer), trainer._abstract_payload()
+
+
+@pytest.mark.slow
+def test_sigterm_mid_run_saves_and_the_rerun_equals_an_uninterrupted_run(
+        tmp_path, task_name, pretrained, reference_run):
+    _, reference_prompt, _ = reference_run
+    interrupted = _trainer(tmp_path, task_name, pretrained, steps=4)
+    interrupted.step_callback = (
+        lambda step, m: os.kill(os.getpid(), signal.SIGTERM) if step == 2 else None)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TrainingInterrupted) as info:
+        interrupted.run()
+    assert info.value.exit_code == 0 and info.value.step == 2
+    assert "SIGTERM: saved step 2 (data position 2)" in str(info.value)
+    assert "rerun the same command to resume from step 2" in str(info.value)
+    assert interrupted.checkpointer.all_steps() == [2]  # no save period: saved for the signal
+    assert signal.getsignal(signal.SIGTERM) == before  # handlers restored
+    resumed = _trainer(tmp_path, task_name, pretrained, steps=4)
+    assert resumed.run()["final_step"] == 4
+    np.testing.assert_array_equal(_prompt(resumed), reference_prompt)
+    assert "resumed from step 2" in (tmp_path / "train.log").read_text()
+
+
+def test_stop_signals_flag_then_restore_the_handlers():
+    from xprompt_jax.training.trainer import _StopSignals
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        before = signal.getsignal(signum)
+        with _StopSignals() as signals:
+            assert not signals.received(0)
+            os.kill(os.getpid(), signum)
+            assert signals.received(1) and signals.name == signal.Signals(signum).name
+            assert signal.getsignal(signum) == before  # a second signal acts as usual
+        assert signal.getsignal(signum) == before
+
+
+def _truncate(step_dir):
+    """Cuts every array data file of the checkpoint's state item in half."""
+    cut = 0
+    for root, _, names in os.walk(step_dir / "state"):
+        for name in names:
+            path = os.path.join(root, name)
+            if "ocdbt" in root or name.startswith("d") or "array" in root:
+                size = os.path.getsize(path)
+                with open(path, "r+b") as f:
+                    f.truncate(size // 2)
+                cut += 1
+    assert cut
+
+
+def _flip(step_dir):
+    """Flips bytes in the middle of the largest data file of the state item."""
+    files = [os.path.join(r, n) for r, _, ns in os.walk(step_dir / "state") for n in ns]
+    path = max(files, key=os.path.getsize)
+    data = bytearray(open(path, "rb").read())
+    for i in range(len(data) // 2, min(len(data), len(data) // 2 + 64)):
+        data[i] ^= 0xFF
+    open(path, "wb").write(bytes(data))
+
+
+def _empty_state(step_dir):
+    import shutil
+
+    shutil.rmtree(step_dir / "state")
+    (step_dir / "state").mkdir()
+
+
+def _bad_metadata(step_dir):
+    for root, _, names in os.walk(step_dir / "state"):
+        for name in names:
+            if "metadata" in name.lower():
+                open(os.path.join(root, name), "w").write("{not json")
+
+
+def _copy_run(reference_run, tmp_path):
+    import shutil
+
+    model_dir = tmp_path / "run"
+    shutil.copytree(reference_run[0], model_dir)
+    return model_dir
+
+
+@pytest.mark.parametrize("damage", [_truncate, _flip, _empty_state, _bad_metadata])
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(
+        tmp_path, reference_run, damage, caplog):
+    from xprompt_jax.training.checkpointing import RunCheckpointer
+
+    model_dir = _copy_run(reference_run, tmp_path)
+    damage(model_dir / "checkpoints" / "4")
+    step2 = np.load(model_dir / "numpy_checkpoints" / "checkpoint_2" / "prompt.prompt.npy")
+    checkpointer = RunCheckpointer(str(model_dir))
+    with caplog.at_level(logging.WARNING):
+        step, payload, meta = checkpointer.restore_latest_good(target=reference_run[2])
+    assert step == 2 and meta["data"]["position"] == 2
+    np.testing.assert_array_equal(np.asarray(payload["train"].params["prompt"]["prompt"]), step2)
+    assert any(f"checkpoints/4 is unreadable or inconsistent" in r.getMessage()
+               for r in caplog.records)
+    assert (model_dir / "checkpoints" / "4").exists()  # never deleted
+
+
+@pytest.mark.slow
+def test_training_on_after_a_fallback_moves_the_bad_checkpoint_aside(
+        tmp_path, task_name, pretrained, reference_run):
+    model_dir = _copy_run(reference_run, tmp_path)
+    _truncate(model_dir / "checkpoints" / "4")
+    trainer = _trainer(model_dir, task_name, pretrained, steps=4, save_period=2)
+    assert trainer.run()["final_step"] == 4
+    np.testing.assert_array_equal(_prompt(trainer), reference_run[1])
+    assert [p.name.split("-")[0] for p in (model_dir / "corrupt_checkpoints").iterdir()] == ["4"]
+    assert trainer.checkpointer.all_steps() == [2, 4]
+
+
+def test_second_run_on_a_locked_dir_refuses_and_a_dead_owners_lock_is_taken(
+        tmp_path, task_name, pretrained, caplog):
+    import socket
+
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    record = {"host": socket.gethostname(), "pid": owner.pid, "start": "then"}
+    try:
+        run_lock._create(run_lock.lock_path(str(tmp_path)), record)
+        with pytest.raises(RunLockedError, match=rf"in use by another run \(pid {owner.pid} "):
+            _trainer(tmp_path, task_name, pretrained, steps=1)
+        assert os.listdir(tmp_path) == ["run.lock"]  # nothing else was touched
+        run_lock.acquire(str(tmp_path), force=True)
+        assert run_lock.read_lock(str(tmp_path))["pid"] == os.getpid()
+        run_lock.release(str(tmp_path))
+    finally:
+        owner.kill()
+        owner.wait()
+    run_lock._create(run_lock.lock_path(str(tmp_path)), record)
+    with caplog.at_level(logging.WARNING):
+        run_lock.acquire(str(tmp_path))
+    assert any("its owner is gone" in r.getMessage() for r in caplog.records)
+    run_lock.release(str(tmp_path))
+    assert not (tmp_path / "run.lock").exists()
+
+
+def test_lock_of_another_host_is_stale_only_without_heartbeat(tmp_path):
+    path = run_lock.lock_path(str(tmp_path))
+    run_lock._create(path, {"host": "elsewhere", "pid": 1, "start": "then"})
+    with pytest.raises(RunLockedError, match="another host"):
+        run_lock.acquire(str(tmp_path))
+    old = os.path.getmtime(path) - run_lock.STALE_AFTER_S - 10
+    os.utime(path, (old, old))
+    run_lock.acquire(str(tmp_path))
+    assert run_lock.read_lock(str(tmp_path))["pid"] == os.getpid()
+    run_lock.release(str(tmp_path))
+    assert not os.path.exists(path)

@@ -1,0 +1,71 @@
+"""The top-level wrapper of every CLI: our errors as one line and exit 2, `--verbose`.
+
+    def console_entry():
+        cli.run_cli(main, sys.argv)
+
+`run_cli` takes `--verbose` (anywhere in argv) out of the arguments, calls `main(argv)`,
+and turns an `XPromptError` (data, config, checkpoint, non-finite, locked run dir) into
+`<prog>: error: <message on one line>` on stderr and its exit code (2; 0 for a run that
+was interrupted by SIGTERM/SIGINT after saving). With `--verbose` the traceback is
+printed as well. Other exceptions (bugs) keep their traceback and exit 1 as usual.
+gin wraps exceptions raised inside configurables in its own message; the original
+`XPromptError` is found on the exception's `__cause__` / `__context__` chain.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from typing import Callable, List, Optional, Sequence
+
+from .errors import XPromptError, one_line
+
+VERBOSE_FLAGS = ("--verbose", "--verbose=true", "--verbose=True", "-v")
+
+
+def split_verbose(argv: Sequence[str]) -> tuple:
+    """(argv without --verbose, whether it was given)."""
+    rest = [a for a in argv if a not in VERBOSE_FLAGS]
+    return rest, len(rest) != len(argv)
+
+
+def find_our_error(error: BaseException) -> Optional[XPromptError]:
+    """`error` itself or the first `XPromptError` on its cause/context chain."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, XPromptError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _prog(argv: Sequence[str]) -> str:
+    name = os.path.basename(argv[0]) if argv else "xprompt_jax"
+    if name in ("__main__.py", "-m", "-c", ""):
+        name = "xprompt_jax"
+    return name
+
+
+def run_cli(main: Callable[[List[str]], object], argv: Sequence[str],
+            prog: Optional[str] = None) -> None:
+    """Runs `main(argv)` and exits with the one-line handling described above."""
+    argv, verbose = split_verbose(list(argv))
+    prog = prog or _prog(argv)
+    try:
+        main(argv)
+    except KeyboardInterrupt:  # outside a training loop (which saves and stops itself)
+        print(f"{prog}: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:  # pylint: disable=broad-except
+        ours = find_our_error(e)
+        if ours is None:
+            raise
+        if verbose:
+            traceback.print_exception(type(e), e, e.__traceback__, file=sys.stderr)
+        logging.shutdown()
+        kind = "error" if ours.exit_code else "stopped"
+        print(f"{prog}: {kind}: {one_line(ours)}", file=sys.stderr, flush=True)
+        sys.exit(ours.exit_code)
