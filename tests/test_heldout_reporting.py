@@ -75,12 +75,13 @@ class _FakeEvaluator:
 
 
 def test_heldout_scored_only_when_selection_improves():
-    sel = _FakeEvaluator("validation", [50.0, 70.0, 60.0, 80.0])
-    held = _FakeEvaluator("test", [40.0, 65.0, 75.0])
+    sel = _FakeEvaluator("validation", [50.0, 70.0, 60.0, 80.0, 80.0])
+    held = _FakeEvaluator("test", [40.0, 65.0, 75.0, 75.0])
     ev = heldout_eval.SelectionWithHeldout(sel, held)
-    results = [ev.evaluate({}) for _ in range(4)]
-    assert [("heldout" in r) for r in results] == [True, True, False, True]
-    assert held.calls == 3
+    results = [ev.evaluate({}) for _ in range(5)]
+    # Scored at 50, 70, 80 and again when the best (80) is re-evaluated; not at 60.
+    assert [("heldout" in r) for r in results] == [True, True, False, True, True]
+    assert held.calls == 4
     assert results[1]["heldout"]["main_metric"] == 65.0
     assert results[1]["metrics"]["heldout_test/accuracy"] == 65.0
     assert results[3]["heldout"]["main_metric"] == 75.0

@@ -120,6 +120,10 @@ def test_pipeline_rewinds_resumes_and_reports(gin_pipeline, monkeypatch):
     assert (model_dir / "masking_curve.png").stat().st_size > 0
     assert np.asarray(saved["scores"]["piece"]).shape == (4, 4)
     assert "| 25% |" in (model_dir / "report.md").read_text()
+    # Lester et al. section 7: top-5 nearest vocabulary pieces per stage-1 prompt token.
+    near = saved["nearest_tokens"]
+    assert len(near["tokens"]) == 4 and all(len(t["nearest"]) == 5 for t in near["tokens"])
+    assert "Nearest vocabulary pieces" in (model_dir / "report.md").read_text()
 
 
 def test_batched_candidate_scoring_equals_sequential(fixtures_dir, t5_vocab_path):

@@ -2,8 +2,8 @@
 
 `SelectionWithHeldout(selection, heldout)` is an evaluator for the trainer: every
 evaluation scores the selection split (the trainer picks the best checkpoint by its main
-metric, unchanged); whenever that main metric improves on the best seen so far, the same
-variables are also scored on the held-out split and the result gains
+metric, unchanged); whenever that main metric reaches or improves on the best seen so far,
+the same variables are also scored on the held-out split and the result gains
 
 * `'heldout'`: `{'split', 'mode', 'metrics', 'main_metric', 'num_examples', 'step'?}`,
 * `metrics['heldout_<split>/<name>']`: the held-out metrics, so they reach the run's
@@ -45,7 +45,9 @@ class SelectionWithHeldout:
     def evaluate(self, variables: Mapping[str, Any]) -> Dict[str, Any]:
         result = dict(self.selection.evaluate(variables))
         main = result.get("main_metric")
-        if main is not None and (self.best is None or main > self.best):
+        # >=: re-evaluating the best variables (the XPrompt pipeline's final evaluation of
+        # its best checkpoint) reports the held-out split too.
+        if main is not None and (self.best is None or main >= self.best):
             self.best = main
             held = self.heldout.evaluate(variables)
             split = held.get("split", self.heldout.config.split)

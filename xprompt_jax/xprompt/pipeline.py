@@ -260,6 +260,8 @@ def run_pipeline(*, model_dir: str, num_score_examples: int = 1024, per_example:
         "masking_curve": curve,
         "final_eval": final,
         "ablations": ablation_results,
+        # Lester et al. section 7: nearest vocabulary pieces of the stage-1 prompt.
+        "nearest_tokens": _nearest_tokens(ctx, stage1_params),
         "protocol": protocol(ctx, search_result, stage1_step, rewind_steps_run,
                              token_ratios, piece_ratios, piece_ranking, levels,
                              search_include_unpruned, rewind_each_candidate, mask_variant,
@@ -273,6 +275,17 @@ def run_pipeline(*, model_dir: str, num_score_examples: int = 1024, per_example:
     }
     report_lib.write_report(model_dir, report, initial, token_mask, piece_mask)
     return report
+
+
+def _nearest_tokens(ctx: PipelineContext, stage1_params):
+    from ..training.heldout_eval import trainer_interpretability
+
+    try:
+        return trainer_interpretability(ctx.trainer, ctx.trainer.data_config.mixture_or_task_name,
+                                        trainable=stage1_params)
+    except Exception as e:  # pylint: disable=broad-except  (a report extra)
+        logger.warning("nearest-token analysis skipped: %s", e)
+        return None
 
 
 def check_search_settings(token_ratios, piece_ratios, piece_ranking: str, levels) -> None:

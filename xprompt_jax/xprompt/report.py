@@ -184,6 +184,10 @@ def markdown(report: Mapping[str, Any]) -> str:
             lines.append(f"| {row['ratio']:.0%} | {row.get('kept_pieces', '-')} | "
                          f"{_fmt(row['main_metric'])} | {chosen} |")
         lines.append("")
+    if report.get("nearest_tokens"):
+        from ..analysis.nearest_tokens import markdown_lines
+
+        lines += markdown_lines(report["nearest_tokens"])
     lines += ["## Plots", "", "![importance](importance_heatmap.png)", "",
               "![token scores](token_scores_hist.png) ![piece scores](piece_scores_hist.png)", ""]
     return "\n".join(lines)
