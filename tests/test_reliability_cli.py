@@ -1,0 +1,215 @@
+"""What a user sees for bad input (issue #20): one line `<cli>: error: ...` and exit 2, on
+the embedded world. Most cases run `cli.run_cli(train.main, argv)` in process (the same
+path as the console scripts); two subprocess runs check the real exit codes."""
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from xprompt_jax import cli, gin_utils
+from xprompt_jax.errors import ConfigError, DataError, XPromptError
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+WORLD = ["--gin_file=models/world_tiny.gin", "--gin_file=prompt_tuning.gin",
+         "--gin_file=world/run.gin"]
+
+
+def _world_flags(model_dir, *extra):
+    return WORLD + [f"--gin.MODEL_DIR='{model_dir}'", "--gin.TRAIN_STEPS=2",
+                    "--gin.EVAL_PERIOD=None", "--gin.BATCH_SIZE=8", "--gin.LOG_PERIOD=1",
+                    *extra]
+
+
+def _run_train(argv, capsys):
+    """(exit code, last stderr line) of the train CLI run in process."""
+    import gin
+    from absl import flags
+
+    from xprompt_jax import train
+
+    flags.FLAGS.unparse_flags()
+    gin.clear_config()
+    try:
+        with pytest.raises(SystemExit) as info:
+            cli.run_cli(train.main, ["train"] + list(argv), prog="xprompt_jax.train")
+    finally:
+        gin.clear_config()
+        flags.FLAGS.unparse_flags()
+    lines = capsys.readouterr().err.strip().splitlines()
+    return info.value.code, lines[-1] if lines else ""
+
+
+@pytest.fixture(scope="module")
+def world_copy(tmp_path_factory):
+    """The world data (generated once if needed); tests damage copies of it."""
+    from xprompt_jax.world import writer
+
+    del tmp_path_factory
+    return pathlib.Path(writer.ensure_world_data())  # the shared default copy: only read
+
+
+def _damaged_world(world_copy, tmp_path, transform):
+    target = tmp_path / "world"
+    shutil.copytree(world_copy, target)
+    path = target / "RTE" / "train.jsonl"
+    path.write_bytes(transform(path.read_bytes()))
+    return target, path
+
+
+def _drop_premise_of_line_3(data: bytes) -> bytes:
+    lines = data.split(b"\n")
+    row = json.loads(lines[2])
+    del row["premise"]
+    lines[2] = json.dumps(row).encode()
+    return b"\n".join(lines)
+
+
+GIN_CASES = [
+    (["--gin.TRAIN_STEP=5"], "xprompt_jax.train: error: --gin.TRAIN_STEP: TRAIN_STEP is not a "
+     "macro of the included gin files; did you mean TRAIN_STEPS?"),
+    (["--gin.BATCH_SIZE='8'"], "xprompt_jax.train: error: --gin.BATCH_SIZE='8': BATCH_SIZE "
+     "expects an int (the gin files set 32), got a string"),
+    (["--gin.LEARNING_RATE='fast'"], "xprompt_jax.train: error: --gin.LEARNING_RATE='fast': "
+     "LEARNING_RATE expects a float (the gin files set 0.3), got a string"),
+    (["--gin_file=prompts/from_file.gin"], "xprompt_jax.train: error: xprompt_jax.train: "
+     "required gin macros not given: PROMPT_FILE (pass --gin.PROMPT_FILE=...)"),
+    (["--gin.TASK_FEATURE_LENGTHS={'inputs': 48, 'targets': 1}"], "xprompt_jax.train: error: "
+     "TASK_FEATURE_LENGTHS['targets']=1 cuts every target to its end-of-sequence token (EOS "
+     "counts; expected at least 2)"),
+    (["--gin.TASK_FEATURE_LENGTHS={'inputs': 2, 'targets': 4}"], "xprompt_jax.train: error: "
+     "TASK_FEATURE_LENGTHS['inputs']=2 leaves no room for the input (EOS counts; expected at "
+     "least 4)"),
+]
+
+
+@pytest.mark.parametrize("extra,line", GIN_CASES)
+def test_bad_settings_give_one_line_and_exit_2(tmp_path, capsys, extra, line):
+    code, last = _run_train(_world_flags(tmp_path / "run") + extra, capsys)
+    assert (code, last) == (2, line)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("name,transform,expected", [
+    ("missing_field", _drop_premise_of_line_3, "{path}:3: missing field 'premise'"),
+    ("not_utf8", lambda d: d.replace(b"jack", b"j\xe4ck", 1), "{path}:{line}: not valid UTF-8"),
+    ("empty", lambda d: b"", "{path}:1: no examples in the file (empty?)"),
+])
+def test_bad_data_gives_file_and_line(tmp_path, capsys, world_copy, name, transform, expected):
+    world, path = _damaged_world(world_copy, tmp_path, transform)
+    line_no = 1 + path.read_bytes().split(b"\xe4")[0].count(b"\n")
+    code, last = _run_train(_world_flags(tmp_path / "run", f"--gin.WORLD_DIR='{world}'"),
+                            capsys)
+    assert code == 2
+    assert last.startswith("xprompt_jax.train: error: " +
+                           expected.format(path=path, line=line_no)), last
+
+
+def test_pretrained_checkpoint_of_another_size_names_the_dimensions(tmp_path, capsys):
+    code, last = _run_train(_world_flags(tmp_path / "run") + [
+        "--gin_bindings=t5_config.T5Config.emb_dim = 64",
+        "--gin_bindings=t5_config.T5Config.num_encoder_layers = 2"], capsys)
+    assert code == 2
+    assert last.startswith("xprompt_jax.train: error: the pretrained checkpoint does not fit "
+                           "MODEL_CONFIG: checkpoint has "), last
+    assert "emb_dim 128 (config: 64)" in last and "num_encoder_layers 3 (config: 2)" in last
+
+
+def test_unreadable_pretrained_checkpoint_is_one_line(tmp_path, capsys):
+    from xprompt_jax.world import paths
+
+    broken = tmp_path / "ckpt"
+    shutil.copytree(paths.checkpoint_path(), broken)
+    files = sorted((p for p in broken.rglob("*") if p.is_file()), key=lambda p: -p.stat().st_size)
+    with open(files[0], "r+b") as f:
+        f.truncate(files[0].stat().st_size // 3)
+    code, last = _run_train(_world_flags(tmp_path / "run", f"--gin.INITIAL_CHECKPOINT_PATH="
+                                                           f"'{broken}'"), capsys)
+    assert code == 2
+    assert last.startswith(f"xprompt_jax.train: error: pretrained checkpoint {broken} (t5x) "
+                           "cannot be read: "), last
+    code, last = _run_train(_world_flags(tmp_path / "run", "--gin.INITIAL_CHECKPOINT_PATH="
+                                                           f"'{tmp_path / 'nowhere'}'"), capsys)
+    assert (code, last) == (2, f"xprompt_jax.train: error: pretrained checkpoint "
+                               f"{tmp_path / 'nowhere'} does not exist (INITIAL_CHECKPOINT_PATH)")
+
+
+def test_run_cli_formats_our_errors_only(capsys):
+    def fails(error):
+        def main(argv):
+            del argv
+            raise RuntimeError("wrapped by gin") from error
+        return main
+
+    with pytest.raises(SystemExit) as info:
+        cli.run_cli(fails(DataError("f.jsonl:3: missing field 'x'\nsecond line")), ["p"],
+                    prog="p")
+    assert info.value.code == 2
+    assert capsys.readouterr().err == "p: error: f.jsonl:3: missing field 'x'; second line\n"
+    with pytest.raises(SystemExit):
+        cli.run_cli(fails(ConfigError("bad")), ["p", "--verbose"], prog="p")
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.endswith("p: error: bad\n")
+    with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
+        cli.run_cli(lambda argv: 1 / 0, ["p"], prog="p")
+
+
+def test_config_change_on_resume_refuses_or_is_recorded(tmp_path):
+    from xprompt_jax.train import record_config
+
+    old = "BATCH_SIZE = 32\nLEARNING_RATE = 0.3\nTRAIN_STEPS = 100\n"
+    record_config(str(tmp_path), old, None)
+    assert (tmp_path / "config.gin").read_text() == old
+    record_config(str(tmp_path), old.replace("100", "300"), 50)  # a longer run is fine
+    new = old.replace("0.3", "0.1").replace("100", "300")
+    with pytest.raises(ConfigError, match=r"resuming at step 50 with a different config "
+                                          r"\(LEARNING_RATE = 0.3 -> LEARNING_RATE = 0.1\)"):
+        record_config(str(tmp_path), new, 50)
+    record_config(str(tmp_path), new, 50, allow_config_change=True)
+    assert (tmp_path / "config.gin").read_text() == new
+    assert (tmp_path / "config.until_step_50.gin").read_text() == old.replace("100", "300")
+    change = json.loads((tmp_path / "config_changes.jsonl").read_text())
+    assert change["step"] == 50
+    assert change["changes"] == ["LEARNING_RATE = 0.3 -> LEARNING_RATE = 0.1"]
+    assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
+
+
+def _env():
+    env = dict(os.environ)
+    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    return env
+
+
+@pytest.mark.slow
+def test_cli_subprocess_typo_exits_2_and_sigterm_exits_0_with_a_resume_line(tmp_path):
+    cmd = [sys.executable, "-m", "xprompt_jax.train"]
+    out = subprocess.run(cmd + _world_flags(tmp_path / "a") + ["--gin.TRAIN_STEP=5"],
+                         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1] == (
+        "xprompt_jax.train: error: --gin.TRAIN_STEP: TRAIN_STEP is not a macro of the "
+        "included gin files; did you mean TRAIN_STEPS?")
+    # SIGTERM once training is under way: a save, exit 0, the line names the step.
+    model_dir = tmp_path / "b"
+    flags = [a for a in _world_flags(model_dir) if "TRAIN_STEPS" not in a]
+    proc = subprocess.Popen(cmd + flags + ["--gin.TRAIN_STEPS=100000"], cwd=ROOT, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = model_dir / "metrics.jsonl"
+    deadline = time.time() + 500
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("xprompt_jax.train: stopped: SIGTERM: saved step "), last
+    step = int(last.split("saved step ")[1].split()[0])
+    assert step >= 3 and (model_dir / "checkpoints" / str(step)).is_dir()
+    assert f"rerun the same command to resume from step {step}" in last
+    assert not (model_dir / "run.lock").exists()
