@@ -369,6 +369,7 @@ def masking_curve_result(ctx: PipelineContext, stage1_params, token_scores,
     masked, for each ratio r and order: `importance` (lowest scores first, XPrompt),
     `reversed` (highest first) and `random` (mean over `random_seeds` draws). All
     candidates go through one `search.evaluate_candidates` call."""
+    ratios = [r for r in ratios if int(round(r * ctx.length)) < ctx.length]  # keep a token
     candidates = masking_curve_candidates(token_scores, (ctx.length, ctx.pieces), ratios,
                                           random_seeds)
     variables = ctx.trainer.variables(stage1_params)
