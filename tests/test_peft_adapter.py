@@ -10,6 +10,7 @@
 
 import json
 
+import flax.linen as nn
 import gin
 import jax
 import jax.numpy as jnp
@@ -30,6 +31,7 @@ from xprompt_jax.prompts import ResPrompt, SoftPrompt, initializers  # noqa: E40
 from xprompt_jax.xprompt.masked_prompt import MASKS, MaskedSoftPrompt  # noqa: E402
 
 VOCAB, EMB = 120, 32
+M = 6  # prompt length of every case
 REL_TOL = 1e-5
 
 
@@ -75,6 +77,8 @@ def _peft_logits(peft_model, enc, dec) -> np.ndarray:
 
 
 def _our_logits(model, variables, enc, dec, tgt) -> np.ndarray:
+    # Op by op (no jit): every case shares the shapes of prompt length M, so the primitives
+    # compiled for the first case serve the others.
     return np.asarray(model.apply(variables, jnp.asarray(enc), jnp.asarray(dec), jnp.asarray(tgt),
                                   enable_dropout=False), np.float32)
 
@@ -108,13 +112,13 @@ def _trained_variables(model, params, enc, dec, tgt, masks=None, seed=0):
 TOKEN_MASK = np.array([1, 0, 1, 1, 0, 1], np.float32)
 PIECE_MASK = (np.random.RandomState(3).uniform(size=(6, 4)) > 0.3).astype(np.float32)
 CASES = {
-    "soft_prompt": (lambda: SoftPrompt(5), None, 5, 0),
+    "soft_prompt": (lambda: SoftPrompt(M), None, M, 0),
     "xprompt_remove": (lambda: MaskedSoftPrompt(length=6, num_pieces=4,
                                                 token_prune_mode="remove"),
                        {"token_mask": TOKEN_MASK, "piece_mask": PIECE_MASK}, 4, 0),
     "xprompt_zero": (lambda: MaskedSoftPrompt(length=6, num_pieces=4, token_prune_mode="zero"),
                      {"token_mask": TOKEN_MASK, "piece_mask": PIECE_MASK}, 6, 2),
-    "resprompt": (lambda: ResPrompt(length=4, bottleneck=6), None, 4, 0),
+    "resprompt": (lambda: ResPrompt(length=M, bottleneck=6), None, M, 0),
 }
 
 
@@ -166,7 +170,7 @@ def test_peft_trained_adapter_imported_gives_peft_logits(tmp_path, hf_dir, ours)
     torch.manual_seed(1)
     base = transformers.T5ForConditionalGeneration.from_pretrained(hf_dir)
     peft_model = peft.get_peft_model(base, peft.PromptTuningConfig(
-        task_type=peft.TaskType.SEQ_2_SEQ_LM, num_virtual_tokens=5,
+        task_type=peft.TaskType.SEQ_2_SEQ_LM, num_virtual_tokens=M,
         num_transformer_submodules=1))
     embedding = peft_model.prompt_encoder["default"].embedding
     start = embedding.weight.detach().clone()
@@ -179,17 +183,19 @@ def test_peft_trained_adapter_imported_gives_peft_logits(tmp_path, hf_dir, ours)
                           attention_mask=torch.tensor(enc > 0).long(), labels=labels).loss
         loss.backward()
         optimizer.step()
-    assert float(torch.max(torch.abs(embedding.weight - start))) > 0.01  # it trained
+    assert float(torch.max(torch.abs(embedding.weight.detach() - start))) > 0.01  # it trained
     adapter_dir = tmp_path / "peft_adapter"
     peft_model.save_pretrained(str(adapter_dir))
     reference = _peft_logits(peft_model, enc, dec)
 
-    model = PromptedT5(config, prompt=SoftPrompt(5, initializers.from_peft(str(adapter_dir))))
-    variables = model.init(jax.random.PRNGKey(0), jnp.asarray(enc), jnp.asarray(dec),
-                           jnp.asarray(tgt), enable_dropout=False)
-    np.testing.assert_array_equal(variables["params"]["prompt"]["prompt"],
-                                  embedding.weight.detach().numpy())
-    variables = {"params": {**params, "prompt": variables["params"]["prompt"]}}
+    prompt = SoftPrompt(M, initializers.from_peft(str(adapter_dir)))
+    model = PromptedT5(config, prompt=prompt)
+    # The prompt module's own init (what model.init runs for it), without the frozen model.
+    # (nn.Module.init: the module's `init` field is its initializer)
+    prompt_params = nn.Module.init(prompt, jax.random.PRNGKey(0),
+                                   jnp.zeros((1, 1, EMB)))["params"]
+    np.testing.assert_array_equal(prompt_params["prompt"], embedding.weight.detach().numpy())
+    variables = {"params": {**params, "prompt": prompt_params}}
     _assert_close(_our_logits(model, variables, enc, dec, tgt), reference)
 
     # The same through the gin file: PROMPT_INIT = from_peft(PEFT_ADAPTER).
@@ -200,9 +206,9 @@ def test_peft_trained_adapter_imported_gives_peft_logits(tmp_path, hf_dir, ours)
         init = gin.query_parameter("%PROMPT_INIT").scoped_configurable_fn()
     finally:
         gin.clear_config()
-    np.testing.assert_array_equal(init(None, (5, EMB)), embedding.weight.detach().numpy())
+    np.testing.assert_array_equal(init(None, (M, EMB)), embedding.weight.detach().numpy())
     with pytest.raises(ValueError, match="does not match the prompt shape"):
-        init(None, (6, EMB))
+        init(None, (M + 1, EMB))
 
 
 def test_round_trip_and_clear_errors(tmp_path):
