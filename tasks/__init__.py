@@ -28,6 +28,7 @@ from . import heldout
 from . import metrics
 from . import mixtures
 from . import mrqa
+from . import paper_settings
 from . import postprocessors
 from . import preprocessors
 from . import readers

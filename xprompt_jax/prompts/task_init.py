@@ -23,11 +23,17 @@ def _vocabulary(task_name: str):
 def class_labels_for_task(embedding, task_name: str,
                           label_strings: Optional[Sequence[str]] = None,
                           population: int = 5000) -> initializers.Initializer:
-    """`class_labels` init with the task's verbalizers (or the given label strings)."""
+    """`class_labels` init with the task's verbalizers (or the given label strings).
+
+    Tasks without static labels take Lester et al.'s footnote-7 words where defined (WSC:
+    "commonsense, pronoun, resolution"; ReCoRD: "commonsense, reasoning, reading,
+    comprehension"; `tasks.paper_settings.lester_init_words`)."""
     if label_strings is None:
         from xprompt_jax import tasks
 
         label_strings = tasks.get_label_strings(task_name)
+        if not label_strings:
+            label_strings = tasks.paper_settings.lester_init_words(task_name)
         if not label_strings:
             raise ValueError(f"task {task_name!r} has no static label strings; pass "
                              "label_strings for class_labels init")
