@@ -238,3 +238,36 @@ def test_round_trip_and_clear_errors(tmp_path):
     shutil.copy(tmp_path / "a" / "adapter_model.safetensors", tmp_path / "d")
     with pytest.raises(PeftAdapterError, match=r"shape \(3, 8\).*num_virtual_tokens=4"):
         read_peft_adapter(tmp_path / "d")
+
+
+def test_export_run_of_an_xprompt_run_writes_the_surviving_tokens(tmp_path):
+    """`export_run` (what `python -m xprompt_jax.export --format=peft` calls) on a run
+    checkpoint with XPrompt masks: the saved masks shape the adapter (hand-computed
+    reference: eq. 2/4, P * gamma * repeat(zeta), removed tokens dropped)."""
+    import optax
+
+    from training_utils import tiny_prompted_model
+    from xprompt_jax.training.checkpointing import RunCheckpointer
+    from xprompt_jax.training.train_step import TrainState
+    from xprompt_jax.training.trainer import run_payload
+
+    model = tiny_prompted_model().clone(prompt=MaskedSoftPrompt(length=6, num_pieces=4,
+                                                                token_prune_mode="remove"))
+    emb = model.config.emb_dim
+    raw = np.random.RandomState(5).uniform(-0.5, 0.5, (6, emb)).astype(np.float32)
+    masks = {"token_mask": TOKEN_MASK, "piece_mask": PIECE_MASK}
+    model_dir = tmp_path / "run"
+    with RunCheckpointer(model_dir) as checkpointer:
+        state = TrainState.create({"prompt": {"prompt": jnp.asarray(raw)}}, optax.adamw(0.3))
+        checkpointer.save(2, run_payload(state, {MASKS: {"prompt": {
+            k: jnp.asarray(v) for k, v in masks.items()}}}), meta={})
+    out = tmp_path / "export"
+    record = export.export_run(model=model, model_dir=str(model_dir), output_dir=str(out),
+                               checkpoint="latest", plot=False, export_format="peft",
+                               peft_base_model="google/t5-v1_1-small")
+    masked = raw * TOKEN_MASK[:, None] * np.repeat(PIECE_MASK, emb // 4, axis=-1)
+    adapter = read_peft_adapter(out)
+    np.testing.assert_allclose(adapter.prompt, masked[TOKEN_MASK > 0], rtol=0, atol=1e-7)
+    assert record["peft"]["dropped_tokens"] == [1, 4]
+    assert adapter.config["base_model_name_or_path"] == "google/t5-v1_1-small"
+    np.testing.assert_allclose(np.load(out / "prompt.npy"), masked, rtol=0, atol=1e-7)
