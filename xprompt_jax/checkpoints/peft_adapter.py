@@ -29,6 +29,8 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
+from ..errors import CheckpointError
+
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_SAFETENSORS = "adapter_model.safetensors"
 ADAPTER_BIN = "adapter_model.bin"
@@ -37,8 +39,9 @@ PEFT_TYPE = "PROMPT_TUNING"
 TASK_TYPE = "SEQ_2_SEQ_LM"
 
 
-class PeftAdapterError(ValueError):
-    """A PEFT adapter directory is missing, malformed or not an encoder prompt."""
+class PeftAdapterError(CheckpointError):
+    """A PEFT adapter directory is missing, malformed or not an encoder prompt (a CLI
+    prints it on one line)."""
 
 
 @dataclasses.dataclass(frozen=True)
