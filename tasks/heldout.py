@@ -118,7 +118,9 @@ class HeldoutSource(seqio.DataSource):
 
     @property
     def supports_arbitrary_sharding(self) -> bool:
-        return False
+        # get_dataset shards (after selecting the subset in a fixed order): seqio may pass
+        # any ShardInfo (multi-host).
+        return True
 
     def list_shards(self, split: str) -> Sequence[str]:
         return [split]

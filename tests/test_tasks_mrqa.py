@@ -212,3 +212,21 @@ def test_ept_heldout_variants_and_paper_metrics():
     src = seqio.get_mixture_or_task("lester_yelp_polarity_v020").source
     assert isinstance(src, tasks.heldout.HeldoutSource)
     assert src.spec == tasks.heldout.HeldoutSpec("from_train", 10_000, "test")
+
+
+def test_heldout_source_shards_disjointly(tmp_path, monkeypatch):
+    import seqio
+    from tasks_testdata.superglue import write_jsonl
+    tasks = import_tasks()
+    write_jsonl(tmp_path / "RTE" / "train.jsonl", _rte_rows(12, 0))
+    write_jsonl(tmp_path / "RTE" / "val.jsonl", _rte_rows(9, 100))
+    write_jsonl(tmp_path / "RTE" / "test.jsonl", _rte_rows(3, 200))
+    monkeypatch.setenv("XPROMPT_SUPERGLUE_DIR", str(tmp_path))
+    name = tasks.heldout_task("lester_super_glue_rte_local", "split_validation",
+                              name="t_rte_shards")
+    src = seqio.get_mixture_or_task(name).source
+    whole = [int(e["idx"]) for e in src.get_dataset("test", shuffle=False).as_numpy_iterator()]
+    parts = [[int(e["idx"]) for e in src.get_dataset(
+        "test", shuffle=False, shard_info=seqio.ShardInfo(i, 2)).as_numpy_iterator()]
+        for i in range(2)]
+    assert sorted(parts[0] + parts[1]) == whole and not set(parts[0]) & set(parts[1])
