@@ -3,6 +3,7 @@ the embedded world. Most cases run `cli.run_cli(train.main, argv)` in process (t
 path as the console scripts); two subprocess runs check the real exit codes."""
 
 import json
+import logging
 import os
 import pathlib
 import shutil
@@ -36,12 +37,15 @@ def _run_train(argv, capsys):
 
     flags.FLAGS.unparse_flags()
     gin.clear_config()
+    log = logging.getLogger("xprompt_jax")
+    saved = (list(log.handlers), log.level, log.propagate)
     try:
         with pytest.raises(SystemExit) as info:
             cli.run_cli(train.main, ["train"] + list(argv), prog="xprompt_jax.train")
     finally:
         gin.clear_config()
         flags.FLAGS.unparse_flags()
+        log.handlers[:], log.level, log.propagate = saved  # keep caplog working elsewhere
     lines = capsys.readouterr().err.strip().splitlines()
     return info.value.code, lines[-1] if lines else ""
 
@@ -213,3 +217,6 @@ def test_cli_subprocess_typo_exits_2_and_sigterm_exits_0_with_a_resume_line(tmp_
     assert step >= 3 and (model_dir / "checkpoints" / str(step)).is_dir()
     assert f"rerun the same command to resume from step {step}" in last
     assert not (model_dir / "run.lock").exists()
+    # Run events reach stderr (a pipe here, no progress bar) and MODEL_DIR/train.log.
+    assert "starting a run of 100000 steps in" in err and "step 1 loss" in err
+    assert "SIGTERM received: stopped after step" in (model_dir / "train.log").read_text()

@@ -254,3 +254,19 @@ def test_lock_of_another_host_is_stale_only_without_heartbeat(tmp_path):
     assert run_lock.read_lock(str(tmp_path))["pid"] == os.getpid()
     run_lock.release(str(tmp_path))
     assert not os.path.exists(path)
+
+
+def test_a_diverging_but_finite_prompt_is_warned_about_once():
+    from xprompt_jax.training.trainer import _NormWatch
+
+    class Log:
+        lines = []
+
+        def message(self, text):
+            self.lines.append(text)
+
+    watch, log = _NormWatch(), Log()
+    for step, norm in enumerate([2.0, 50.0, 199.0, 201.0, 5e5], start=1):
+        watch.check(step, norm, log)
+    assert log.lines == ["warning: step 4: the trainable parameters' norm grew from 2 to 201 "
+                         "(diverging? LEARNING_RATE too high?)"]

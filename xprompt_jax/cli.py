@@ -6,7 +6,9 @@
 `run_cli` takes `--verbose` (anywhere in argv) out of the arguments, calls `main(argv)`,
 and turns an `XPromptError` (data, config, checkpoint, non-finite, locked run dir) into
 `<prog>: error: <message on one line>` on stderr and its exit code (2; 0 for a run that
-was interrupted by SIGTERM/SIGINT after saving). With `--verbose` the traceback is
+was interrupted by SIGTERM/SIGINT after saving). It also sends the `xprompt_jax` loggers'
+INFO lines to stderr (`configure_logging`), so a run whose output goes to a file still
+shows its start, resume, evaluations, stages and progress. With `--verbose` the traceback is
 printed as well. Other exceptions (bugs) keep their traceback and exit 1 as usual.
 gin wraps exceptions raised inside configurables in its own message; the original
 `XPromptError` is found on the exception's `__cause__` / `__context__` chain.
@@ -49,11 +51,27 @@ def _prog(argv: Sequence[str]) -> str:
     return name
 
 
+def configure_logging() -> None:
+    """INFO lines of the `xprompt_jax` loggers (start, resume, evals, stages, progress
+    without a terminal) to stderr. Our own handler: importing jax / tensorflow installs a
+    root handler at WARNING, which made `logging.basicConfig` a no-op and dropped them."""
+    log = logging.getLogger("xprompt_jax")
+    if any(getattr(h, "_xprompt_cli", False) for h in log.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    handler._xprompt_cli = True  # pylint: disable=protected-access
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
 def run_cli(main: Callable[[List[str]], object], argv: Sequence[str],
             prog: Optional[str] = None) -> None:
     """Runs `main(argv)` and exits with the one-line handling described above."""
     argv, verbose = split_verbose(list(argv))
     prog = prog or _prog(argv)
+    configure_logging()
     try:
         main(argv)
     except KeyboardInterrupt:  # outside a training loop (which saves and stops itself)

@@ -206,6 +206,9 @@ class Trainer:
         self.evaluator = evaluator
         self.step_callback = step_callback
         check_feature_lengths(data_config.task_feature_lengths)
+        batch_size = data_config.batch_size
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"BATCH_SIZE={batch_size!r}: expected an int >= 1")
         run_lock.acquire(config.model_dir, force=config.force)  # before any work or write
         self.mesh = partitioning.make_mesh(config.mesh_shape)
         self.rules = partitioning.standard_logical_axis_rules(
@@ -351,6 +354,7 @@ class Trainer:
         step = start
         stopped_early = False
         consecutive_skips = 0
+        norm_watch = _NormWatch()
         last_save_time = time.monotonic()
         try:
             with partitioning.activate(self.mesh, self.rules):
@@ -390,6 +394,7 @@ class Trainer:
                     if step % cfg.log_period == 0 or step == cfg.num_steps:
                         last_metrics = log.train_progress(
                             step, self.data_config.batch_size, jax.device_get(metrics))
+                        norm_watch.check(step, last_metrics.get("trainable_norm"), log)
                     if self.step_callback is not None:
                         self.step_callback(step, metrics)
                     do_eval = cfg.eval_period and (step % cfg.eval_period == 0 or
@@ -445,6 +450,28 @@ class Trainer:
         return {"final_step": step, "stopped_early": stopped_early, "best_eval": best_eval,
                 "best_step": self.checkpointer.best_step(), "last_train_metrics": last_metrics,
                 "num_trainable_params": self.num_trainable, "skipped_steps": skipped}
+
+
+class _NormWatch:
+    """Warns once when the trainable params' norm grows NORM_GROWTH-fold over its first
+    logged value (a diverging prompt that is still finite, e.g. LEARNING_RATE=1e4)."""
+
+    NORM_GROWTH = 100.0
+
+    def __init__(self):
+        self.first: Optional[float] = None
+        self.warned = False
+
+    def check(self, step: int, norm: Any, log: RunLogger) -> None:
+        if norm is None or self.warned or not np.isfinite(float(norm)):
+            return
+        norm = float(norm)
+        if self.first is None:
+            self.first = max(norm, 1e-12)
+        elif norm > self.NORM_GROWTH * self.first:
+            self.warned = True
+            log.message(f"warning: step {step}: the trainable parameters' norm grew from "
+                        f"{self.first:.3g} to {norm:.3g} (diverging? LEARNING_RATE too high?)")
 
 
 def _agree(stop_signal: bool, timed_save: bool):
