@@ -78,6 +78,7 @@ def test_bar_counts_whole_items_with_a_unit():
     assert bar_unit("token pruning: candidates on dev") == "candidate"
     assert bar_unit("importance scores: examples") == "example"
     assert bar_unit("train") == "it"
+    assert bar_unit("token pruning: rescoring survivors") == "round"
     # A batched candidate search: 10 candidates advance together over 37 examples in chunks
     # of 5 (search.py: update(count * len(chunk) / len(rows))).
     bar = progress_bar(10, "token pruning: candidates on dev", enabled=True)

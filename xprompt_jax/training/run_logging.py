@@ -27,12 +27,15 @@ def _jsonable(value):
 
 def bar_unit(description: str) -> str:
     """The unit a bar counts, from its description `'<stage>: <items> ...'`: the first word
-    after the colon, singular (`'token pruning: candidates on dev'` -> `'candidate'`)."""
+    after the colon, singular (`'token pruning: candidates on dev'` -> `'candidate'`); an
+    activity (`'...: rescoring survivors'`) counts rounds."""
     _, colon, rest = description.rpartition(":")
     words = rest.split() if colon else []
     if not words:
         return "it"
     word = words[0]
+    if word.endswith("ing"):
+        return "round"
     return word[:-1] if word.endswith("s") and len(word) > 3 else word
 
 
