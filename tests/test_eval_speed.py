@@ -3,7 +3,6 @@ batches and importance scoring over exactly the examples asked for, each checked
 independent reference (per-row forward passes, hand-built features, per-example gradients)."""
 
 import functools
-import itertools
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +12,7 @@ import pytest
 import synthetic_tasks
 from training_utils import FEATURE_LENGTHS, fixture_params, tiny_prompted_model
 from xprompt_jax.training import data as data_lib
+from xprompt_jax.training import losses
 from xprompt_jax.training.evaluation import EvalConfig, Evaluator
 from xprompt_jax.training.trainer import init_variables
 from xprompt_jax.xprompt import ImportanceScorer, MaskedSoftPrompt, search
@@ -217,14 +217,17 @@ def test_trim_batch_cuts_to_the_longest_row():
     assert not batch["encoder_input_tokens"][:, 16:].any()
 
 
-def _batches(task_name, batch_size):
-    from xprompt_jax.training.data import DataConfig, TrainBatchIterator
+def _score_batches():
+    """Two padded batches of 8 (48 input / 8 target tokens) of random short examples."""
+    rng = np.random.RandomState(4)
+    examples = [{"inputs": list(rng.randint(3, 500, rng.randint(5, 20))) + [1],
+                 "targets": list(rng.randint(3, 500, rng.randint(1, 3))) + [1]}
+                for _ in range(16)]
+    return [data_lib.examples_to_features(examples[i:i + 8], {"inputs": 48, "targets": 8})
+            for i in (0, 8)]
 
-    return TrainBatchIterator(DataConfig(task_name, {"inputs": 48, "targets": 8}, batch_size,
-                                         shuffle=False), shard_index=0, num_shards=1)
 
-
-def test_importance_scores_over_exactly_the_examples_asked_for(task_name):
+def test_importance_scores_over_exactly_the_examples_asked_for():
     """12 examples from batches of 8: the reuse/trim path equals a brute-force mean of
     per-example |dL(x)/dmask| over exactly those 12 (one example per forward pass, untrimmed
     48-token inputs)."""
@@ -234,17 +237,16 @@ def test_importance_scores_over_exactly_the_examples_asked_for(task_name):
     frozen = {"params": {k: v for k, v in variables["params"].items() if k != "prompt"}}
     token_mask = np.asarray([1, 0, 1, 1], np.float32)
     piece_mask = (np.random.RandomState(0).rand(4, 4) > 0.3).astype(np.float32)
-    reusable = ScoreBatches(lambda: _batches(task_name, 8))
+    drawn = []
+    reusable = ScoreBatches(lambda: drawn.append(1) or iter(_score_batches()))
     scorer = ImportanceScorer(model, trainable, frozen, per_example=True)
     scores = scorer.score(token_mask, piece_mask, reusable, 12)
     again = scorer.score(token_mask, piece_mask, reusable, 12)
-    assert scores.num_examples == 12 and len(reusable.take(12)) == 2
+    assert scores.num_examples == 12 and len(reusable.take(12)) == 2 and drawn == [1]
     assert reusable.take(12)[0]["encoder_input_tokens"].shape[1] < 48  # trimmed
 
-    rows = list(itertools.islice(_batches(task_name, 8), 2))
+    rows = _score_batches()
     examples = [{k: v[i:i + 1] for k, v in batch.items()} for batch in rows for i in range(8)]
-    from xprompt_jax.training import losses
-
     def loss(gamma, zeta, ex):
         v = dict(variables, **{MASKS: mask_variables(gamma, zeta)})
         logits = model.apply(v, ex["encoder_input_tokens"], ex["decoder_input_tokens"],

@@ -308,6 +308,10 @@ class Evaluator:
         """`[rows, L]` verbalizer scores of an `option_batch` (jitted `option_scores`)."""
         return np.asarray(_option_scores(self.model, variables, features, self.num_options))
 
+    def score_row_batch(self, variables, features) -> np.ndarray:
+        """`[rows]` scores of (example, verbalizer) rows (per-row scorer, jitted)."""
+        return np.asarray(_row_scores(self.model, variables, features))
+
     def rank_scores(self, variables) -> List[np.ndarray]:
         """Each example's verbalizer scores (sum of target log-probabilities), in order."""
         labels = self.rank_options()[0]
@@ -315,7 +319,7 @@ class Evaluator:
             rows, _ = self.rank_rows()
             flat = []
             for n, batch in self._batches(rows):
-                flat.extend(np.asarray(_row_scores(self.model, variables, batch))[:n].tolist())
+                flat.extend(self.score_row_batch(variables, batch)[:n].tolist())
             offsets = np.cumsum([0] + [len(o) for o in labels])
             return [np.asarray(flat[offsets[i]:offsets[i + 1]]) for i in range(len(labels))]
         scores: List[Optional[np.ndarray]] = [None] * len(self.examples)

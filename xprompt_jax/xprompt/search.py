@@ -65,6 +65,9 @@ def evaluate_candidates(evaluator: Evaluator, variables: Mapping[str, Any],
     masked = _with_masks(variables, token_rows, piece_rows)
     rank = evaluator.config.mode == "rank_classification"
     labels = evaluator.rank_options()[0] if rank else None
+    if rank and evaluator.config.rank_scorer == "per_row":  # the earlier path (benchmarks)
+        return [evaluator.result_from_texts(evaluator.pick_labels(s, labels))
+                for s in _per_row_scores(evaluator, masked, count, size, bar)]
     outputs = [[None] * num_examples for _ in range(count)]  # scores or texts
     for indices in evaluator.example_batches(size):
         if rank:
@@ -118,6 +121,23 @@ def candidate_set(level: str, ratios: Sequence[float], start: Candidate, first_s
                 if bar is not None:
                     bar.update(1)
     return candidates, names, used
+
+
+def _per_row_scores(evaluator: Evaluator, masked, count: int, size: int, bar):
+    """Flat (example, verbalizer) scores of each candidate, one forward pass per row."""
+    from ..training import data as data_lib
+
+    rows, _ = evaluator.rank_rows()
+    scores = [[] for _ in range(count)]
+    for start in range(0, len(rows), size):
+        chunk = rows[start:start + size]
+        features = data_lib.examples_to_features(chunk, evaluator.feature_lengths, size)
+        out = evaluator.score_row_batch(masked, _tile(features, count))
+        for c in range(count):
+            scores[c].extend(out.reshape(count, size)[c, :len(chunk)].tolist())
+        if bar is not None:
+            bar.update(count * len(chunk) / len(rows))
+    return scores
 
 
 def choose_best(results: Sequence[Mapping[str, Any]], kept_counts: Sequence[int]) -> int:
