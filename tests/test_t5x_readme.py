@@ -152,7 +152,9 @@ variables = {{'params': ckpt.params}}
 print(json.dumps({{'predictions': evaluator._predict_generation(variables),
                   'result': evaluator.evaluate(variables)['metrics']}}, default=float))
 """
-    out = run(f"{sys.executable} -c {json.dumps(script)}", env)
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=1200)
+    assert out.returncode == 0, out.stderr[-4000:]
     ours = json.loads(out.stdout.strip().splitlines()[-1])
     assert ours["predictions"] == t5x_predictions
     assert ours["result"]["accuracy"] == pytest.approx(t5x_metrics["accuracy"], abs=1e-9)
