@@ -67,6 +67,7 @@ setup(
             "xprompt-pipeline=xprompt_jax.xprompt.__main__:console_entry",
             "xprompt-prune=xprompt_jax.prune:console_entry",
             "xprompt-export=xprompt_jax.export:console_entry",
+            "xprompt-quickstart=xprompt_jax.quickstart:console_entry",
         ],
     },
 )
