@@ -1,0 +1,295 @@
+#!/usr/bin/env python
+"""Per-device memory of the prompt-tuning train step for every T5 size, from compiled steps.
+
+For each model in `gin/models/` (T5 1.0 small..11B, T5.1.1 small..xxl, LM-adapted, tiny)
+and each remat policy (`T5Config.remat_policy`), the prompt-tuning train step of the
+trainer (`make_train_step` + `jit_train_step`: Adafactor on a 100-token prompt, frozen
+weights in bfloat16, bf16 activations, inputs 512 + 100 prompt -> targets 16) is lowered
+with *abstract* parameters (`jax.eval_shape`: no weight is allocated) on an emulated CPU
+mesh `('data', 'model')` with T5X's 1-D logical axis rules (what our gin uses), compiled,
+and `compiled.memory_analysis()` gives the per-device bytes: arguments (frozen weight
+shard, prompt, optimizer state, batch shard), outputs, aliased (donated) bytes and
+temporaries. `peak = arguments + outputs - aliased + temporaries` (generated code excluded).
+
+Meshes: a slice with D devices at model parallelism M runs data parallelism D/M; a device
+holds 1/M of the sharded weights and the activations of `batch * M / D` examples. The
+per-device program of mesh (D/M, M) at global batch B is the program of mesh (1, M) at
+batch B*M/D (the only cross-data collective is the prompt's gradient all-reduce, a few
+hundred KB), so each row is compiled on M emulated devices with that per-shard batch.
+Model parallelism per size follows `launch/tpu_pod.sh` (8 for xxl/11B) and T5X practice
+(4 for xl/3B, 2 for large, 1 below). `--microbatches k` compiles the step with
+`num_microbatches=k` (activations of batch/k at a time).
+
+CPU vs TPU: these are XLA:CPU buffer assignments, an estimate of TPU's. TPU pads arrays to
+(8, 128) tiles (bf16: (16, 128)), fuses differently and runs its own rematerialisation
+pass when memory is short; XLA:CPU may also upcast bf16 matmuls to float32 temporaries.
+Argument bytes (weights, optimizer state) are exact either way; temporaries are the
+uncertain part. No published per-core figure for T5 prompt tuning was found to calibrate
+against (see the README's Scale section).
+
+    python bench/memory_plan.py --sizes t5_1_1_small --json /tmp/mem.json   # ~1 min
+    python bench/memory_plan.py --json /tmp/memory_plan.json                # every size
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+import time
+
+NUM_DEVICES = 8
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           f" --xla_force_host_platform_device_count={NUM_DEVICES}").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import bench_env  # noqa: E402  (bench/ is on sys.path)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GIB = 1024 ** 3
+POLICIES = ("none", "dots_with_no_batch_dims_saveable", "full")
+# (name, devices, GiB per device): the slices the README's table answers for.
+# v4 chips are one JAX device each (megacore): v4-16 = 8 devices of 32 GiB.
+SLICES = (("v3-8", 8, 16), ("v4-8", 4, 32), ("v4-16", 8, 32), ("v4-32", 16, 32),
+          ("v3-32", 32, 16), ("v3-64", 64, 16), ("v3-128", 128, 16), ("gpu-80GB", 1, 80))
+
+
+def model_parallelism(cfg) -> int:
+    """Model-parallel width per size (launch/tpu_pod.sh uses 8 for xxl)."""
+    params = _param_count(cfg)
+    if params > 6e9:
+        return 8
+    if params > 2e9:
+        return 4
+    if params > 5e8:
+        return 2
+    return 1
+
+
+def _param_count(cfg) -> float:
+    e, h, d, f = cfg.emb_dim, cfg.num_heads, cfg.head_dim, cfg.mlp_dim
+    nwi = len(cfg.mlp_activations)
+    attn = 4 * e * h * d
+    mlp = (nwi + 1) * e * f
+    layers = cfg.num_encoder_layers * (attn + mlp) + cfg.num_decoder_layers * (2 * attn + mlp)
+    emb = cfg.vocab_size * e * (1 if cfg.logits_via_embedding else 2)
+    return layers + emb
+
+
+def model_configs(names=None):
+    """{gin name: T5Config} of gin/models/*.gin (world_tiny excluded: it needs its data)."""
+    import gin
+
+    from xprompt_jax import gin_utils
+
+    out = {}
+    for path in sorted(glob.glob(os.path.join(REPO, "gin", "models", "*.gin"))):
+        name = os.path.basename(path)[:-4]
+        if name.startswith("world") or (names and name not in names):
+            continue
+        gin.clear_config()
+        gin_utils.parse_gin([path], [], [], finalize=False)
+        out[name] = gin.query_parameter("%MODEL_CONFIG").scoped_configurable_fn()
+        gin.clear_config()
+    if names and set(names) - set(out):
+        raise SystemExit(f"unknown sizes {sorted(set(names) - set(out))}; known: {sorted(out)}")
+    return out
+
+
+def _shape_key(cfg):
+    return (cfg.vocab_size, cfg.emb_dim, cfg.num_heads, cfg.head_dim, cfg.mlp_dim,
+            cfg.num_encoder_layers, cfg.num_decoder_layers, cfg.mlp_activations,
+            cfg.logits_via_embedding)
+
+
+def measure(cfg, policy, model_par, batch, args, layers=None):
+    """Compiles the abstract train step on a (1, model_par) mesh; per-device bytes.
+    `layers`: override the depth of both stacks (for the depth extrapolation)."""
+    import jax
+    import jax.numpy as jnp
+
+    from xprompt_jax.models.prompted import PromptedT5
+    from xprompt_jax.prompts.soft_prompt import SoftPrompt
+    from xprompt_jax.training import optimizers, partitioning
+    from xprompt_jax.training.params import split_params
+    from xprompt_jax.training.train_step import (LossConfig, TrainState, jit_train_step,
+                                                 make_train_step)
+
+    cfg = cfg.replace(remat_policy=policy, dtype="bfloat16")
+    if layers is not None:
+        cfg = cfg.replace(num_encoder_layers=layers, num_decoder_layers=layers)
+    model = PromptedT5(config=cfg, prompt=SoftPrompt(length=args.prompt_length))
+    mesh = partitioning.make_mesh((1, model_par), devices=jax.devices()[:model_par])
+    rules = partitioning.standard_logical_axis_rules()
+    enc = jax.ShapeDtypeStruct((batch, args.inputs_length), jnp.int32)
+    dec = jax.ShapeDtypeStruct((batch, args.targets_length), jnp.int32)
+    with partitioning.activate(mesh, rules):
+        abstract = jax.eval_shape(
+            lambda r: model.init(r, jnp.ones((1, 8), jnp.int32), jnp.ones((1, 4), jnp.int32),
+                                 jnp.ones((1, 4), jnp.int32), enable_dropout=False),
+            jax.random.PRNGKey(0))
+    axes = abstract["params_axes"]
+    trainable, frozen = split_params(abstract["params"], r".*prompt.*")
+    frozen = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.bfloat16), frozen)
+    optimizer = optimizers.adafactor()
+    state = jax.eval_shape(lambda p: TrainState.create(p, optimizer), trainable)
+    replicated = partitioning.replicated(mesh)
+    trainable_sh = partitioning.param_shardings(trainable, axes, mesh, rules)
+    state_sh = TrainState(step=replicated, params=trainable_sh,
+                          opt_state=jax.tree_util.tree_map(lambda _: replicated, state.opt_state))
+    frozen_sh = {"params": partitioning.param_shardings(frozen, axes, mesh, rules)}
+    batch_sh = partitioning.batch_sharding(mesh)
+    step = make_train_step(model, optimizer, LossConfig(), args.microbatches)
+    jitted = jit_train_step(step, state_sh, frozen_sh, batch_sh, replicated)
+    batch_abs = {"encoder_input_tokens": enc, "decoder_input_tokens": dec,
+                 "decoder_target_tokens": dec,
+                 "decoder_loss_weights": jax.ShapeDtypeStruct(dec.shape, jnp.float32)}
+    rng = jax.ShapeDtypeStruct((2,), jnp.uint32)
+    t0 = time.time()
+    with partitioning.activate(mesh, rules):
+        compiled = jitted.lower(state, {"params": frozen}, batch_abs, rng).compile()
+    seconds = time.time() - t0
+    mem = compiled.memory_analysis()
+    row = {k: int(getattr(mem, f"{k}_size_in_bytes")) for k in
+           ("argument", "output", "alias", "temp", "generated_code")}
+    row["peak"] = row["argument"] + row["output"] - row["alias"] + row["temp"]
+    row["compile_s"] = round(seconds, 1)
+    return row
+
+
+FIELDS = ("argument", "output", "alias", "temp")
+
+
+def estimate(cfg, policy, model_par, batches, args, cache):
+    """Per-device bytes at full depth for each per-shard batch in `batches`.
+
+    `--full_depth`: one compile per batch. Default (depth extrapolation, 3 compiles for all
+    batches): compile 1 and 2 layers per stack at batch b1 and 1 layer at b2 = 2*b1, then
+    bytes(L, b) = bytes(1, b) + (L - 1) * per_layer(b), with bytes(1, b) linear in b through
+    the two 1-layer points and the per-layer increment of temporaries proportional to b
+    (activations) while that of arguments/outputs (the layer's weight shard) is not.
+    Checked against full-depth compiles (README, Scale).
+    """
+    layers = cfg.num_encoder_layers
+    key = lambda L, b: (_shape_key(cfg), policy, model_par, b, L)
+
+    def get(L, b):
+        if key(L, b) not in cache:
+            cache[key(L, b)] = measure(cfg, policy, model_par, b, args,
+                                       layers=None if L == layers else L)
+            r = cache[key(L, b)]
+            print(f"  compiled {policy} model={model_par} layers={L} batch/shard={b}: "
+                  f"{(r['argument'] + r['output'] - r['alias'] + r['temp']) / GIB:.2f} GiB "
+                  f"({r['compile_s']} s)", file=sys.stderr, flush=True)
+        return cache[key(L, b)]
+
+    out = {}
+    if args.full_depth or cfg.num_decoder_layers != layers:
+        for b in batches:
+            out[b] = dict(get(layers, b), method="compiled at full depth")
+        return out
+    b1 = args.probe_batch
+    b2 = 2 * b1
+    one1, two1, one2 = get(1, b1), get(2, b1), get(1, b2)
+    for b in batches:
+        row = {}
+        for f in FIELDS:
+            at1 = one1[f] + (one2[f] - one1[f]) * (b - b1) / (b2 - b1)
+            per_layer = two1[f] - one1[f]
+            if f == "temp":
+                per_layer *= b / b1
+            row[f] = int(round(at1 + (layers - 1) * per_layer))
+        row["compile_s"] = round(one1["compile_s"] + two1["compile_s"] + one2["compile_s"], 1)
+        row["method"] = f"extrapolated from 1-2 layers at batch {b1}, {b2}"
+        out[b] = row
+    return out
+
+
+def smallest_fit(rows, size, policy, microbatches=1):
+    """The listed slice with the fewest devices whose per-device peak fits, or None."""
+    best = None
+    for r in rows:
+        if r["size"] == size and r["policy"] == policy and r["microbatches"] == microbatches \
+                and r["peak"] <= r["gib_per_device"] * GIB:
+            if best is None or r["devices"] < best["devices"]:
+                best = r
+    return best
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sizes", nargs="*", help="gin/models names (default: all but world_*)")
+    p.add_argument("--policies", nargs="*", default=list(POLICIES))
+    p.add_argument("--batch", type=int, default=32, help="global batch")
+    p.add_argument("--inputs_length", type=int, default=512)
+    p.add_argument("--targets_length", type=int, default=16)
+    p.add_argument("--prompt_length", type=int, default=100)
+    p.add_argument("--microbatches", type=int, default=1)
+    p.add_argument("--slices", nargs="*", help=f"subset of {[s[0] for s in SLICES]}")
+    p.add_argument("--full_depth", action="store_true",
+                   help="compile every row at full depth (slow) instead of extrapolating")
+    p.add_argument("--probe_batch", type=int, default=2, help="batch of the depth probes")
+    p.add_argument("--json", help="write the rows here")
+    args = p.parse_args(argv)
+    args.inputs_length += args.prompt_length  # the encoder sees [prompt; inputs]
+
+    import jax
+
+    configs = model_configs(args.sizes)
+    slices = [s for s in SLICES if args.slices is None or s[0] in args.slices]
+    rows, cache = [], {}
+    t_start = time.time()
+    for name, cfg in configs.items():
+        mp = model_parallelism(cfg)
+        for policy in args.policies:
+            plan = {}  # model_par -> {slice: per-shard batch}
+            for slice_name, devices, gib in slices:
+                m = min(mp, devices)
+                data = devices // m
+                if args.batch % data or (args.batch // data) % args.microbatches:
+                    continue
+                plan.setdefault(m, {})[slice_name] = (devices, gib, data,
+                                                      args.batch // data // args.microbatches)
+            for m, entries in plan.items():
+                batches = sorted({e[3] for e in entries.values()})
+                est = estimate(cfg, policy, m, batches, args, cache)
+                for slice_name, (devices, gib, data, b) in entries.items():
+                    r = dict(est[b])
+                    r["peak"] = r["argument"] + r["output"] - r["alias"] + r["temp"]
+                    rows.append({"size": name, "params": _param_count(cfg), "policy": policy,
+                                 "slice": slice_name, "devices": devices, "gib_per_device": gib,
+                                 "mesh": [data, m], "batch_per_device_step": b,
+                                 "microbatches": args.microbatches, **r})
+    elapsed = time.time() - t_start
+    print(f"\nper-device memory (GiB) of the prompt-tuning train step, batch {args.batch} x "
+          f"({args.inputs_length - args.prompt_length}+{args.prompt_length}) -> "
+          f"{args.targets_length}, bf16 frozen weights, microbatches {args.microbatches}")
+    header = (f"{'size':20s} {'slice':18s} {'mesh':>7s} {'b/dev':>5s} {'policy':33s} "
+              f"{'args':>6s} {'temp':>7s} {'peak':>7s} fits")
+    print(header)
+    for r in rows:
+        ok = "yes" if r["peak"] <= r["gib_per_device"] * GIB else "no"
+        print(f"{r['size']:20s} {r['slice']:18s} {str(tuple(r['mesh'])):>7s} "
+              f"{r['batch_per_device_step']:5d} {r['policy']:33s} {r['argument'] / GIB:6.2f} "
+              f"{r['temp'] / GIB:7.2f} {r['peak'] / GIB:7.2f} {ok}")
+    print()
+    for name in configs:
+        for policy in args.policies:
+            best = smallest_fit(rows, name, policy, args.microbatches)
+            print(f"smallest slice for {name} / {policy}: "
+                  f"{best['slice'] + ' (%.1f GiB/device)' % (best['peak'] / GIB) if best else 'none listed'}")
+    print(f"\n{len(cache)} compiles in {elapsed:.0f} s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"rows": rows, "settings": vars(args), "elapsed_s": elapsed,
+                       "slices": SLICES, "jax": jax.__version__,
+                       "cpu": bench_env.cpu_model(), "backend": jax.default_backend()},
+                      f, indent=1)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
