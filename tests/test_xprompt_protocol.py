@@ -119,6 +119,7 @@ def test_reversed_masks_are_the_complement_ranking_at_xprompts_counts_per_token(
     # keeps its 2 lowest pieces
     np.testing.assert_array_equal(tokens, [0, 1, 0, 1, 1, 1])
     expected = np.zeros((6, 4))
+    expected[[0, 2]] = 1  # pruned tokens' rows stay ones (as in XPrompt's masks)
     expected[1, [0, 1]] = 1
     expected[3, [2, 0]] = 1  # 1.0, then the first of the two 2.0s
     expected[4, [3, 2]] = 1
@@ -149,6 +150,7 @@ def test_reversed_masks_global_counts():
     np.testing.assert_array_equal(tokens, [0, 1, 0, 1, 0, 0])  # scores 1.0 and 0.5
     # the 4 lowest pieces among tokens 1 and 3: (1,0)=1, (3,2)=1, (1,1)=2, (3,0)=2
     expected = np.zeros((6, 4))
+    expected[[0, 2, 4, 5]] = 1  # pruned tokens
     expected[1, [0, 1]] = 1
     expected[3, [0, 2]] = 1
     np.testing.assert_array_equal(pieces, expected)

@@ -114,7 +114,8 @@ def reversed_masks_like(token_mask: np.ndarray, piece_mask: np.ndarray,
     from the lowest scorers. Tokens: the n lowest of `token_scores` `[m]` (n = surviving
     tokens). Pieces, from `piece_scores` `[m, k]`: when every surviving token keeps the same
     c pieces (per-token ranking, or no piece pruning) each kept token keeps its c lowest;
-    otherwise the P lowest among the kept tokens' pieces (P = surviving pieces)."""
+    otherwise the P lowest among the kept tokens' pieces (P = surviving pieces). Rows of
+    pruned tokens stay ones, as in XPrompt's own masks (they do not count)."""
     token_mask = np.asarray(token_mask)
     piece_scores = np.asarray(piece_scores, np.float64)
     m, k = np.asarray(piece_mask).shape
@@ -136,6 +137,7 @@ def reversed_masks_like(token_mask: np.ndarray, piece_mask: np.ndarray,
         cells = (kept[:, None] * k + np.arange(k)[None, :]).ravel()
         chosen = cells[_lowest(piece_scores.ravel()[cells], int(alive.sum()))]
         new_pieces.ravel()[chosen] = 1.0
+    new_pieces[new_tokens == 0] = 1.0
     return new_tokens, new_pieces
 
 
