@@ -157,6 +157,9 @@ def run_pipeline(*, model_dir: str, num_score_examples: int = 1024, per_example:
     curve_ratios = check_curve_ratios(curve_ratios)
     gin_utils.check_required("run_pipeline", {"model_dir": model_dir})
     os.makedirs(model_dir, exist_ok=True)
+    from ..training import run_lock
+
+    run_lock.acquire(model_dir)  # one pipeline per MODEL_DIR (released at exit)
 
     overrides: Dict[str, Any] = {}
     if stage1_steps is not None:
