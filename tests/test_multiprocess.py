@@ -202,3 +202,20 @@ def test_two_processes_match_one_and_resume_after_kill(tmp_path, monkeypatch):
         got = by_step[ref["step"]]
         assert got["num_target_tokens"] == ref["num_target_tokens"], ref["step"]
         np.testing.assert_allclose(got["loss"], ref["loss"], rtol=1e-4, err_msg=ref["step"])
+
+
+def test_distributed_flag_errors_and_no_op():
+    """Single-process default: nothing is initialized; inconsistent flags are named."""
+    from xprompt_jax.training import distributed
+
+    assert distributed.initialize("no") is False
+    if not any(os.environ.get(k) for k in distributed.CLUSTER_ENV_VARS):
+        assert distributed.initialize("auto") is False
+    with pytest.raises(ValueError, match="go together"):
+        distributed.initialize("auto", "127.0.0.1:1234", 2, None)
+    with pytest.raises(ValueError, match="process_index=2"):
+        distributed.initialize("auto", "127.0.0.1:1234", 2, 2)
+    with pytest.raises(ValueError, match="contradicts"):
+        distributed.initialize("no", "127.0.0.1:1234", 2, 0)
+    with pytest.raises(ValueError, match="--multiprocess='maybe'"):
+        distributed.initialize("maybe")
