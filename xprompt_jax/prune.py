@@ -333,8 +333,19 @@ def prune_t5x_checkpoint(*, t5x_checkpoint: str, output_dir: str,
         _write_json(os.path.join(output_dir, "search.json"), search_result)
         report_lib.write_report(output_dir, report, initial, token_mask, piece_mask)
         _finish_markdown(os.path.join(output_dir, "report.md"), report)
+        _release_run_lock(os.path.join(output_dir, "work"))
         _remove_empty_dirs(os.path.join(output_dir, "work"))
     return report
+
+
+def _release_run_lock(model_dir: str) -> None:
+    """Releases the unused trainer's MODEL_DIR lock (the trainer only releases it at the
+    end of `run()`, which pruning never calls), where the trainer takes one."""
+    try:
+        from .training import run_lock
+    except ImportError:
+        return
+    run_lock.release(model_dir)
 
 
 def _remove_empty_dirs(top: str) -> None:
