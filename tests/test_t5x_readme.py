@@ -8,7 +8,9 @@ substitutions, none of them a gin binding of the method:
   invented SuperGLUE files);
 - the task: `xprompt_super_glue_rte` -> `xprompt_super_glue_rte_local`;
 - the checkpoint: `models/t5_1_x_<size>.gin` -> `models/t5_1_1_tiny.gin` plus
-  `--gin.INITIAL_CHECKPOINT_PATH` = the tiny T5X fixture (step 3) for `t5x.train`;
+  `--gin.INITIAL_CHECKPOINT_PATH` = the tiny T5X fixture (step 3) for `t5x.train`, and
+  for `xprompt_jax.prune` the one setting that follows from the size: NUM_PIECES 4 (the
+  paper's k = 16 pieces must divide emb_dim, which is 8 for the fixture);
 - step counts: `1030000` (TRAIN_STEPS and the `checkpoint_1030000` it names) -> a few
   steps past the fixture's step 3.
 
@@ -66,6 +68,8 @@ def localize(command, steps):
     command = command.replace(TASK, LOCAL_TASK).replace("1030000", str(steps))
     if command.startswith("python -m t5x.train"):
         command += f" --gin.INITIAL_CHECKPOINT_PATH=\"'{ORBAX_FIXTURE}'\""
+    if command.startswith("python -m xprompt_jax.prune"):
+        command += " --gin.NUM_PIECES=4"  # part of the size: k must divide emb_dim (8 here)
     return command.replace("python -m", f"{sys.executable} -m", 1)
 
 
