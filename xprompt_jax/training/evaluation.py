@@ -37,6 +37,16 @@ MODES = ("generation", "rank_classification")
 RANK_SCORERS = ("shared_encoder", "per_row")
 
 
+def _host(x) -> np.ndarray:
+    """Host copy of a jitted eval output; with several processes the output may span other
+    processes' devices, so it is all-gathered (every process passes the same eval rows)."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+
+
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
     """`batch_size`: examples per call (per (example, verbalizer) row with 'per_row')."""
@@ -244,8 +254,8 @@ class Evaluator:
     # ------------------------------------------------------------------ generation
     def decode_batch(self, variables, encoder_input_tokens) -> np.ndarray:
         """Greedy decode `[B, S]` -> `[B, targets length]` tokens (jitted)."""
-        return np.asarray(_decode_jit(self.model, variables, jnp.asarray(encoder_input_tokens),
-                                      self.feature_lengths["targets"], self.vocab.eos_id))
+        return _host(_decode_jit(self.model, variables, jnp.asarray(encoder_input_tokens),
+                                 self.feature_lengths["targets"], self.vocab.eos_id))
 
     def tokens_to_text(self, row) -> str:
         ids = [int(t) for t in row]
@@ -306,11 +316,11 @@ class Evaluator:
 
     def score_option_batch(self, variables, features) -> np.ndarray:
         """`[rows, L]` verbalizer scores of an `option_batch` (jitted `option_scores`)."""
-        return np.asarray(_option_scores(self.model, variables, features, self.num_options))
+        return _host(_option_scores(self.model, variables, features, self.num_options))
 
     def score_row_batch(self, variables, features) -> np.ndarray:
         """`[rows]` scores of (example, verbalizer) rows (per-row scorer, jitted)."""
-        return np.asarray(_row_scores(self.model, variables, features))
+        return _host(_row_scores(self.model, variables, features))
 
     def rank_scores(self, variables) -> List[np.ndarray]:
         """Each example's verbalizer scores (sum of target log-probabilities), in order."""
