@@ -250,3 +250,15 @@ def test_paper_recipe_resolves_to_the_papers_values(fixtures_dir):
         assert opt["decay_rate"] == 0.8 and opt["multiply_by_parameter_scale"] is False
     finally:
         gin.clear_config()
+
+
+def test_reachable_ratios_drop_only_the_ratios_that_prune_every_unit():
+    from xprompt_jax.xprompt import pruning
+
+    grid = pruning.default_ratios()
+    assert pruning.reachable_ratios(grid, 16, "PIECE_RATIOS") == grid  # the paper's k = 16
+    assert pruning.reachable_ratios(grid, 20, "TOKEN_RATIOS") == grid  # and m = 20
+    # k = 4: round(0.9 * 4) = 4 would prune every piece of a token; 0.8 -> 3 keeps one.
+    assert pruning.reachable_ratios(grid, 4, "PIECE_RATIOS") == grid[:-1]
+    with pytest.raises(ValueError, match="every ratio prunes all 1 units"):
+        pruning.reachable_ratios((0.6, 0.9), 1, "TOKEN_RATIOS")

@@ -466,6 +466,9 @@ def search_masks(ctx: PipelineContext, scorer: ImportanceScorer, initial: Import
                  ) -> Dict[str, Any]:
     """XPrompt's search (importance order); `record['xprompt']` holds the chosen masks."""
     m, k = ctx.length, ctx.pieces
+    token_ratios = pruning.reachable_ratios(token_ratios, m, "TOKEN_RATIOS")
+    if piece_ranking == "per_token":
+        piece_ratios = pruning.reachable_ratios(piece_ratios, k, "PIECE_RATIOS")
     variables = ctx.trainer.variables(stage1_params)
 
     def evaluate(candidates: List[tuple], names: List[str], level: str):

@@ -15,11 +15,14 @@ complement ranking), `random_masks_like` the same numbers at random. The masking
 
 from __future__ import annotations
 
+import logging
 from typing import Sequence
 
 import numpy as np
 
 VARIANTS = ("xprompt", "reversed")
+
+logger = logging.getLogger(__name__)
 
 
 def default_ratios(step: float = 0.1, stop: float = 0.9) -> tuple:
@@ -184,6 +187,20 @@ def trainable_parameter_count(token_mask: np.ndarray, piece_mask: np.ndarray,
     """Surviving pieces x (e / k) (XPrompt Table 3)."""
     pieces = effective_piece_mask(token_mask, piece_mask)
     return int(pieces.sum()) * (embed_dim // pieces.shape[1])
+
+
+def reachable_ratios(ratios: Sequence[float], units: int, name: str) -> tuple:
+    """The ratios that keep at least one of `units` (tokens of the prompt, or pieces of a
+    token with per-token piece ranking): round(r * units) < units. With the paper's grid
+    and m = 20, k = 16 all are; a smaller prompt or k (e.g. k = 4 for a tiny model) loses
+    the top ratios, with a warning. Raises when none is left."""
+    kept = tuple(r for r in ratios if int(round(r * units)) < units)
+    if len(kept) < len(ratios):
+        logger.warning("%s: %s would prune all %d units; searching %s", name,
+                       [r for r in ratios if r not in kept], units, list(kept))
+    if not kept:
+        raise ValueError(f"{name} {tuple(ratios)}: every ratio prunes all {units} units")
+    return kept
 
 
 def ratios_checked(ratios: Sequence[float], name: str = "pruning ratios") -> tuple:
