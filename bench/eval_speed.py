@@ -27,8 +27,8 @@ Timing: each variant runs once untimed (compilation), then `--rounds` interleave
 medians and the median of per-round ratios are reported (< 1: the new path is faster).
 The search runs once per variant (`after` first, so `before` gets no warmer caches).
 
-    python bench/eval_speed.py --json /tmp/eval_speed.json   # defaults, a few minutes on 2 cores
-    python bench/eval_speed.py --quick                      # smoke run
+    python bench/eval_speed.py --json /tmp/eval_speed.json   # defaults (25 min on 2 cores at load ~17)
+    python bench/eval_speed.py --quick                      # smoke run (6 min at load ~12)
     python bench/eval_speed.py --full_search                # the quickstart's search sizes
 """
 
