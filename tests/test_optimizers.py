@@ -428,6 +428,6 @@ def test_schedule_validation_and_grid():
     with pytest.raises(ValueError):
         schedules.warmup_then_decay(0.3, decay="exp")
     assert schedules.learning_rate_grid((0.3, 0.1, 0.3, 1e-3)) == [0.3, 0.1, 1e-3]
-    assert schedules.learning_rate_grid()[0] == 0.3
+    assert schedules.learning_rate_grid() == [3e-3, 1e-2, 3e-2, 1e-1, 3e-1]  # EPT B.2
     with pytest.raises(ValueError):
         schedules.learning_rate_grid((0.3, -1.0))

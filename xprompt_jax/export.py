@@ -450,7 +450,8 @@ def main(argv: Sequence[str]) -> None:
     record = gin_utils.call_configured(
         lambda: configured(output_dir=FLAGS.output_dir, checkpoint=checkpoint,
                            verify=FLAGS.verify, export_format=FLAGS.format,
-                           peft_base_model=FLAGS.peft_base_model), "xprompt_jax.export")
+                           peft_base_model=FLAGS.peft_base_model), "xprompt_jax.export",
+        not_needed=("MIXTURE_OR_TASK_NAME",))  # only the prompt's parameters are read
     print(format_param_counts(record["param_counts"], record["method"]))
     print(json.dumps({k: record[k] for k in ("method", "prompt_shape", "checkpoint_step",
                                             "files")}, indent=2))

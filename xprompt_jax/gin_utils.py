@@ -234,9 +234,11 @@ def split_search_paths(value: Optional[str | Sequence[str]]) -> List[str]:
     return paths
 
 
-def call_configured(fn, what: str):
-    """Calls a gin-configured function, turning missing REQUIRED values into clear errors."""
-    missing = required_macros_unset()
+def call_configured(fn, what: str, not_needed: Sequence[str] = ()):
+    """Calls a gin-configured function, turning missing REQUIRED values into clear errors.
+    `not_needed`: REQUIRED macros of the included files that `fn` does not use (e.g. the
+    task for `export`), which may stay unset."""
+    missing = [m for m in required_macros_unset() if m not in set(not_needed)]
     if missing:
         flags = ", ".join(f"--gin.{name}=..." for name in missing)
         raise GinConfigError(f"{what}: required gin macros not given: {', '.join(missing)} "
