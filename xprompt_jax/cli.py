@@ -51,6 +51,23 @@ def _prog(argv: Sequence[str]) -> str:
     return name
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A StreamHandler on whatever `sys.stderr` is when a record is emitted (as logging's
+    own last-resort handler), not the stream of the moment it was made: a CLI called in
+    process (tests, notebooks) may run while stderr is temporarily replaced and closed."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        del value
+
+
 def configure_logging() -> None:
     """INFO lines of the `xprompt_jax` loggers (start, resume, evals, stages, progress
     without a terminal) to stderr. Our own handler: importing jax / tensorflow installs a
@@ -58,12 +75,21 @@ def configure_logging() -> None:
     log = logging.getLogger("xprompt_jax")
     if any(getattr(h, "_xprompt_cli", False) for h in log.handlers):
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     handler._xprompt_cli = True  # pylint: disable=protected-access
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False
+
+
+def _flush_log_handlers() -> None:
+    for logger in (logging.getLogger(), logging.getLogger("xprompt_jax")):
+        for handler in logger.handlers:
+            try:
+                handler.flush()
+            except (OSError, ValueError):
+                pass
 
 
 def run_cli(main: Callable[[List[str]], object], argv: Sequence[str],
@@ -83,7 +109,8 @@ def run_cli(main: Callable[[List[str]], object], argv: Sequence[str],
             raise
         if verbose:
             traceback.print_exception(type(e), e, e.__traceback__, file=sys.stderr)
-        logging.shutdown()
+        _flush_log_handlers()  # log lines first; not logging.shutdown(): that closes
+        # every handler of the process (absl's, a test runner's), not only ours
         kind = "error" if ours.exit_code else "stopped"
         print(f"{prog}: {kind}: {one_line(ours)}", file=sys.stderr, flush=True)
         sys.exit(ours.exit_code)
