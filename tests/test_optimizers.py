@@ -300,7 +300,7 @@ def test_optimizer_state_only_from_trainable_params():
 # --------------------------------------------------------------------------------------
 
 def _torch_run(opt_factory, params0, targets, steps, max_grad_norm=None):
-    import torch
+    torch = pytest.importorskip("torch")  # the hf extra (absent in the T5X env)
     tparams = [torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in params0]
     opt = opt_factory(tparams)
     for _ in range(steps):
@@ -343,7 +343,7 @@ def _jax_run_x64(tx, params0, targets, steps):
 
 @pytest.mark.parametrize("max_grad_norm", [None, 1.0])
 def test_adamw_matches_torch(max_grad_norm):
-    import torch
+    torch = pytest.importorskip("torch")  # the hf extra (absent in the T5X env)
     rng = np.random.default_rng(7)
     params0 = [rng.normal(size=(5, 3)), rng.normal(size=(4,))]
     targets = [rng.normal(size=(5, 3)), rng.normal(size=(4,))]
@@ -365,7 +365,7 @@ def test_adamw_defaults():
 
 
 def test_sgd_momentum_matches_torch():
-    import torch
+    torch = pytest.importorskip("torch")  # the hf extra (absent in the T5X env)
     rng = np.random.default_rng(8)
     params0 = [rng.normal(size=(3, 3))]
     targets = [rng.normal(size=(3, 3))]
