@@ -11,20 +11,22 @@
 # Env: MODEL_GIN (default models/world_tiny.gin: the embedded world model), METHOD_GIN
 #      (default prompt_tuning.gin), RUN_GIN (default world/run.gin), MODULE (default
 #      xprompt_jax.train; also xprompt_jax.xprompt or xprompt_jax.evaluate), PORT (default: a
-#      free port), NUM_PROCESSES (default 2), NUM_CPU_DEVICES (per process, default 4).
+#      free port), NUM_PROCESSES (default 2), NUM_CPU_DEVICES (per process, default 4),
+#      PYTHON (default python: the interpreter with xprompt_jax installed).
 #      Logs of process i: MODEL_DIR/process_<i>.log.
 set -euo pipefail
 MODEL_DIR=${1:?usage: local_2proc.sh MODEL_DIR [flags...]}
 shift 1
 N=${NUM_PROCESSES:-2}
-PORT=${PORT:-$(python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+PYTHON=${PYTHON:-python}
+PORT=${PORT:-$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 mkdir -p "$MODEL_DIR"
 export XLA_FLAGS="${XLA_FLAGS:-} --xla_force_host_platform_device_count=${NUM_CPU_DEVICES:-4}"
 export JAX_PLATFORMS=cpu
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true' INT TERM
 for ((i = 0; i < N; i++)); do
-  python -m "${MODULE:-xprompt_jax.train}" \
+  "$PYTHON" -m "${MODULE:-xprompt_jax.train}" \
     --gin_file="${MODEL_GIN:-models/world_tiny.gin}" \
     --gin_file="${METHOD_GIN:-prompt_tuning.gin}" \
     --gin_file="${RUN_GIN:-world/run.gin}" \

@@ -167,7 +167,8 @@ def test_two_processes_match_one_and_resume_after_kill(tmp_path, monkeypatch):
     final = STEPS
     script = subprocess.run(
         ["bash", "launch/local_2proc.sh", run_dir, *_gin_args(run_dir, final)[len(GIN_FILES):]],
-        cwd=REPO, env=dict(env, PORT=str(_free_port())), capture_output=True, text=True,
+        cwd=REPO, env=dict(env, PORT=str(_free_port()), PYTHON=sys.executable),
+        capture_output=True, text=True,
         timeout=600)
     assert script.returncode == 0, (script.stderr[-2000:] +
                                     _tail(os.path.join(run_dir, "process_0.log")) + "\n---\n" +
