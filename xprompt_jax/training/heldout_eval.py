@@ -113,14 +113,11 @@ def markdown(report: Mapping[str, Any]) -> str:
 
 
 def write_run_report(model_dir: str, report: Mapping[str, Any]) -> None:
-    from .checkpointing import write_json_atomic
+    from .checkpointing import write_json_atomic, write_text_atomic
 
     write_json_atomic(os.path.join(model_dir, "report.json"), json.loads(json.dumps(
         report, default=lambda o: np.asarray(o).tolist())))
-    tmp = os.path.join(model_dir, "report.md.tmp")
-    with open(tmp, "w") as f:
-        f.write(markdown(report))
-    os.replace(tmp, os.path.join(model_dir, "report.md"))
+    write_text_atomic(os.path.join(model_dir, "report.md"), markdown(report))
 
 
 def trainer_interpretability(trainer, task_name: str, k: int = 5,

@@ -15,7 +15,7 @@ from typing import Any, Dict, Mapping
 
 import numpy as np
 
-from ..training.checkpointing import write_json_atomic
+from ..training.checkpointing import write_json_atomic, write_text_atomic
 from . import pruning
 from .scoring import ImportanceScores
 
@@ -209,7 +209,4 @@ def write_report(model_dir: str, report: Dict[str, Any], scores: ImportanceScore
         report["plots"].append("masking_curve.png")
     write_json_atomic(os.path.join(model_dir, "report.json"), json.loads(json.dumps(
         report, default=lambda o: np.asarray(o).tolist())))
-    tmp = os.path.join(model_dir, "report.md.tmp")
-    with open(tmp, "w") as f:
-        f.write(markdown(report))
-    os.replace(tmp, os.path.join(model_dir, "report.md"))
+    write_text_atomic(os.path.join(model_dir, "report.md"), markdown(report))
