@@ -5,6 +5,9 @@ google-research/prompt-tuning). The encoder attention mask gains m leading posit
 the decoder's cross-attention mask is rebuilt from the same extended mask in `decode`
 (incremental decoding included, which only sees raw tokens). Parameters of the frozen T5
 keep their T5X paths; the prompt lives under `prompt/` (e.g. `prompt/prompt`).
+
+With a `PromptBank` (`prompts/bank.py`) each example's first encoder token is its
+prompt-id token: `encode` and `decode` strip it and give each example its own prompt.
 """
 
 from __future__ import annotations
@@ -32,22 +35,41 @@ class PromptedT5(T5):
             if value is not None:
                 raise ValueError(PACKING_ERROR.format(what=what))
 
-    def prompt_valid_mask(self, batch_size: int, length: int) -> Array:
+    def split_prompt_ids(self, encoder_input_tokens: Array):
+        """`[B, S]` -> (prompt ids `[B]` or None, tokens without the id token).
+
+        With a per-example prompt module (`PromptBank`) the first token of every example
+        is its prompt-id token `id_token_base + id` (`prompts/bank.py`); it is removed here,
+        so the rest of the model sees the example's text only."""
+        if not getattr(self.prompt, "per_example_ids", False):
+            return None, encoder_input_tokens
+        base = self.prompt.id_token_base
+        base = self.config.vocab_size if base is None else base
+        return encoder_input_tokens[:, 0] - base, encoder_input_tokens[:, 1:]
+
+    def prompt_valid_mask(self, batch_size: int, length: int,
+                          prompt_ids: Optional[Array] = None) -> Array:
         """`[B, m]` bool: prompt positions that take part in attention."""
         position_mask = getattr(self.prompt, "position_mask", None)
-        if position_mask is None:
+        mask = None
+        if position_mask is not None:
+            mask = (position_mask(batch_size) if prompt_ids is None
+                    else position_mask(batch_size, prompt_ids))
+        if mask is None:
             return jnp.ones((batch_size, length), bool)
-        mask = jnp.asarray(position_mask(batch_size)).astype(bool)
+        mask = jnp.asarray(mask).astype(bool)
         if mask.shape != (batch_size, length):
             raise ValueError(f"prompt position_mask has shape {mask.shape}, expected "
                              f"{(batch_size, length)}")
         return mask
 
-    def prompt_embeddings(self, embedded: Array) -> Array:
-        """Runs the prompt module: `[B, T, E]` -> `[B, m, E]` in the compute dtype."""
+    def prompt_embeddings(self, embedded: Array, prompt_ids: Optional[Array] = None) -> Array:
+        """Runs the prompt module: `[B, T, E]` (ids `[B]` for a bank) -> `[B, m, E]` in the
+        compute dtype."""
         if self.prompt is None:
             raise ValueError("PromptedT5.prompt is not set")
-        prompt = self.prompt(embedded)
+        prompt = self.prompt(embedded) if prompt_ids is None else self.prompt(embedded,
+                                                                              prompt_ids)
         if prompt.ndim == 2:
             prompt = jnp.broadcast_to(prompt[None], (embedded.shape[0],) + prompt.shape)
         if prompt.ndim != 3 or prompt.shape[0] != embedded.shape[0] or \
@@ -70,10 +92,11 @@ class PromptedT5(T5):
         """`[B, S]` tokens -> encoded `[B, m + S, E]` (prompt positions first)."""
         del encoder_positions
         self._check_unpacked(encoder_segment_ids=encoder_segment_ids)
+        prompt_ids, encoder_input_tokens = self.split_prompt_ids(encoder_input_tokens)
         embedded = self.embed_encoder_tokens(encoder_input_tokens)
-        prompt = self.prompt_embeddings(embedded)
+        prompt = self.prompt_embeddings(embedded, prompt_ids)
         batch, length = prompt.shape[:2]
-        valid = jnp.concatenate([self.prompt_valid_mask(batch, length),
+        valid = jnp.concatenate([self.prompt_valid_mask(batch, length, prompt_ids),
                                  encoder_input_tokens > 0], axis=1)
         return self.encode_embedded(jnp.concatenate([prompt, embedded], axis=1), valid,
                                     enable_dropout=enable_dropout)
@@ -91,13 +114,15 @@ class PromptedT5(T5):
         attending to the whole encoding): shared-encoder rank classification."""
         self._check_unpacked(encoder_segment_ids=encoder_segment_ids)
         if encoder_valid_mask is None:
+            prompt_ids, encoder_input_tokens = self.split_prompt_ids(encoder_input_tokens)
             batch, source_len = encoder_input_tokens.shape
             prompt_len = encoded.shape[-2] - source_len
             if prompt_len < 0:
                 raise ValueError(f"encoded length {encoded.shape[-2]} is shorter than the "
                                  f"encoder input length {source_len}")
             encoder_valid_mask = jnp.concatenate(
-                [self.prompt_valid_mask(batch, prompt_len), encoder_input_tokens > 0], axis=1)
+                [self.prompt_valid_mask(batch, prompt_len, prompt_ids),
+                 encoder_input_tokens > 0], axis=1)
         return super().decode(encoded, encoder_input_tokens, decoder_input_tokens,
                               decoder_target_tokens, None, decoder_segment_ids, decoder_positions,
                               enable_dropout=enable_dropout, decode=decode,
