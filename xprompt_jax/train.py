@@ -139,6 +139,13 @@ def build_trainer(*, model, optimizer, model_dir: str, mixture_or_task_name: str
                 model, mixture_or_task_name, task_feature_lengths,
                 dataclasses.replace(evaluator.config, split=eval_heldout_split),
                 main_metric_fn=main_metric_fn(mixture_or_task_name, main_metric)))
+    from .prompts import bank as bank_lib
+
+    if bank_lib.num_prompts(model):  # a PromptBank: each prompt trains as if alone
+        from .training import bank_training
+
+        optimizer, evaluator, loss_normalization = bank_training.bank_trainer_parts(
+            model, optimizer, evaluator, loss_normalization, trainer_kwargs)
     recorder = None
     if record_prompt_norm and "step_callback" not in trainer_kwargs:
         from .analysis.prompt_norm import PromptNormRecorder

@@ -25,6 +25,7 @@ PROMPT_AXIS_RULES: LogicalRules = (
     ("prompt_pieces", None),
     ("prompt_hidden", None),
     ("prompt_hidden_in", None),
+    ("prompt_bank", None),  # PromptBank's leading N axis (prompts/bank.py)
 )
 
 

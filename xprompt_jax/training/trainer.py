@@ -199,8 +199,15 @@ class Trainer:
                  extra_variables: Optional[Mapping[str, Any]] = None,
                  initial_trainable: Optional[Mapping[str, Any]] = None,
                  update_mask: Optional[Mapping[str, Any]] = None,
-                 step_callback: Optional[Callable[[int, Dict[str, Any]], None]] = None):
+                 step_callback: Optional[Callable[[int, Dict[str, Any]], None]] = None,
+                 batch_transform: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None,
+                 numpy_params_fn: Optional[Callable[[Any], Any]] = None):
+        """`batch_transform`: applied to every host batch before the step (a PromptBank's
+        `bank_training.BankBatches`); `numpy_params_fn`: trainable params -> the tree the
+        numpy export writes (per-prompt files of a bank)."""
         self.model = model
+        self.batch_transform = batch_transform
+        self.numpy_params_fn = numpy_params_fn
         self.config = config
         self.data_config = data_config
         self.evaluator = evaluator
@@ -313,7 +320,9 @@ class Trainer:
             meta.update(extra_meta)
         metric = None if eval_result is None else eval_result.get("main_metric")
         self.checkpointer.save(int(step), run_payload(self.state, self._collections()),
-                               meta=meta, metric=metric, numpy_params=self.state.params)
+                               meta=meta, metric=metric,
+                               numpy_params=(self.state.params if self.numpy_params_fn is None
+                                             else self.numpy_params_fn(self.state.params)))
 
     # ------------------------------------------------------------------ loop
     def run(self) -> Dict[str, Any]:
@@ -366,6 +375,8 @@ class Trainer:
                                           f"'{self.data_config.split}' yields no batch of "
                                           f"{self.data_config.batch_size} examples (empty or "
                                           "smaller than BATCH_SIZE?)") from None
+                    if self.batch_transform is not None:
+                        local_batch = self.batch_transform(local_batch)
                     batch = self._global_batch(local_batch)
                     self.state, metrics = self._step(self.state, self.frozen, batch,
                                                      self.dropout_rng)

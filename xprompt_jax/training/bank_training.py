@@ -1,0 +1,133 @@
+"""Training N prompts of a `PromptBank` jointly, each as if it were trained alone.
+
+Three pieces make a joint step equal N separate steps (up to float summation order):
+
+- `per_prompt_optimizer(inner)`: the optimizer `jax.vmap`ped over the bank axis, so each
+  prompt has its own optimizer state (Adafactor's factored moments, update clipping and
+  step count are per prompt, never pooled across the bank).
+- `BankBatches`: a host-side batch transform. Mode `'ensemble'` repeats every example once
+  per prompt (`[B, ...]` -> `[B*N, ...]`, row `b*N + k` with prompt k: K seeds of one task
+  see the same data, as separate runs with one data seed would); mode `'ids_in_data'`
+  keeps the batch (the id token is already there, e.g. a mixture whose tasks prepend their
+  own id). Both rescale `decoder_loss_weights` per prompt (`bank.per_prompt_loss_weights`)
+  and the loss normalization is `'sum'`, so each prompt's loss is its own token mean.
+- `bank_numpy_params`: the per-prompt numpy export
+  (`numpy_checkpoints/checkpoint_<step>/<name>.npy`, one file per prompt).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+import jax
+import numpy as np
+import optax
+
+from ..prompts import bank as bank_lib
+
+BANK_MODES = ("ensemble", "ids_in_data")
+
+
+def per_prompt_optimizer(inner: optax.GradientTransformation) -> optax.GradientTransformation:
+    """`inner` applied independently to each bank entry: every trainable leaf must have
+    the bank axis N first (all of a `PromptBank`'s params do)."""
+
+    def init_fn(params):
+        return jax.vmap(inner.init)(params)
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            return jax.vmap(lambda u, s: inner.update(u, s))(updates, state)
+        return jax.vmap(inner.update)(updates, state, params)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+class BankBatches:
+    """Callable host batch transform `{feature: [B, L]}` -> batch for the bank (see module
+    docstring)."""
+
+    def __init__(self, model, mode: str = "ensemble"):
+        if mode not in BANK_MODES:
+            raise ValueError(f"bank training mode {mode!r}; expected one of {BANK_MODES}")
+        self.num = bank_lib.num_prompts(model)
+        if not self.num:
+            raise ValueError("BankBatches needs a PromptedT5 whose prompt is a PromptBank")
+        self.base = bank_lib.id_token_base(model)
+        self.mode = mode
+
+    def __call__(self, batch: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        if self.mode == "ensemble":
+            out = bank_lib.tile_for_prompts(batch, range(self.num), self.base, self.num)
+        else:
+            out = dict(batch)
+        ids = bank_lib.check_prompt_ids(out["encoder_input_tokens"][:, 0] - self.base,
+                                        self.num, "training batch")
+        weights = out.get("decoder_loss_weights")
+        if weights is None:
+            weights = (np.asarray(out["decoder_target_tokens"]) > 0).astype(np.float32)
+        out["decoder_loss_weights"] = bank_lib.per_prompt_loss_weights(weights, ids, self.num)
+        return out
+
+
+def prompt_names(model, names: Optional[Sequence[str]] = None):
+    num = bank_lib.num_prompts(model)
+    names = list(names) if names else [f"prompt_{k}" for k in range(num)]
+    if len(names) != num:
+        raise ValueError(f"{len(names)} prompt names for a bank of {num} prompts")
+    return names
+
+
+def bank_numpy_params(trainable: Mapping[str, Any], names: Sequence[str]) -> Dict[str, Any]:
+    """`{name: entry k}` of the bank params (`prompt/bank/...` `[N, ...]`): one `<name>.npy`
+    per prompt for a soft-prompt bank (reparameterized banks: `<name>.<leaf path>.npy`)."""
+    bank = trainable["prompt"][bank_lib.BANK_NAME]
+    out = {}
+    for k, name in enumerate(names):
+        entry = jax.tree_util.tree_map(lambda x: x[k], bank)
+        leaves = jax.tree_util.tree_leaves(entry)
+        out[name] = leaves[0] if len(leaves) == 1 else entry
+    return out
+
+
+def stack_prompt_files(paths: Sequence[str]) -> np.ndarray:
+    """K separately trained prompts (`.npy` `[m, e]`, e.g. `export` output or a run's
+    numpy checkpoint) -> `[K, m, e]` for a soft-prompt bank."""
+    arrays = []
+    for path in paths:
+        value = np.load(path)
+        if value.ndim != 2:
+            raise ValueError(f"{path}: expected a [m, e] prompt, got shape {value.shape}")
+        if arrays and value.shape != arrays[0].shape:
+            raise ValueError(f"{path}: shape {value.shape} differs from {paths[0]}'s "
+                             f"{arrays[0].shape}")
+        arrays.append(value.astype(np.float32))
+    if not arrays:
+        raise ValueError("no prompt files given")
+    return np.stack(arrays)
+
+
+def bank_trainer_parts(model, optimizer, evaluator, loss_normalization,
+                       trainer_kwargs: Dict[str, Any]):
+    """`train.build_trainer`'s settings for a PromptBank model: the per-prompt optimizer,
+    the bank evaluator (all prompts in each eval batch), loss normalization `'sum'` over
+    per-prompt rescaled weights, the batch transform and the per-prompt numpy export.
+
+    gin (extra `build_trainer` arguments, popped from `trainer_kwargs`): `bank_mode`
+    ('ensemble' | 'ids_in_data'), `prompt_names` (file / metric names; default
+    `prompt_<k>`)."""
+    from .bank_evaluation import BankEvaluator
+    from .evaluation import Evaluator
+
+    mode = trainer_kwargs.pop("bank_mode", "ensemble")
+    names = prompt_names(model, trainer_kwargs.pop("prompt_names", None))
+    if loss_normalization not in ("mean_tokens", "num_real_target_tokens"):
+        raise ValueError(f"a PromptBank trains with per-prompt token-mean losses; "
+                         f"LOSS_NORMALIZATION={loss_normalization!r} is not supported with it")
+    if isinstance(evaluator, Evaluator):
+        evaluator = BankEvaluator.from_evaluator(evaluator, prompt_names=names)
+    elif evaluator is not None:
+        raise ValueError("EVAL_HELDOUT_SPLIT is not supported with a PromptBank yet")
+    trainer_kwargs["batch_transform"] = BankBatches(model, mode)
+    trainer_kwargs["numpy_params_fn"] = lambda params: bank_numpy_params(params, names)
+    return per_prompt_optimizer(optimizer), evaluator, "sum"
