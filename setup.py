@@ -68,6 +68,7 @@ setup(
             "xprompt-prune=xprompt_jax.prune:console_entry",
             "xprompt-export=xprompt_jax.export:console_entry",
             "xprompt-quickstart=xprompt_jax.quickstart:console_entry",
+            "xprompt-infer=xprompt_jax.infer:console_entry",
         ],
     },
 )
