@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from . import gin_utils
+from .errors import ConfigError
 from .prompts import bank as bank_lib
 from .prompts import initializers
 from .prompts.soft_prompt import SoftPrompt
@@ -45,7 +46,7 @@ def bank_model_from_files(model, prompt_files: Sequence[str]):
     stacked = stack_prompt_files(list(prompt_files))  # [K, m, e]
     k, m, e = stacked.shape
     if e != model.config.emb_dim:
-        raise ValueError(f"prompt files have embedding size {e}; the model's is "
+        raise ConfigError(f"prompt files have embedding size {e}; the model's is "
                          f"{model.config.emb_dim}")
     bank = bank_lib.PromptBank(SoftPrompt(m, initializers.from_array(stacked[0])),
                                num_prompts=k)
@@ -78,7 +79,7 @@ def evaluate_ensemble(*, model, model_dir: str, mixture_or_task_name: str,
             if len(set(prompt_names)) < len(prompt_names):
                 prompt_names = [f"prompt_{k}" for k in range(len(prompt_files))]
     elif not bank_lib.num_prompts(model):
-        raise ValueError("ensemble: the model has no PromptBank (include ensemble.gin) and "
+        raise ConfigError("ensemble: the model has no PromptBank (include ensemble.gin) and "
                          "no ENSEMBLE_PROMPT_FILES were given")
     mesh = partitioning.make_mesh(tuple(mesh_shape))
     rules = partitioning.standard_logical_axis_rules()

@@ -93,17 +93,22 @@ def bank_numpy_params(trainable: Mapping[str, Any], names: Sequence[str]) -> Dic
 def stack_prompt_files(paths: Sequence[str]) -> np.ndarray:
     """K separately trained prompts (`.npy` `[m, e]`, e.g. `export` output or a run's
     numpy checkpoint) -> `[K, m, e]` for a soft-prompt bank."""
+    from ..errors import ConfigError
+
     arrays = []
     for path in paths:
-        value = np.load(path)
+        try:
+            value = np.load(path)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"prompt file {path}: {e}") from None
         if value.ndim != 2:
-            raise ValueError(f"{path}: expected a [m, e] prompt, got shape {value.shape}")
+            raise ConfigError(f"{path}: expected a [m, e] prompt, got shape {value.shape}")
         if arrays and value.shape != arrays[0].shape:
-            raise ValueError(f"{path}: shape {value.shape} differs from {paths[0]}'s "
+            raise ConfigError(f"{path}: shape {value.shape} differs from {paths[0]}'s "
                              f"{arrays[0].shape}")
         arrays.append(value.astype(np.float32))
     if not arrays:
-        raise ValueError("no prompt files given")
+        raise ConfigError("no prompt files given")
     return np.stack(arrays)
 
 

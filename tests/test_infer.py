@@ -1,0 +1,92 @@
+"""`python -m xprompt_jax.infer` (issue #17): request parsing with line/field errors, and
+mixed-prompt batches answering as each prompt alone (world, slow)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from xprompt_jax import infer
+
+REQUESTS = [
+    '{"task": "world_rte", "premise": "mia owns a lily .", "hypothesis": "mia has a flower ."}',
+    '{"prompt": "b", "passage": "mia owns a lily .", "question": "does mia have a flower"}',
+    'not json',
+    '["a list"]',
+    '{"prompt": "nope", "premise": "x"}',
+    '{"task": "world_copa", "premise": "x"}',
+    '{"premise": "x"}',
+    '',
+    '{"prompt": "world_rte", "premise": "carol has a ball .", "hypothesis": "carol has a toy ."}',
+]
+
+
+def test_read_requests_reports_line_and_field(tmp_path):
+    path = tmp_path / "req.jsonl"
+    path.write_text("\n".join(REQUESTS) + "\n")
+    good, errors = infer.read_requests(str(path), ["world_rte", "b"],
+                                       {"world_rte": "world_rte", "b": "world_boolq"})
+    assert [(n, name) for n, name, _ in good] == [(1, "world_rte"), (2, "b"), (9, "world_rte")]
+    assert errors[3].startswith("line 3: not valid JSON")
+    assert errors[4] == "line 4: expected a JSON object, got list"
+    assert "field 'prompt': unknown prompt 'nope'" in errors[5]
+    assert "field 'task': no prompt for task 'world_copa'" in errors[6]
+    assert errors[7] == "line 7: field 'prompt' (or 'task') missing"
+    assert sorted(errors) == [3, 4, 5, 6, 7]
+    with pytest.raises(Exception, match="INFER_PROMPTS"):
+        infer.parse_prompt_spec({"x": 3})
+
+
+def _run(tmp_path, prompts, requests, tag, mode="rank_classification"):
+    import gin
+
+    from xprompt_jax import infer as infer_lib
+
+    req = tmp_path / f"{tag}.jsonl"
+    req.write_text("\n".join(requests) + "\n")
+    out = tmp_path / f"{tag}.out.jsonl"
+    gin.clear_config()
+    try:
+        infer_lib.main(["infer", "--gin_file=models/world_tiny.gin",
+                        "--gin_file=prompt_tuning.gin", "--gin_file=world/run.gin",
+                        "--gin_file=runs/infer.gin", f"--gin.INFER_PROMPTS={prompts!r}",
+                        f"--gin.INFER_INPUT='{req}'", f"--gin.INFER_OUTPUT='{out}'",
+                        f"--gin.INFER_MODE='{mode}'", "--gin.INFER_BATCH_SIZE=4"])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    finally:
+        gin.clear_config()
+    return code, [json.loads(line) for line in out.read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_mixed_prompt_batches_answer_as_each_prompt_alone(tmp_path):
+    rng = np.random.RandomState(0)
+    files = {}
+    for name in ("p0", "p1"):
+        files[name] = str(tmp_path / f"{name}.npy")
+        np.save(files[name], rng.uniform(-0.5, 0.5, (4, 128)).astype(np.float32))
+    texts = [("mia owns a lily .", "mia has a flower ."), ("carol has a ball .", "bob runs ."),
+             ("the map is green .", "the map is red ."), ("alice left .", "alice is here .")]
+    lines = [json.dumps({"prompt": f"p{i % 2}", "premise": p, "hypothesis": h})
+             for i, (p, h) in enumerate(texts * 2)]
+    prompts = {n: {"file": f, "task": "world_rte"} for n, f in files.items()}
+    code, mixed = _run(tmp_path, prompts, lines[:3] + ['{"prompt": "p0"}'] + lines[3:], "mix")
+    assert code == 2  # one bad line: reported, skipped, the rest answered
+    assert mixed[3] == {"line": 4, "error": "line 4: field 'premise' missing (task world_rte "
+                                            "needs premise, hypothesis)"}
+    mixed = [r for r in mixed if "error" not in r]
+    assert len(mixed) == 8
+    for name in ("p0", "p1"):
+        _, alone = _run(tmp_path, {name: prompts[name]},
+                        [ln for ln in lines if f'"{name}"' in ln], name)
+        got = [r for r in mixed if r["prompt"] == name]
+        assert [r["prediction"] for r in got] == [r["prediction"] for r in alone]
+        for a, b in zip(got, alone):
+            for label, score in a["scores"].items():
+                assert abs(score - b["scores"][label]) < 1e-4
+    code, gen = _run(tmp_path, prompts, lines[:2], "gen", mode="generation")
+    assert code == 0 and [r["line"] for r in gen] == [1, 2]
+    assert all(isinstance(r["prediction"], str) for r in gen)
