@@ -75,12 +75,18 @@ class Regime:
     eval_period: int        # EVAL_PERIOD (dev; test scored at each new best)
     note: str = ""
 
+    def describe(self) -> str:
+        data = (f"{self.k}-shot train set drawn with the seed" if self.k else
+                "all 1800 training examples")
+        return (f"{data}, {self.steps} steps of batch 32 per training stage, dev evaluated "
+                f"every {self.eval_period} steps")
+
 
 REGIMES: Dict[str, Regime] = {
-    "fewshot16": Regime("fewshot16", 16, 60, 20,
-                        "16-shot train set drawn with the seed, 60 steps of batch 32 per "
-                        "stage, dev (200) every 20 steps"),
-    "fewshot32": Regime("fewshot32", 32, 60, 20, "32-shot, otherwise as fewshot16"),
+    "fewshot16": Regime("fewshot16", 16, 30, 10,
+                        "16-shot train set drawn with the seed, 30 steps of batch 32 per "
+                        "stage, dev (200) every 10 steps"),
+    "fewshot32": Regime("fewshot32", 32, 30, 10, "32-shot, otherwise as fewshot16"),
     "full300": Regime("full300", 0, 300, 100,
                       "all 1800 training examples, 300 steps (the saturated regime)"),
 }
@@ -286,7 +292,8 @@ def run_env(run_dir: str) -> Dict[str, str]:
 
 def run_one(method: BenchMethod, task_name: str, seed: int, steps: int, eval_period: int,
             run_dir: str, world_dir: str, timeout_s: Optional[float],
-            reuse_dir: Optional[str] = None) -> Dict[str, Any]:
+            reuse_dir: Optional[str] = None, extra_bindings: Sequence[str] = ()
+            ) -> Dict[str, Any]:
     """Runs one (method, task, seed) in a subprocess (or reads its finished run)."""
     if run_finished(method, run_dir):
         return {"status": "ok", "reused": True, **(_read_json(
@@ -295,7 +302,7 @@ def run_one(method: BenchMethod, task_name: str, seed: int, steps: int, eval_per
     copied = _reuse_stages(reuse_dir, run_dir, method.reuse_stages) if reuse_dir else []
     qs_method = quickstart.Method(method.name, method.gin_file, method.entry, bindings=())
     extra = [f"--gin_file={BENCH_GIN}", f"--gin.EVAL_PERIOD={int(eval_period)}",
-             *method.bindings]
+             *method.bindings, *extra_bindings]
     args = quickstart.gin_args(qs_method, run_dir, task_name, world_dir, seed, steps, extra)
     # gin_args prefixes 'world_' to the task; the bench task name is already complete.
     args = [f"--gin.MIXTURE_OR_TASK_NAME={task_name!r}"
@@ -397,6 +404,42 @@ def format_results(rows: Sequence[Dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+README_BEGIN = "<!-- quality-table:begin (bench/quality.py --write_readme writes this block) -->"
+README_END = "<!-- quality-table:end -->"
+
+
+def readme_block(results: Dict[str, Any], png_rel: Optional[str]) -> str:
+    """The README's quality block: regime, results and claims tables, the plot."""
+    r = results["regime"]
+    env = results.get("environment") or {}
+    lines = [README_BEGIN,
+             f"Regime `{r['name']}`: {r['description']}; tasks {', '.join(results['tasks'])}; seeds "
+             f"{', '.join(map(str, results['seeds']))} (rows marked 3/3: the first "
+             f"{results['extra_seeds']} only, for cost). Dev = 200 training examples "
+             "(selection), test = the world's labelled 400-example validation file "
+             "(reported); 95% t-intervals over seeds. Machine: "
+             f"{env.get('cpus_available')} CPU cores shared with other jobs (load average "
+             f"{', '.join(f'{x:.1f}' for x in env.get('loadavg_end', []))} at the end), "
+             f"{results['run_time_s_total'] / 60:.0f} min of run wall time in all "
+             f"(runs {results['jobs']} at a time).", "",
+             results["table"], "", results["claims_table"], ""]
+    if png_rel:
+        lines += [f"![quality benchmark: test accuracy with 95% intervals]({png_rel})", ""]
+    lines.append(README_END)
+    return "\n".join(lines)
+
+
+def write_readme_block(text: str, path: str) -> None:
+    with open(path) as f:
+        readme = f.read()
+    if README_BEGIN not in readme or README_END not in readme:
+        raise SystemExit(f"{path}: markers {README_BEGIN!r} / {README_END!r} not found")
+    head, rest = readme.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    with open(path, "w") as f:
+        f.write(head + text + tail)
+
+
 def plot(rows: Sequence[Dict[str, Any]], path: str, title: str) -> Optional[str]:
     """Test accuracy (mean, 95% CI) of every trained row, one panel per task; references
     as vertical lines."""
@@ -409,8 +452,8 @@ def plot(rows: Sequence[Dict[str, Any]], path: str, title: str) -> Optional[str]
     trained = [m for m in dict.fromkeys(r["method"] for r in rows if r["kind"] != "reference")]
     if not tasks or not trained:
         return None
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks), 0.38 * len(trained) + 1.6),
-                             sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), squeeze=False, sharey=True,
+                             figsize=(2.2 + 3.4 * len(tasks), 0.34 * len(trained) + 1.8))
     for ax, task in zip(axes[0], tasks):
         by = {r["method"]: r for r in rows if r["task"] == task}
         for i, name in enumerate(trained):
@@ -435,8 +478,13 @@ def plot(rows: Sequence[Dict[str, Any]], path: str, title: str) -> Optional[str]
         ax.set_yticklabels(trained, fontsize=8)
         ax.invert_yaxis()
         ax.grid(axis="x", alpha=0.3)
-        ax.legend(fontsize=7, loc="lower left")
-    fig.suptitle(title, fontsize=9)
+        ax.set_xlim(min(30.0, ax.get_xlim()[0]), 101)
+        ax.legend(fontsize=6, loc="lower left")
+    import textwrap
+
+    width = int(fig.get_figwidth() * 14)
+    fig.suptitle("\n".join(textwrap.fill(part, width) for part in title.split("\n")),
+                 fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -464,6 +512,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: seed 0, world_rte, the main rows (< 10 min)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at once")
+    parser.add_argument("--ablations", nargs="*", default=None,
+                        choices=("reversed", "random", "length"),
+                        help="mask ablations of the XPrompt run (default all three)")
     parser.add_argument("--collect_only", action="store_true",
                         help="launch nothing: tabulate the finished runs of --output_dir "
                              "(the others are 'not run')")
@@ -474,6 +525,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--world_dir", default=None)
     parser.add_argument("--timeout_s", type=float, default=None, help="per run")
     parser.add_argument("--json", default=None, help="also write the JSON here")
+    parser.add_argument("--write_readme", action="store_true",
+                        help="write the tables (and the plot of --results_dir) between the "
+                             "quality-table markers of README.md")
     args = parser.parse_args(argv)
 
     from xprompt_jax.world import bench_tasks, writer
@@ -498,7 +552,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                                  os.path.join("xprompt_runs", f"bench-quality-{stamp}"))
     os.makedirs(output_dir, exist_ok=True)
     world_dir = writer.ensure_world_data(args.world_dir)
-    print(f"output directory: {output_dir}\nworld data: {world_dir}\nregime: {regime}",
+    print(f"output directory: {output_dir}\nworld data: {world_dir}\nregime: {regime.name}: "
+          f"{regime.describe()}",
           flush=True)
     start = time.time()
 
@@ -532,9 +587,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         reuse = (os.path.join(output_dir, regime.name, task, m.reuse_from, f"seed{seed}")
                  if m.reuse_from else None)
         print(f"[{task}] {m.run_name} seed {seed} ...", flush=True)
+        extra = ([f"ABLATIONS = {tuple(args.ablations)!r}"]
+                 if m.run_name == "xprompt" and args.ablations is not None else [])
         out = run_one(m, task_for(task, seed), seed, regime.steps * m.steps_factor,
                       regime.eval_period, run_dir(task, m, seed), world_dir, args.timeout_s,
-                      reuse)
+                      reuse, extra)
         print(f"[{task}] {m.run_name} seed {seed}: {out['status']} "
               f"({out.get('wall_time_s', '-')} s)", flush=True)
         return out
@@ -574,7 +631,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
     claims = quality_claims.build_claims(rows)
     results: Dict[str, Any] = {
-        "regime": dataclasses.asdict(regime), "tasks": tasks, "seeds": seeds,
+        "regime": dict(dataclasses.asdict(regime), description=regime.describe()),
+        "tasks": tasks, "jobs": args.jobs,
+        "run_time_s_total": round(sum(o.get("wall_time_s") or 0 for o in outcomes.values()), 1), "seeds": seeds,
         "extra_seeds": args.extra_seeds, "world_dir": world_dir,
         "data": "dev = 200 training examples (seed 0), test = the world's labelled "
                 "validation file (400); train = the other 1800, k-shot drawn with the seed",
@@ -599,8 +658,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     with open(path, "w") as f:
         json.dump(results, f, indent=2, default=str)
     png = plot(rows, os.path.join(output_dir, "quality.png"),
-               f"world, regime {regime.name}: {regime.note or ''} - test accuracy, mean and "
-               f"95% CI over seeds (dots: seeds)")
+               f"regime {regime.name}: {regime.describe()}\nheld-out test accuracy, "
+               f"mean and 95% CI over seeds (grey dots: seeds)")
     if args.results_dir:
         os.makedirs(args.results_dir, exist_ok=True)
         slim = dict(results)
@@ -615,6 +674,13 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2, default=str)
+    if args.write_readme:
+        readme = os.path.join(REPO_ROOT, "README.md")
+        png_rel = (os.path.relpath(os.path.join(os.path.abspath(args.results_dir),
+                                                "quality.png"), REPO_ROOT)
+                   if args.results_dir and png else None)
+        write_readme_block(readme_block(results, png_rel), readme)
+        print(f"wrote {readme}")
     print("\n" + results["table"] + "\n\n" + results["claims_table"])
     print(f"\nwrote {path}" + (f" and {png}" if png else ""))
     return results

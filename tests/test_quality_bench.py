@@ -130,3 +130,34 @@ def test_quick_run_schema(tmp_path):
         assert all(key in c for c in data["claims"])
     assert (tmp_path / "quality.png").exists()
     assert data["table"].count("\n") >= 5 and "| prompt tuning |" in proc.stdout
+
+
+def _fake_quickstart_run(path, tokens, accuracy):
+    path.mkdir()
+    report = {"prompt_length": 20, "num_pieces": 16,
+              "parameters": {"prompt_tuning": 2560, "xprompt": tokens * 64},
+              "quickstart": {"task": "world_rte", "seed": 0, "prompt_tuning_accuracy": 99.75,
+                             "xprompt_accuracy": accuracy, "chosen": "token 0.9",
+                             "references": {"bare": 44.5, "prefixed": 100.0},
+                             "surviving_tokens": tokens, "surviving_pieces": tokens * 8,
+                             "wall_time_s": 204.0}}
+    (path / "report.json").write_text(json.dumps(report))
+    return str(path)
+
+
+def test_quickstart_numbers_block(tmp_path):
+    import quickstart_numbers as qn
+
+    a = qn.numbers(_fake_quickstart_run(tmp_path / "a", 2, 100.0), threads=0)
+    b = qn.numbers(_fake_quickstart_run(tmp_path / "b", 14, 99.5), threads=1)
+    text = qn.block([a, b], "2 CPU cores")
+    assert text.startswith(qn.BEGIN) and text.endswith(qn.END)
+    assert "XPrompt 100.0 after pruning to 2 of 20 tokens and 16 of 320 pieces (128 " in text
+    assert "1 XLA thread differed" in text and "14 tokens and 112 pieces (896" in text
+    assert "same accuracies" in qn.block([a, a], "x")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{qn.BEGIN}\nold numbers\n{qn.END}\noutro\n")
+    qn.write_readme(text, str(readme))
+    out = readme.read_text()
+    assert out.startswith("intro\n" + qn.BEGIN) and out.endswith(qn.END + "\noutro\n")
+    assert "old numbers" not in out and out.count(qn.BEGIN) == 1
