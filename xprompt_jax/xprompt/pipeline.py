@@ -136,6 +136,7 @@ def run_pipeline(*, model_dir: str, num_score_examples: int = 1024, per_example:
                  masking_curve: bool = True, curve_ratios: Sequence[float] = CURVE_RATIOS,
                  curve_random_seeds: int = 3,
                  rewind_each_candidate: bool = False, rewind_steps: Optional[int] = None,
+                 rewind_jointly: bool = True,
                  batched_search: bool = True, stage1_init_path: Optional[str] = None,
                  stage1_steps: Optional[int] = None) -> Dict[str, Any]:
     """Runs (or resumes) the pipeline in `model_dir`; returns the report dict.
@@ -217,7 +218,8 @@ def run_pipeline(*, model_dir: str, num_score_examples: int = 1024, per_example:
         result = search_masks(ctx, scorer, initial, stage1_params, token_ratios, piece_ratios,
                               piece_ranking, levels, num_score_examples, batched_search,
                               rewind_each_candidate, rewind_steps,
-                              include_unpruned=search_include_unpruned)
+                              include_unpruned=search_include_unpruned,
+                              rewind_jointly=rewind_jointly)
         result["chosen"] = variant_masks(result, initial, mask_variant, mask_seed)
         os.makedirs(os.path.dirname(search_path), exist_ok=True)
         write_json_atomic(search_path, result)
@@ -462,9 +464,13 @@ def _rewind_trainer(ctx: PipelineContext, stage1_params, token_mask, piece_mask,
 def search_masks(ctx: PipelineContext, scorer: ImportanceScorer, initial: ImportanceScores,
                  stage1_params, token_ratios, piece_ratios, piece_ranking: str, levels,
                  num_examples: int, batched: bool, rewind_each_candidate: bool,
-                 rewind_steps: Optional[int], include_unpruned: bool = False
-                 ) -> Dict[str, Any]:
-    """XPrompt's search (importance order); `record['xprompt']` holds the chosen masks."""
+                 rewind_steps: Optional[int], include_unpruned: bool = False,
+                 rewind_jointly: bool = True) -> Dict[str, Any]:
+    """XPrompt's search (importance order); `record['xprompt']` holds the chosen masks.
+
+    `rewind_each_candidate` with `rewind_jointly` (gin REWIND_JOINTLY, default): all
+    candidates of a level retrain in one PromptBank run (`joint_rewind.py`, in
+    `rewind_candidates/<level>_joint`); else one run per candidate, one after another."""
     m, k = ctx.length, ctx.pieces
     token_ratios = pruning.reachable_ratios(token_ratios, m, "TOKEN_RATIOS")
     if piece_ranking == "per_token":
@@ -472,6 +478,11 @@ def search_masks(ctx: PipelineContext, scorer: ImportanceScorer, initial: Import
     variables = ctx.trainer.variables(stage1_params)
 
     def evaluate(candidates: List[tuple], names: List[str], level: str):
+        if rewind_each_candidate and rewind_jointly:
+            from .joint_rewind import joint_rewind_results
+
+            return joint_rewind_results(ctx, stage1_params, candidates, names, os.path.join(
+                ctx.model_dir, "rewind_candidates", f"{level}_joint"), rewind_steps)
         if rewind_each_candidate:
             results = []
             for (t, p), name in zip(candidates, names):
