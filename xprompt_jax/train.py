@@ -126,7 +126,14 @@ def build_trainer(*, model, optimizer, model_dir: str, mixture_or_task_name: str
         pretrained = load_pretrained_params(initial_checkpoint_path, checkpoint_format,
                                             shardings=shardings)
     evaluator = None
-    if eval_period:
+    if eval_period and trainer_kwargs.get("bank_mode") == "ids_in_data":
+        from .training.bank_tasks import MultiTaskBankEvaluator
+
+        evaluator = MultiTaskBankEvaluator(
+            model, trainer_kwargs["bank_tasks"], task_feature_lengths,
+            EvalConfig(mode=eval_mode, split=eval_split, batch_size=eval_batch_size or batch_size,
+                       max_examples=max_eval_examples), model_dir=model_dir)
+    elif eval_period:
         evaluator = Evaluator(model, mixture_or_task_name, task_feature_lengths,
                               EvalConfig(mode=eval_mode, split=eval_split,
                                          batch_size=eval_batch_size or batch_size,
@@ -156,6 +163,8 @@ def build_trainer(*, model, optimizer, model_dir: str, mixture_or_task_name: str
                       loss_config=LossConfig(label_smoothing, z_loss, loss_normalization),
                       **trainer_kwargs)
     trainer.prompt_norm_recorder = recorder
+    if getattr(evaluator, "step_fn", False) is None:  # MultiTaskBankEvaluator
+        evaluator.step_fn = lambda: trainer.state.step
     return trainer
 
 

@@ -119,17 +119,23 @@ def bank_trainer_parts(model, optimizer, evaluator, loss_normalization,
     per-prompt rescaled weights, the batch transform and the per-prompt numpy export.
 
     gin (extra `build_trainer` arguments, popped from `trainer_kwargs`): `bank_mode`
-    ('ensemble' | 'ids_in_data'), `prompt_names` (file / metric names; default
-    `prompt_<k>`)."""
+    ('ensemble' | 'ids_in_data': mixed-task training, `bank_tasks.py`), `bank_tasks` (the
+    tasks of prompt ids 0..N-1 with 'ids_in_data'), `prompt_names` (file / metric names;
+    default the tasks, else `prompt_<k>`)."""
     from .bank_evaluation import BankEvaluator
     from .evaluation import Evaluator
 
+    from .bank_tasks import MultiTaskBankEvaluator
+
     mode = trainer_kwargs.pop("bank_mode", "ensemble")
-    names = prompt_names(model, trainer_kwargs.pop("prompt_names", None))
+    tasks = trainer_kwargs.pop("bank_tasks", None)
+    names = prompt_names(model, trainer_kwargs.pop("prompt_names", None) or tasks)
     if loss_normalization not in ("mean_tokens", "num_real_target_tokens"):
         raise ValueError(f"a PromptBank trains with per-prompt token-mean losses; "
                          f"LOSS_NORMALIZATION={loss_normalization!r} is not supported with it")
-    if isinstance(evaluator, Evaluator):
+    if isinstance(evaluator, MultiTaskBankEvaluator):
+        pass
+    elif isinstance(evaluator, Evaluator):
         evaluator = BankEvaluator.from_evaluator(evaluator, prompt_names=names)
     elif evaluator is not None:
         raise ValueError("EVAL_HELDOUT_SPLIT is not supported with a PromptBank yet")
