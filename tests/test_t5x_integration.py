@@ -409,3 +409,50 @@ def test_our_prompt_only_adafactor_equals_t5x_adafactor(fixtures_dir):
     moved = [k for k, v in traverse_util.flatten_dict(params, sep="/").items()
              if not np.array_equal(v, flat_ours[k])]
     assert moved == ["prompt/prompt"]
+
+
+@needs_t5x
+def test_t5x_model_drives_a_prompt_bank(fixtures_dir, t5_vocab_path):
+    """T5X's EncoderDecoderModel (which passes only its standard features) with a
+    PromptBank: the prompt id rides in the first input token; each example's T5X score and
+    greedy decode equal our single-prompt model with that example's prompt (issue #17)."""
+    import functools
+
+    import seqio
+    from t5x import decoding as t5x_decoding, models
+
+    from training_utils import fixture_params, tiny_prompted_model
+    from xprompt_jax.models import decoding
+    from xprompt_jax.prompts import SoftPrompt
+    from xprompt_jax.prompts.bank import PromptBank, with_prompt_ids
+
+    single = tiny_prompted_model().clone(prompt=SoftPrompt(length=3))
+    bank = single.clone(prompt=PromptBank(SoftPrompt(length=3), num_prompts=2))
+    frozen = dict(fixture_params(str(fixtures_dir / "t5x_tiny_orbax" / "checkpoint_3")))
+    prompts = np.random.RandomState(0).uniform(-.5, .5, (2, 3, 8)).astype(np.float32)
+    vocab = seqio.SentencePieceVocabulary(t5_vocab_path, extra_ids=100)
+    model = models.EncoderDecoderModel(
+        module=bank, input_vocabulary=vocab, output_vocabulary=vocab, optimizer_def=None,
+        decode_fn=functools.partial(t5x_decoding.temperature_sample, temperature=0.0))
+    rng = np.random.RandomState(1)
+    enc = rng.randint(2, 500, (3, 9)).astype(np.int32)
+    enc[0, 6:] = 0
+    tgt = rng.randint(2, 500, (3, 4)).astype(np.int32)
+    dec = np.concatenate([np.zeros((3, 1), np.int32), tgt[:, :-1]], 1)
+    ids = np.array([1, 0, 1])
+    base = bank.config.vocab_size
+    batch = {"encoder_input_tokens": with_prompt_ids({"encoder_input_tokens": enc}, ids, base,
+                                                     2)["encoder_input_tokens"],
+             "decoder_target_tokens": tgt, "decoder_input_tokens": dec,
+             "decoder_loss_weights": np.ones((3, 4), np.float32)}
+    params = {**frozen, "prompt": {"bank": {"prompt": prompts}}}
+    scores = np.asarray(model.score_batch(params, batch))
+    tokens = np.asarray(model.predict_batch(params, batch))
+    for i, pid in enumerate(ids):
+        p = {"params": {**frozen, "prompt": {"prompt": prompts[pid]}}}
+        logp = jax.nn.log_softmax(single.apply(p, enc[i:i + 1], dec[i:i + 1], tgt[i:i + 1],
+                                               enable_dropout=False))
+        ours = np.take_along_axis(np.asarray(logp), tgt[i:i + 1, :, None], -1).sum()
+        np.testing.assert_allclose(scores[i], ours, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(tokens[i], np.asarray(decoding.decode_tokens(
+            single, p, jnp.asarray(enc[i:i + 1]), 4))[0])

@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 # Every logical axis name our prompt modules use (prompts/, xprompt/): all replicated.
 PROMPT_AXIS_NAMES: Tuple[str, ...] = ("prompt", "prompt_embed", "prompt_pieces",
-                                      "prompt_hidden", "prompt_hidden_in")
+                                      "prompt_hidden", "prompt_hidden_in", "prompt_bank")
 DEFAULT_PROMPT_REGEX = r".*prompt.*"
 NUMPY_CHECKPOINTS_DIR = "numpy_checkpoints"
 
@@ -82,6 +82,9 @@ def logical_factor_rules(rules=None):
         else dict(rules)
     for name in PROMPT_AXIS_NAMES:
         rules[name] = adafactor.FactorDim.NONE
+    # A PromptBank's N axis (prompts/bank.py): second moments per prompt, never factored
+    # across prompts (T5X's update clipping still pools the bank's RMS).
+    rules["prompt_bank"] = adafactor.FactorDim.BATCH
     return frozen_dict.freeze(rules)
 
 
