@@ -12,3 +12,8 @@ from .ptuning import PTuningPrompt  # noqa: E402
 from .resprompt import ResPrompt  # noqa: E402
 
 __all__ += ["EPTPrompt", "PTuningPrompt", "ResPrompt"]
+
+# Many prompts on one frozen model, one per example (issue #17).
+from .bank import PromptBank  # noqa: E402
+
+__all__ += ["PromptBank"]
