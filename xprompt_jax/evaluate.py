@@ -68,6 +68,12 @@ def evaluate(*, model, model_dir: str, mixture_or_task_name: str,
     evaluator = Evaluator(model, mixture_or_task_name, task_feature_lengths,
                           EvalConfig(mode=eval_mode, split=eval_split, batch_size=batch_size,
                                      max_examples=max_eval_examples))
+    from .prompts.bank import num_prompts
+
+    if num_prompts(model):  # a PromptBank run: every prompt, in one batch (issue #17)
+        from .training.bank_evaluation import BankEvaluator
+
+        evaluator = BankEvaluator.from_evaluator(evaluator)
     with partitioning.activate(mesh, rules):
         result = evaluator.evaluate(variables)
         if transfer_tasks:
