@@ -364,6 +364,10 @@ def make_row(task: str, regime: Regime, method: BenchMethod, per_seed: Dict[int,
     params = sorted({r.get("parameters") for r in ok.values() if r.get("parameters")
                      is not None})
     walls = [r["wall_time_s"] for r in ok.values() if r.get("wall_time_s") is not None]
+    if status == "ok" and method.kind != "reference" and test["n"] == 0:
+        states = sorted({r.get("status", "not run") for r in per_seed.values()}) or ["not run"]
+        status = "/".join(states)
+        note = NOT_RUN_NOTE + (f" ({note})" if note else "")
     return {
         "task": task, "regime": regime.name, "method": method.name, "kind": method.kind,
         "tier": method.tier, "status": status, "note": note,
@@ -376,6 +380,9 @@ def make_row(task: str, regime: Regime, method: BenchMethod, per_seed: Dict[int,
         "wall_time_s_per_run": (sum(walls) / len(walls)) if walls else None,
         "per_seed": {str(s): r for s, r in per_seed.items()},
     }
+
+
+NOT_RUN_NOTE = "no finished run in this benchmark (left out for cost)"
 
 
 def _fmt(v, digits: int = 1) -> str:
@@ -423,6 +430,13 @@ def readme_block(results: Dict[str, Any], png_rel: Optional[str]) -> str:
              f"{results['run_time_s_total'] / 60:.0f} min of run wall time in all "
              f"(runs {results['jobs']} at a time).", "",
              results["table"], "", results["claims_table"], ""]
+    by_answer: Dict[str, List[str]] = {}
+    for c in results["claims"]:
+        by_answer.setdefault(c["answer"], []).append(f"{c['claim']} ({c['task']})")
+    for ans in qs.ANSWERS:
+        if by_answer.get(ans):
+            lines.append(f"- **{ans}** ({len(by_answer[ans])}): " + "; ".join(by_answer[ans]))
+    lines.append("")
     if png_rel:
         lines += [f"![quality benchmark: test accuracy with 95% intervals]({png_rel})", ""]
     lines.append(README_END)
