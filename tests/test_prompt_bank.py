@@ -37,13 +37,17 @@ def _init(model, enc, dec, tgt):
                       jnp.asarray(tgt), enable_dropout=False)
 
 
-def _loss(model, variables, enc, dec, tgt):
+def _loss(model, variables, enc, dec, tgt, rows=None):
+    """Summed token loss of the batch (of `rows` only: a 0/1 `[B]` weight, so every
+    reference has the same shapes and compiles once)."""
+    row_weight = np.ones(len(tgt), np.float32) if rows is None else rows
+
     def per_example(params):
         logits = model.apply({**variables, "params": params}, enc, dec, tgt,
                              enable_dropout=False)
         logp = jax.nn.log_softmax(logits.astype(jnp.float32))
         nll = -jnp.take_along_axis(logp, jnp.asarray(tgt)[..., None], -1)[..., 0]
-        return jnp.sum(nll * (tgt > 0))
+        return jnp.sum(nll * (tgt > 0) * row_weight[:, None])
     return per_example
 
 
@@ -120,10 +124,12 @@ def test_per_example_prompts_match_own_prompt_alone(kind):
     for i in range(n):
         vi = _single_variables(kind, vb, i, frozen)
         rows = np.flatnonzero(ids == i)
-        ref = np.asarray(single.apply(vi, enc[rows], dec[rows], tgt[rows],
-                                      enable_dropout=False))
-        np.testing.assert_allclose(logits[rows], ref, rtol=1e-5, atol=1e-5)
-        gref = jax.grad(_loss(single, vi, enc[rows], dec[rows], tgt[rows]))(vi["params"])
+        # the single-prompt model on the whole batch (rows are independent in T5), its
+        # loss restricted to the rows of prompt i
+        ref = np.asarray(single.apply(vi, enc, dec, tgt, enable_dropout=False))
+        np.testing.assert_allclose(logits[rows], ref[rows], rtol=1e-5, atol=1e-5)
+        gref = jax.grad(_loss(single, vi, enc, dec, tgt, (ids == i).astype(np.float32)))(
+            vi["params"])
         got = jax.tree_util.tree_map(lambda x: x[i], grads["bank"])
         for a, b in zip(jax.tree_util.tree_leaves(got),
                         jax.tree_util.tree_leaves(gref["prompt"])):
