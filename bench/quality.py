@@ -429,13 +429,24 @@ def readme_block(results: Dict[str, Any], png_rel: Optional[str]) -> str:
              f"{', '.join(f'{x:.1f}' for x in env.get('loadavg_end', []))} at the end), "
              f"{results['run_time_s_total'] / 60:.0f} min of run wall time in all "
              f"(runs {results['jobs']} at a time).", "",
-             results["table"], "", results["claims_table"], ""]
+             format_results([r for r in results["results"] if r["status"] == "ok"]), ""]
+    not_run = [f"{r['method']} ({r['task']})" for r in results["results"] if r["status"] != "ok"]
+    if not_run:
+        lines += ["Not run (no finished run; left out for cost on the shared CPU): "
+                  + "; ".join(not_run) + ".", ""]
+    ran = [c for c in results["claims"] if c["n"] > 0]
+    lines += [quality_claims.format_claims(ran), ""]
+    unanswered = [f"{c['claim']} ({c['task']})" for c in results["claims"] if c["n"] == 0]
+    if unanswered:
+        lines += ["Claims without runs (answered **not separable**): " + "; ".join(unanswered)
+                  + ".", ""]
     by_answer: Dict[str, List[str]] = {}
-    for c in results["claims"]:
+    for c in ran:
         by_answer.setdefault(c["answer"], []).append(f"{c['claim']} ({c['task']})")
     for ans in qs.ANSWERS:
         if by_answer.get(ans):
-            lines.append(f"- **{ans}** ({len(by_answer[ans])}): " + "; ".join(by_answer[ans]))
+            lines.append(f"- **{ans}** ({len(by_answer[ans])} of the claims with runs): "
+                         + "; ".join(by_answer[ans]))
     lines.append("")
     if png_rel:
         lines += [f"![quality benchmark: test accuracy with 95% intervals]({png_rel})", ""]
