@@ -43,7 +43,7 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    "test": ["pytest>=8,<10", "hypothesis>=6.100,<7"],
+    "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "hypothesis>=6.100,<7"],
     # torch==2.13.0 is the CPU build available on the project's machines.
     "hf": ["torch==2.13.0", "transformers>=5.23,<6", "peft>=0.21,<0.22", "safetensors>=0.8,<0.9"],
 }
