@@ -58,6 +58,7 @@ for _p in (REPO_ROOT, BENCH_DIR):
 
 import quality_claims  # noqa: E402  (bench/)
 import quality_stats as qs  # noqa: E402  (bench/)
+import readme_block  # noqa: E402  (bench/)
 
 from xprompt_jax import gin_utils  # noqa: E402
 from xprompt_jax import quickstart  # noqa: E402
@@ -455,14 +456,7 @@ def readme_block(results: Dict[str, Any], png_rel: Optional[str]) -> str:
 
 
 def write_readme_block(text: str, path: str) -> None:
-    with open(path) as f:
-        readme = f.read()
-    if README_BEGIN not in readme or README_END not in readme:
-        raise SystemExit(f"{path}: markers {README_BEGIN!r} / {README_END!r} not found")
-    head, rest = readme.split(README_BEGIN, 1)
-    _, tail = rest.split(README_END, 1)
-    with open(path, "w") as f:
-        f.write(head + text + tail)
+    readme_block.replace_block(path, README_BEGIN, README_END, text)
 
 
 def plot(rows: Sequence[Dict[str, Any]], path: str, title: str) -> Optional[str]:

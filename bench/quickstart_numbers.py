@@ -25,6 +25,8 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
+import readme_block  # (bench/: the directory of this script is on sys.path)
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(REPO_ROOT, "README.md")
 BEGIN = "<!-- quickstart-numbers:begin (bench/quickstart_numbers.py writes this block) -->"
@@ -107,14 +109,7 @@ def block(runs: Sequence[Dict[str, Any]], machine: str) -> str:
 
 
 def write_readme(text: str, path: str = README) -> None:
-    with open(path) as f:
-        readme = f.read()
-    if BEGIN not in readme or END not in readme:
-        raise SystemExit(f"{path}: markers {BEGIN!r} / {END!r} not found")
-    head, rest = readme.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    with open(path, "w") as f:
-        f.write(head + text + tail)
+    readme_block.replace_block(path, BEGIN, END, text)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
