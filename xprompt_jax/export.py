@@ -30,6 +30,15 @@ Writes to the output directory:
   (`token_prune_mode='remove'`) are dropped from the adapter (PEFT attends to every virtual
   token; the shorter prompt shifts T5's relative positions, so outputs are close, not equal).
 
+**A PromptBank** (ensemble.gin, mixed_tasks.gin, a shared + task composition included):
+every bank entry is exported as its own plain prompt, exactly as it enters the encoder for
+its prompt id (the shared prompt folded in): `prompts/<name>.npy` `[m, e]` and
+`inference_<name>.gin` (the single-prompt inference gin for that file), names from the
+run's task list (MIXED_TASKS, PROMPT_NAMES of ensemble.gin) or `prompt_<i>`; `export.json`
+lists them (`prompts`: name, prompt id, files, shape). Include an `inference_<name>.gin`
+without mixed_tasks.gin / ensemble.gin: it serves that one prompt on plain text (no id
+token). `--verify` checks every entry against the bank model with that id.
+
 Only the prompt's parameters are read (the frozen model is not loaded unless `--verify`).
 MODEL_DIR may also be a `t5x/train.py` run (gin/t5x/ files) or one of its `checkpoint_<N>`
 directories: give our own method file with the run's settings (e.g. `ept.gin`, the same
@@ -52,6 +61,7 @@ import numpy as np
 from . import gin_utils
 from .analysis.param_counts import format_param_counts, param_counts
 from .analysis.prompt_similarity import plot_prompt_similarity
+from .prompts import bank as bank_lib
 from .prompts import initializers
 from .prompts.soft_prompt import SoftPrompt
 from .training.params import (DEFAULT_TRAINABLE_REGEX, flatten, merge_params, split_params,
@@ -60,6 +70,7 @@ from .training.params import (DEFAULT_TRAINABLE_REGEX, flatten, merge_params, sp
 logger = logging.getLogger("xprompt_jax")
 
 PROMPT_FILE = "prompt.npy"
+BANK_PROMPTS_DIR = "prompts"  # a bank's prompts/<name>.npy
 INFERENCE_GIN = "inference.gin"
 EXPORT_JSON = "export.json"
 SIMILARITY_PNG = "prompt_similarity.png"
@@ -229,6 +240,88 @@ def export_prompt(model, variables: Mapping[str, Any], output_dir: str, *,
     return {**record, "prompt": prompt}
 
 
+def bank_prompts(model, variables: Mapping[str, Any]) -> np.ndarray:
+    """Every entry of the model's PromptBank as it enters the encoder, `[N, m, e]` float32
+    (a composed bank's shared prompt folded in)."""
+    tokens = np.asarray(jax.device_get(model.apply(dict(variables),
+                                                   method=model.prompt_tokens)), np.float32)
+    return tokens[None] if tokens.ndim == 2 else tokens  # a bank of one gives [m, e]
+
+
+def export_bank(model, variables: Mapping[str, Any], output_dir: str, *,
+                prompt_names: Optional[Sequence[str]] = None,
+                trainable_regex: str = DEFAULT_TRAINABLE_REGEX,
+                extra_info: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """Writes `prompts/<name>.npy` `[m, e]` and `inference_<name>.gin` per bank entry and
+    `export.json` for a PromptBank `model` (module docstring). Returns the JSON record,
+    plus `'prompts'`'s arrays under `'arrays'` (`{name: [m, e]}`)."""
+    num = bank_lib.num_prompts(model)
+    bank = model.prompt
+    if hasattr(type(bank.prompt), "position_mask"):
+        raise ValueError(f"bank export: {type(bank.prompt).__name__} removes prompt positions "
+                         "from attention, which a plain SoftPrompt can not express")
+    names = list(prompt_names) if prompt_names else [f"prompt_{i}" for i in range(num)]
+    if len(names) != num or len(set(names)) != num:
+        raise ValueError(f"bank export: {len(names)} prompt names {names} for a bank of "
+                         f"{num} prompts (one distinct name each)")
+    prompts = bank_prompts(model, variables)
+    counts = param_counts(model, variables, trainable_regex)
+    method = f"PromptBank({type(bank.prompt).__name__})"
+    output_dir = os.path.abspath(os.fspath(output_dir))
+    entries = []
+    for i, name in enumerate(names):
+        entries.append({
+            "name": name, "prompt_id": i, "shape": list(prompts[i].shape),
+            "mean_norm": float(np.mean(np.linalg.norm(prompts[i].astype(np.float64), axis=-1))),
+            "file": os.path.join(output_dir, BANK_PROMPTS_DIR, f"{name}.npy"),
+            "inference_gin": os.path.join(output_dir, f"inference_{name}.gin")})
+    record = {
+        "method": method,
+        "num_prompts": num,
+        "composition": getattr(bank, "composition", None),
+        "prompt_settings": _module_settings(bank.prompt),
+        "prompt_shape": list(prompts.shape[1:]),
+        "param_counts": counts,
+        "prompts": entries,
+        "files": {"json": os.path.join(output_dir, EXPORT_JSON),
+                  "prompts_dir": os.path.join(output_dir, BANK_PROMPTS_DIR)},
+        **dict(extra_info or {}),
+    }
+    if jax.process_index() == 0:
+        os.makedirs(os.path.join(output_dir, BANK_PROMPTS_DIR), exist_ok=True)
+        for i, entry in enumerate(entries):
+            np.save(entry["file"], prompts[i], allow_pickle=False)
+            with open(entry["inference_gin"], "w") as f:
+                f.write(inference_gin_text(entry["file"], prompts.shape[1],
+                                           f"{method} (prompt id {i}, {entry['name']})"))
+        with open(record["files"]["json"], "w") as f:
+            json.dump(record, f, indent=2, sort_keys=True, default=str)
+    return {**record, "arrays": {name: prompts[i] for i, name in enumerate(names)}}
+
+
+def max_bank_logit_difference(model, variables: Mapping[str, Any], prompts,
+                              seed: int = 0) -> float:
+    """Max over the entries i of |logits(bank model, id i) - logits(SoftPrompt with
+    `prompts[i]`)| on a random batch of 2 examples (full `variables`, no dropout)."""
+    rng = np.random.RandomState(seed)
+    vocab = model.config.vocab_size
+    enc = rng.randint(2, vocab, (2, 8))
+    enc[1, 5:] = 0
+    tgt = rng.randint(2, vocab, (2, 4))
+    dec = np.concatenate([np.zeros((2, 1), tgt.dtype), tgt[:, :-1]], axis=1)
+    variables = {k: v for k, v in variables.items() if k != "params_axes"}
+    base, num = bank_lib.id_token_base(model), bank_lib.num_prompts(model)
+    diff = 0.0
+    for i, prompt in enumerate(prompts):
+        ids_enc = bank_lib.prepend_id_tokens(enc, i, base, num)
+        trained = model.apply(variables, ids_enc, dec, tgt, enable_dropout=False)
+        plain = inference_model(model, prompt).apply(inference_variables(variables, prompt),
+                                                      enc, dec, tgt, enable_dropout=False)
+        diff = max(diff, float(jnp.max(jnp.abs(trained.astype(jnp.float32)
+                                               - plain.astype(jnp.float32)))))
+    return diff
+
+
 # ----------------------------------------------------------------------------- runs
 def _dummy_args(model):
     from .training.trainer import dummy_batch
@@ -358,8 +451,10 @@ def export_run(*, model, model_dir: str, output_dir: Optional[str] = None,
                initial_checkpoint_path: Optional[str] = None, checkpoint_format: str = "auto",
                mesh_shape: Sequence[int] = (-1, 1), verify: bool = False,
                plot: bool = True, export_format: str = "npy",
-               peft_base_model: Optional[str] = None) -> Dict[str, Any]:
-    """Exports the prompt of the run in `model_dir` (see the module docstring)."""
+               peft_base_model: Optional[str] = None,
+               prompt_names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """Exports the prompt of the run in `model_dir` (see the module docstring); for a
+    PromptBank model every entry (`export_bank`, `prompt_names` naming them)."""
     gin_utils.check_required("export", dict(model=model, model_dir=model_dir))
     # The saved non-trainable collections (XPrompt masks) shape the exported prompt.
     trainable, step, collections = restore_trainable(model, model_dir, checkpoint,
@@ -372,6 +467,12 @@ def export_run(*, model, model_dir: str, output_dir: Optional[str] = None,
             trainable_regex)
         variables = {**variables, **collections}
     output_dir = output_dir or os.path.join(model_dir, "export")
+    if bank_lib.num_prompts(model):
+        if export_format != "npy":
+            raise ValueError(f"--format={export_format}: a PromptBank exports .npy prompts "
+                             "(export one of them to PEFT from its prompts/<name>.npy)")
+        return export_bank(model, variables, output_dir, prompt_names=prompt_names,
+                           trainable_regex=trainable_regex, extra_info=extra)
     return export_prompt(model, variables, output_dir, trainable_regex=trainable_regex,
                          plot=plot, extra_info=extra, export_format=export_format,
                          peft_base_model=peft_base_model or initial_checkpoint_path)
@@ -398,8 +499,10 @@ def _verify(model, trainable, initial_checkpoint_path, checkpoint_format, mesh_s
     _, frozen = split_params(variables["params"], trainable_regex)
     variables["params"] = merge_params(trainable, frozen)
     # Op by op, outside the mesh context: no fusion, so the two must agree exactly.
-    prompt = projected_prompt(model, variables)
-    diff = max_logit_difference(model, variables, prompt)
+    if bank_lib.num_prompts(model):
+        diff = max_bank_logit_difference(model, variables, bank_prompts(model, variables))
+    else:
+        diff = max_logit_difference(model, variables, projected_prompt(model, variables))
     if not diff <= 1e-5:
         raise RuntimeError(f"exported prompt does not reproduce the trained module's logits: "
                            f"max |difference| = {diff}")
@@ -447,14 +550,40 @@ def main(argv: Sequence[str]) -> None:
     if checkpoint not in ("best", "latest"):
         checkpoint = int(checkpoint)
     configured = gin.get_configurable(export_lib.export_run)
+    names = run_prompt_names()
     record = gin_utils.call_configured(
         lambda: configured(output_dir=FLAGS.output_dir, checkpoint=checkpoint,
                            verify=FLAGS.verify, export_format=FLAGS.format,
-                           peft_base_model=FLAGS.peft_base_model), "xprompt_jax.export",
+                           peft_base_model=FLAGS.peft_base_model, prompt_names=names),
+        "xprompt_jax.export",
         not_needed=("MIXTURE_OR_TASK_NAME",))  # only the prompt's parameters are read
     print(format_param_counts(record["param_counts"], record["method"]))
-    print(json.dumps({k: record[k] for k in ("method", "prompt_shape", "checkpoint_step",
-                                            "files")}, indent=2))
+    keys = ("method", "prompt_shape", "checkpoint_step", "files") + (
+        ("prompts",) if "prompts" in record else ())
+    print(json.dumps({k: record[k] for k in keys}, indent=2))
+
+
+def run_prompt_names() -> Optional[list]:
+    """The names of a bank run's prompts in the parsed gin: `build_trainer.prompt_names`
+    (PROMPT_NAMES of ensemble.gin), else `build_trainer.bank_tasks` (MIXED_TASKS of
+    mixed_tasks.gin); None when neither is bound to a list."""
+    from gin import config as gin_config
+
+    macros = gin_utils.macro_values()
+    bindings = [b for (_, selector), b in gin_config._CONFIG.items()  # pylint: disable=protected-access
+                if selector.split(".")[-1] == "build_trainer"]
+    for param in ("prompt_names", "bank_tasks"):
+        for binding in bindings:
+            value = binding.get(param)
+            for _ in range(4):  # %MACRO (-> %MACRO ...) -> its value
+                selector = getattr(value, "scoped_selector", None)
+                if not (isinstance(selector, str) and selector.endswith("/gin.macro")):
+                    break
+                value = macros.get(selector[:-len("/gin.macro")])
+            if isinstance(value, (list, tuple)) and value and \
+                    all(isinstance(v, str) for v in value):
+                return list(value)
+    return None
 
 
 def console_entry() -> None:

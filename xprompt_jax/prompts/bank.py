@@ -18,6 +18,15 @@ embedding (in `encode` and when `decode` rebuilds the cross-attention mask), so 
 with id i sees exactly what a single-prompt model with prompt i sees on the same text.
 The id token takes one position of the `inputs` feature length.
 
+**Shared + task prompt composition** (`composition='add'|'concat'`, as
+google-research/prompt-tuning's multitask prompts): a shared prompt S `[m_s, e]`, a plain
+`SoftPrompt` param `prompt/shared/prompt` (logical axes `('prompt', 'prompt_embed')`, no
+bank axis; every example's loss trains it), is combined with every bank entry T_i
+`[m, e]`: `'add'` gives S + T_i `[m, e]` (m_s = m), `'concat'` gives `concat(S, T_i)`
+`[m_s + m, e]` (S first; a banked `position_mask` is extended with m_s valid positions).
+`all_prompts` returns the composed prompts, so everything downstream (selection by id,
+`prompt_tokens`, export) sees each id's prompt exactly as it enters the encoder.
+
 Ids are validated on the host wherever batches are built (`check_prompt_ids`: a clear
 error naming the offending rows); inside jit an out-of-range id yields NaN prompt rows
 (never a silently clamped, wrong prompt), which the trainer's non-finite guard reports.
@@ -26,16 +35,41 @@ error naming the offending rows); inside jit an out-of-range id yields NaN promp
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 from flax.linen import partitioning as nn_partitioning
 
+from . import initializers
+from .soft_prompt import SoftPrompt
+
 BANK_AXIS = "prompt_bank"
 BANK_NAME = "bank"  # the attribute name of the vmapped inner module
 MASKS = "prompt_masks"
+SHARED_NAME = "shared"  # the shared prompt of a composed bank: params prompt/shared/prompt
+COMPOSITIONS = (None, "add", "concat")
+
+
+def compose(shared, prompts, composition: Optional[str]):
+    """Shared `[m_s, e]` with per-entry prompts `[..., m, e]` -> `[..., m', e]`: 'add'
+    (m' = m = m_s), 'concat' (m' = m_s + m, shared first); None: `prompts` unchanged.
+    Works on jax and numpy arrays (the host-side export uses it too)."""
+    if composition is None:
+        return prompts
+    xp = jnp if isinstance(prompts, jnp.ndarray) or isinstance(shared, jnp.ndarray) else np
+    if composition == "add":
+        if shared.shape != prompts.shape[-2:]:
+            raise ValueError(f"composition 'add': shared prompt {tuple(shared.shape)} and task "
+                             f"prompts {tuple(prompts.shape[-2:])} must have the same shape "
+                             "(SHARED_PROMPT_LENGTH = PROMPT_LENGTH)")
+        return shared.astype(prompts.dtype) + prompts
+    if composition == "concat":
+        lead = prompts.shape[:-2]
+        shared = xp.broadcast_to(shared.astype(prompts.dtype), lead + tuple(shared.shape))
+        return xp.concatenate([shared, prompts], axis=-2)
+    raise ValueError(f"PromptBank.composition {composition!r}; expected one of {COMPOSITIONS}")
 
 
 def _inner_fields(module: nn.Module) -> dict:
@@ -50,6 +84,11 @@ class PromptBank(nn.Module):
     prompt: nn.Module = None
     num_prompts: int = 1
     id_token_base: Optional[int] = None
+    # shared + task composition (module docstring): None | 'add' | 'concat'; the shared
+    # prompt's length m_s (default: the inner prompt's `length`) and initializer.
+    composition: Optional[str] = None
+    shared_length: Optional[int] = None
+    shared_init: Callable = initializers.uniform()
 
     per_example_ids = True  # read by PromptedT5: strip the id token, pass the ids
 
@@ -68,14 +107,33 @@ class PromptBank(nn.Module):
             split_rngs={"params": True}, in_axes=None, axis_size=self.num_prompts,
             partitioning_axis_names={"params": BANK_AXIS}, methods=methods)
         self.bank = banked(**_inner_fields(self.prompt))
+        if self.composition not in COMPOSITIONS:
+            raise ValueError(f"PromptBank.composition {self.composition!r}; expected one of "
+                             f"{COMPOSITIONS}")
+        if self.composition is not None:
+            self.shared = SoftPrompt(self.shared_prompt_length(), self.shared_init,
+                                     name=SHARED_NAME)
+
+    def shared_prompt_length(self) -> int:
+        """m_s of a composed bank (`shared_length`, else the inner prompt's `length`)."""
+        length = self.shared_length
+        if length is None:
+            length = getattr(self.prompt, "length", None)
+        if not isinstance(length, int) or length < 1:
+            raise ValueError(f"PromptBank.shared_length must be set (a positive int) for "
+                             f"composition {self.composition!r}; got {length!r}")
+        return length
 
     def all_prompts(self, embedded: jnp.ndarray) -> jnp.ndarray:
-        """`[B, T, E]` -> every prompt of the bank `[N, m, E]` (float32)."""
+        """`[B, T, E]` -> every prompt of the bank `[N, m, E]` (float32), composed with the
+        shared prompt when `composition` is set (`[N, m_s + m, E]` for 'concat')."""
         prompts = self.bank(embedded[:1])
         if prompts.ndim != 3:
             raise ValueError(f"PromptBank: the inner prompt module returned "
                              f"{prompts.shape[1:]} per entry; a banked prompt must be [m, e]")
-        return prompts
+        if self.composition is None:
+            return prompts
+        return compose(self.shared(embedded[:1]), prompts, self.composition)
 
     def __call__(self, embedded: jnp.ndarray,
                  prompt_ids: Optional[jnp.ndarray] = None) -> jnp.ndarray:
@@ -97,6 +155,10 @@ class PromptBank(nn.Module):
         if not hasattr(type(self.prompt), "position_mask"):
             return None
         masks = self.bank.position_mask(1)[:, 0]  # [N, m]
+        if self.composition == "concat":  # the shared positions always attend
+            masks = jnp.concatenate(
+                [jnp.ones((masks.shape[0], self.shared_prompt_length()), masks.dtype), masks],
+                axis=1)
         if prompt_ids is None:
             return jnp.broadcast_to(masks[0], (batch_size,) + masks.shape[1:])
         ids = jnp.clip(jnp.asarray(prompt_ids, jnp.int32), 0, self.num_prompts - 1)

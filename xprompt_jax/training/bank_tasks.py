@@ -93,6 +93,7 @@ class MultiTaskBankEvaluator:
         self.tasks = list(tasks)
         self.config = config
         self.model_dir = model_dir
+        self.composition = getattr(model.prompt, "composition", None)  # shared + task
         self.evaluators = [
             BankEvaluator(model, task, feature_lengths, config, prompt_ids=[i],
                           prompt_names=[task],
@@ -139,10 +140,16 @@ class MultiTaskBankEvaluator:
         from .checkpointing import write_json_atomic
 
         step = None if self.step_fn is None else int(self.step_fn())
-        entry = jax.tree_util.tree_map(
-            lambda x: np.asarray(x)[index],
-            variables["params"]["prompt"][bank_lib.BANK_NAME])
-        leaves = jax.tree_util.tree_leaves(entry)
+        from .bank_training import bank_entry_prompts
+
+        composed = bank_entry_prompts(variables["params"], self.composition)
+        if composed is not None:  # the prompt as it enters the encoder (shared folded in)
+            leaves = [composed[index]]
+        else:
+            entry = jax.tree_util.tree_map(
+                lambda x: np.asarray(x)[index],
+                variables["params"]["prompt"][bank_lib.BANK_NAME])
+            leaves = jax.tree_util.tree_leaves(entry)
         directory = os.path.join(self.model_dir, "best_per_task")
         os.makedirs(directory, exist_ok=True)
         tmp = os.path.join(directory, f".{task}.npy.tmp")

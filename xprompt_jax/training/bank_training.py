@@ -4,7 +4,9 @@ Three pieces make a joint step equal N separate steps (up to float summation ord
 
 - `per_prompt_optimizer(inner)`: the optimizer `jax.vmap`ped over the bank axis, so each
   prompt has its own optimizer state (Adafactor's factored moments, update clipping and
-  step count are per prompt, never pooled across the bank).
+  step count are per prompt, never pooled across the bank). Trainable params outside the
+  bank (a composed bank's shared prompt `prompt/shared/prompt` `[m_s, e]`) get `inner`
+  itself: their own ordinary state, their gradient the sum over every prompt's loss.
 - `BankBatches`: a host-side batch transform. Mode `'ensemble'` repeats every example once
   per prompt (`[B, ...]` -> `[B*N, ...]`, row `b*N + k` with prompt k: K seeds of one task
   see the same data, as separate runs with one data seed would); mode `'ids_in_data'`
@@ -17,28 +19,61 @@ Three pieces make a joint step equal N separate steps (up to float summation ord
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
 import optax
 
 from ..prompts import bank as bank_lib
+from .params import flatten, merge_params, unflatten
 
 BANK_MODES = ("ensemble", "ids_in_data")
 
 
+class BankAndSharedState(NamedTuple):
+    """`per_prompt_optimizer`'s state when some trainable params are outside the bank."""
+    bank: Any  # inner's state, vmapped: every leaf [N, ...]
+    shared: Any  # inner's ordinary state of the other params
+
+
+def _is_bank_path(path: str) -> bool:
+    return bank_lib.BANK_NAME in path.split("/")
+
+
+def _split_bank(tree) -> Tuple[dict, dict]:
+    """(bank leaves, other leaves) of a trainable params-shaped tree, as nested dicts."""
+    flat = flatten(tree)
+    return (unflatten({k: v for k, v in flat.items() if _is_bank_path(k)}),
+            unflatten({k: v for k, v in flat.items() if not _is_bank_path(k)}))
+
+
 def per_prompt_optimizer(inner: optax.GradientTransformation) -> optax.GradientTransformation:
-    """`inner` applied independently to each bank entry: every trainable leaf must have
-    the bank axis N first (all of a `PromptBank`'s params do)."""
+    """`inner` applied independently to each bank entry (params under `.../bank/...`, the
+    bank axis N first); any other trainable param (a composed bank's shared prompt) gets
+    `inner` unbatched, with its own state (`BankAndSharedState`). Without such params the
+    state is the vmapped state alone (as before composition existed: old checkpoints
+    resume)."""
 
-    def init_fn(params):
-        return jax.vmap(inner.init)(params)
-
-    def update_fn(updates, state, params=None):
+    def vmapped_update(updates, state, params):
         if params is None:
             return jax.vmap(lambda u, s: inner.update(u, s))(updates, state)
         return jax.vmap(inner.update)(updates, state, params)
+
+    def init_fn(params):
+        bank, other = _split_bank(params)
+        if not jax.tree_util.tree_leaves(other):
+            return jax.vmap(inner.init)(params)
+        return BankAndSharedState(jax.vmap(inner.init)(bank), inner.init(other))
+
+    def update_fn(updates, state, params=None):
+        if not isinstance(state, BankAndSharedState):
+            return vmapped_update(updates, state, params)
+        bank_u, other_u = _split_bank(updates)
+        bank_p, other_p = (None, None) if params is None else _split_bank(params)
+        bank_u, bank_s = vmapped_update(bank_u, state.bank, bank_p)
+        other_u, other_s = inner.update(other_u, state.shared, other_p)
+        return merge_params(bank_u, other_u), BankAndSharedState(bank_s, other_s)
 
     return optax.GradientTransformation(init_fn, update_fn)
 
@@ -78,15 +113,35 @@ def prompt_names(model, names: Optional[Sequence[str]] = None):
     return names
 
 
-def bank_numpy_params(trainable: Mapping[str, Any], names: Sequence[str]) -> Dict[str, Any]:
+def bank_entry_prompts(trainable: Mapping[str, Any], composition: Optional[str] = None):
+    """Host side: each entry of a soft-prompt bank (`prompt/bank/prompt` `[N, m, e]`) as it
+    enters the encoder, the shared prompt of a composed bank folded in (`[N, m', e]`);
+    None for a reparameterized bank (several leaves per entry: run the model instead)."""
+    prompt = trainable["prompt"]
+    leaves = jax.tree_util.tree_leaves(prompt[bank_lib.BANK_NAME])
+    if len(leaves) != 1:
+        return None
+    entries = np.asarray(jax.device_get(leaves[0]))
+    if composition is None:
+        return entries
+    shared = np.asarray(jax.device_get(prompt[bank_lib.SHARED_NAME]["prompt"]))
+    return bank_lib.compose(shared, entries, composition)
+
+
+def bank_numpy_params(trainable: Mapping[str, Any], names: Sequence[str],
+                      composition: Optional[str] = None) -> Dict[str, Any]:
     """`{name: entry k}` of the bank params (`prompt/bank/...` `[N, ...]`): one `<name>.npy`
-    per prompt for a soft-prompt bank (reparameterized banks: `<name>.<leaf path>.npy`)."""
+    per prompt for a soft-prompt bank, the shared prompt of a composed bank folded in (the
+    prompt as it enters the encoder); reparameterized banks: `<name>.<leaf path>.npy`, and
+    a composed one's shared prompt as `shared.prompt.npy`."""
+    composed = bank_entry_prompts(trainable, composition)
+    if composed is not None:
+        return {name: composed[k] for k, name in enumerate(names)}
     bank = trainable["prompt"][bank_lib.BANK_NAME]
-    out = {}
-    for k, name in enumerate(names):
-        entry = jax.tree_util.tree_map(lambda x: x[k], bank)
-        leaves = jax.tree_util.tree_leaves(entry)
-        out[name] = leaves[0] if len(leaves) == 1 else entry
+    out = {name: jax.tree_util.tree_map(lambda x, k=k: x[k], bank)
+           for k, name in enumerate(names)}
+    if composition is not None:
+        out[bank_lib.SHARED_NAME] = trainable["prompt"][bank_lib.SHARED_NAME]
     return out
 
 
@@ -140,5 +195,7 @@ def bank_trainer_parts(model, optimizer, evaluator, loss_normalization,
     elif evaluator is not None:
         raise ValueError("EVAL_HELDOUT_SPLIT is not supported with a PromptBank yet")
     trainer_kwargs["batch_transform"] = BankBatches(model, mode)
-    trainer_kwargs["numpy_params_fn"] = lambda params: bank_numpy_params(params, names)
+    composition = getattr(model.prompt, "composition", None)
+    trainer_kwargs["numpy_params_fn"] = lambda params: bank_numpy_params(params, names,
+                                                                         composition)
     return per_prompt_optimizer(optimizer), evaluator, "sum"
