@@ -190,9 +190,10 @@ def _world_trainer(model_dir):
     gin.clear_config()
     gin_utils.parse_gin(
         ["models/world_tiny.gin", "prompt_tuning.gin", "world/run.gin", "mixed_tasks.gin"],
-        [f"MODEL_DIR = '{model_dir}'", "TRAIN_STEPS = 2", "EVAL_PERIOD = 2", "SAVE_PERIOD = 2",
+        [f"MODEL_DIR = '{model_dir}'", "TRAIN_STEPS = 2", "EVAL_PERIOD = None", "SAVE_PERIOD = 2",
          "BATCH_SIZE = 8", "MAX_EVAL_EXAMPLES = 4", "PROMPT_LENGTH = 3",
-         "SHARED_PROMPT = 'add'"], finalize=False)
+         "SHARED_PROMPT = 'add'", "MIXED_TASKS = ['world_boolq', 'world_rte']",
+         "NUM_PROMPTS = 2"], finalize=False)  # two tasks: half the tf.data set-up
     try:
         trainer = gin_utils.configured(build_trainer)()
         return trainer, run_prompt_names()
@@ -210,11 +211,11 @@ def trained_add_run(tmp_path_factory):
 
 def test_mixed_task_add_run_trains_and_checkpoints(trained_add_run):
     trainer, summary, names, model_dir = trained_add_run
-    assert names == ["world_boolq", "world_rte", "world_copa", "world_wic"]
+    assert names == ["world_boolq", "world_rte"]
     assert summary["final_step"] == 2 and trainer.checkpointer.latest_step() == 2
     params = trainer.state.params["prompt"]
     assert params["shared"]["prompt"].shape == (3, 128)
-    assert params["bank"]["prompt"].shape == (4, 3, 128)
+    assert params["bank"]["prompt"].shape == (2, 3, 128)
     # the shared prompt has its own (unbatched) optimizer state beside the bank's
     states = [s for s in jax.tree_util.tree_leaves(
         trainer.state.opt_state, is_leaf=lambda x: isinstance(x, BankAndSharedState))
@@ -225,8 +226,6 @@ def test_mixed_task_add_run_trains_and_checkpoints(trained_add_run):
     composed = np.asarray(params["shared"]["prompt"])[None] + np.asarray(params["bank"]["prompt"])
     npy = np.load(model_dir / "numpy_checkpoints" / "checkpoint_2" / "world_rte.npy")
     np.testing.assert_allclose(npy, composed[1], rtol=1e-6, atol=1e-6)
-    best = json.load(open(model_dir / "best_per_task.json"))
-    assert sorted(best) == sorted(names)
 
 
 def test_bank_export_reproduces_the_bank_logits(trained_add_run, tmp_path):
@@ -237,7 +236,6 @@ def test_bank_export_reproduces_the_bank_logits(trained_add_run, tmp_path):
 
     from xprompt_jax import export, gin_utils
     from xprompt_jax.prompts.bank import prepend_id_tokens
-    from xprompt_jax.training.trainer import init_variables
 
     trainer, _, names, model_dir = trained_add_run
     record = export.export_run(model=trainer.model, model_dir=str(model_dir),
@@ -245,7 +243,7 @@ def test_bank_export_reproduces_the_bank_logits(trained_add_run, tmp_path):
                                prompt_names=names)
     listed = json.load(open(tmp_path / "export" / "export.json"))
     assert [p["name"] for p in listed["prompts"]] == names
-    assert listed["composition"] == "add" and listed["num_prompts"] == 4
+    assert listed["composition"] == "add" and listed["num_prompts"] == 2
     variables = trainer.variables()
     rng = np.random.RandomState(3)
     enc = rng.randint(2, 700, (2, 9))
@@ -253,9 +251,10 @@ def test_bank_export_reproduces_the_bank_logits(trained_add_run, tmp_path):
     tgt = rng.randint(2, 700, (2, 3))
     dec = np.concatenate([np.zeros((2, 1), int), tgt[:, :-1]], axis=1)
     frozen = {k: v for k, v in variables["params"].items() if k != "prompt"}
+    bank_logits = jax.jit(lambda v, e: trainer.model.apply(v, e, dec, tgt, enable_dropout=False))
+    plain_logits = None
     for i, entry in enumerate(record["prompts"]):
         assert os.path.basename(entry["file"]) == f"{names[i]}.npy"
-        assert np.load(entry["file"]).shape == (3, 128)
         gin.clear_config()
         try:
             gin_utils.parse_gin(["models/world_tiny.gin", "prompt_tuning.gin",
@@ -264,11 +263,12 @@ def test_bank_export_reproduces_the_bank_logits(trained_add_run, tmp_path):
         finally:
             gin.clear_config()
         assert isinstance(plain.prompt, SoftPrompt) and plain.prompt.length == 3
-        # as inference builds it: the frozen params in place, the prompt from the .npy file
-        loaded = init_variables(plain, frozen, {"inputs": 9, "targets": 3},
-                                jax.random.PRNGKey(0))
-        loaded.pop("params_axes", None)
-        ref = plain.apply(loaded, enc, dec, tgt, enable_dropout=False)
-        got = trainer.model.apply(variables, prepend_id_tokens(enc, i, 768, 4), dec, tgt,
-                                  enable_dropout=False)
+        # its initializer reads the exported file (what init_variables puts in the params)
+        prompt = plain.prompt.init(jax.random.PRNGKey(7), (3, 128))
+        np.testing.assert_array_equal(np.asarray(prompt), np.load(entry["file"]))
+        if plain_logits is None:  # the plain models differ only in their init: one jit
+            plain_logits = jax.jit(lambda v: plain.apply(v, enc, dec, tgt, enable_dropout=False))
+        ref = plain_logits({"params": {**frozen, "prompt": {"prompt": prompt}}})
+        got = bank_logits(variables, prepend_id_tokens(enc, i, 768, 2))
         np.testing.assert_allclose(np.asarray(ref), np.asarray(got), rtol=1e-5, atol=1e-5)
+        assert np.abs(np.asarray(got)).max() > 1.0

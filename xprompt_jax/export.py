@@ -292,8 +292,10 @@ def export_bank(model, variables: Mapping[str, Any], output_dir: str, *,
         for i, entry in enumerate(entries):
             np.save(entry["file"], prompts[i], allow_pickle=False)
             with open(entry["inference_gin"], "w") as f:
-                f.write(inference_gin_text(entry["file"], prompts.shape[1],
-                                           f"{method} (prompt id {i}, {entry['name']})"))
+                f.write(f"# Prompt id {i} ({entry['name']}) of a {method} run (composition: "
+                        f"{record['composition']}), as it\n# enters the encoder. Include it "
+                        "without mixed_tasks.gin / ensemble.gin: inputs carry no id token.\n")
+                f.write(inference_gin_text(entry["file"], prompts.shape[1], method))
         with open(record["files"]["json"], "w") as f:
             json.dump(record, f, indent=2, sort_keys=True, default=str)
     return {**record, "arrays": {name: prompts[i] for i, name in enumerate(names)}}
