@@ -221,7 +221,13 @@ def test_mixed_task_add_run_trains_and_checkpoints(trained_add_run):
         trainer.state.opt_state, is_leaf=lambda x: isinstance(x, BankAndSharedState))
         if isinstance(s, BankAndSharedState)]
     assert len(states) == 1
-    assert trainer.checkpointer.restore(2) is not None
+    # the checkpoint restores that state (a resume): params and both optimizer states
+    before = jax.tree_util.tree_map(np.asarray, trainer.state)
+    trainer.restore(2)
+    after = jax.tree_util.tree_map(np.asarray, trainer.state)
+    assert jax.tree_util.tree_structure(after) == jax.tree_util.tree_structure(before)
+    for a, b in zip(jax.tree_util.tree_leaves(after), jax.tree_util.tree_leaves(before)):
+        np.testing.assert_array_equal(a, b)
     # best_per_task and the numpy export hold the composed prompts (shared folded in)
     composed = np.asarray(params["shared"]["prompt"])[None] + np.asarray(params["bank"]["prompt"])
     npy = np.load(model_dir / "numpy_checkpoints" / "checkpoint_2" / "world_rte.npy")
