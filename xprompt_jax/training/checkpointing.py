@@ -527,6 +527,8 @@ class RunCheckpointer:
         if step not in steps:
             raise FileNotFoundError(f"no checkpoint for step {step} in {self.checkpoints_dir}"
                                     f" (available: {steps})")
+        if target is None:
+            target = self._local_target(step)
         restore_arg = (ocp.args.StandardRestore() if target is None
                        else ocp.args.StandardRestore(target))
         restored = self._manager.restore(step, args=ocp.args.Composite(**{
@@ -537,6 +539,29 @@ class RunCheckpointer:
             raise CheckpointError(f"checkpoint {self.checkpoint_path(step)}: its arrays do "
                                   f"not match the checksum saved with them (corrupt data)")
         return state, meta
+
+    def _local_target(self, step: int) -> Any:
+        """The saved state's tree as `ShapeDtypeStruct`s on this process's first device, from
+        the checkpoint's metadata: a restore without a target then works whatever topology
+        wrote the checkpoint (e.g. a 2-process x 4-device run read back by one process,
+        which orbax refuses with its saved shardings: "Topology mismatch"). None when the
+        metadata can not be read (orbax then restores onto the saved shardings)."""
+        path = os.path.join(self.checkpoint_path(step), STATE_ITEM)
+        try:
+            metadata = ocp.StandardCheckpointer().metadata(path)
+            tree = getattr(metadata, "item_metadata", metadata)
+            tree = getattr(tree, "tree", tree)
+            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+            def leaf(m):
+                if not hasattr(m, "shape") or not hasattr(m, "dtype"):
+                    raise TypeError(f"unexpected metadata leaf {type(m).__name__}")
+                return jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device)
+
+            return jax.tree_util.tree_map(leaf, tree)
+        except Exception as e:  # pylint: disable=broad-except  (orbax's own path remains)
+            logger.debug("checkpoint %s: no local restore target from metadata (%s)", path, e)
+            return None
 
     def restore_latest_good(self, target: Any = None
                             ) -> Optional[Tuple[int, Any, Dict[str, Any]]]:

@@ -57,9 +57,35 @@ def stage_done(model_dir: str, stage: str) -> Optional[Dict[str, Any]]:
         return json.load(f)
 
 
+def _is_writer() -> bool:
+    """Multi-process runs: process 0 writes the pipeline's files (stage results, marks,
+    report, plots); every process reads them back after `_sync` (a shared MODEL_DIR, as
+    T5X assumes on a pod)."""
+    return jax.process_index() == 0
+
+
+def _sync(name: str) -> None:
+    """A barrier across processes (no-op in one process): what process 0 wrote before it
+    is visible to all when they pass it."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"xprompt_jax.pipeline:{name}")
+
+
+def _write_json(path: str, data: Any) -> None:
+    if _is_writer():
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        write_json_atomic(path, data)
+
+
 def _mark_done(model_dir: str, stage: str, info: Mapping[str, Any]) -> None:
-    os.makedirs(os.path.join(model_dir, stage), exist_ok=True)
-    write_json_atomic(_done_path(model_dir, stage), dict(info))
+    """Marks a stage done (process 0 writes, then all processes meet at a barrier, so that
+    none reads a stage's result before it exists)."""
+    if _is_writer():
+        os.makedirs(os.path.join(model_dir, stage), exist_ok=True)
+        write_json_atomic(_done_path(model_dir, stage), dict(info))
+    _sync(f"{model_dir}/{stage}")
 
 
 def _build(**overrides):
@@ -157,7 +183,8 @@ def run_pipeline(*, model_dir: str, num_score_examples: int = 1024, per_example:
     piece_ratios = pruning.ratios_checked(piece_ratios, "PIECE_RATIOS")
     curve_ratios = check_curve_ratios(curve_ratios)
     gin_utils.check_required("run_pipeline", {"model_dir": model_dir})
-    os.makedirs(model_dir, exist_ok=True)
+    if _is_writer():
+        os.makedirs(model_dir, exist_ok=True)
     from ..training import run_lock
 
     run_lock.acquire(model_dir)  # one pipeline per MODEL_DIR (released at exit)
@@ -190,8 +217,7 @@ def run_pipeline(*, model_dir: str, num_score_examples: int = 1024, per_example:
                           ctx.trainer.config.progress) as bar:
             initial = scorer.score(ones_t, ones_p, ctx.score_batches(0), num_score_examples,
                                    bar)
-        os.makedirs(os.path.dirname(scores_path), exist_ok=True)
-        write_json_atomic(scores_path, initial.to_json())
+        _write_json(scores_path, initial.to_json())
         _mark_done(model_dir, "scores", {"num_examples": initial.num_examples})
     with open(scores_path) as f:
         initial = ImportanceScores.from_json(json.load(f))
@@ -205,8 +231,7 @@ def run_pipeline(*, model_dir: str, num_score_examples: int = 1024, per_example:
                         len(curve_ratios), curve_random_seeds)
             curve = masking_curve_result(ctx, stage1_params, initial.token, curve_ratios,
                                          curve_random_seeds, batched_search)
-            os.makedirs(os.path.dirname(curve_path), exist_ok=True)
-            write_json_atomic(curve_path, curve)
+            _write_json(curve_path, curve)
             _mark_done(model_dir, "curve", {"ratios": list(curve_ratios)})
         with open(curve_path) as f:
             curve = json.load(f)
@@ -221,8 +246,7 @@ def run_pipeline(*, model_dir: str, num_score_examples: int = 1024, per_example:
                               include_unpruned=search_include_unpruned,
                               rewind_jointly=rewind_jointly)
         result["chosen"] = variant_masks(result, initial, mask_variant, mask_seed)
-        os.makedirs(os.path.dirname(search_path), exist_ok=True)
-        write_json_atomic(search_path, result)
+        _write_json(search_path, result)
         _mark_done(model_dir, "search", {"chosen": result["chosen"].get("name")})
     with open(search_path) as f:
         search_result = json.load(f)
@@ -278,7 +302,9 @@ def run_pipeline(*, model_dir: str, num_score_examples: int = 1024, per_example:
             "surviving_pieces": kept_pieces(token_mask, piece_mask),
         },
     }
-    report_lib.write_report(model_dir, report, initial, token_mask, piece_mask)
+    if _is_writer():
+        report_lib.write_report(model_dir, report, initial, token_mask, piece_mask)
+    _sync(f"{model_dir}/report")
     return report
 
 

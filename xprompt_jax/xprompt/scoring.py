@@ -106,7 +106,9 @@ class ScoreBatches:
     factory of host-local batch iterators, e.g. `TrainBatchIterator`) and reused by every
     `ImportanceScorer.score` call that gets this object.
 
-    `take(n)` returns the first n examples as numpy batches (drawing more on first need):
+    `take(n)` returns the first n examples as numpy batches (drawing more on first need;
+    in a run of P processes each process takes n / P rows of its own shard, so that the
+    global batches hold exactly n examples, as in one process):
     each cut to its longest input / target (`data.trim_batch`, when `trim`; default: in
     single-process runs, where no other host's shard must have the same shape), the rows of
     the last batch beyond n with zero loss weights (they do not count)."""
@@ -125,6 +127,12 @@ class ScoreBatches:
             raise ValueError(f"importance scoring needs num_examples > 0, got {num_examples}")
         if num_examples in self._taken:
             return self._taken[num_examples]
+        total, processes = num_examples, jax.process_count()
+        if total % processes:
+            raise ValueError(f"importance scoring over {total} examples in {processes} "
+                             f"processes: NUM_SCORE_EXAMPLES must be a multiple of the "
+                             f"process count")
+        num_examples = total // processes  # this process's rows
         while self._rows < num_examples:
             if self._iterator is None:
                 self._iterator = iter(self._make_iterator())
@@ -150,7 +158,7 @@ class ScoreBatches:
                 batch["decoder_loss_weights"] = weights
             out.append(data_lib.trim_batch(batch) if self.trim else batch)
             rows += size
-        self._taken[num_examples] = out
+        self._taken[total] = out
         return out
 
 
