@@ -64,7 +64,8 @@ def numbers(run_dir: str, threads: Optional[int] = None) -> Dict[str, Any]:
             "total_pieces": (report.get("prompt_length") or 0) * (report.get("num_pieces") or 0),
             "pt_parameters": params.get("prompt_tuning"),
             "xprompt_parameters": params.get("xprompt"),
-            "wall_time_s": q.get("wall_time_s")}
+            "wall_time_s": q.get("wall_time_s"),
+            "stage_seconds": report.get("timings_s")}
 
 
 def _threads(n: Dict[str, Any]) -> str:
@@ -86,6 +87,13 @@ def block(runs: Sequence[Dict[str, Any]], machine: str) -> str:
         f"{a['wall_time_s']:.0f} s for the whole pipeline (dev accuracy: the quickstart "
         f"selects and reports on dev; `bench/quality.py` reports a held-out test split).",
     ]
+    stages = a.get("stage_seconds")
+    if stages:
+        parts = ", ".join(f"{k.replace('_', ' ')} {v:.0f} s" for k, v in stages.items()
+                          if k != "total")
+        lines.append(f"Of those, the pipeline's stages ({stages['total']:.0f} s): {parts}; the "
+                     f"rest ({a['wall_time_s'] - stages['total']:.0f} s) is start-up (imports, "
+                     f"world data, the frozen model) and the two reference evaluations.")
     keys = ("prompt_tuning", "xprompt", "tokens", "pieces", "xprompt_parameters")
     for b in runs[1:]:
         diffs = [k for k in keys if b[k] != a[k]]

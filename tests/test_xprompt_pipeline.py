@@ -118,6 +118,12 @@ def test_pipeline_rewinds_resumes_and_reports(gin_pipeline, monkeypatch):
     assert curve["ratios"][0] == 0.0 and len(curve["importance"]) == len(curve["ratios"])
     assert curve["importance"][0] == pytest.approx(report["stage1"]["eval"]["main_metric"])
     assert (model_dir / "masking_curve.png").stat().st_size > 0
+    timings = saved["timings_s"]  # this invocation's stages (it resumed from the files)
+    assert set(timings) == {"total", "stage1", "scores", "masking_curve", "search",
+                            "rewind_and_final_eval", "report"}
+    assert timings["total"] == pytest.approx(sum(v for k, v in timings.items()
+                                                 if k != "total"), abs=0.5)
+    assert "## Wall time" in (model_dir / "report.md").read_text()
     assert np.asarray(saved["scores"]["piece"]).shape == (4, 4)
     assert "| 25% |" in (model_dir / "report.md").read_text()
     # Lester et al. section 7: top-5 nearest vocabulary pieces per stage-1 prompt token.

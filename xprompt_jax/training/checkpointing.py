@@ -527,12 +527,19 @@ class RunCheckpointer:
         if step not in steps:
             raise FileNotFoundError(f"no checkpoint for step {step} in {self.checkpoints_dir}"
                                     f" (available: {steps})")
-        if target is None:
-            target = self._local_target(step)
-        restore_arg = (ocp.args.StandardRestore() if target is None
-                       else ocp.args.StandardRestore(target))
-        restored = self._manager.restore(step, args=ocp.args.Composite(**{
-            STATE_ITEM: restore_arg, META_ITEM: ocp.args.JsonRestore()}))
+        def load(target):
+            restore_arg = (ocp.args.StandardRestore() if target is None
+                           else ocp.args.StandardRestore(target))
+            return self._manager.restore(step, args=ocp.args.Composite(**{
+                STATE_ITEM: restore_arg, META_ITEM: ocp.args.JsonRestore()}))
+
+        try:
+            restored = load(target)
+        except ValueError as e:
+            local = self._local_target(step) if target is None else None
+            if local is None or "topology" not in str(e).lower():
+                raise
+            restored = load(local)  # saved by another topology: onto this process's device
         state, meta = restored[STATE_ITEM], dict(restored[META_ITEM] or {})
         expected = meta.pop(CHECKSUM_KEY, None)
         if expected is not None and state_checksum(state) != expected:
@@ -542,10 +549,10 @@ class RunCheckpointer:
 
     def _local_target(self, step: int) -> Any:
         """The saved state's tree as `ShapeDtypeStruct`s on this process's first device, from
-        the checkpoint's metadata: a restore without a target then works whatever topology
-        wrote the checkpoint (e.g. a 2-process x 4-device run read back by one process,
-        which orbax refuses with its saved shardings: "Topology mismatch"). None when the
-        metadata can not be read (orbax then restores onto the saved shardings)."""
+        the checkpoint's metadata: the target `restore` retries with when orbax refuses to
+        restore onto the saved shardings because another topology wrote them (e.g. a
+        2-process x 4-device run read back by one process: "Topology mismatch"). None when
+        the metadata can not be read."""
         path = os.path.join(self.checkpoint_path(step), STATE_ITEM)
         try:
             metadata = ocp.StandardCheckpointer().metadata(path)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import jax
@@ -55,6 +56,21 @@ def stage_done(model_dir: str, stage: str) -> Optional[Dict[str, Any]]:
         return None
     with open(path) as f:
         return json.load(f)
+
+
+class _StageClock:
+    """Wall seconds of each stage in this invocation (`report['timings_s']`; a stage
+    resumed from its files shows the time to load them), `total` their sum."""
+
+    def __init__(self):
+        self._last = time.time()
+        self.seconds: Dict[str, float] = {"total": 0.0}
+
+    def mark(self, stage: str) -> None:
+        now = time.time()
+        self.seconds[stage] = round(now - self._last, 1)
+        self.seconds["total"] = round(self.seconds["total"] + now - self._last, 1)
+        self._last = now
 
 
 def _is_writer() -> bool:
@@ -194,6 +210,7 @@ def run_pipeline(*, model_dir: str, num_score_examples: int = 1024, per_example:
         overrides.update(train_steps=stage1_steps, train_epochs=None)
     if stage1_init_path:
         overrides["initial_trainable"] = {"prompt": {"prompt": np.load(stage1_init_path)}}
+    clock = _StageClock()
     ctx = PipelineContext(model_dir, overrides)
 
     # ---- stage 1: prompt tuning
@@ -202,6 +219,7 @@ def run_pipeline(*, model_dir: str, num_score_examples: int = 1024, per_example:
         summary = ctx.trainer.run()
         _mark_done(model_dir, "stage1", {"summary": summary})
     stage1_params, stage1_step = _best_trainable(ctx.trainer)
+    clock.mark("stage1")
     stage1_summary = stage_done(model_dir, "stage1")["summary"] or {}
     stage1_eval = stage1_summary.get("best_eval")
     m, k = ctx.length, ctx.pieces
@@ -221,6 +239,7 @@ def run_pipeline(*, model_dir: str, num_score_examples: int = 1024, per_example:
         _mark_done(model_dir, "scores", {"num_examples": initial.num_examples})
     with open(scores_path) as f:
         initial = ImportanceScores.from_json(json.load(f))
+    clock.mark("scores")
 
     # ---- masking curve (Figure 2): the stage-1 prompt with tokens masked in three orders
     curve = None
@@ -235,6 +254,7 @@ def run_pipeline(*, model_dir: str, num_score_examples: int = 1024, per_example:
             _mark_done(model_dir, "curve", {"ratios": list(curve_ratios)})
         with open(curve_path) as f:
             curve = json.load(f)
+        clock.mark("masking_curve")
 
     # ---- pruning search
     search_path = os.path.join(model_dir, "search", "search.json")
@@ -252,12 +272,14 @@ def run_pipeline(*, model_dir: str, num_score_examples: int = 1024, per_example:
         search_result = json.load(f)
     token_mask = np.asarray(search_result["chosen"]["token_mask"], np.float32)
     piece_mask = np.asarray(search_result["chosen"]["piece_mask"], np.float32)
+    clock.mark("search")
 
     # ---- rewind: survivors reset to stage-1 values, fresh optimizer, masks fixed
     logger.info("XPrompt stage 4/4: rewind and retrain with masks fixed (%s)",
                 os.path.join(model_dir, "rewind"))
     final, rewind_steps_run = rewind_and_evaluate(ctx, stage1_params, token_mask, piece_mask,
                                                   model_dir, mask_variant, rewind_steps)
+    clock.mark("rewind_and_final_eval")
 
     ablation_results: Dict[str, Any] = {}
     for variant in ablations:
@@ -274,6 +296,8 @@ def run_pipeline(*, model_dir: str, num_score_examples: int = 1024, per_example:
             "parameters": (int((t > 0).sum()) * ctx.embed_dim if variant == "length" else
                            pruning.trainable_parameter_count(t, p, ctx.embed_dim))}
 
+    if ablations:
+        clock.mark("ablations")
     evaluator = ctx.trainer.evaluator
     report = {
         "model_dir": model_dir,
@@ -302,6 +326,8 @@ def run_pipeline(*, model_dir: str, num_score_examples: int = 1024, per_example:
             "surviving_pieces": kept_pieces(token_mask, piece_mask),
         },
     }
+    clock.mark("report")
+    report["timings_s"] = clock.seconds
     if _is_writer():
         report_lib.write_report(model_dir, report, initial, token_mask, piece_mask)
     _sync(f"{model_dir}/report")

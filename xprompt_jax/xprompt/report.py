@@ -188,6 +188,11 @@ def markdown(report: Mapping[str, Any]) -> str:
         from ..analysis.nearest_tokens import markdown_lines
 
         lines += markdown_lines(report["nearest_tokens"])
+    timings = report.get("timings_s")
+    if timings:
+        stages = ", ".join(f"{k} {v:.0f} s" for k, v in timings.items() if k != "total")
+        lines += ["## Wall time", "", f"{timings['total']:.0f} s in this invocation: {stages} "
+                  "(a stage resumed from its files shows the time to load them).", ""]
     lines += ["## Plots", "", "![importance](importance_heatmap.png)", "",
               "![token scores](token_scores_hist.png) ![piece scores](piece_scores_hist.png)", ""]
     return "\n".join(lines)
