@@ -160,6 +160,75 @@ def measure(cfg, policy, model_par, batch, args, layers=None):
     return row
 
 
+def residuals(cfg, policy, model_par, batch, args, layers=None):  # noqa: C901
+    """Bytes per device of the activations the step keeps between its forward and backward
+    pass (the vjp residuals of the loss w.r.t. the prompt only, frozen weights and batch
+    excluded), from the traced program: no compile, backend-independent, so it shows what
+    the remat policy changes whatever a compiler's buffer assignment does with it.
+
+    Per device under T5X's 1-D rules at model parallelism M: residuals with a heads axis
+    (`[B, H, ...]` / `[B, T, H, d]`), an mlp axis (`[..., mlp_dim]`) or a vocab axis
+    (`[..., vocab]`) are split M ways, the rest (`[B, T, embed]`) are replicated - read off
+    the shapes (an estimate where sizes coincide).
+    """
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from xprompt_jax.models.prompted import PromptedT5
+    from xprompt_jax.prompts.soft_prompt import SoftPrompt
+    from xprompt_jax.training.params import merge_params, split_params
+    from xprompt_jax.training.train_step import LossConfig, batch_loss_sums
+
+    cfg = cfg.replace(remat_policy=policy, dtype="bfloat16")
+    if layers is not None:
+        cfg = cfg.replace(num_encoder_layers=layers, num_decoder_layers=layers)
+    model = PromptedT5(config=cfg, prompt=SoftPrompt(length=args.prompt_length))
+    abstract = jax.eval_shape(
+        lambda r: model.init(r, jnp.ones((1, 8), jnp.int32), jnp.ones((1, 4), jnp.int32),
+                             jnp.ones((1, 4), jnp.int32), enable_dropout=False),
+        jax.random.PRNGKey(0))
+    trainable, frozen = split_params(abstract["params"], r".*prompt.*")
+    frozen = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.bfloat16),
+                                    frozen)
+    enc = jax.ShapeDtypeStruct((batch, args.inputs_length), jnp.int32)
+    dec = jax.ShapeDtypeStruct((batch, args.targets_length), jnp.int32)
+    batch_abs = {"encoder_input_tokens": enc, "decoder_input_tokens": dec,
+                 "decoder_target_tokens": dec,
+                 "decoder_loss_weights": jax.ShapeDtypeStruct(dec.shape, jnp.float32)}
+    out = {}
+
+    def traced(trainable, frozen, batch_in):
+        def loss(t):
+            variables = {"params": merge_params(t, frozen)}
+            return batch_loss_sums(model, variables, batch_in, None, LossConfig(), False)[0]
+
+        _, vjp = jax.vjp(loss, trainable)
+        inputs = {id(x) for x in jax.tree_util.tree_leaves((trainable, frozen, batch_in))}
+        replicated = sharded = 0
+        seen = set(inputs)  # an array several layers keep (e.g. a mask) counts once
+        for leaf in jax.tree_util.tree_leaves(vjp):
+            if id(leaf) in seen or not hasattr(leaf, "shape"):
+                continue
+            seen.add(id(leaf))
+            nbytes = int(np.prod(leaf.shape)) * jnp.dtype(leaf.dtype).itemsize
+            shape = tuple(leaf.shape)
+            split = len(shape) >= 3 and (
+                shape[-1] in (cfg.mlp_dim, cfg.vocab_size)
+                or (len(shape) == 4 and cfg.num_heads in shape[1:3]))
+            if split:
+                sharded += nbytes
+            else:
+                replicated += nbytes
+        out.update(replicated=replicated, sharded=sharded)
+        return jnp.zeros(())
+
+    jax.eval_shape(traced, trainable, frozen, batch_abs)
+    if model_par is None:  # both parts, for callers that split them for several M
+        return out["replicated"], out["sharded"]
+    return int(out["replicated"] + out["sharded"] / model_par)
+
+
 FIELDS = ("argument", "output", "alias", "temp")
 
 
@@ -189,7 +258,8 @@ def estimate(cfg, policy, model_par, batches, args, cache):
     out = {}
     if args.full_depth or cfg.num_decoder_layers != layers:
         for b in batches:
-            out[b] = dict(get(layers, b), method="compiled at full depth")
+            out[b] = dict(get(layers, b), method="compiled at full depth",
+                          temp_1layer=get(1, b)["temp"])
         return out
     b1 = args.probe_batch
     b2 = 2 * b1
@@ -202,18 +272,20 @@ def estimate(cfg, policy, model_par, batches, args, cache):
             if f == "temp":
                 per_layer *= b / b1
             row[f] = int(round(at1 + (layers - 1) * per_layer))
+            if f == "temp":
+                row["temp_1layer"] = int(round(at1))
         row["compile_s"] = round(one1["compile_s"] + two1["compile_s"] + one2["compile_s"], 1)
         row["method"] = f"extrapolated from 1-2 layers at batch {b1}, {b2}"
         out[b] = row
     return out
 
 
-def smallest_fit(rows, size, policy, microbatches=1):
-    """The listed slice with the fewest devices whose per-device peak fits, or None."""
+def smallest_fit(rows, size, policy, microbatches=1, key="plan_peak"):
+    """The listed slice with the fewest devices whose per-device `key` fits, or None."""
     best = None
     for r in rows:
         if r["size"] == size and r["policy"] == policy and r["microbatches"] == microbatches \
-                and r["peak"] <= r["gib_per_device"] * GIB:
+                and r[key] <= r["gib_per_device"] * GIB:
             if best is None or r["devices"] < best["devices"]:
                 best = r
     return best
@@ -223,6 +295,10 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", nargs="*", help="gin/models names (default: all but world_*)")
     p.add_argument("--policies", nargs="*", default=list(POLICIES))
+    p.add_argument("--compile_policies", nargs="*", default=None,
+                   help="policies whose step is also compiled for the XLA:CPU figures "
+                        "(default: none only; 'none' is always compiled: arguments and the "
+                        "one-layer working set come from it)")
     p.add_argument("--batch", type=int, default=32, help="global batch")
     p.add_argument("--inputs_length", type=int, default=512)
     p.add_argument("--targets_length", type=int, default=16)
@@ -234,54 +310,95 @@ def main(argv=None):
     p.add_argument("--probe_batch", type=int, default=2, help="batch of the depth probes")
     p.add_argument("--json", help="write the rows here")
     args = p.parse_args(argv)
-    args.inputs_length += args.prompt_length  # the encoder sees [prompt; inputs]
+    # the batch holds inputs_length tokens; PromptedT5 prepends the prompt, so the encoder
+    # runs over prompt_length + inputs_length positions
 
     import jax
 
     configs = model_configs(args.sizes)
     slices = [s for s in SLICES if args.slices is None or s[0] in args.slices]
-    rows, cache = [], {}
+    compile_policies = args.compile_policies or ["none"]
+    rows, cache, traces = [], {}, {}
     t_start = time.time()
+
+    def resid(cfg, policy, m, b, layers):
+        """Residual bytes per device, linear in the per-shard batch: traced at 1 and 2."""
+        def at(bb):  # traced once per batch and depth, split for every M
+            key = (_shape_key(cfg), policy, bb, layers)
+            if key not in traces:
+                traces[key] = residuals(cfg, policy, None, bb, args,
+                                        layers=None if layers == cfg.num_encoder_layers
+                                        else layers)
+            replicated, sharded = traces[key]
+            return replicated + sharded / m
+        r1, r2 = at(1), at(2)
+        return int(r1 + (r2 - r1) * (b - 1))
+
     for name, cfg in configs.items():
         mp = model_parallelism(cfg)
-        for policy in args.policies:
-            plan = {}  # model_par -> {slice: per-shard batch}
-            for slice_name, devices, gib in slices:
-                m = min(mp, devices)
-                data = devices // m
-                if args.batch % data or (args.batch // data) % args.microbatches:
-                    continue
-                plan.setdefault(m, {})[slice_name] = (devices, gib, data,
-                                                      args.batch // data // args.microbatches)
-            for m, entries in plan.items():
-                batches = sorted({e[3] for e in entries.values()})
-                est = estimate(cfg, policy, m, batches, args, cache)
+        plan = {}  # model_par -> {slice: (devices, gib, data, per-shard batch)}
+        for slice_name, devices, gib in slices:
+            m = min(mp, devices)
+            data = devices // m
+            if args.batch % data or (args.batch // data) % args.microbatches:
+                continue
+            plan.setdefault(m, {})[slice_name] = (devices, gib, data,
+                                                  args.batch // data // args.microbatches)
+        for m, entries in plan.items():
+            batches = sorted({e[3] for e in entries.values()})
+            base = estimate(cfg, "none", m, batches, args, cache)
+            cpu = {pol: (base if pol == "none" else estimate(cfg, pol, m, batches, args, cache))
+                   for pol in compile_policies}
+            for policy in args.policies:
                 for slice_name, (devices, gib, data, b) in entries.items():
-                    r = dict(est[b])
-                    r["peak"] = r["argument"] + r["output"] - r["alias"] + r["temp"]
-                    rows.append({"size": name, "params": _param_count(cfg), "policy": policy,
-                                 "slice": slice_name, "devices": devices, "gib_per_device": gib,
-                                 "mesh": [data, m], "batch_per_device_step": b,
-                                 "microbatches": args.microbatches, **r})
+                    r = base[b]
+                    fixed = r["argument"] + r["output"] - r["alias"]
+                    saved = resid(cfg, policy, m, b, cfg.num_encoder_layers)
+                    saved1 = resid(cfg, "none", m, b, 1)
+                    work = r["temp_1layer"] if policy != "none" else max(
+                        r["temp_1layer"] - saved1, 0)
+                    row = {"size": name, "params": _param_count(cfg), "policy": policy,
+                           "slice": slice_name, "devices": devices, "gib_per_device": gib,
+                           "mesh": [data, m], "batch_per_device_step": b,
+                           "microbatches": args.microbatches,
+                           "argument": r["argument"], "output": r["output"],
+                           "alias": r["alias"], "residuals": saved,
+                           "working_set": int(work), "plan_peak": int(fixed + saved + work),
+                           "method": r["method"]}
+                    if policy in cpu:
+                        c = cpu[policy][b]
+                        row.update(temp=c["temp"], compile_s=c["compile_s"],
+                                   cpu_peak=c["argument"] + c["output"] - c["alias"] + c["temp"])
+                    rows.append(row)
+                    print(f"  {name} {slice_name} {policy}: residuals {saved / GIB:.2f} GiB, "
+                          f"plan {row['plan_peak'] / GIB:.2f} GiB", file=sys.stderr, flush=True)
     elapsed = time.time() - t_start
     print(f"\nper-device memory (GiB) of the prompt-tuning train step, batch {args.batch} x "
-          f"({args.inputs_length - args.prompt_length}+{args.prompt_length}) -> "
+          f"({args.inputs_length}+{args.prompt_length}) -> "
           f"{args.targets_length}, bf16 frozen weights, microbatches {args.microbatches}")
-    header = (f"{'size':20s} {'slice':18s} {'mesh':>7s} {'b/dev':>5s} {'policy':33s} "
-              f"{'args':>6s} {'temp':>7s} {'peak':>7s} fits")
+    header = (f"{'size':20s} {'slice':9s} {'mesh':>7s} {'b/dev':>5s} {'policy':33s} "
+              f"{'args':>6s} {'saved':>7s} {'plan':>7s} {'cpu':>7s} fits(plan)")
     print(header)
     for r in rows:
-        ok = "yes" if r["peak"] <= r["gib_per_device"] * GIB else "no"
-        print(f"{r['size']:20s} {r['slice']:18s} {str(tuple(r['mesh'])):>7s} "
+        ok = "yes" if r["plan_peak"] <= r["gib_per_device"] * GIB else "no"
+        cpu = f"{r['cpu_peak'] / GIB:7.2f}" if "cpu_peak" in r else f"{'-':>7s}"
+        print(f"{r['size']:20s} {r['slice']:9s} {str(tuple(r['mesh'])):>7s} "
               f"{r['batch_per_device_step']:5d} {r['policy']:33s} {r['argument'] / GIB:6.2f} "
-              f"{r['temp'] / GIB:7.2f} {r['peak'] / GIB:7.2f} {ok}")
+              f"{r['residuals'] / GIB:7.2f} {r['plan_peak'] / GIB:7.2f} {cpu} {ok}")
     print()
     for name in configs:
         for policy in args.policies:
-            best = smallest_fit(rows, name, policy, args.microbatches)
-            print(f"smallest slice for {name} / {policy}: "
-                  f"{best['slice'] + ' (%.1f GiB/device)' % (best['peak'] / GIB) if best else 'none listed'}")
-    print(f"\n{len(cache)} compiles in {elapsed:.0f} s")
+            tpu = [r for r in rows if not r["slice"].startswith("gpu")]
+            best = smallest_fit(tpu, name, policy, args.microbatches)
+            gpu = [r for r in rows if r["slice"].startswith("gpu") and r["size"] == name
+                   and r["policy"] == policy]
+            gpu_text = "".join(f"; {r['slice']}: {r['plan_peak'] / GIB:.1f} GiB, "
+                               f"{'fits' if r['plan_peak'] <= r['gib_per_device'] * GIB else 'no'}"
+                               for r in gpu)
+            print(f"{name} / {policy}: smallest TPU slice "
+                  f"{best['slice'] + ' (%.1f GiB/device)' % (best['plan_peak'] / GIB) if best else 'none listed'}"
+                  f"{gpu_text}")
+    print(f"\n{len(cache)} compiles, {len(traces)} traces in {elapsed:.0f} s")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"rows": rows, "settings": vars(args), "elapsed_s": elapsed,
