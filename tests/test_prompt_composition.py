@@ -4,6 +4,7 @@ tuning's multitask 'add' / 'concat') and the bank export.
 References are independent single-prompt `SoftPrompt` models holding the composed value
 (S + T_i, or concat(S, T_i)), each run on its own task's rows alone."""
 
+import functools
 import json
 import os
 
@@ -37,11 +38,12 @@ def _batch(b=6, seed=0):
     return enc, dec, tgt
 
 
-def _setup(composition, shared_length):
+def _setup(composition, task_length, shared_length):
     """The composed bank model, its variables (random S and T_i), the id-carrying tokens."""
     enc, dec, tgt = _batch()
     bank = PromptedT5(T5Config(**CFG), prompt=PromptBank(
-        SoftPrompt(M), num_prompts=N, composition=composition, shared_length=shared_length))
+        SoftPrompt(task_length), num_prompts=N, composition=composition,
+        shared_length=shared_length))
     ids_enc = with_prompt_ids({"encoder_input_tokens": enc}, IDS, 80, N)["encoder_input_tokens"]
     return bank, _random_variables(bank, ids_enc, dec, tgt), ids_enc, (enc, dec, tgt)
 
@@ -70,18 +72,21 @@ def _single(value):
     return PromptedT5(T5Config(**CFG), prompt=SoftPrompt(value.shape[0]))
 
 
-def _token_loss(model, frozen, enc, dec, tgt):
-    """`(params['prompt'], weights [B, T])` -> sum of token NLL * weights, and logits."""
-    def loss(prompt_params, weights):
+@functools.partial(jax.jit, static_argnums=0)
+def _grad_and_logits(model, prompt_params, frozen, enc, dec, tgt, weights):
+    """Grad of sum(token NLL * weights `[B, T]`) w.r.t. `params['prompt']`, and the logits
+    (jitted once per model and shapes: the add and concat tests share the single model)."""
+    def loss(prompt_params):
         logits = model.apply({"params": {**frozen, "prompt": prompt_params}}, enc, dec, tgt,
                              enable_dropout=False)
         logp = jax.nn.log_softmax(logits.astype(jnp.float32))
-        nll = -jnp.take_along_axis(logp, jnp.asarray(tgt)[..., None], -1)[..., 0]
+        nll = -jnp.take_along_axis(logp, tgt[..., None], -1)[..., 0]
         return jnp.sum(nll * weights), logits
-    return jax.jit(jax.grad(loss, has_aux=True))
+    return jax.grad(loss, has_aux=True)(prompt_params)
 
 
-CASES = {"add": M, "concat": 3}
+# composition: (task prompt length m, shared length m_s); both compose to 4 positions
+CASES = {"add": (M, M), "concat": (2, 2)}
 
 
 @pytest.mark.parametrize("composition", sorted(CASES))
@@ -89,15 +94,15 @@ def test_composed_logits_and_shared_gradient_match_single_prompts(composition):
     """Each example's logits = a SoftPrompt model of its composed prompt; the gradient of S
     from the mixed batch (per-prompt token-mean losses, as the trainer weights them) = the
     sum of each task's gradient alone, and T_i's gradient = task i's alone."""
-    m_s = CASES[composition]
-    bank, variables, ids_enc, (enc, dec, tgt) = _setup(composition, m_s)
+    m, m_s = CASES[composition]
+    bank, variables, ids_enc, (enc, dec, tgt) = _setup(composition, m, m_s)
     shared = np.asarray(variables["params"]["prompt"]["shared"]["prompt"])
     tasks = np.asarray(variables["params"]["prompt"]["bank"]["prompt"])
-    assert shared.shape == (m_s, E) and tasks.shape == (N, M, E)
+    assert shared.shape == (m_s, E) and tasks.shape == (N, m, E)
     assert variables["params_axes"]["prompt"]["shared"]["prompt_axes"].names == \
         ("prompt", "prompt_embed")  # a plain param: no bank axis
     composed = compose(shared, tasks, composition)
-    assert composed.shape == (N, M if composition == "add" else m_s + M, E)
+    assert composed.shape == (N, m if composition == "add" else m_s + m, E)
     expected = shared + tasks[1] if composition == "add" else np.concatenate([shared, tasks[1]])
     np.testing.assert_array_equal(composed[1], expected)
     np.testing.assert_array_equal(np.asarray(bank.apply(variables, method=bank.prompt_tokens)),
@@ -106,15 +111,16 @@ def test_composed_logits_and_shared_gradient_match_single_prompts(composition):
     frozen = _frozen(variables)
     mask = (tgt > 0).astype(np.float32)
     weights = per_prompt_loss_weights(mask, IDS, N)
-    grads, logits = _token_loss(bank, frozen, ids_enc, dec, tgt)(
-        variables["params"]["prompt"], weights)
-    single_grad = _token_loss(_single(composed[0]), frozen, enc, dec, tgt)  # one compile
+    grads, logits = _grad_and_logits(bank, variables["params"]["prompt"], frozen, ids_enc, dec,
+                                     tgt, weights)
+    single = _single(composed[0])
     shared_sum = np.zeros_like(shared)
     for i in range(N):
         rows = IDS == i
         # task i alone: a SoftPrompt of its composed prompt, its own rows and token mean
         alone = mask * rows[:, None] / max(mask[rows].sum(), 1.0)
-        g, ref = single_grad({"prompt": jnp.asarray(composed[i])}, alone)
+        g, ref = _grad_and_logits(single, {"prompt": jnp.asarray(composed[i])}, frozen, enc,
+                                  dec, tgt, alone)
         np.testing.assert_allclose(np.asarray(logits)[rows], np.asarray(ref)[rows],
                                    rtol=1e-5, atol=1e-5)
         g = np.asarray(g["prompt"])
