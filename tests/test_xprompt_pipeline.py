@@ -118,6 +118,11 @@ def test_pipeline_rewinds_resumes_and_reports(gin_pipeline, monkeypatch):
     assert curve["ratios"][0] == 0.0 and len(curve["importance"]) == len(curve["ratios"])
     assert curve["importance"][0] == pytest.approx(report["stage1"]["eval"]["main_metric"])
     assert (model_dir / "masking_curve.png").stat().st_size > 0
+    cost = saved["protocol"]["importance_scoring"]  # the full prompt + 1 per ratio step
+    levels = len(saved["prune_levels"])
+    assert cost["scorings"] == 1 + levels * (2 - 1)
+    assert cost["examples_total"] == cost["scorings"] * saved["num_score_examples"]
+    assert "train steps;" in (model_dir / "report.md").read_text()
     timings = saved["timings_s"]  # this invocation's stages (it resumed from the files)
     assert set(timings) == {"total", "stage1", "scores", "masking_curve", "search",
                             "rewind_and_final_eval", "report"}

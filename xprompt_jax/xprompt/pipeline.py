@@ -318,7 +318,8 @@ def run_pipeline(*, model_dir: str, num_score_examples: int = 1024, per_example:
         "protocol": protocol(ctx, search_result, stage1_step, rewind_steps_run,
                              token_ratios, piece_ratios, piece_ranking, levels,
                              search_include_unpruned, rewind_each_candidate, mask_variant,
-                             getattr(evaluator.main_metric_fn, "name", "task default")),
+                             getattr(evaluator.main_metric_fn, "name", "task default"),
+                             initial.num_examples),
         "parameters": {
             "prompt_tuning": m * ctx.embed_dim,
             "xprompt": pruning.trainable_parameter_count(token_mask, piece_mask, ctx.embed_dim),
@@ -468,10 +469,24 @@ def curve_from_results(candidates, results, ratios, length: int, random_seeds: i
 
 def protocol(ctx: PipelineContext, search_result, stage1_step, rewind_steps_run,
              token_ratios, piece_ratios, piece_ranking, levels, include_unpruned: bool,
-             rewind_each_candidate: bool, mask_variant: str, metric_name: str) -> Dict[str, Any]:
-    """What was searched, retrained and measured, for comparison with the paper (p5)."""
+             rewind_each_candidate: bool, mask_variant: str, metric_name: str,
+             num_score_examples: int = 0) -> Dict[str, Any]:
+    """What was searched, retrained and measured, for comparison with the paper (p5).
+
+    `importance_scoring`: the full prompt's scoring plus one rescoring of the survivors per
+    ratio step of each level (the last ratio of a level needs none), each over
+    `num_score_examples` examples; a scored example costs about one trained example (a
+    forward and a backward pass to the masks), so `train_step_equivalents` = examples /
+    BATCH_SIZE."""
     prompt = ctx.prompt
+    steps = {"token": len(token_ratios) - 1, "piece": len(piece_ratios) - 1}
+    scorings = 1 + sum(max(steps[level], 0) for level in levels)
+    examples = scorings * int(num_score_examples)
     return {
+        "importance_scoring": {
+            "scorings": scorings, "examples_each": int(num_score_examples),
+            "examples_total": examples,
+            "train_step_equivalents": round(examples / ctx.trainer.data_config.batch_size, 1)},
         "levels": list(levels),
         "token_ratios": list(token_ratios) if "token" in levels else [],
         "piece_ratios": list(piece_ratios) if "piece" in levels else [],

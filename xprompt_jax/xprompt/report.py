@@ -121,7 +121,18 @@ def protocol_lines(report: Mapping[str, Any]) -> list:
         f"({_step_label(proto['rewound_to_stage1_step'])}), fresh optimizer, same recipe, "
         "masks fixed, " + (f"{proto['rewind_steps']} steps; best rewound checkpoint by the "
                            "same dev metric." if proto['rewind_steps'] is not None else
-                           "retrained by the next run (not here)."), ""]
+                           "retrained by the next run (not here)."),
+        *_scoring_cost_lines(proto), ""]
+
+
+def _scoring_cost_lines(proto: Mapping[str, Any]) -> list:
+    cost = proto.get("importance_scoring")
+    if not cost:
+        return []
+    return [f"- importance scoring: {cost['scorings']} scorings (the full prompt, then the "
+            f"survivors after each ratio step) x {cost['examples_each']} training examples = "
+            f"{cost['examples_total']} forward + backward passes, about "
+            f"{cost['train_step_equivalents']:g} train steps;"]
 
 
 def _fmt(value) -> str:
