@@ -301,16 +301,22 @@ def export_bank(model, variables: Mapping[str, Any], output_dir: str, *,
     return {**record, "arrays": {name: prompts[i] for i, name in enumerate(names)}}
 
 
-def max_bank_logit_difference(model, variables: Mapping[str, Any], prompts,
-                              seed: int = 0) -> float:
-    """Max over the entries i of |logits(bank model, id i) - logits(SoftPrompt with
-    `prompts[i]`)| on a random batch of 2 examples (full `variables`, no dropout)."""
+def _check_batch(vocab: int, seed: int):
+    """A random batch of 2 examples for the `--verify` logit checks: encoder tokens `[2, 8]`
+    (the second padded after 5), decoder inputs and targets `[2, 4]`."""
     rng = np.random.RandomState(seed)
-    vocab = model.config.vocab_size
     enc = rng.randint(2, vocab, (2, 8))
     enc[1, 5:] = 0
     tgt = rng.randint(2, vocab, (2, 4))
     dec = np.concatenate([np.zeros((2, 1), tgt.dtype), tgt[:, :-1]], axis=1)
+    return enc, dec, tgt
+
+
+def max_bank_logit_difference(model, variables: Mapping[str, Any], prompts,
+                              seed: int = 0) -> float:
+    """Max over the entries i of |logits(bank model, id i) - logits(SoftPrompt with
+    `prompts[i]`)| on a random batch of 2 examples (full `variables`, no dropout)."""
+    enc, dec, tgt = _check_batch(model.config.vocab_size, seed)
     variables = {k: v for k, v in variables.items() if k != "params_axes"}
     base, num = bank_lib.id_token_base(model), bank_lib.num_prompts(model)
     diff = 0.0
@@ -430,12 +436,7 @@ def max_logit_difference(model, variables: Mapping[str, Any], prompt,
     """Max |logits(trained module) - logits(SoftPrompt with `prompt`)| on `batch` (default:
     a random batch of 2 examples), without dropout. `variables` must hold the full model."""
     if batch is None:
-        rng = np.random.RandomState(seed)
-        vocab = model.config.vocab_size
-        enc = rng.randint(2, vocab, (2, 8))
-        enc[1, 5:] = 0
-        tgt = rng.randint(2, vocab, (2, 4))
-        dec = np.concatenate([np.zeros((2, 1), tgt.dtype), tgt[:, :-1]], axis=1)
+        enc, dec, tgt = _check_batch(model.config.vocab_size, seed)
         batch = {"encoder_input_tokens": enc, "decoder_input_tokens": dec,
                  "decoder_target_tokens": tgt}
     args = (jnp.asarray(batch["encoder_input_tokens"]), jnp.asarray(batch["decoder_input_tokens"]),
