@@ -89,11 +89,17 @@ def block(runs: Sequence[Dict[str, Any]], machine: str) -> str:
     ]
     stages = a.get("stage_seconds")
     if stages:
-        parts = ", ".join(f"{k.replace('_', ' ')} {v:.0f} s" for k, v in stages.items()
-                          if k != "total")
+        order = ["stage1", "scores", "masking_curve", "search", "rewind_and_final_eval",
+                 "ablations", "report"]  # the pipeline's order (report.json sorts its keys)
+        names = {"stage1": "stage 1 (with building the trainer and loading the frozen model)",
+                 "scores": "importance scores"}
+        keys = [k for k in order if k in stages] + sorted(
+            k for k in stages if k not in order and k != "total")
+        parts = ", ".join(f"{names.get(k, k.replace('_', ' '))} {stages[k]:.0f} s"
+                          for k in keys)
         lines.append(f"Of those, the pipeline's stages ({stages['total']:.0f} s): {parts}; the "
                      f"rest ({a['wall_time_s'] - stages['total']:.0f} s) is start-up (imports, "
-                     f"world data, the frozen model) and the two reference evaluations.")
+                     f"world data) and the two reference evaluations.")
     keys = ("prompt_tuning", "xprompt", "tokens", "pieces", "xprompt_parameters")
     for b in runs[1:]:
         diffs = [k for k in keys if b[k] != a[k]]

@@ -150,10 +150,11 @@ def test_quickstart_numbers_block(tmp_path):
 
     a = qn.numbers(_fake_quickstart_run(tmp_path / "a", 2, 100.0), threads=0)
     b = qn.numbers(_fake_quickstart_run(tmp_path / "b", 14, 99.5), threads=1)
-    a["stage_seconds"] = {"total": 150.0, "stage1": 80.0, "search": 70.0}
+    a["stage_seconds"] = {"total": 150.0, "search": 70.0, "stage1": 80.0}  # sorted keys
     text = qn.block([a, b], "2 CPU cores")
     assert text.startswith(qn.BEGIN) and text.endswith(qn.END)
-    assert "stages (150 s): stage1 80 s, search 70 s; the rest (54 s)" in text
+    assert ("stages (150 s): stage 1 (with building the trainer and loading the frozen "
+            "model) 80 s, search 70 s; the rest (54 s)") in text
     assert "XPrompt 100.0 after pruning to 2 of 20 tokens and 16 of 320 pieces (128 " in text
     assert "1 XLA thread differed" in text and "14 tokens and 112 pieces (896" in text
     assert "same accuracies" in qn.block([a, a], "x")

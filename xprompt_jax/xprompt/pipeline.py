@@ -473,14 +473,15 @@ def protocol(ctx: PipelineContext, search_result, stage1_step, rewind_steps_run,
              num_score_examples: int = 0) -> Dict[str, Any]:
     """What was searched, retrained and measured, for comparison with the paper (p5).
 
-    `importance_scoring`: the full prompt's scoring plus one rescoring of the survivors per
-    ratio step of each level (the last ratio of a level needs none), each over
+    `importance_scoring`: the full prompt's scoring, one rescoring of the survivors per
+    ratio step of each level (the last ratio of a level needs none) and, before the piece
+    level, one scoring on the best token mask, each over
     `num_score_examples` examples; a scored example costs about one trained example (a
     forward and a backward pass to the masks), so `train_step_equivalents` = examples /
     BATCH_SIZE."""
     prompt = ctx.prompt
-    steps = {"token": len(token_ratios) - 1, "piece": len(piece_ratios) - 1}
-    scorings = 1 + sum(max(steps[level], 0) for level in levels)
+    steps = {"token": len(token_ratios) - 1, "piece": len(piece_ratios)}
+    scorings = 1 + sum(steps[level] for level in levels)
     examples = scorings * int(num_score_examples)
     return {
         "importance_scoring": {

@@ -129,8 +129,9 @@ def _scoring_cost_lines(proto: Mapping[str, Any]) -> list:
     cost = proto.get("importance_scoring")
     if not cost:
         return []
-    return [f"- importance scoring: {cost['scorings']} scorings (the full prompt, then the "
-            f"survivors after each ratio step) x {cost['examples_each']} training examples = "
+    return [f"- importance scoring: {cost['scorings']} scorings (the full prompt, the "
+            f"survivors after each ratio step, the best token mask before the piece level) x "
+            f"{cost['examples_each']} training examples = "
             f"{cost['examples_total']} forward + backward passes, about "
             f"{cost['train_step_equivalents']:g} train steps;"]
 
