@@ -166,6 +166,10 @@ def residuals(cfg, policy, model_par, batch, args, layers=None):  # noqa: C901
     excluded), from the traced program: no compile, backend-independent, so it shows what
     the remat policy changes whatever a compiler's buffer assignment does with it.
 
+    Only activations count (a leading batch dim; choose `batch` unlike any model
+    dimension) and position biases `[1, H, T, T]`; batch-free leaves are views of the frozen
+    weights (e.g. a reshaped kernel), which are arguments already.
+
     Per device under T5X's 1-D rules at model parallelism M: residuals with a heads axis
     (`[B, H, ...]` / `[B, T, H, d]`), an mlp axis (`[..., mlp_dim]`) or a vocab axis
     (`[..., vocab]`) are split M ways, the rest (`[B, T, embed]`) are replicated - read off
@@ -213,6 +217,12 @@ def residuals(cfg, policy, model_par, batch, args, layers=None):  # noqa: C901
             seen.add(id(leaf))
             nbytes = int(np.prod(leaf.shape)) * jnp.dtype(leaf.dtype).itemsize
             shape = tuple(leaf.shape)
+            if not shape or (shape[0] != batch and not (len(shape) == 4 and shape[0] == 1)):
+                # batch-free: views of the frozen weights (a reshaped or cast kernel, which
+                # XLA does not keep as a second copy); activations lead with the batch and
+                # position biases are [1, H, T, T]
+                out["batch_free"] = out.get("batch_free", 0) + nbytes
+                continue
             split = len(shape) >= 3 and (
                 shape[-1] in (cfg.mlp_dim, cfg.vocab_size)
                 or (len(shape) == 4 and cfg.num_heads in shape[1:3]))
@@ -280,6 +290,25 @@ def estimate(cfg, policy, model_par, batches, args, cache):
     return out
 
 
+def _compiled_from(path):
+    """{(size, M, per-shard batch): the compiled 'none' figures} of an earlier `--json`:
+    arguments, outputs, aliased, temporaries, the one-layer temporaries (kept in the remat
+    rows' `working_set`) - what `--reuse_compiles` takes instead of compiling again."""
+    with open(path) as f:
+        rows = json.load(f)["rows"]
+    out = {}
+    for r in rows:
+        if r["policy"] != "none":
+            continue
+        key = (r["size"], r["mesh"][1], r["batch_per_device_step"])
+        remat = next(x for x in rows if x["size"] == r["size"] and x["slice"] == r["slice"]
+                     and x["policy"] != "none")
+        out[key] = {"argument": r["argument"], "output": r["output"], "alias": r["alias"],
+                    "temp": r["temp"], "compile_s": r.get("compile_s", 0.0),
+                    "temp_1layer": remat["working_set"], "method": r["method"]}
+    return out
+
+
 def smallest_fit(rows, size, policy, microbatches=1, key="plan_peak"):
     """The listed slice with the fewest devices whose per-device `key` fits, or None."""
     best = None
@@ -309,6 +338,9 @@ def main(argv=None):
                    help="compile every row at full depth (slow) instead of extrapolating")
     p.add_argument("--probe_batch", type=int, default=2, help="batch of the depth probes")
     p.add_argument("--json", help="write the rows here")
+    p.add_argument("--reuse_compiles", metavar="JSON",
+                   help="take the compiled figures of an earlier --json run (same settings) "
+                        "and only trace the residuals again")
     args = p.parse_args(argv)
     # the batch holds inputs_length tokens; PromptedT5 prepends the prompt, so the encoder
     # runs over prompt_length + inputs_length positions
@@ -319,6 +351,7 @@ def main(argv=None):
     slices = [s for s in SLICES if args.slices is None or s[0] in args.slices]
     compile_policies = args.compile_policies or ["none"]
     rows, cache, traces = [], {}, {}
+    reused = _compiled_from(args.reuse_compiles) if args.reuse_compiles else None
     t_start = time.time()
 
     def resid(cfg, policy, m, b, layers):
@@ -331,8 +364,10 @@ def main(argv=None):
                                         else layers)
             replicated, sharded = traces[key]
             return replicated + sharded / m
-        r1, r2 = at(1), at(2)
-        return int(r1 + (r2 - r1) * (b - 1))
+        # traced at batches 3 and 5 (no T5 dimension is 3 or 5, so an activation is told
+        # apart by its leading batch dim), linear in between and beyond
+        r3, r5 = at(3), at(5)
+        return int(r3 + (r5 - r3) * (b - 3) / 2)
 
     for name, cfg in configs.items():
         mp = model_parallelism(cfg)
@@ -346,9 +381,14 @@ def main(argv=None):
                                                   args.batch // data // args.microbatches)
         for m, entries in plan.items():
             batches = sorted({e[3] for e in entries.values()})
-            base = estimate(cfg, "none", m, batches, args, cache)
-            cpu = {pol: (base if pol == "none" else estimate(cfg, pol, m, batches, args, cache))
-                   for pol in compile_policies}
+            if reused is not None:
+                base = {b: reused[(name, m, b)] for b in batches}
+                cpu = {"none": base}
+            else:
+                base = estimate(cfg, "none", m, batches, args, cache)
+                cpu = {pol: (base if pol == "none" else
+                             estimate(cfg, pol, m, batches, args, cache))
+                       for pol in compile_policies}
             for policy in args.policies:
                 for slice_name, (devices, gib, data, b) in entries.items():
                     r = base[b]

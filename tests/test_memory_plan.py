@@ -37,23 +37,25 @@ def _per_layer(cfg, policy, batch, model_par=1):
 
 
 def test_full_remat_keeps_only_each_layers_input(tiny):
-    for batch in (1, 3):
+    for batch in (3, 5):
         closed_form = batch * (INPUTS + PROMPT + TARGETS) * tiny.emb_dim * 2  # bf16
         assert _per_layer(tiny, "full", batch) == closed_form
 
 
 def test_no_remat_keeps_more_and_scales_with_batch(tiny):
-    full = _per_layer(tiny, "full", 2)
-    none = _per_layer(tiny, "none", 2)
-    dots = _per_layer(tiny, "dots_with_no_batch_dims_saveable", 2)
+    full = _per_layer(tiny, "full", 3)
+    none = _per_layer(tiny, "none", 3)
+    dots = _per_layer(tiny, "dots_with_no_batch_dims_saveable", 3)
     assert none > dots > full  # the matmul outputs saved, attention recomputed
-    # activations: linear in the batch (plus a few batch-free bytes per layer)
-    assert _per_layer(tiny, "none", 4) == pytest.approx(2 * none, rel=0.01)
+    # activations only (the frozen weights' views are not counted): proportional to the
+    # batch but for the position biases [1, H, T, T] a layer may keep
+    bias = 2 * tiny.num_heads * (INPUTS + PROMPT) ** 2 * 4
+    assert abs(_per_layer(tiny, "none", 5) * 3 - 5 * none) <= 2 * 5 * bias
 
 
 def test_model_parallel_splits_heads_and_mlp_residuals(tiny):
-    none1 = _per_layer(tiny, "none", 2, model_par=1)
-    none2 = _per_layer(tiny, "none", 2, model_par=2)
-    full2 = _per_layer(tiny, "full", 2, model_par=2)
+    none1 = _per_layer(tiny, "none", 3, model_par=1)
+    none2 = _per_layer(tiny, "none", 3, model_par=2)
+    full2 = _per_layer(tiny, "full", 3, model_par=2)
     assert none2 < none1  # heads / mlp activations split 2 ways
-    assert full2 == _per_layer(tiny, "full", 2)  # layer inputs [B, T, embed]: replicated
+    assert full2 == _per_layer(tiny, "full", 3)  # layer inputs [B, T, embed]: replicated
