@@ -320,6 +320,56 @@ def smallest_fit(rows, size, policy, microbatches=1, key="plan_peak"):
     return best
 
 
+README_BEGIN = "<!-- memory-plan:begin (bench/memory_plan.py --write_readme writes this block) -->"
+README_END = "<!-- memory-plan:end -->"
+SHORT = {"none": "none", "dots_with_no_batch_dims_saveable": "dots", "full": "full"}
+
+
+def readme_tables(rows, args) -> str:
+    """The README's two tables: XXL per slice and policy; every size's smallest slice."""
+    fits = lambda r: r["plan_peak"] <= r["gib_per_device"] * GIB  # noqa: E731
+    lines = [README_BEGIN, "",
+             f"T5.1.1 XXL (`t5_1_1_xxl`; `t5_1_1_lm100k_xxl` has the same shapes), batch "
+             f"{args.batch} x ({args.inputs_length} + {args.prompt_length}) -> "
+             f"{args.targets_length}, GiB per device: arguments (weights, prompt, optimizer, "
+             "batch: compiled, exact), the plan per remat policy (arguments + saved "
+             "activations + one layer's working set), XLA:CPU's compiled peak without remat:",
+             "", "| slice (devices x GiB) | mesh (data, model) | examples / device | arguments "
+             "| none | dots_with_no_batch_dims | full | XLA:CPU none |", "|---|---|---|---|---|---|---|---|"]
+    xxl = [r for r in rows if r["size"] == "t5_1_1_xxl"]
+    for slice_name in dict.fromkeys(r["slice"] for r in sorted(xxl, key=lambda r: r["devices"])):
+        by = {r["policy"]: r for r in xxl if r["slice"] == slice_name}
+        r = by["none"]
+        cells = [f"{by[p]['plan_peak'] / GIB:.1f}" + (" ✓" if fits(by[p]) else "")
+                 for p in POLICIES if p in by]
+        cpu = f"{r['cpu_peak'] / GIB:.1f}" if "cpu_peak" in r else "-"
+        lines.append(f"| {slice_name} ({r['devices']} x {r['gib_per_device']}) | "
+                     f"({r['mesh'][0]}, {r['mesh'][1]}) | {r['batch_per_device_step']} | "
+                     f"{r['argument'] / GIB:.1f} | " + " | ".join(cells) + f" | {cpu} |")
+    lines += ["", "✓: fits the slice's memory by the plan. Every size: the smallest listed v3 "
+              "and v4 slice that fits (by devices; plan GiB per device) and one 80 GB GPU:", "",
+              "| size | parameters | none | dots_with_no_batch_dims | full | 80 GB GPU none / dots / full |",
+              "|---|---|---|---|---|---|"]
+    for size in dict.fromkeys(r["size"] for r in rows):
+        cells = []
+        for p in POLICIES:
+            found = []
+            for gen in ("v3", "v4"):
+                best = smallest_fit([r for r in rows if r["slice"].startswith(gen)], size, p,
+                                    args.microbatches)
+                found.append(f"{best['slice']} ({best['plan_peak'] / GIB:.1f})" if best
+                             else f"no {gen} listed")
+            cells.append(", ".join(found))
+        gpu = {r["policy"]: r for r in rows if r["size"] == size and r["slice"].startswith("gpu")}
+        gpu_cell = " / ".join((f"{gpu[p]['plan_peak'] / GIB:.0f}" + (" ✓" if fits(gpu[p]) else ""))
+                              if p in gpu else "-" for p in POLICIES)
+        params = rows[[r["size"] for r in rows].index(size)]["params"]
+        lines.append(f"| `{size}` | {params / 1e9:.2f} B | " + " | ".join(cells) +
+                     f" | {gpu_cell} |")
+    lines += ["", README_END]
+    return "\n".join(lines)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", nargs="*", help="gin/models names (default: all but world_*)")
@@ -338,12 +388,28 @@ def main(argv=None):
                    help="compile every row at full depth (slow) instead of extrapolating")
     p.add_argument("--probe_batch", type=int, default=2, help="batch of the depth probes")
     p.add_argument("--json", help="write the rows here")
+    p.add_argument("--write_readme", action="store_true",
+                   help="write the tables between the README's memory-plan markers")
+    p.add_argument("--from_json", metavar="JSON",
+                   help="with --write_readme: the rows of an earlier --json run, no compile")
     p.add_argument("--reuse_compiles", metavar="JSON",
                    help="take the compiled figures of an earlier --json run (same settings) "
                         "and only trace the residuals again")
     args = p.parse_args(argv)
     # the batch holds inputs_length tokens; PromptedT5 prepends the prompt, so the encoder
     # runs over prompt_length + inputs_length positions
+
+    if args.from_json:
+        with open(args.from_json) as f:
+            saved = json.load(f)
+        text = readme_tables(saved["rows"], argparse.Namespace(**saved["settings"]))
+        print(text)
+        if args.write_readme:
+            import readme_block
+
+            readme_block.replace_block(os.path.join(REPO, "README.md"), README_BEGIN,
+                                       README_END, text)
+        return saved["rows"]
 
     import jax
 
@@ -439,6 +505,11 @@ def main(argv=None):
                   f"{best['slice'] + ' (%.1f GiB/device)' % (best['plan_peak'] / GIB) if best else 'none listed'}"
                   f"{gpu_text}")
     print(f"\n{len(cache)} compiles, {len(traces)} traces in {elapsed:.0f} s")
+    if args.write_readme:
+        import readme_block
+
+        readme_block.replace_block(os.path.join(REPO, "README.md"), README_BEGIN, README_END,
+                                   readme_tables(rows, args))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"rows": rows, "settings": vars(args), "elapsed_s": elapsed,
