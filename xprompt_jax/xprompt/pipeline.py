@@ -32,6 +32,7 @@ import numpy as np
 from .. import gin_utils
 from ..training.checkpointing import write_json_atomic
 from ..training.data import TrainBatchIterator
+from ..training.distributed import is_writer
 from ..training.run_logging import progress_bar
 from . import pruning, report as report_lib, search
 from .masked_prompt import MASKS
@@ -73,11 +74,9 @@ class _StageClock:
         self._last = now
 
 
-def _is_writer() -> bool:
-    """Multi-process runs: process 0 writes the pipeline's files (stage results, marks,
-    report, plots); every process reads them back after `_sync` (a shared MODEL_DIR, as
-    T5X assumes on a pod)."""
-    return jax.process_index() == 0
+# Multi-process runs: process 0 (`distributed.is_writer`) writes the pipeline's files (stage
+# results, marks, report, plots); every process reads them back after `_sync` (a shared
+# MODEL_DIR, as T5X assumes on a pod).
 
 
 def _sync(name: str) -> None:
@@ -90,7 +89,7 @@ def _sync(name: str) -> None:
 
 
 def _write_json(path: str, data: Any) -> None:
-    if _is_writer():
+    if is_writer():
         os.makedirs(os.path.dirname(path), exist_ok=True)
         write_json_atomic(path, data)
 
@@ -98,9 +97,7 @@ def _write_json(path: str, data: Any) -> None:
 def _mark_done(model_dir: str, stage: str, info: Mapping[str, Any]) -> None:
     """Marks a stage done (process 0 writes, then all processes meet at a barrier, so that
     none reads a stage's result before it exists)."""
-    if _is_writer():
-        os.makedirs(os.path.join(model_dir, stage), exist_ok=True)
-        write_json_atomic(_done_path(model_dir, stage), dict(info))
+    _write_json(_done_path(model_dir, stage), dict(info))
     _sync(f"{model_dir}/{stage}")
 
 
@@ -199,7 +196,7 @@ def run_pipeline(*, model_dir: str, num_score_examples: int = 1024, per_example:
     piece_ratios = pruning.ratios_checked(piece_ratios, "PIECE_RATIOS")
     curve_ratios = check_curve_ratios(curve_ratios)
     gin_utils.check_required("run_pipeline", {"model_dir": model_dir})
-    if _is_writer():
+    if is_writer():
         os.makedirs(model_dir, exist_ok=True)
     from ..training import run_lock
 
@@ -329,7 +326,7 @@ def run_pipeline(*, model_dir: str, num_score_examples: int = 1024, per_example:
     }
     clock.mark("report")
     report["timings_s"] = clock.seconds
-    if _is_writer():
+    if is_writer():
         report_lib.write_report(model_dir, report, initial, token_mask, piece_mask)
     _sync(f"{model_dir}/report")
     return report
