@@ -570,19 +570,8 @@ def run_prompt_names() -> Optional[list]:
     """The names of a bank run's prompts in the parsed gin: `build_trainer.prompt_names`
     (PROMPT_NAMES of ensemble.gin), else `build_trainer.bank_tasks` (MIXED_TASKS of
     mixed_tasks.gin); None when neither is bound to a list."""
-    from gin import config as gin_config
-
-    macros = gin_utils.macro_values()
-    bindings = [b for (_, selector), b in gin_config._CONFIG.items()  # pylint: disable=protected-access
-                if selector.split(".")[-1] == "build_trainer"]
     for param in ("prompt_names", "bank_tasks"):
-        for binding in bindings:
-            value = binding.get(param)
-            for _ in range(4):  # %MACRO (-> %MACRO ...) -> its value
-                selector = getattr(value, "scoped_selector", None)
-                if not (isinstance(selector, str) and selector.endswith("/gin.macro")):
-                    break
-                value = macros.get(selector[:-len("/gin.macro")])
+        for value in gin_utils.bound_values("build_trainer", param):
             if isinstance(value, (list, tuple)) and value and \
                     all(isinstance(v, str) for v in value):
                 return list(value)

@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import sys
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 import gin
 
@@ -129,11 +129,36 @@ def macro_values() -> dict:
             in gin_config._CONFIG.items() if selector == "gin.macro"}  # pylint: disable=protected-access
 
 
-def _references(value, out: set) -> None:
-    """Adds the macro names `value` refers to (`%NAME`, nested in containers) to `out`."""
+def macro_name(value) -> Optional[str]:
+    """NAME when `value` is a `%NAME` reference of the gin config, else None."""
     selector = getattr(value, "scoped_selector", None)
     if isinstance(selector, str) and selector.endswith("/gin.macro"):
-        out.add(selector[: -len("/gin.macro")])
+        return selector[: -len("/gin.macro")]
+    return None
+
+
+def bound_values(function_name: str, param: str) -> List[Any]:
+    """The values bound to `param` of every configurable named `function_name` (any module
+    or scope) in the current gin config, `%MACRO`s (also chained) resolved to their values."""
+    from gin import config as gin_config
+
+    macros = macro_values()
+    out = []
+    for (_, selector), binding in gin_config._CONFIG.items():  # pylint: disable=protected-access
+        if selector.split(".")[-1] != function_name or param not in binding:
+            continue
+        value, seen = binding[param], set()
+        while macro_name(value) is not None and macro_name(value) not in seen:
+            seen.add(macro_name(value))
+            value = macros.get(macro_name(value))
+        out.append(value)
+    return out
+
+
+def _references(value, out: set) -> None:
+    """Adds the macro names `value` refers to (`%NAME`, nested in containers) to `out`."""
+    if macro_name(value) is not None:
+        out.add(macro_name(value))
     elif isinstance(value, dict):
         for item in value.values():
             _references(item, out)
