@@ -105,35 +105,55 @@ def _shape_key(cfg):
             cfg.logits_via_embedding)
 
 
+def _abstract_step_inputs(cfg, policy, batch, args, layers=None, context=None):
+    """The prompt-tuning step's inputs, all abstract (`jax.ShapeDtypeStruct`, nothing
+    allocated): `(model, params_axes, trainable, frozen bf16, batch)` for `cfg` with
+    `policy`, bf16 activations, `layers` per stack (None: the config's), `batch` examples
+    of `inputs_length` -> `targets_length` tokens. `context`: entered around the
+    abstract init (e.g. a mesh and its axis rules)."""
+    import contextlib
+
+    import jax
+    import jax.numpy as jnp
+
+    from xprompt_jax.models.prompted import PromptedT5
+    from xprompt_jax.prompts.soft_prompt import SoftPrompt
+    from xprompt_jax.training.params import split_params
+
+    cfg = cfg.replace(remat_policy=policy, dtype="bfloat16")
+    if layers is not None:
+        cfg = cfg.replace(num_encoder_layers=layers, num_decoder_layers=layers)
+    model = PromptedT5(config=cfg, prompt=SoftPrompt(length=args.prompt_length))
+    with context or contextlib.nullcontext():
+        abstract = jax.eval_shape(
+            lambda r: model.init(r, jnp.ones((1, 8), jnp.int32), jnp.ones((1, 4), jnp.int32),
+                                 jnp.ones((1, 4), jnp.int32), enable_dropout=False),
+            jax.random.PRNGKey(0))
+    trainable, frozen = split_params(abstract["params"], r".*prompt.*")
+    frozen = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.bfloat16),
+                                    frozen)
+    enc = jax.ShapeDtypeStruct((batch, args.inputs_length), jnp.int32)
+    dec = jax.ShapeDtypeStruct((batch, args.targets_length), jnp.int32)
+    batch_abs = {"encoder_input_tokens": enc, "decoder_input_tokens": dec,
+                 "decoder_target_tokens": dec,
+                 "decoder_loss_weights": jax.ShapeDtypeStruct(dec.shape, jnp.float32)}
+    return model, abstract["params_axes"], trainable, frozen, batch_abs
+
+
 def measure(cfg, policy, model_par, batch, args, layers=None):
     """Compiles the abstract train step on a (1, model_par) mesh; per-device bytes.
     `layers`: override the depth of both stacks (for the depth extrapolation)."""
     import jax
     import jax.numpy as jnp
 
-    from xprompt_jax.models.prompted import PromptedT5
-    from xprompt_jax.prompts.soft_prompt import SoftPrompt
     from xprompt_jax.training import optimizers, partitioning
-    from xprompt_jax.training.params import split_params
     from xprompt_jax.training.train_step import (LossConfig, TrainState, jit_train_step,
                                                  make_train_step)
 
-    cfg = cfg.replace(remat_policy=policy, dtype="bfloat16")
-    if layers is not None:
-        cfg = cfg.replace(num_encoder_layers=layers, num_decoder_layers=layers)
-    model = PromptedT5(config=cfg, prompt=SoftPrompt(length=args.prompt_length))
     mesh = partitioning.make_mesh((1, model_par), devices=jax.devices()[:model_par])
     rules = partitioning.standard_logical_axis_rules()
-    enc = jax.ShapeDtypeStruct((batch, args.inputs_length), jnp.int32)
-    dec = jax.ShapeDtypeStruct((batch, args.targets_length), jnp.int32)
-    with partitioning.activate(mesh, rules):
-        abstract = jax.eval_shape(
-            lambda r: model.init(r, jnp.ones((1, 8), jnp.int32), jnp.ones((1, 4), jnp.int32),
-                                 jnp.ones((1, 4), jnp.int32), enable_dropout=False),
-            jax.random.PRNGKey(0))
-    axes = abstract["params_axes"]
-    trainable, frozen = split_params(abstract["params"], r".*prompt.*")
-    frozen = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.bfloat16), frozen)
+    model, axes, trainable, frozen, batch_abs = _abstract_step_inputs(
+        cfg, policy, batch, args, layers, context=partitioning.activate(mesh, rules))
     optimizer = optimizers.adafactor()
     state = jax.eval_shape(lambda p: TrainState.create(p, optimizer), trainable)
     replicated = partitioning.replicated(mesh)
@@ -144,9 +164,6 @@ def measure(cfg, policy, model_par, batch, args, layers=None):
     batch_sh = partitioning.batch_sharding(mesh)
     step = make_train_step(model, optimizer, LossConfig(), args.microbatches)
     jitted = jit_train_step(step, state_sh, frozen_sh, batch_sh, replicated)
-    batch_abs = {"encoder_input_tokens": enc, "decoder_input_tokens": dec,
-                 "decoder_target_tokens": dec,
-                 "decoder_loss_weights": jax.ShapeDtypeStruct(dec.shape, jnp.float32)}
     rng = jax.ShapeDtypeStruct((2,), jnp.uint32)
     t0 = time.time()
     with partitioning.activate(mesh, rules):
@@ -179,27 +196,11 @@ def residuals(cfg, policy, model_par, batch, args, layers=None):  # noqa: C901
     import jax.numpy as jnp
     import numpy as np
 
-    from xprompt_jax.models.prompted import PromptedT5
-    from xprompt_jax.prompts.soft_prompt import SoftPrompt
-    from xprompt_jax.training.params import merge_params, split_params
+    from xprompt_jax.training.params import merge_params
     from xprompt_jax.training.train_step import LossConfig, batch_loss_sums
 
-    cfg = cfg.replace(remat_policy=policy, dtype="bfloat16")
-    if layers is not None:
-        cfg = cfg.replace(num_encoder_layers=layers, num_decoder_layers=layers)
-    model = PromptedT5(config=cfg, prompt=SoftPrompt(length=args.prompt_length))
-    abstract = jax.eval_shape(
-        lambda r: model.init(r, jnp.ones((1, 8), jnp.int32), jnp.ones((1, 4), jnp.int32),
-                             jnp.ones((1, 4), jnp.int32), enable_dropout=False),
-        jax.random.PRNGKey(0))
-    trainable, frozen = split_params(abstract["params"], r".*prompt.*")
-    frozen = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.bfloat16),
-                                    frozen)
-    enc = jax.ShapeDtypeStruct((batch, args.inputs_length), jnp.int32)
-    dec = jax.ShapeDtypeStruct((batch, args.targets_length), jnp.int32)
-    batch_abs = {"encoder_input_tokens": enc, "decoder_input_tokens": dec,
-                 "decoder_target_tokens": dec,
-                 "decoder_loss_weights": jax.ShapeDtypeStruct(dec.shape, jnp.float32)}
+    model, _, trainable, frozen, batch_abs = _abstract_step_inputs(cfg, policy, batch, args,
+                                                                   layers)
     out = {}
 
     def traced(trainable, frozen, batch_in):
