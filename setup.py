@@ -46,6 +46,9 @@ EXTRAS_REQUIRE = {
     "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "hypothesis>=6.100,<7"],
     # torch==2.13.0 is the CPU build available on the project's machines.
     "hf": ["torch==2.13.0", "transformers>=5.23,<6", "peft>=0.21,<0.22", "safetensors>=0.8,<0.9"],
+    # The documentation site (mkdocs.yml; `mkdocs build --strict` in .ci/run).
+    "docs": ["mkdocs>=1.6.1,<1.7", "mkdocs-material>=9.8.2,<9.9", "mkdocstrings>=1.0.8,<1.1",
+             "mkdocstrings-python>=2.0.11,<2.1", "pymdown-extensions>=13.1.2,<13.2"],
 }
 
 setup(

@@ -25,7 +25,7 @@ CPU vs TPU: these are XLA:CPU buffer assignments, an estimate of TPU's. TPU pads
 pass when memory is short; XLA:CPU may also upcast bf16 matmuls to float32 temporaries.
 Argument bytes (weights, optimizer state) are exact either way; temporaries are the
 uncertain part. No published per-core figure for T5 prompt tuning was found to calibrate
-against (see the README's Scale section).
+against (see docs/scale.md).
 
     python bench/memory_plan.py --sizes t5_1_1_small --json /tmp/mem.json   # ~1 min
     python bench/memory_plan.py --json /tmp/memory_plan.json                # every size
@@ -49,9 +49,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import bench_env  # noqa: E402  (bench/ is on sys.path)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The page whose memory-plan markers `--write_readme` rewrites.
+DOCS_PAGE = os.path.join(REPO, "docs", "scale.md")
 GIB = 1024 ** 3
 POLICIES = ("none", "dots_with_no_batch_dims_saveable", "full")
-# (name, devices, GiB per device): the slices the README's table answers for.
+# (name, devices, GiB per device): the slices the table of docs/scale.md answers for.
 # v4 chips are one JAX device each (megacore): v4-16 = 8 devices of 32 GiB.
 SLICES = (("v3-8", 8, 16), ("v4-8", 4, 32), ("v4-16", 8, 32), ("v4-32", 16, 32),
           ("v3-32", 32, 16), ("v3-64", 64, 16), ("v3-128", 128, 16), ("gpu-80GB", 1, 80))
@@ -251,7 +253,7 @@ def estimate(cfg, policy, model_par, batches, args, cache):
     bytes(L, b) = bytes(1, b) + (L - 1) * per_layer(b), with bytes(1, b) linear in b through
     the two 1-layer points and the per-layer increment of temporaries proportional to b
     (activations) while that of arguments/outputs (the layer's weight shard) is not.
-    Checked against full-depth compiles (README, Scale).
+    Checked against full-depth compiles (docs/scale.md).
     """
     layers = cfg.num_encoder_layers
     key = lambda L, b: (_shape_key(cfg), policy, model_par, b, L)
@@ -327,7 +329,7 @@ SHORT = {"none": "none", "dots_with_no_batch_dims_saveable": "dots", "full": "fu
 
 
 def readme_tables(rows, args) -> str:
-    """The README's two tables: XXL per slice and policy; every size's smallest slice."""
+    """The two tables of docs/scale.md: XXL per slice and policy; every size's smallest slice."""
     fits = lambda r: r["plan_peak"] <= r["gib_per_device"] * GIB  # noqa: E731
     lines = [README_BEGIN, "",
              f"T5.1.1 XXL (`t5_1_1_xxl`; `t5_1_1_lm100k_xxl` has the same shapes), batch "
@@ -390,7 +392,7 @@ def main(argv=None):
     p.add_argument("--probe_batch", type=int, default=2, help="batch of the depth probes")
     p.add_argument("--json", help="write the rows here")
     p.add_argument("--write_readme", action="store_true",
-                   help="write the tables between the README's memory-plan markers")
+                   help="write the tables between the memory-plan markers of docs/scale.md")
     p.add_argument("--from_json", metavar="JSON",
                    help="with --write_readme: the rows of an earlier --json run, no compile")
     p.add_argument("--reuse_compiles", metavar="JSON",
@@ -408,8 +410,7 @@ def main(argv=None):
         if args.write_readme:
             import readme_block
 
-            readme_block.replace_block(os.path.join(REPO, "README.md"), README_BEGIN,
-                                       README_END, text)
+            readme_block.replace_block(DOCS_PAGE, README_BEGIN, README_END, text)
         return saved["rows"]
 
     import jax
@@ -509,7 +510,7 @@ def main(argv=None):
     if args.write_readme:
         import readme_block
 
-        readme_block.replace_block(os.path.join(REPO, "README.md"), README_BEGIN, README_END,
+        readme_block.replace_block(DOCS_PAGE, README_BEGIN, README_END,
                                    readme_tables(rows, args))
     if args.json:
         with open(args.json, "w") as f:

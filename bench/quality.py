@@ -2,7 +2,7 @@
 """Quality benchmark on the synthetic world: held-out test accuracy of every prompt method,
 over seeds, with 95% intervals and the papers' claims answered from paired differences.
 
-    python bench/quality.py                     # the README table (regime fewshot16)
+    python bench/quality.py                     # the docs' table (regime fewshot16)
     python bench/quality.py --quick             # 1 seed, world_rte: a smoke run
     python bench/quality.py --regime full300    # the saturated regime, for comparison
 
@@ -32,7 +32,7 @@ dev / test values, mean, std, 95% t-interval, trainable parameters, wall time; `
 each of the papers' claims with its paired difference, interval and answer yes / no / not
 separable, see `quality_stats.py`), `quality.png` (test accuracy with intervals, methods x
 tasks) and prints the markdown tables; `--results_dir DIR` copies JSON and PNG there
-(`bench/results/` holds the README's).
+(`bench/results/` holds the one docs/benchmarks.md shows).
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The page whose quality-table markers `--write_readme` rewrites.
+DOCS_PAGE = os.path.join(REPO_ROOT, "docs", "benchmarks.md")
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 for _p in (REPO_ROOT, BENCH_DIR):
     if _p not in sys.path:
@@ -417,7 +419,8 @@ README_END = "<!-- quality-table:end -->"
 
 
 def readme_block(results: Dict[str, Any], png_rel: Optional[str]) -> str:
-    """The README's quality block: regime, results and claims tables, the plot."""
+    """The quality block of docs/benchmarks.md: regime, results and claims tables, the plot
+    (`png_rel`: its path relative to the page)."""
     r = results["regime"]
     env = results.get("environment") or {}
     lines = [README_BEGIN,
@@ -546,7 +549,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--json", default=None, help="also write the JSON here")
     parser.add_argument("--write_readme", action="store_true",
                         help="write the tables (and the plot of --results_dir) between the "
-                             "quality-table markers of README.md")
+                             "quality-table markers of docs/benchmarks.md")
     args = parser.parse_args(argv)
 
     from xprompt_jax.world import bench_tasks, writer
@@ -694,12 +697,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2, default=str)
     if args.write_readme:
-        readme = os.path.join(REPO_ROOT, "README.md")
+        page = DOCS_PAGE
         png_rel = (os.path.relpath(os.path.join(os.path.abspath(args.results_dir),
-                                                "quality.png"), REPO_ROOT)
+                                                "quality.png"), os.path.dirname(page))
                    if args.results_dir and png else None)
-        write_readme_block(readme_block(results, png_rel), readme)
-        print(f"wrote {readme}")
+        write_readme_block(readme_block(results, png_rel), page)
+        print(f"wrote {page}")
     print("\n" + results["table"] + "\n\n" + results["claims_table"])
     print(f"\nwrote {path}" + (f" and {png}" if png else ""))
     return results

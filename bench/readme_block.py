@@ -1,6 +1,7 @@
-"""Rewrites a generated block of README.md: the text between a begin and an end marker.
+"""Rewrites a generated block of a markdown file: the text between a begin and an end marker.
 
-Used by `quality.py --write_readme` and `quickstart_numbers.py --write_readme`; `text` is
+The files: README.md (`quickstart_numbers.py --write_readme`), docs/benchmarks.md
+(`quality.py --write_readme`) and docs/scale.md (`memory_plan.py --write_readme`); `text` is
 the whole new block, markers included.
 """
 

@@ -1,4 +1,5 @@
-"""The README's two set-up commands, .ci/run, and gin file headers stay consistent."""
+"""The README (its size, its two set-up commands, its links), .ci/run, gin file headers and
+the docs' one task list stay consistent."""
 
 import json
 import pathlib
@@ -41,16 +42,40 @@ def test_every_gin_file_has_a_header():
 
 
 # In a fresh interpreter: what `import xprompt_jax.tasks` registers, without the tasks other
-# test files register in this process (e.g. test_tasks_mrqa.py's local-file tasks).
-LIST_NAMES = ("import json; from xprompt_jax import tasks; print(json.dumps("
-              "list(tasks.registered_task_names()) + list(tasks.registered_mixture_names())))")
+# test files register in this process (e.g. test_tasks_mrqa.py's local-file tasks), and the
+# markdown list its generator (`python -m xprompt_jax.tasks`) writes.
+LIST_NAMES = ("import json; from xprompt_jax import tasks; print(json.dumps({'names': "
+              "list(tasks.registered_task_names()) + list(tasks.registered_mixture_names()), "
+              "'markdown': tasks.catalog.markdown()}))")
+TASKS_MD = ROOT / "tasks" / "TASKS.md"
+TASKS_PAGE = ROOT / "docs" / "tasks.md"
 
 
-def test_readme_lists_every_registered_task_and_mixture():
-    text = (ROOT / "README.md").read_text()
+def test_readme_is_at_most_15_kb_and_links_existing_pages():
+    data = (ROOT / "README.md").read_bytes()
+    assert len(data) <= 15 * 1024, f"README.md is {len(data)} bytes"
+    links = re.findall(r"\]\((docs/[^)#]+)", data.decode())
+    assert len(links) >= 10, links
+    missing = [link for link in links if not (ROOT / link).is_file()]
+    assert not missing, missing
+
+
+def test_the_docs_tasks_page_lists_every_registered_task_and_mixture():
+    """One task list: tasks/TASKS.md, what the generator produces now, included by the docs
+    tasks page; neither the README nor another page copies it."""
     out = subprocess.run([sys.executable, "-c", LIST_NAMES], cwd=ROOT, check=True,
                          capture_output=True, text=True).stdout
-    names = json.loads(out.strip().splitlines()[-1])
+    listed = json.loads(out.strip().splitlines()[-1])
+    names = listed["names"]
     assert len(names) > 100, names
+    text = TASKS_MD.read_text(encoding="utf-8")
+    assert text == listed["markdown"], (
+        "tasks/TASKS.md is stale: run `python -m xprompt_jax.tasks --write tasks/TASKS.md`")
     missing = [n for n in names if f"`{n}`" not in text]
-    assert not missing, f"README lacks {len(missing)} names, e.g. {missing[:5]}"
+    assert not missing, f"tasks/TASKS.md lacks {len(missing)} names, e.g. {missing[:5]}"
+    # the docs page includes it (pymdownx.snippets, mkdocs.yml)
+    assert '--8<-- "tasks/TASKS.md"' in TASKS_PAGE.read_text(encoding="utf-8").splitlines()
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    copies = [str(p.relative_to(ROOT)) for p in pages
+              if sum(f"`{n}`" in p.read_text(encoding="utf-8") for n in names) > len(names) / 2]
+    assert not copies, f"the task list is copied into {copies}"

@@ -1,7 +1,8 @@
-"""The README's T5X section, run as written: every `python -m t5x.train / t5x.eval /
-t5x.infer / xprompt_jax.prune / xprompt_jax.export` command of it, extracted from the
-README (the test fails when one cannot be found), run through bash with only these
-substitutions, none of them a gin binding of the method:
+"""The docs' T5X page (docs/t5x.md, "Running under `t5x/train.py` (T5X users)"), run as
+written: every `python -m t5x.train / t5x.eval / t5x.infer / xprompt_jax.prune /
+xprompt_jax.export` command of it, extracted from the page (the test fails when one cannot be
+found), run through bash with only these substitutions, none of them a gin binding of the
+method:
 
 - paths: `$XP` is this repository, `$RUN`, `$RUN1`, ... temporary directories, the offline
   recipe's `XPROMPT_T5_VOCAB` / `XPROMPT_SUPERGLUE_DIR` (the fixture vocabulary and
@@ -32,19 +33,19 @@ from test_t5x_integration import (ORBAX_FIXTURE, SPM, _assert_only_prompt_change
                                   needs_t5x)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SECTION = "## Running under `t5x/train.py` (T5X users)"
+PAGE = ROOT / "docs" / "t5x.md"
+TITLE = "# Running under `t5x/train.py` (T5X users)"
 COMMAND = re.compile(r"python -m (t5x\.(?:train|eval|infer)|xprompt_jax\.(?:prune|export))\b")
 TASK = "'xprompt_super_glue_rte'"
 LOCAL_TASK = "'xprompt_super_glue_rte_local'"
 
 
-def readme_commands():
-    """[(tool, command)] of the README's T5X section, continuation lines joined."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert SECTION in text, f"README has no section {SECTION!r}"
-    section = text.split(SECTION, 1)[1].split("\n## ", 1)[0]
+def page_commands():
+    """[(tool, command)] of the docs' T5X page, continuation lines joined."""
+    text = PAGE.read_text(encoding="utf-8")
+    assert text.splitlines()[0] == TITLE, f"{PAGE} does not start with {TITLE!r}"
     commands = []
-    for block in re.findall(r"```sh\n(.*?)```", section, flags=re.S):
+    for block in re.findall(r"```sh\n(.*?)```", text, flags=re.S):
         for line in block.replace("\\\n", " ").splitlines():
             line = line.strip()
             match = COMMAND.match(line)
@@ -54,10 +55,10 @@ def readme_commands():
 
 
 def find(tool, *needles, exclude=("t5_1_1_tiny",)):
-    """The one README command of `tool` containing every needle."""
-    found = [c for t, c in readme_commands() if t == tool and all(n in c for n in needles)
+    """The one command of `tool` on the T5X page containing every needle."""
+    found = [c for t, c in page_commands() if t == tool and all(n in c for n in needles)
              and not any(x in c for x in exclude)]
-    assert len(found) == 1, (f"expected one README command `python -m {tool}` with "
+    assert len(found) == 1, (f"expected one docs/t5x.md command `python -m {tool}` with "
                              f"{needles}, found {len(found)}: {found}")
     return found[0]
 
@@ -96,7 +97,7 @@ def run(command, env, **extra):
     return out
 
 
-def test_readme_has_every_t5x_command():
+def test_the_t5x_page_has_every_command():
     """Found without t5x: the commands the runs below execute."""
     find("t5x.train", "--gin_file=prompt_tuning.gin", "'$RUN'")
     find("t5x.eval", "--gin_file=eval.gin", "methods/prompt_tuning.gin")
@@ -107,7 +108,7 @@ def test_readme_has_every_t5x_command():
     find("t5x.train", "--gin_file=xprompt.gin", "'$RUN1'")
     find("xprompt_jax.prune", "$RUN1")
     find("t5x.train", "--gin_file=xprompt_rewind.gin", "'$RUN3'")
-    assert not [c for _, c in readme_commands() if "MIXTURE_OR_TASK_MODULE" in c]
+    assert not [c for _, c in page_commands() if "MIXTURE_OR_TASK_MODULE" in c]
 
 
 @needs_t5x
