@@ -67,6 +67,7 @@ setup(
         "console_scripts": [
             "xprompt-train=xprompt_jax.train:console_entry",
             "xprompt-evaluate=xprompt_jax.evaluate:console_entry",
+            "xprompt-ensemble=xprompt_jax.ensemble:console_entry",
             "xprompt-pipeline=xprompt_jax.xprompt.__main__:console_entry",
             "xprompt-prune=xprompt_jax.prune:console_entry",
             "xprompt-export=xprompt_jax.export:console_entry",

@@ -22,6 +22,7 @@ Evaluation helpers:
 """
 
 from . import catalog
+from . import ept_heldout
 from . import fewshot
 from . import glue
 from . import heldout
@@ -51,7 +52,7 @@ def _register_everything() -> None:
     superglue.register_all()
     glue.register_all()
     mrqa.register_all()
-    heldout.register_ept_heldout()
+    ept_heldout.register_ept_heldout()
     seeds = [0] + fewshot.extra_seeds_from_env()
     for base in catalog.fewshot_bases():
         for k in fewshot.DEFAULT_SHOTS:

@@ -12,6 +12,7 @@ from typing import List
 
 from . import fewshot
 from . import glue
+from . import ept_heldout
 from . import heldout
 from . import mixtures
 from . import mrqa
@@ -39,7 +40,7 @@ def qa_task_names() -> List[str]:
 
 
 def heldout_task_names() -> List[str]:
-    return heldout.ept_heldout_task_names()
+    return ept_heldout.ept_heldout_task_names()
 
 
 def fewshot_bases() -> List[str]:
@@ -185,7 +186,7 @@ def markdown() -> str:
            else f"{d.spec.num_validation:,} of train -> validation; "
                 f"{d.spec.test_split} -> test")
         + " | " + "<br>".join(f"`{heldout.heldout_name(b)}`" for b in d.bases) + " |"
-        for d in heldout.ept_datasets()
+        for d in ept_heldout.ept_datasets()
     ] + [
         "",
         f"### Few-shot ({len(fs)})",

@@ -13,13 +13,7 @@ on the same validation set inflates small tasks (CB: 56 examples). EPT re-splits
 
 ``heldout_task(base, strategy='auto')`` registers ``<base>_heldout``: the base task
 with the re-split source; ``'auto'`` applies B.1's rule to the size of the train
-split. ``EPT_DATASETS`` records, for EPT's 21 datasets, the strategy that gives the
-sizes of its Table 5 (where the rule and the table disagree, the table wins: HotpotQA,
-NewsQA, WinoGrande, SciTail and PAWS halve their validation sets; MRPC's Table 5 test
-is GLUE's test set, unlabelled in TFDS and the GLUE files, so MRPC halves validation)
-and the paper's metric (Pearson for STS-B, accuracy for MRPC / QQP, F1a for MultiRC,
-F1 for MRQA), which the ``_heldout`` variants of ``register_ept_heldout()`` use as
-their main (checkpoint-selection) metric.
+split. EPT's 21 datasets and their re-splits are in ``ept_heldout.py``.
 
 Selection is deterministic: ``numpy.random.RandomState(seed)`` over the split read in
 its stored order (TFDS without file shuffling, or the file order of local files); the
@@ -30,13 +24,12 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import seqio
 import tensorflow as tf
 
-from . import metrics as m
 from . import registry
 from . import sources
 
@@ -250,99 +243,3 @@ def heldout_task(base_task: str, strategy: str = "auto",
 # ---------------------------------------------------------------------------
 # EPT's 21 datasets (Table 5): strategy and the paper's metric.
 # ---------------------------------------------------------------------------
-_ACC = registry.MetricSpec.single(m.accuracy, "accuracy")
-_F1 = registry.MetricSpec((m.squad,), "f1", ("f1",))
-
-
-def _ept_multirc_f1a() -> registry.MetricSpec:
-    return registry.MetricSpec((m.multirc_f1a, m.multirc_exact_match), "f1a", ("f1a",))
-
-
-def _ept_cb() -> registry.MetricSpec:
-    return registry.MetricSpec.average([m.accuracy, m.macro_f1(3)],
-                                       ["accuracy", "f1_macro"])
-
-
-def _ept_pearson() -> registry.MetricSpec:
-    return registry.MetricSpec((m.pearson_corrcoef, m.spearman_corrcoef),
-                               "pearson_corrcoef", ("pearson_corrcoef",))
-
-
-def _ept_acc_with_f1() -> registry.MetricSpec:
-    return registry.MetricSpec((m.accuracy, m.f1_with_invalid), "accuracy",
-                               ("accuracy",))
-
-
-_SPLIT_VAL = HeldoutSpec("split_validation")
-_TRAIN_1K = HeldoutSpec("from_train", 1_000)
-_TRAIN_10K = HeldoutSpec("from_train", 10_000)
-
-
-@dataclasses.dataclass(frozen=True)
-class EPTDataset:
-    """One of EPT's 21 datasets: its benchmark group, base tasks and re-split."""
-    name: str                      # EPT's name (Table 5)
-    group: str                     # 'superglue' | 'glue' | 'mrqa' | 'others'
-    bases: Tuple[str, ...]         # our base task names (one per source)
-    spec: HeldoutSpec
-    metric: Optional[registry.MetricSpec]   # None: the base's
-    input_length: int = 256        # EPT B.2
-
-
-def ept_datasets() -> List[EPTDataset]:
-    """EPT's 21 datasets with the base task names they re-split (all sources)."""
-    from . import glue, mrqa, superglue  # they import this module
-    sg = lambda t: tuple(superglue.task_name("lester", t, s) for s in superglue.SOURCES)
-    gl = lambda t: tuple(glue.task_name(t, s) for s in glue.SOURCES)
-    ex = lambda t: (next(glue.ept_task_name(n, v) for n, _, _, _, v in glue.EPT_EXTRA
-                         if n == t),)
-    mq = lambda d: (mrqa.task_name(d),)
-    return [
-        EPTDataset("BoolQ", "superglue", sg("boolq"), _SPLIT_VAL, None),
-        EPTDataset("CB", "superglue", sg("cb"), _SPLIT_VAL, _ept_cb()),
-        EPTDataset("MultiRC", "superglue", sg("multirc"), _TRAIN_1K, _ept_multirc_f1a(),
-                   348),
-        EPTDataset("WiC", "superglue", sg("wic"), _SPLIT_VAL, None),
-        EPTDataset("WSC", "superglue", sg("wsc"), _SPLIT_VAL, None),
-        EPTDataset("CoLA", "glue", gl("cola"), _SPLIT_VAL, None),
-        EPTDataset("SST-2", "glue", gl("sst2"), _TRAIN_1K, None),
-        EPTDataset("MRPC", "glue", gl("mrpc"), _SPLIT_VAL, _ept_acc_with_f1()),
-        EPTDataset("STS-B", "glue", gl("stsb"), _SPLIT_VAL, _ept_pearson()),
-        EPTDataset("QQP", "glue", gl("qqp"), _TRAIN_10K, _ept_acc_with_f1()),
-        EPTDataset("MNLI", "glue", gl("mnli"), _TRAIN_10K, None),
-        EPTDataset("QNLI", "glue", gl("qnli"), _TRAIN_10K, None),
-        EPTDataset("RTE", "glue", gl("rte"), _SPLIT_VAL, None),
-        EPTDataset("NQ", "mrqa", mq("NaturalQuestionsShort"), _TRAIN_10K, _F1, 512),
-        EPTDataset("HotpotQA", "mrqa", mq("HotpotQA"), _SPLIT_VAL, _F1, 512),
-        EPTDataset("SearchQA", "mrqa", mq("SearchQA"), _TRAIN_10K, _F1, 512),
-        EPTDataset("NewsQA", "mrqa", mq("NewsQA"), _SPLIT_VAL, _F1, 512),
-        EPTDataset("WinoGrande", "others", ex("winogrande"), _SPLIT_VAL, None),
-        # Yelp's base task already takes 10K of train as validation (Table 5), its
-        # TFDS test split is the test set: the held-out variant is the same data.
-        EPTDataset("Yelp", "others", ex("yelp_polarity"), glue.YELP_VALIDATION, None),
-        EPTDataset("SciTail", "others", ex("scitail"), _SPLIT_VAL, None),
-        EPTDataset("PAWS-Wiki", "others", ex("paws_wiki"), _SPLIT_VAL, None),
-    ]
-
-
-def ept_heldout_task_names() -> List[str]:
-    return [heldout_name(b) for d in ept_datasets() for b in d.bases]
-
-
-def register_ept_heldout() -> List[str]:
-    """Registers ``<base>_heldout`` for every base of EPT's 21 datasets."""
-    names = []
-    for d in ept_datasets():
-        for b in d.bases:
-            if d.name == "Yelp":
-                # The base is already re-split (glue.YELP_VALIDATION): same data.
-                info = registry.task_info(b)
-                base = seqio.get_mixture_or_task(b)
-                registry.register_derived_task(
-                    dataclasses.replace(info, name=heldout_name(b), base=b), base,
-                    base.source)
-                names.append(heldout_name(b))
-                continue
-            names.append(heldout_task(b, d.spec.strategy, d.spec.num_validation,
-                                      metric=d.metric))
-    return names

@@ -11,3 +11,8 @@ __version__ = "0.1.0"
 from . import terminal as _terminal  # noqa: E402
 
 _terminal.maybe_setup_for_cli()
+
+# Import paths of earlier versions keep working or name their new home (_moved.py).
+from . import _moved  # noqa: E402
+
+_moved.install()

@@ -248,6 +248,14 @@ def required_macros_unset() -> List[str]:
                   if getattr(value, "scoped_selector", "") == "gin.REQUIRED/gin.constant")
 
 
+def unset_required_macros(names: Sequence[str]) -> None:
+    """Binds each of `names` that is still `%gin.REQUIRED` to None (a job that does not
+    use it, e.g. the task for `export`)."""
+    for name in sorted(set(names) & set(required_macros_unset())):
+        with gin.unlock_config():
+            gin.parse_config(f"{name} = None")
+
+
 def split_search_paths(value: Optional[str | Sequence[str]]) -> List[str]:
     if not value:
         return []

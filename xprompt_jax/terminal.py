@@ -32,11 +32,12 @@ VERBOSE_ENV = "XPROMPT_VERBOSE"
 VERBOSE_FLAGS = ("--verbose", "--verbose=true", "--verbose=True", "-v")
 
 # `python -m <module>` entry points and console scripts that get the quiet terminal.
-CLI_MODULES = ("xprompt_jax.train", "xprompt_jax.evaluate", "xprompt_jax.export",
-               "xprompt_jax.prune", "xprompt_jax.quickstart", "xprompt_jax.xprompt",
-               "xprompt_jax.xprompt.__main__", "xprompt_jax.demo", "xprompt_jax.world.pretrain")
-CONSOLE_SCRIPTS = ("xprompt-train", "xprompt-evaluate", "xprompt-pipeline", "xprompt-prune",
-                   "xprompt-export", "xprompt-quickstart")
+CLI_MODULES = ("xprompt_jax.train", "xprompt_jax.evaluate", "xprompt_jax.ensemble",
+               "xprompt_jax.infer", "xprompt_jax.export", "xprompt_jax.prune",
+               "xprompt_jax.quickstart", "xprompt_jax.xprompt", "xprompt_jax.xprompt.__main__",
+               "xprompt_jax.demo", "xprompt_jax.world.pretrain")
+CONSOLE_SCRIPTS = ("xprompt-train", "xprompt-evaluate", "xprompt-ensemble", "xprompt-infer",
+                   "xprompt-pipeline", "xprompt-prune", "xprompt-export", "xprompt-quickstart")
 
 # Set before TensorFlow / jaxlib load (their C++ logging reads them once).
 QUIET_ENV = {

@@ -12,10 +12,12 @@ prompt-id token: `encode` and `decode` strip it and give each example its own pr
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Mapping, Optional
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .t5 import T5
 
@@ -128,3 +130,14 @@ class PromptedT5(T5):
                               enable_dropout=enable_dropout, decode=decode,
                               max_decode_length=max_decode_length,
                               encoder_valid_mask=encoder_valid_mask)
+
+
+def projected_prompt(model: PromptedT5, variables: Mapping[str, Any]) -> np.ndarray:
+    """The prompt as it enters the encoder, `[n, e]` float32 (the frozen model's params may
+    be absent from `variables`). Per-example prompts (`[B, m, e]`) raise ValueError."""
+    tokens = np.asarray(jax.device_get(model.apply(dict(variables), method=model.prompt_tokens)),
+                        np.float32)
+    if tokens.ndim != 2:
+        raise ValueError(f"the prompt module returns shape {tokens.shape}; only a prompt "
+                         "shared by all examples ([n, e]) can be exported")
+    return tokens

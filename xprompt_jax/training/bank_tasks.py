@@ -9,20 +9,16 @@ one position of the `inputs` length, and seqio's trimming keeps it first), and a
 `rate_num_examples`; `rate='equal'` for equal rates). The copies work under `t5x/train.py`
 too: the id is an ordinary input token there.
 
-Training (`BankBatches(mode='ids_in_data')`) gives each task's prompt its own token-mean
-loss; evaluation (`MultiTaskBankEvaluator`) scores every task's dev split with its own
-prompt, records `<task>/<metric>`, selects the run's checkpoint on the tasks' mean main
-metric, and keeps each task's best prompt (`MODEL_DIR/best_per_task/<task>.npy` and
-`best_per_task.json`: step and metric of each task's best evaluation).
+Training (`bank_training.BankBatches(mode='ids_in_data')`) gives each task's prompt its own
+token-mean loss; evaluation (`evaluation.MultiTaskEvaluator`) scores every task's dev split
+with its own prompt, records `<task>/<metric>` and selects the run's checkpoint on the
+tasks' mean main metric; `bank_training.BestPerTaskPrompts` keeps each task's best prompt
+(`MODEL_DIR/best_per_task/<task>.npy` and `best_per_task.json`).
 """
 
 from __future__ import annotations
 
-import json
-import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence
-
-import numpy as np
+from typing import Sequence
 
 from ..prompts import bank as bank_lib
 
@@ -81,81 +77,3 @@ def register_bank_mixture(tasks: Sequence[str], model, rate: str = "num_examples
             seqio.MixtureRegistry.add(mixture, names,
                                       default_rate=seqio.mixing_rate_num_examples)
     return mixture
-
-
-class MultiTaskBankEvaluator:
-    """Each task's dev split with its own prompt (a `BankEvaluator` with that one id)."""
-
-    def __init__(self, model, tasks: Sequence[str], feature_lengths: Mapping[str, int], config,
-                 model_dir: Optional[str] = None, main_metric_fns=None):
-        from .bank_evaluation import BankEvaluator
-
-        self.tasks = list(tasks)
-        self.config = config
-        self.model_dir = model_dir
-        self.composition = getattr(model.prompt, "composition", None)  # shared + task
-        self.evaluators = [
-            BankEvaluator(model, task, feature_lengths, config, prompt_ids=[i],
-                          prompt_names=[task],
-                          **({"main_metric_fn": main_metric_fns[i]} if main_metric_fns else {}))
-            for i, task in enumerate(self.tasks)]
-        self.best: Dict[str, Dict[str, Any]] = {}
-        if model_dir and os.path.exists(self._best_json()):
-            with open(self._best_json()) as f:
-                self.best = json.load(f)
-        self.step_fn = None  # set by bank_trainer_parts: () -> current step
-
-    def _best_json(self) -> str:
-        return os.path.join(self.model_dir, "best_per_task.json")
-
-    def main_metric_fn(self, metrics: Mapping[str, float]) -> float:
-        mains = [ev.main_metric_fn({k[len(t) + 1:]: v for k, v in metrics.items()
-                                    if k.startswith(t + "/")})
-                 for t, ev in zip(self.tasks, self.evaluators)]
-        return float(np.mean(mains))
-
-    def evaluate(self, variables: Mapping[str, Any]) -> Dict[str, Any]:
-        metrics: Dict[str, float] = {}
-        per_task = {}
-        for i, (task, ev) in enumerate(zip(self.tasks, self.evaluators)):
-            result = ev.evaluate(variables)
-            main = result["per_prompt_main"][0]
-            per_task[task] = main
-            metrics.update({m: v for m, v in result["metrics"].items()
-                            if m.startswith(task + "/")})
-            self._keep_best(i, task, main, variables)
-        mains = [v for v in per_task.values() if v is not None]
-        return {"mode": self.config.mode, "split": self.config.split, "metrics": metrics,
-                "main_metric": float(np.mean(mains)) if mains else None,
-                "per_task_main": per_task,
-                "num_examples": sum(len(ev.examples) for ev in self.evaluators)}
-
-    def _keep_best(self, index: int, task: str, main, variables) -> None:
-        import jax
-
-        if self.model_dir is None or main is None or jax.process_index() != 0:
-            return
-        if task in self.best and main <= self.best[task]["main_metric"]:
-            return
-        from .checkpointing import write_json_atomic
-
-        step = None if self.step_fn is None else int(self.step_fn())
-        from .bank_training import bank_entry_prompts
-
-        composed = bank_entry_prompts(variables["params"], self.composition)
-        if composed is not None:  # the prompt as it enters the encoder (shared folded in)
-            leaves = [composed[index]]
-        else:
-            entry = jax.tree_util.tree_map(
-                lambda x: np.asarray(x)[index],
-                variables["params"]["prompt"][bank_lib.BANK_NAME])
-            leaves = jax.tree_util.tree_leaves(entry)
-        directory = os.path.join(self.model_dir, "best_per_task")
-        os.makedirs(directory, exist_ok=True)
-        tmp = os.path.join(directory, f".{task}.npy.tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, leaves[0] if len(leaves) == 1 else np.concatenate(
-                [np.ravel(x) for x in leaves]))
-        os.replace(tmp, os.path.join(directory, f"{task}.npy"))
-        self.best[task] = {"main_metric": float(main), "step": step, "prompt_id": index}
-        write_json_atomic(self._best_json(), self.best)

@@ -15,16 +15,24 @@ Three pieces make a joint step equal N separate steps (up to float summation ord
   and the loss normalization is `'sum'`, so each prompt's loss is its own token mean.
 - `bank_numpy_params`: the per-prompt numpy export
   (`numpy_checkpoints/checkpoint_<step>/<name>.npy`, one file per prompt).
+
+`BankConfig` says how a bank trains (gin: ensemble.gin, mixed_tasks.gin) and
+`bank_trainer_parts` gives the trainer its bank arguments; mixed-task training keeps each
+task's best prompt (`BestPerTaskPrompts`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from typing import Any, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
 import optax
 
+from .. import _moved
+from ..fileio import is_writer, read_json, save_npy_atomic, write_json_atomic
 from ..prompts import bank as bank_lib
 from .params import flatten, merge_params, unflatten
 
@@ -145,57 +153,96 @@ def bank_numpy_params(trainable: Mapping[str, Any], names: Sequence[str],
     return out
 
 
-def stack_prompt_files(paths: Sequence[str]) -> np.ndarray:
-    """K separately trained prompts (`.npy` `[m, e]`, e.g. `export` output or a run's
-    numpy checkpoint) -> `[K, m, e]` for a soft-prompt bank."""
-    from ..errors import ConfigError
+@dataclasses.dataclass(frozen=True)
+class BankConfig:
+    """How a PromptBank model trains (gin: ensemble.gin, mixed_tasks.gin).
 
-    arrays = []
-    for path in paths:
-        try:
-            value = np.load(path)
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"prompt file {path}: {e}") from None
-        if value.ndim != 2:
-            raise ConfigError(f"{path}: expected a [m, e] prompt, got shape {value.shape}")
-        if arrays and value.shape != arrays[0].shape:
-            raise ConfigError(f"{path}: shape {value.shape} differs from {paths[0]}'s "
-                             f"{arrays[0].shape}")
-        arrays.append(value.astype(np.float32))
-    if not arrays:
-        raise ConfigError("no prompt files given")
-    return np.stack(arrays)
+    `mode`: 'ensemble' (every example once per prompt) or 'ids_in_data' (each example
+    carries its prompt id: mixed-task training, `bank_tasks.py`); `tasks`: the tasks of
+    prompt ids 0..N-1 with 'ids_in_data'; `prompt_names`: file and metric names (default
+    the tasks, else `prompt_<k>`)."""
+
+    mode: str = "ensemble"
+    tasks: Optional[Sequence[str]] = None
+    prompt_names: Optional[Sequence[str]] = None
+
+    def __post_init__(self):
+        if self.mode not in BANK_MODES:
+            raise ValueError(f"bank training mode {self.mode!r}; expected one of {BANK_MODES}")
+        if self.mode == "ids_in_data" and not self.tasks:
+            raise ValueError("bank mode 'ids_in_data' needs the tasks of its prompt ids "
+                             "(MIXED_TASKS)")
+
+    def names(self, model) -> list:
+        """One name per prompt of `model`'s bank."""
+        num = bank_lib.num_prompts(model)
+        names = list(self.prompt_names or self.tasks or [f"prompt_{k}" for k in range(num)])
+        if len(names) != num:
+            raise ValueError(f"{len(names)} prompt names for a bank of {num} prompts")
+        return names
 
 
-def bank_trainer_parts(model, optimizer, evaluator, loss_normalization,
-                       trainer_kwargs: Dict[str, Any]):
-    """`train.build_trainer`'s settings for a PromptBank model: the per-prompt optimizer,
-    the bank evaluator (all prompts in each eval batch), loss normalization `'sum'` over
-    per-prompt rescaled weights, the batch transform and the per-prompt numpy export.
-
-    gin (extra `build_trainer` arguments, popped from `trainer_kwargs`): `bank_mode`
-    ('ensemble' | 'ids_in_data': mixed-task training, `bank_tasks.py`), `bank_tasks` (the
-    tasks of prompt ids 0..N-1 with 'ids_in_data'), `prompt_names` (file / metric names;
-    default the tasks, else `prompt_<k>`)."""
-    from .bank_evaluation import BankEvaluator
-    from .evaluation import Evaluator
-
-    from .bank_tasks import MultiTaskBankEvaluator
-
-    mode = trainer_kwargs.pop("bank_mode", "ensemble")
-    tasks = trainer_kwargs.pop("bank_tasks", None)
-    names = prompt_names(model, trainer_kwargs.pop("prompt_names", None) or tasks)
-    if loss_normalization not in ("mean_tokens", "num_real_target_tokens"):
+def bank_loss_normalization(normalization) -> str:
+    """The loss normalization of joint training ('sum' over per-prompt rescaled weights,
+    so each prompt's loss is its own token mean); the run's must be a token mean."""
+    if normalization not in ("mean_tokens", "num_real_target_tokens"):
         raise ValueError(f"a PromptBank trains with per-prompt token-mean losses; "
-                         f"LOSS_NORMALIZATION={loss_normalization!r} is not supported with it")
-    if isinstance(evaluator, MultiTaskBankEvaluator):
-        pass
-    elif isinstance(evaluator, Evaluator):
-        evaluator = BankEvaluator.from_evaluator(evaluator, prompt_names=names)
-    elif evaluator is not None:
-        raise ValueError("EVAL_HELDOUT_SPLIT is not supported with a PromptBank yet")
-    trainer_kwargs["batch_transform"] = BankBatches(model, mode)
+                         f"LOSS_NORMALIZATION={normalization!r} is not supported with it")
+    return "sum"
+
+
+class BestPerTaskPrompts:
+    """Trainer `eval_callback` of mixed-task training: keeps each task's best prompt (as it
+    enters the encoder, the shared prompt folded in) in MODEL_DIR/best_per_task/<task>.npy
+    and `best_per_task.json` (step, metric and prompt id of each task's best evaluation)."""
+
+    def __init__(self, model_dir: str, tasks: Sequence[str], composition: Optional[str]):
+        self.model_dir = model_dir
+        self.tasks = list(tasks)
+        self.composition = composition
+        self.best: Dict[str, Dict[str, Any]] = {}
+        if os.path.exists(self._json()):
+            self.best = read_json(self._json())
+
+    def _json(self) -> str:
+        return os.path.join(self.model_dir, "best_per_task.json")
+
+    def __call__(self, step: int, result: Mapping[str, Any], trainable: Mapping[str, Any]):
+        per_task = result.get("per_task_main") or {}
+        improved = [t for t in self.tasks if per_task.get(t) is not None and (
+            t not in self.best or per_task[t] > self.best[t]["main_metric"])]
+        if not improved or not is_writer():
+            return
+        composed = bank_entry_prompts(trainable, self.composition)
+        for task in improved:
+            index = self.tasks.index(task)
+            if composed is not None:  # the prompt as it enters the encoder
+                value = composed[index]
+            else:
+                leaves = jax.tree_util.tree_leaves(jax.tree_util.tree_map(
+                    lambda x: np.asarray(x)[index], trainable["prompt"][bank_lib.BANK_NAME]))
+                value = leaves[0] if len(leaves) == 1 else np.concatenate(
+                    [np.ravel(x) for x in leaves])
+            save_npy_atomic(os.path.join(self.model_dir, "best_per_task", f"{task}.npy"),
+                            value)
+            self.best[task] = {"main_metric": float(per_task[task]), "step": int(step),
+                               "prompt_id": index}
+        write_json_atomic(self._json(), self.best)
+
+
+def bank_trainer_parts(model, bank: BankConfig, model_dir: str) -> Dict[str, Any]:
+    """The Trainer arguments of a PromptBank model (besides `per_prompt_optimizer` and
+    `bank_loss_normalization`): the batch transform, the per-prompt numpy export and, for
+    mixed-task training, the best prompt of each task."""
+    names = bank.names(model)
     composition = getattr(model.prompt, "composition", None)
-    trainer_kwargs["numpy_params_fn"] = lambda params: bank_numpy_params(params, names,
-                                                                         composition)
-    return per_prompt_optimizer(optimizer), evaluator, "sum"
+    parts: Dict[str, Any] = {
+        "batch_transform": BankBatches(model, bank.mode),
+        "numpy_params_fn": lambda params: bank_numpy_params(params, names, composition)}
+    if bank.mode == "ids_in_data":
+        parts["eval_callback"] = BestPerTaskPrompts(model_dir, bank.tasks, composition)
+    return parts
+
+
+# Names that moved elsewhere: an import names their new home.
+__getattr__ = _moved.module_getattr(__name__)

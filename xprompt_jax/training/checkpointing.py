@@ -44,7 +44,7 @@ Atomicity:
   pruned.
 - `best_checkpoint.json` is written to a temporary file, fsynced and `os.replace`d.
 
-Integrity (issue #20):
+Integrity:
 - `save` refuses a state with NaN/Inf in a floating leaf (`NonFiniteError`): nothing
   non-finite is written (neither the orbax state nor the numpy export).
 - each checkpoint's meta holds `state_sha256`, a digest of its arrays (order-independent:
@@ -67,8 +67,6 @@ with `multihost_utils.process_allgather` (a collective: all processes take part)
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import math
 import os
@@ -84,7 +82,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from .. import _moved
 from ..errors import CheckpointError, NonFiniteError
+from ..fileio import (barrier, fsync, host_array, is_writer, to_jsonable,
+                      write_json_atomic)
 
 logger = logging.getLogger(__name__)
 
@@ -106,17 +107,6 @@ Filter = Union[None, str, Sequence[str]]
 
 
 # ----------------------------------------------------------------------------- helpers
-def _is_writer() -> bool:
-    return jax.process_index() == 0
-
-
-def _sync(name: str) -> None:
-    """Barrier across processes (no-op on a single host)."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-        multihost_utils.sync_global_devices(name)
-
-
 def _key_name(key: Any) -> str:
     for attr in ("key", "name", "idx"):
         if hasattr(key, attr):
@@ -145,20 +135,8 @@ def _compile_filter(patterns: Filter):
     return lambda path: any(c.fullmatch(path) for c in compiled)
 
 
-def _host_value(x: Any) -> np.ndarray:
-    """A full host copy of `x` (gathers across processes when it is not addressable)."""
-    if isinstance(x, jax.Array):
-        if x.is_fully_addressable:
-            return np.asarray(jax.device_get(x))
-        if x.is_fully_replicated:
-            return np.asarray(x.addressable_data(0))
-        from jax.experimental import multihost_utils
-        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-    return np.asarray(x)
-
-
 def _array_leaves(tree: Any) -> List[Tuple[str, np.ndarray]]:
-    return [(path, _host_value(leaf)) for path, leaf in param_paths(tree).items()
+    return [(path, host_array(leaf)) for path, leaf in param_paths(tree).items()
             if isinstance(leaf, (jax.Array, np.ndarray, np.generic))]
 
 
@@ -184,55 +162,6 @@ def nonfinite_leaves(tree: Any) -> List[str]:
 def _first_line(error: BaseException, limit: int = 200) -> str:
     text = f"{type(error).__name__}: {str(error).strip()}".splitlines()[0]
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _fsync(f) -> None:
-    try:
-        f.flush()
-        os.fsync(f.fileno())
-    except (AttributeError, OSError, io.UnsupportedOperation):
-        pass  # non-local file systems: rely on the backend's close semantics
-
-
-def _tmp_suffix() -> str:
-    return f"{os.getpid()}-{time.time_ns()}"
-
-
-def write_json_atomic(path: PathLike, obj: Any) -> None:
-    """Writes JSON to `path` via a temporary file in the same directory + `os.replace`."""
-    path = epath.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{_tmp_suffix()}"
-    with tmp.open("w") as f:
-        json.dump(to_jsonable(obj), f, indent=2, sort_keys=True)
-        _fsync(f)
-    tmp.replace(path)
-
-
-def write_text_atomic(path: PathLike, text: str) -> None:
-    """Writes `text` to `path` via a fsynced temporary file + `os.replace` (a full disk or
-    a kill leaves the old file whole)."""
-    path = epath.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{_tmp_suffix()}"
-    with tmp.open("w") as f:
-        f.write(text)
-        _fsync(f)
-    tmp.replace(path)
-
-
-def to_jsonable(obj: Any, _where: str = "meta") -> Any:
-    """Converts numpy / jax scalars and arrays, tuples and non-str keys to plain JSON types."""
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v, f"{_where}[{k!r}]") for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v, f"{_where}[{i}]") for i, v in enumerate(obj)]
-    if isinstance(obj, (np.generic, np.ndarray, jax.Array)):
-        value = _host_value(obj)
-        return value.item() if value.ndim == 0 else value.tolist()
-    raise TypeError(f"{_where}: {type(obj).__name__} is not JSON-serializable")
 
 
 def abstract_like(tree: Any) -> Any:
@@ -264,24 +193,24 @@ def save_numpy_params(params: Any, directory: PathLike, *, include: Filter = Non
         return {}
     values = {}
     for path, value in selected.items():
-        value = _host_value(value)  # collective for cross-host arrays: all processes
+        value = host_array(value)  # collective for cross-host arrays: all processes
         if dtype is not None and jnp.issubdtype(value.dtype, jnp.floating):
             value = value.astype(dtype)  # also bfloat16, which plain numpy cannot load
         values[path] = value
     files = {p: str(directory / numpy_file_name(p, suffix)) for p in values}
-    if _is_writer():
-        tmp = directory.parent / f"{directory.name}.tmp-{_tmp_suffix()}"
+    if is_writer():
+        tmp = directory.parent / f"{directory.name}.tmp-{os.getpid()}-{time.time_ns()}"
         tmp.mkdir(parents=True, exist_ok=False)
         for path, value in values.items():
             with (tmp / numpy_file_name(path, suffix)).open("wb") as f:
                 np.save(f, value, allow_pickle=False)
-                _fsync(f)
+                fsync(f)
         if directory.exists():
             logger.warning("%s already exists (a rerun after an interrupted save?); "
                            "replacing it", directory)
             directory.rmtree()
         tmp.rename(directory)
-    _sync(f"xprompt_jax:save_numpy:{directory}")
+    barrier(f"xprompt_jax:save_numpy:{directory}")
     return files
 
 
@@ -337,7 +266,7 @@ def _default_numpy_params(state: Any) -> Any:
 
 
 def _clean_metric(metric: Any) -> Optional[float]:
-    return None if metric is None else float(_host_value(metric))
+    return None if metric is None else float(host_array(metric))
 
 
 # ----------------------------------------------------------------------------- manager
@@ -387,7 +316,7 @@ class RunCheckpointer:
             self._manager = None
         else:
             self._manager = self._make_manager()
-        if not read_only and _is_writer():
+        if not read_only and is_writer():
             self._cleanup_numpy_tmp()
         self._metrics: Dict[int, Optional[float]] = {}
         self._bad_steps: Dict[int, str] = {}   # step -> why restoring it failed
@@ -603,7 +532,7 @@ class RunCheckpointer:
 
     def _quarantine(self, step: int) -> None:
         """Moves the bad checkpoint `step` to corrupt_checkpoints/<step>-<time> (kept)."""
-        if _is_writer():
+        if is_writer():
             dest_dir = self.model_dir / CORRUPT_DIR
             dest_dir.mkdir(parents=True, exist_ok=True)
             dest = dest_dir / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -611,7 +540,7 @@ class RunCheckpointer:
                            "again", self.checkpoint_path(step), self._bad_steps.get(step),
                            dest, step)
             self.checkpoint_path(step).rename(dest)
-        _sync(f"xprompt_jax:quarantine:{self.model_dir}:{step}")
+        barrier(f"xprompt_jax:quarantine:{self.model_dir}:{step}")
         self._bad_steps.pop(step, None)
         self._metrics.pop(step, None)
         self._manager.reload()
@@ -680,7 +609,7 @@ class RunCheckpointer:
             self._manager.delete(step)
         self._metrics.pop(step, None)
         path = self.numpy_path(step)
-        if _is_writer() and path.exists():
+        if is_writer() and path.exists():
             path.rmtree()
 
     def _prune(self) -> None:
@@ -690,12 +619,12 @@ class RunCheckpointer:
                 logger.info("deleting checkpoint %d (keeping %s)", step, sorted(keep))
                 self._manager.delete(step)
                 self._metrics.pop(step, None)
-        if self.prune_numpy and _is_writer() and self.numpy_dir.exists():
+        if self.prune_numpy and is_writer() and self.numpy_dir.exists():
             for path in self.numpy_dir.iterdir():
                 m = _NUMPY_DIR_RE.match(path.name)
                 if m and int(m.group(1)) not in keep:
                     path.rmtree()
-        _sync(f"xprompt_jax:prune:{self.model_dir}")
+        barrier(f"xprompt_jax:prune:{self.model_dir}")
 
     def _cleanup_numpy_tmp(self) -> None:
         if not self.numpy_dir.exists():
@@ -706,7 +635,7 @@ class RunCheckpointer:
                 path.rmtree()
 
     def _write_best_record(self) -> None:
-        if not _is_writer():
+        if not is_writer():
             return
         steps = self.all_steps()
         write_json_atomic(self.best_record_path, {
@@ -717,3 +646,7 @@ class RunCheckpointer:
             "steps": steps,
             "metrics": {str(s): self._metrics.get(s) for s in steps},
         })
+
+
+# Names that moved elsewhere: an import names their new home.
+__getattr__ = _moved.module_getattr(__name__)

@@ -22,6 +22,7 @@ import logging
 import os
 from typing import Optional
 
+from .. import _moved
 import jax
 
 logger = logging.getLogger("xprompt_jax")
@@ -87,6 +88,6 @@ def initialize_from_flags(FLAGS) -> bool:
                       FLAGS.process_index)
 
 
-def is_writer() -> bool:
-    """Process 0 writes exports, logs and reports."""
-    return jax.process_index() == 0
+
+# Names that moved elsewhere: an import names their new home.
+__getattr__ = _moved.module_getattr(__name__)

@@ -30,6 +30,7 @@ from typing import Any, Dict, Optional
 import jax
 
 from ..errors import RunLockedError
+from ..fileio import is_writer
 
 logger = logging.getLogger("xprompt_jax")
 
@@ -151,7 +152,7 @@ def _try_acquire(model_dir: str, force: bool) -> Optional[str]:
 
 def acquire(model_dir: str, force: bool = False) -> None:
     """Locks `model_dir` for this run (see the module docstring); raises RunLockedError."""
-    reason = _try_acquire(model_dir, force) if jax.process_index() == 0 else None
+    reason = _try_acquire(model_dir, force) if is_writer() else None
     failed = reason is not None
     if jax.process_count() > 1:
         import numpy as np

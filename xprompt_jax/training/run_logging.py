@@ -10,8 +10,9 @@ import sys
 import time
 from typing import Any, Mapping, Optional
 
-import jax
 import numpy as np
+
+from ..fileio import is_writer
 
 logger = logging.getLogger("xprompt_jax")
 
@@ -71,7 +72,7 @@ def progress_bar(total: int, description: str, enabled: Optional[bool] = None,
     use_bar = sys.stderr.isatty() if enabled is None else enabled
     return _whole_unit_tqdm()(total=int(total), desc=description, dynamic_ncols=True,
                               unit=unit or bar_unit(description),
-                              disable=not use_bar or jax.process_index() != 0)
+                              disable=not use_bar or not is_writer())
 
 
 LOG_FILE = "train.log"
@@ -91,7 +92,7 @@ class RunLogger:
                  progress: Optional[bool] = None, tensorboard: bool = True,
                  description: str = "train"):
         self.model_dir = model_dir
-        self.is_writer = jax.process_index() == 0
+        self.is_writer = is_writer()
         os.makedirs(model_dir, exist_ok=True)
         self.jsonl_path = os.path.join(model_dir, "metrics.jsonl")
         self._writers = {}

@@ -6,9 +6,11 @@ stopping after `patience` evaluations without improvement), checkpoints every
 `save_period` steps (orbax, atomic; numpy prompt export), and logs (JSONL, TensorBoard,
 progress bar). XPrompt and EPT reuse it: `extra_variables` carries non-trainable
 collections such as `prompt_masks`, `initial_trainable` overrides the prompt's initial
-values (rewinding), `update_mask` zeroes updates of pruned entries.
+values (rewinding), `update_mask` zeroes updates of pruned entries. The model's variables
+come from `frozen_model.initialize` (the pretrained weights in place, the frozen part cast
+and sharded).
 
-Reliability (issue #20; README "Reliability"):
+Reliability (docs: Reliability):
 - one run per MODEL_DIR: `run_lock` (`force` takes a live lock over);
 - resume from the newest *good* checkpoint (`RunCheckpointer.restore_latest_good`);
 - NaN/Inf: the jitted step drops a non-finite update; `on_nonfinite='stop'` (default)
@@ -37,12 +39,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..errors import CheckpointError, ConfigError, NonFiniteError, TrainingInterrupted
+from .. import _moved
+from ..errors import ConfigError, NonFiniteError, TrainingInterrupted
 from . import partitioning, run_lock
 from .checkpointing import RunCheckpointer
 from .data import DataConfig, TrainBatchIterator
-from .evaluation import Evaluator
-from .params import DEFAULT_TRAINABLE_REGEX, cast_tree, count_params, merge_params, split_params
+from .frozen_model import FrozenModelConfig, initialize
+from .params import count_params, merge_params
 from .run_logging import RunLogger
 from .train_step import LossConfig, TrainState, jit_train_step, make_train_step
 
@@ -62,12 +65,7 @@ class TrainerConfig:
     patience: Optional[int] = None         # evaluations without improvement before stopping
     log_period: int = 10
     seed: int = 0
-    trainable_regex: str = DEFAULT_TRAINABLE_REGEX
-    frozen_dtype: Optional[str] = None     # e.g. 'bfloat16'
     num_microbatches: int = 1
-    mesh_shape: tuple = (-1, 1)
-    activation_partitioning_dims: int = 1
-    parameter_partitioning_dims: int = 1
     save_numpy: bool = True
     progress: Optional[bool] = None        # None: progress bar only on a terminal
     on_nonfinite: str = "stop"             # ON_NONFINITE: 'stop' | 'skip_step'
@@ -112,146 +110,62 @@ def check_feature_lengths(feature_lengths: Mapping[str, int]) -> None:
                               f"expected at least {minimum})")
 
 
-def dummy_batch(feature_lengths: Mapping[str, int], batch_size: int = 1) -> Dict[str, jnp.ndarray]:
-    enc = jnp.ones((batch_size, feature_lengths["inputs"]), jnp.int32)
-    dec = jnp.ones((batch_size, feature_lengths["targets"]), jnp.int32)
-    return {"encoder_input_tokens": enc, "decoder_input_tokens": dec,
-            "decoder_target_tokens": dec}
-
-
-def init_variables(model, pretrained_params: Optional[Mapping[str, Any]],
-                   feature_lengths: Mapping[str, int], rng: jax.Array) -> Dict[str, Any]:
-    """Variables of `model` with `pretrained_params` in place; only missing parameters (the
-    prompt) are freshly initialized (no throw-away init of the frozen model)."""
-    batch = dummy_batch(feature_lengths)
-    args = (batch["encoder_input_tokens"], batch["decoder_input_tokens"],
-            batch["decoder_target_tokens"])
-    if pretrained_params is None:
-        return dict(jax.jit(lambda r: model.init(r, *args, enable_dropout=False))(rng))
-
-    def fill(params, r):
-        _, variables = model.apply({"params": params}, *args, enable_dropout=False,
-                                   mutable=True, rngs={"params": r})
-        return variables
-
-    abstract = jax.eval_shape(lambda r: model.init(r, *args, enable_dropout=False), rng)
-    check_pretrained_fits(pretrained_params, abstract["params"])
-    variables = jax.jit(fill)(pretrained_params, rng)
-    _check_shapes(variables["params"], abstract["params"])
-    return dict(variables)
-
-
-def _count_layers(flat: Mapping[str, Any], stack: str) -> int:
-    return len({k.split("/")[1] for k in flat if k.startswith(stack + "/layers_")})
-
-
-def model_dims(flat: Mapping[str, Any]) -> Dict[str, Any]:
-    """emb_dim, vocab_size and layer counts read off a flat T5X-named param tree."""
-    dims: Dict[str, Any] = {}
-    emb = flat.get("token_embedder/embedding")
-    if emb is not None:
-        dims["vocab_size"], dims["emb_dim"] = (int(d) for d in emb.shape)
-    dims["num_encoder_layers"] = _count_layers(flat, "encoder")
-    dims["num_decoder_layers"] = _count_layers(flat, "decoder")
-    return dims
-
-
-def check_pretrained_fits(params, expected, where: str = "the pretrained checkpoint") -> None:
-    """Before any apply: every pretrained parameter the model has must have its shape;
-    raises CheckpointError naming emb_dim / vocab_size / layers of both sides."""
-    from .params import flatten
-
-    got, want = flatten(params), flatten(expected)
-    mismatched = [k for k in got if k in want and tuple(got[k].shape) != tuple(want[k].shape)]
-    have, need = model_dims(got), model_dims(want)
-    differ = [k for k in need if k in have and have[k] != need[k]]
-    if differ or mismatched:
-        detail = ", ".join(f"{k} {have[k]} (config: {need[k]})" for k in differ)
-        if not detail:
-            k = mismatched[0]
-            detail = (f"parameter {k} has shape {tuple(got[k].shape)} (model: "
-                      f"{tuple(want[k].shape)})")
-        raise CheckpointError(f"{where} does not fit MODEL_CONFIG: checkpoint has {detail}")
-
-
-def _check_shapes(params, expected):
-    from .params import flatten
-
-    got, want = flatten(params), flatten(expected)
-    missing = sorted(set(want) - set(got))
-    unexpected = sorted(set(got) - set(want))
-    if missing or unexpected:
-        raise CheckpointError(f"pretrained parameters do not match the model: missing "
-                              f"{missing[:10]}, unexpected {unexpected[:10]}")
-    for key, spec in want.items():
-        if tuple(got[key].shape) != tuple(spec.shape):
-            raise CheckpointError(f"parameter {key}: checkpoint shape {tuple(got[key].shape)} != "
-                             f"model shape {tuple(spec.shape)}")
-
-
 class Trainer:
     """Trains the trainable subtree of a (prompted) model; see module docstring."""
 
     def __init__(self, model, optimizer: optax.GradientTransformation, data_config: DataConfig,
-                 config: TrainerConfig, *, pretrained_params: Optional[Mapping[str, Any]] = None,
-                 evaluator: Optional[Evaluator] = None,
+                 config: TrainerConfig, *,
+                 frozen_config: FrozenModelConfig = FrozenModelConfig(),
+                 pretrained_params: Optional[Mapping[str, Any]] = None,
+                 evaluator: Any = None,
                  loss_config: LossConfig = LossConfig(),
                  extra_variables: Optional[Mapping[str, Any]] = None,
                  initial_trainable: Optional[Mapping[str, Any]] = None,
                  update_mask: Optional[Mapping[str, Any]] = None,
                  step_callback: Optional[Callable[[int, Dict[str, Any]], None]] = None,
+                 eval_callback: Optional[Callable[[int, Dict[str, Any], Any], None]] = None,
                  batch_transform: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None,
                  numpy_params_fn: Optional[Callable[[Any], Any]] = None):
-        """`batch_transform`: applied to every host batch before the step (a PromptBank's
-        `bank_training.BankBatches`); `numpy_params_fn`: trainable params -> the tree the
-        numpy export writes (per-prompt files of a bank)."""
+        """`frozen_config`: which params train, the frozen dtype and the mesh;
+        `evaluator`: anything with `evaluate(variables) -> result` (`evaluation`);
+        `eval_callback(step, result, trainable)` after each evaluation (a bank's best prompt
+        per task); `batch_transform`: applied to every host batch before the step (a
+        PromptBank's `bank_training.BankBatches`); `numpy_params_fn`: trainable params ->
+        the tree the numpy export writes (per-prompt files of a bank)."""
         self.model = model
         self.batch_transform = batch_transform
         self.numpy_params_fn = numpy_params_fn
         self.config = config
+        self.frozen_config = frozen_config
         self.data_config = data_config
         self.evaluator = evaluator
         self.step_callback = step_callback
+        self.eval_callback = eval_callback
         check_feature_lengths(data_config.task_feature_lengths)
         batch_size = data_config.batch_size
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"BATCH_SIZE={batch_size!r}: expected an int >= 1")
         run_lock.acquire(config.model_dir, force=config.force)  # before any work or write
-        self.mesh = partitioning.make_mesh(config.mesh_shape)
-        self.rules = partitioning.standard_logical_axis_rules(
-            config.activation_partitioning_dims, config.parameter_partitioning_dims)
         if update_mask is not None:
             optimizer = optax.chain(optimizer, _mask_updates(update_mask))
         self.optimizer = optimizer
 
-        rng = jax.random.PRNGKey(config.seed)
-        init_rng, self.dropout_rng = jax.random.split(rng)
-        with partitioning.activate(self.mesh, self.rules):
-            variables = init_variables(model, pretrained_params, data_config.task_feature_lengths,
-                                       init_rng)
-        params_axes = variables.pop("params_axes", {})
-        variables.pop("cache", None)
-        params = variables.pop("params")
-        self.extra_variables = dict(extra_variables or {})
-        for name, value in variables.items():  # e.g. prompt_masks created at init
-            self.extra_variables.setdefault(name, value)
-        trainable, frozen = split_params(params, config.trainable_regex)
-        if initial_trainable is not None:
-            trainable = jax.tree_util.tree_map(lambda a, b: jnp.asarray(b, a.dtype), trainable,
-                                               dict(initial_trainable))
-        frozen = cast_tree(frozen, config.frozen_dtype)
+        init_rng, self.dropout_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+        initialized = initialize(model, pretrained_params, data_config.task_feature_lengths,
+                                 frozen_config, init_rng, extra_variables=extra_variables,
+                                 initial_trainable=initial_trainable)
+        self.mesh, self.rules = initialized.mesh, initialized.rules
+        trainable = initialized.trainable
+        self.frozen = dict(initialized.frozen)
+        self.extra_variables = {k: v for k, v in self.frozen.items() if k != "params"}
         self.num_trainable = count_params(trainable)
-        self.num_frozen = count_params(frozen)
+        self.num_frozen = count_params(self.frozen["params"])
 
         # Shardings from the logical axes (prompt axes replicated; opt state replicated).
         self.replicated = partitioning.replicated(self.mesh)
-        trainable_sh = partitioning.param_shardings(trainable, params_axes, self.mesh, self.rules)
-        frozen_sh = partitioning.param_shardings(frozen, params_axes, self.mesh, self.rules)
-        self.frozen = {"params": jax.device_put(frozen, frozen_sh)}
-        frozen_shardings = {"params": frozen_sh}
-        for name, value in self.extra_variables.items():
-            self.frozen[name] = jax.device_put(value, self.replicated)
-            frozen_shardings[name] = jax.tree_util.tree_map(lambda _: self.replicated, value)
+        trainable_sh = partitioning.param_shardings(trainable, initialized.params_axes,
+                                                    self.mesh, self.rules)
+        frozen_shardings = jax.tree_util.tree_map(lambda x: x.sharding, self.frozen)
         state = TrainState.create(jax.device_put(trainable, trainable_sh), optimizer)
         self.state_shardings = TrainState(
             step=self.replicated, params=trainable_sh,
@@ -421,6 +335,8 @@ class Trainer:
                                                **eval_result["metrics"]})
                         log.message(f"step {step} eval ({eval_result['mode']}): "
                                     f"{eval_result['metrics']}")
+                        if self.eval_callback is not None:
+                            self.eval_callback(step, eval_result, self.state.params)
                         if main is not None and (best_eval is None or main > best_eval["main_metric"]):
                             best_eval = {"step": step, **eval_result}
                             stale = 0
@@ -573,3 +489,7 @@ def _mask_updates(mask_tree: Mapping[str, Any]) -> optax.GradientTransformation:
                                       dict(mask_tree)), state
 
     return optax.GradientTransformation(init_fn, update_fn)
+
+
+# Names that moved elsewhere: an import names their new home.
+__getattr__ = _moved.module_getattr(__name__)

@@ -33,7 +33,7 @@ def reference_accuracies(task: str, variants: Iterable[str] = ("prefixed", "bare
                          feature_lengths: Mapping[str, int] = FEATURE_LENGTHS,
                          batch_size: int = 64) -> Dict[str, Dict]:
     """`{variant: evaluator result}` (result['main_metric'] is the accuracy in %)."""
-    from xprompt_jax.training.evaluation import EvalConfig, Evaluator
+    from xprompt_jax.evaluation import EvalConfig, Evaluator
 
     from . import seqio_tasks
 

@@ -4,7 +4,7 @@
         --gin.MODEL_DIR="'/tmp/xp'" --gin.MIXTURE_OR_TASK_NAME="'xprompt_super_glue_rte_local'"
 
 Runs stage 1 -> scores -> search -> rewind -> final eval (resuming finished stages) and
-writes MODEL_DIR/report.md, report.json and the plots.
+writes MODEL_DIR/report.md, report.json and the plots (`xprompt_jax.xprompt.pipeline`).
 """
 
 import json
@@ -14,7 +14,7 @@ import sys
 
 def main(argv):
     from xprompt_jax import gin_utils
-    from xprompt_jax.train import configure_from_argv
+    from xprompt_jax.runs.flags import configure_from_argv
     from xprompt_jax.xprompt import pipeline
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

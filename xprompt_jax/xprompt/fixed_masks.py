@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.linen import partitioning as nn_partitioning
 
+from ..fileio import save_npz_atomic
 from ..prompts import initializers
 from ..prompts.soft_prompt import PROMPT_AXES
 from .masked_prompt import TOKEN_PRUNE_MODES
@@ -38,18 +39,12 @@ REWOUND_PROMPT_FILE = "rewound_prompt.npy"
 
 def save_masks(path, token_mask, piece_mask) -> str:
     """Writes `token_mask` `[m]` and `piece_mask` `[m, k]` (float32 0/1) to an `.npz`
-    (atomically: a temporary file renamed into place). Returns the path."""
+    (atomically). Returns the path."""
     token_mask = np.asarray(token_mask, np.float32)
     piece_mask = np.asarray(piece_mask, np.float32)
     _check_shapes(token_mask, piece_mask, os.fspath(path))
-    path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        np.savez(f, token_mask=token_mask, piece_mask=piece_mask)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    save_npz_atomic(path, token_mask=token_mask, piece_mask=piece_mask)
+    return os.fspath(path)
 
 
 def _check_shapes(token_mask: np.ndarray, piece_mask: np.ndarray, where: str) -> None:

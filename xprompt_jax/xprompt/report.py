@@ -1,4 +1,6 @@
-"""XPrompt run report: report.json, report.md and PNG plots in MODEL_DIR.
+"""XPrompt's report: report.json, report.md and PNG plots in MODEL_DIR, written once
+(`runs.report.write_report`) with the sections callers add (a summary above it, a next step
+below it).
 
 - `importance_heatmap.png`: tokens x pieces importance (piece scores of the full prompt),
   pruned cells greyed (the paper's Figures 9-10).
@@ -9,15 +11,19 @@
 
 from __future__ import annotations
 
-import json
+import logging
 import os
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..training.checkpointing import write_json_atomic, write_text_atomic
+from ..fileio import is_writer
+from ..markdown import cell
+from ..runs import report as run_report
 from . import pruning
 from .scoring import ImportanceScores
+
+logger = logging.getLogger("xprompt_jax")
 
 
 def _plt():
@@ -89,8 +95,8 @@ def curve_lines(curve: Mapping[str, Any]) -> list:
              "|---|---|---|---|"]
     for i, ratio in enumerate(curve["ratios"]):
         lines.append(f"| {ratio:.0%} ({curve['pruned_tokens'][i]}) | "
-                     f"{_fmt(curve['importance'][i])} | {_fmt(curve['reversed'][i])} | "
-                     f"{_fmt(curve['random'][i])} |")
+                     f"{_num(curve['importance'][i])} | {_num(curve['reversed'][i])} | "
+                     f"{_num(curve['random'][i])} |")
     return lines
 
 
@@ -136,20 +142,27 @@ def _scoring_cost_lines(proto: Mapping[str, Any]) -> list:
             f"{cost['train_step_equivalents']:g} train steps;"]
 
 
-def _fmt(value) -> str:
-    return "-" if value is None else f"{float(value):.4g}"
+def _num(value) -> str:
+    return cell(value, ".4g")
 
 
 def _step_label(step) -> str:
     return f"step {step}" if isinstance(step, int) or str(step).isdigit() else str(step)
 
 
-def markdown(report: Mapping[str, Any]) -> str:
+def markdown(report: Mapping[str, Any], title: str = "XPrompt report") -> list:
+    """report.md lines of the pipeline (or the T5X stage 2, which has no rewind yet)."""
     params = report["parameters"]
     final = report["final_eval"]
     stage1 = report["stage1"].get("eval") or {}
+    if final:
+        xprompt_row = (f"| XPrompt (rewound, step {final.get('checkpoint_step')}) | "
+                       f"{_num(final.get('main_metric'))} | {params['xprompt']} |")
+    else:
+        xprompt_row = (f"| XPrompt masks (before rewinding; rewind with t5x/train.py) | - | "
+                       f"{params['xprompt']} |")
     lines = [
-        "# XPrompt report", "",
+        f"# {title}", "",
         f"- run: `{report['model_dir']}`",
         f"- mask variant: `{report['mask_variant']}`; pruning levels: "
         f"{', '.join(report['prune_levels'])}; importance: "
@@ -161,9 +174,8 @@ def markdown(report: Mapping[str, Any]) -> str:
         "| | dev main metric | trainable parameters |",
         "|---|---|---|",
         f"| prompt tuning (stage 1, {_step_label(report['stage1']['best_step'])}) | "
-        f"{_fmt(stage1.get('main_metric'))} | {params['prompt_tuning']} |",
-        f"| XPrompt (rewound, step {final.get('checkpoint_step')}) | "
-        f"{_fmt(final.get('main_metric'))} | {params['xprompt']} |", "",
+        f"{_num(stage1.get('main_metric'))} | {params['prompt_tuning']} |",
+        xprompt_row, "",
         f"Surviving tokens: {params['surviving_tokens']} / {report['prompt_length']}; surviving "
         f"pieces: {params['surviving_pieces']} / {report['prompt_length'] * report['num_pieces']}"
         f" (parameters = surviving pieces x e/k).", "",
@@ -173,10 +185,10 @@ def markdown(report: Mapping[str, Any]) -> str:
         lines += ["## Ablations (same stage 1, same counts; the paper's Figure 5)", "",
                   "| variant | dev main metric | surviving tokens | surviving pieces |",
                   "|---|---|---|---|",
-                  f"| XPrompt | {_fmt(final.get('main_metric'))} | "
+                  f"| XPrompt | {_num(final.get('main_metric'))} | "
                   f"{params['surviving_tokens']} | {params['surviving_pieces']} |"]
         for name, row in ablations.items():
-            lines.append(f"| {name} | {_fmt((row.get('final_eval') or {}).get('main_metric'))}"
+            lines.append(f"| {name} | {_num((row.get('final_eval') or {}).get('main_metric'))}"
                          f" | {row['surviving_tokens']} | {row['surviving_pieces']} |")
         lines.append("")
     lines += protocol_lines(report)
@@ -194,7 +206,7 @@ def markdown(report: Mapping[str, Any]) -> str:
         for row in rows:
             chosen = "yes" if row["name"] == search.get(f"best_{level}") else ""
             lines.append(f"| {row['ratio']:.0%} | {row.get('kept_pieces', '-')} | "
-                         f"{_fmt(row['main_metric'])} | {chosen} |")
+                         f"{_num(row['main_metric'])} | {chosen} |")
         lines.append("")
     if report.get("nearest_tokens"):
         from ..analysis.nearest_tokens import markdown_lines
@@ -207,23 +219,89 @@ def markdown(report: Mapping[str, Any]) -> str:
                   "(a stage resumed from its files shows the time to load them).", ""]
     lines += ["## Plots", "", "![importance](importance_heatmap.png)", "",
               "![token scores](token_scores_hist.png) ![piece scores](piece_scores_hist.png)", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def write_report(model_dir: str, report: Dict[str, Any], scores: ImportanceScores,
-                 token_mask: np.ndarray, piece_mask: np.ndarray) -> None:
-    plot_importance_heatmap(scores.piece, token_mask, piece_mask,
-                            os.path.join(model_dir, "importance_heatmap.png"))
-    plot_histogram(scores.token, "token importance (full prompt)",
-                   os.path.join(model_dir, "token_scores_hist.png"))
-    plot_histogram(scores.piece, "piece importance (full prompt)",
-                   os.path.join(model_dir, "piece_scores_hist.png"))
+                 token_mask: np.ndarray, piece_mask: np.ndarray,
+                 sections: Sequence[run_report.SectionFn] = ()) -> Dict[str, Any]:
+    """Plots, report.json and report.md; `sections` (functions of the report) add parts
+    above or below it (the body's title becomes "Pipeline details" under a summary).
+    Returns report.json's content."""
     report = dict(report)
     report["scores"] = scores.to_json()
     report["plots"] = ["importance_heatmap.png", "token_scores_hist.png", "piece_scores_hist.png"]
     if report.get("masking_curve"):
-        plot_masking_curve(report["masking_curve"], os.path.join(model_dir, "masking_curve.png"))
         report["plots"].append("masking_curve.png")
-    write_json_atomic(os.path.join(model_dir, "report.json"), json.loads(json.dumps(
-        report, default=lambda o: np.asarray(o).tolist())))
-    write_text_atomic(os.path.join(model_dir, "report.md"), markdown(report))
+    if is_writer():
+        plot_importance_heatmap(scores.piece, token_mask, piece_mask,
+                                os.path.join(model_dir, "importance_heatmap.png"))
+        plot_histogram(scores.token, "token importance (full prompt)",
+                       os.path.join(model_dir, "token_scores_hist.png"))
+        plot_histogram(scores.piece, "piece importance (full prompt)",
+                       os.path.join(model_dir, "piece_scores_hist.png"))
+        if report.get("masking_curve"):
+            plot_masking_curve(report["masking_curve"],
+                               os.path.join(model_dir, "masking_curve.png"))
+    added = [section(report) for section in sections]
+    title = "Pipeline details" if any(s.first for s in added) else "XPrompt report"
+    return run_report.write_report(model_dir, report, markdown(report, title), added)
+
+
+def parameters(token_mask, piece_mask, length: int, embed_dim: int) -> Dict[str, int]:
+    """Trainable parameters of prompt tuning and of XPrompt's masks (Table 3: surviving
+    pieces x e/k), and the surviving counts."""
+    return {"prompt_tuning": length * embed_dim,
+            "xprompt": pruning.trainable_parameter_count(token_mask, piece_mask, embed_dim),
+            "surviving_tokens": int((np.asarray(token_mask) > 0).sum()),
+            "surviving_pieces": int(pruning.effective_piece_mask(token_mask, piece_mask).sum())}
+
+
+def nearest_tokens(ctx, stage1_params) -> Optional[Dict[str, Any]]:
+    """Nearest vocabulary pieces of the stage-1 prompt (Lester et al. section 7); None when
+    they cannot be computed (a report extra)."""
+    try:
+        return run_report.prompt_interpretability(ctx.model, ctx.variables(stage1_params),
+                                                  ctx.run.task_name)
+    except Exception as e:  # pylint: disable=broad-except
+        logger.warning("nearest-token analysis skipped: %s", e)
+        return None
+
+
+def protocol(ctx, config, search_result, stage1_step, rewind_steps_run,
+             rewind_each_candidate: bool, metric: str, num_score_examples: int = 0
+             ) -> Dict[str, Any]:
+    """What was searched, retrained and measured, for comparison with the paper (p5).
+
+    `importance_scoring`: the full prompt's scoring, one rescoring of the survivors per
+    ratio step of each level (the last ratio of a level needs none) and, before the piece
+    level, one scoring on the best token mask, each over `num_score_examples` examples; a
+    scored example costs about one trained example (a forward and a backward pass to the
+    masks), so `train_step_equivalents` = examples / BATCH_SIZE."""
+    levels = config.prune_levels
+    steps = {"token": len(config.token_ratios) - 1, "piece": len(config.piece_ratios)}
+    scorings = 1 + sum(steps[level] for level in levels)
+    examples = scorings * int(num_score_examples)
+    return {
+        "importance_scoring": {
+            "scorings": scorings, "examples_each": int(num_score_examples),
+            "examples_total": examples,
+            "train_step_equivalents": round(examples / ctx.run.data.batch_size, 1)},
+        "levels": list(levels),
+        "token_ratios": list(config.token_ratios) if "token" in levels else [],
+        "piece_ratios": list(config.piece_ratios) if "piece" in levels else [],
+        "piece_ranking": config.piece_ranking,
+        "unpruned_candidate": bool(config.search_include_unpruned),
+        "iterative": True,
+        "candidates_scored": ("each retrained from the stage-1 values (rewind) and its best "
+                              "dev checkpoint" if rewind_each_candidate else
+                              "stage-1 prompt with the mask applied, no retraining"),
+        "eval_split": ctx.evaluator.config.split,
+        "eval_mode": ctx.evaluator.config.mode,
+        "main_metric": metric,
+        "token_prune_mode": getattr(ctx.prompt, "token_prune_mode", None),
+        "chosen": search_result.get("xprompt", {}).get("name"),
+        "mask_variant": config.mask_variant,
+        "rewound_to_stage1_step": stage1_step,
+        "rewind_steps": rewind_steps_run,
+    }

@@ -8,6 +8,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..errors import CheckpointError, ConfigError, XPromptError
+
 HF_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json",
             "pytorch_model.bin", "pytorch_model.bin.index.json", "flax_model.msgpack")
 
@@ -25,8 +27,8 @@ def detect_format(path: str) -> str:
 def load_pretrained_params(path: str, checkpoint_format: str = "auto",
                            shardings: Optional[Any] = None, dtype: Optional[Any] = None):
     """The T5X-named parameter tree of a pretrained checkpoint."""
-    from xprompt_jax import checkpoints
-    from xprompt_jax.errors import CheckpointError, ConfigError, XPromptError
+    from .hf import load_hf_params
+    from .t5x import load_t5x_params
 
     if not isinstance(path, (str, os.PathLike)):
         raise ConfigError(f"INITIAL_CHECKPOINT_PATH={path!r}: expected a path")
@@ -37,7 +39,7 @@ def load_pretrained_params(path: str, checkpoint_format: str = "auto",
     if not os.path.exists(path) and "://" not in os.fspath(path):
         raise CheckpointError(f"pretrained checkpoint {path} does not exist "
                               "(INITIAL_CHECKPOINT_PATH)")
-    load = checkpoints.load_hf_params if fmt == "hf" else checkpoints.load_t5x_params
+    load = load_hf_params if fmt == "hf" else load_t5x_params
     try:
         return load(path, shardings=shardings, dtype=dtype)
     except XPromptError:

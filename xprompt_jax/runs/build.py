@@ -1,0 +1,83 @@
+"""A trainer from a `RunConfig` and explicit runtime objects.
+
+`build_trainer(run, ...)` imports the task module, turns TRAIN_EPOCHS into steps, loads the
+frozen model (`frozen.load_pretrained`), builds the evaluator (`build_evaluator`) and, for a
+PromptBank model, the bank's parts (per-prompt optimizer, batch transform, per-prompt
+numpy export, best prompt per task). What a stage passes in code - a rewound prompt
+(`initial_trainable`), fixed masks (`extra_variables`), an update mask, a step callback - are
+arguments here, never gin bindings.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Dict, Mapping, Optional
+
+from ..evaluation.bank import PromptSelection
+from ..evaluation.evaluator import Evaluator
+from ..evaluation.multitask import MultiTaskEvaluator
+from ..prompts import bank as prompt_bank
+from ..training import bank_training
+from ..training.epochs import train_steps_from_epochs
+from ..training.train_step import LossConfig
+from ..training.trainer import Trainer, check_feature_lengths
+from .config import RunConfig
+from .flags import import_task_module
+from .frozen import load_pretrained
+
+logger = logging.getLogger("xprompt_jax")
+
+
+def bank_config(run: RunConfig) -> bank_training.BankConfig:
+    """The run's bank settings (default: every example once per prompt)."""
+    return run.bank or bank_training.BankConfig()
+
+
+def build_evaluator(run: RunConfig, model=None):
+    """The dev evaluator of `run` (None without EVAL_PERIOD): every prompt of a bank in one
+    batch, each task with its own prompt for mixed-task training."""
+    model = run.model if model is None else model
+    if not run.trainer.eval_period:
+        return None
+    if prompt_bank.num_prompts(model):
+        bank = bank_config(run)
+        if bank.mode == "ids_in_data":
+            return MultiTaskEvaluator(model, bank.tasks, run.feature_lengths, run.evaluation)
+        return Evaluator(model, run.task_name, run.feature_lengths, run.evaluation,
+                         prompts=PromptSelection.all(model, bank.names(model)))
+    return Evaluator(model, run.task_name, run.feature_lengths, run.evaluation)
+
+
+def run_steps(run: RunConfig) -> RunConfig:
+    """`run` with TRAIN_EPOCHS (when set) turned into its number of steps."""
+    if run.train_epochs is None:
+        return run
+    steps = train_steps_from_epochs(run.train_epochs, run.task_name, run.data.batch_size)
+    logger.info("TRAIN_EPOCHS=%s at batch %d: %d steps", run.train_epochs,
+                run.data.batch_size, steps)
+    return run.with_trainer(num_steps=steps).replace(train_epochs=None)
+
+
+def build_trainer(run: RunConfig, *, initial_trainable: Optional[Mapping[str, Any]] = None,
+                  extra_variables: Optional[Mapping[str, Any]] = None,
+                  update_mask: Optional[Mapping[str, Any]] = None,
+                  step_callback: Optional[Callable[[int, Dict[str, Any]], None]] = None
+                  ) -> Trainer:
+    """The trainer of `run` (module docstring)."""
+    import_task_module(run.task_module)
+    check_feature_lengths(run.feature_lengths)  # before loading anything
+    run = run_steps(run)
+    model, optimizer, loss = run.model, run.optimizer, run.loss
+    evaluator = build_evaluator(run)
+    bank_parts: Dict[str, Any] = {}
+    if prompt_bank.num_prompts(model):  # a PromptBank: each prompt trains as if alone
+        bank = bank_config(run)
+        optimizer = bank_training.per_prompt_optimizer(optimizer)
+        loss = LossConfig(loss.label_smoothing, loss.z_loss,
+                          bank_training.bank_loss_normalization(loss.normalization))
+        bank_parts = bank_training.bank_trainer_parts(model, bank, run.model_dir)
+    return Trainer(model, optimizer, run.data, run.trainer, frozen_config=run.frozen,
+                   pretrained_params=load_pretrained(model, run.frozen, run.feature_lengths),
+                   evaluator=evaluator, loss_config=loss, extra_variables=extra_variables,
+                   initial_trainable=initial_trainable, update_mask=update_mask,
+                   step_callback=step_callback, **bank_parts)

@@ -1,0 +1,76 @@
+"""Command-line flags of every CLI, as `t5x/train.py` has them, and the gin they select.
+
+`--gin_file` (repeatable), `--gin_bindings` (repeatable), `--gin.NAME=VALUE`,
+`--gin_search_paths`, `--tfds_data_dir`, and the multi-process flags of
+`training/distributed.py`. `configure_from_argv` parses them, starts `jax.distributed`
+where asked, imports our task registry and parses the gin files (not finalized: task
+modules named by MIXTURE_OR_TASK_MODULE are imported when a run starts).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable, Optional, Sequence, Union
+
+from .. import gin_utils
+from ..training import distributed
+
+
+def define_gin_flags(flags) -> None:
+    """--gin_file, --gin_bindings, --gin_search_paths, --tfds_data_dir (once)."""
+    if "gin_file" in flags.FLAGS:
+        return
+    flags.DEFINE_multi_string("gin_file", [], "gin files (searched in --gin_search_paths "
+                              "and the package gin/ directory)")
+    flags.DEFINE_multi_string("gin_bindings", [], "individual gin bindings")
+    flags.DEFINE_list("gin_search_paths", [], "comma-separated gin search paths")
+    flags.DEFINE_string("tfds_data_dir", None, "TFDS data directory override")
+
+
+def define_checkpoint_flag(flags, default: str = "best") -> None:
+    """--checkpoint: 'best', 'latest' or a step (once)."""
+    if "checkpoint" not in flags.FLAGS:
+        flags.DEFINE_string("checkpoint", default, "'best', 'latest' or a step")
+
+
+def checkpoint_step(value: str) -> Union[str, int]:
+    """A --checkpoint / EVAL_CHECKPOINT value: 'best', 'latest' or an int step."""
+    if value in ("best", "latest"):
+        return value
+    from ..errors import ConfigError
+
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--checkpoint={value!r}: expected 'best', 'latest' or a step "
+                          "number") from None
+
+
+def configure_from_argv(argv: Sequence[str],
+                        extra_flags: Optional[Callable] = None):
+    """Parses t5x/train.py-style flags (plus `extra_flags(flags)`) and the gin they name;
+    returns the absl FLAGS object."""
+    from absl import flags
+
+    define_gin_flags(flags)
+    distributed.define_flags(flags)
+    if extra_flags:
+        extra_flags(flags)
+    FLAGS = flags.FLAGS
+    FLAGS(gin_utils.rewrite_gin_args(list(argv)))
+    distributed.initialize_from_flags(FLAGS)
+    if FLAGS.tfds_data_dir:
+        import seqio
+
+        seqio.set_tfds_data_dir_override(FLAGS.tfds_data_dir)
+    # Task modules may register gin configurables (e.g. SUPERGLUE_DIR): import ours first.
+    importlib.import_module("xprompt_jax.tasks")
+    gin_utils.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings,
+                        gin_utils.split_search_paths(FLAGS.gin_search_paths), finalize=False)
+    return FLAGS
+
+
+def import_task_module(module: Optional[str]) -> None:
+    """Imports the module that registers the run's task (T5X's MIXTURE_OR_TASK_MODULE)."""
+    if module:
+        importlib.import_module(module)

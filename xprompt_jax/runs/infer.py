@@ -1,0 +1,242 @@
+"""Serve many prompts on one frozen model.
+
+Requests (JSONL, one object a line): `"prompt"` (a name of INFER_PROMPTS) or `"task"`
+(a prompt is found by the task's name, or the one prompt whose task it is), plus the task's
+input fields, e.g. `{"task": "world_rte", "premise": "...", "hypothesis": "..."}`
+(`label` and `idx` are optional). INFER_PROMPTS maps a prompt name to a `.npy` file
+`[m, e]` (its task is the name) or to `{'file': ..., 'task': ...}`; all prompts share one
+length m (they form one PromptBank, `prompt_files.bank_model_from_files`).
+
+The requests of a task are batched together whatever their prompt (each row carries its
+prompt id: `evaluation.RowPromptIds`) and scored by the evaluator: rank classification
+(the task's verbalizers, INFER_MODE='rank_classification') or greedy generation.
+Predictions are written in input order, one line per request line: `{"line": n, "prompt":
+..., "task": ..., "prediction": ...}` (rank classification adds `"scores"`). A bad line
+(not JSON, not an object, unknown prompt, a missing or non-text field) is reported with its
+line number and field, written as `{"line": n, "error": ...}` and skipped; every other line
+is still answered.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from .. import gin_utils
+from ..errors import ConfigError, DataError
+from ..evaluation.evaluator import MODES, EvalConfig, Evaluator
+from ..evaluation.metrics import default_label_strings_fn
+from ..evaluation.variants import RowPromptIds
+from ..fileio import is_writer, write_lines_atomic
+from ..training.run_logging import progress_bar
+from .config import RunConfig
+from .flags import import_task_module
+from .frozen import load_frozen_model
+from .prompt_files import bank_model_from_files
+
+logger = logging.getLogger("xprompt_jax")
+
+OPTIONAL_FIELDS = {"label": -1, "idx": 0}
+
+
+class BadLine(ValueError):
+    pass
+
+
+def parse_prompt_spec(spec: Mapping[str, Any]) -> List[Tuple[str, str, str]]:
+    """INFER_PROMPTS -> [(name, file, task)] in the given order."""
+    if not spec:
+        raise ConfigError("INFER_PROMPTS is empty: map prompt names to .npy files, e.g. "
+                          "{'world_rte': '/path/prompt.npy'}")
+    out = []
+    for name, value in dict(spec).items():
+        if isinstance(value, str):
+            out.append((str(name), value, str(name)))
+        elif isinstance(value, Mapping) and "file" in value:
+            out.append((str(name), str(value["file"]), str(value.get("task", name))))
+        else:
+            raise ConfigError(f"INFER_PROMPTS[{name!r}] = {value!r}: expected a .npy path or "
+                              "{'file': ..., 'task': ...}")
+    return out
+
+
+class TaskInputs:
+    """A task's raw input fields (from one example of its source) and its preprocessing
+    of in-memory requests (the task's own preprocessors: template, tokenization, EOS)."""
+
+    def __init__(self, task_name: str, feature_lengths: Mapping[str, int]):
+        import seqio
+
+        self.name = task_name
+        self.task = seqio.get_mixture_or_task(task_name)
+        self.feature_lengths = dict(feature_lengths)
+        self.dtypes = self._source_dtypes()
+        self.required = [f for f in self.dtypes if f not in OPTIONAL_FIELDS]
+        self.label_strings_fn = default_label_strings_fn(task_name)
+
+    def _source_dtypes(self) -> Dict[str, Any]:
+        import tensorflow as tf
+
+        for split in ("test", "validation", "train"):
+            try:
+                spec = self.task.source.get_dataset(split=split).element_spec
+            except Exception:  # pylint: disable=broad-except  # the split may not exist
+                continue
+            return {k: v.dtype for k, v in spec.items() if v.shape.rank == 0 and
+                    v.dtype in (tf.string, tf.int32, tf.int64, tf.float32, tf.bool)}
+        raise ConfigError(f"task {self.name!r}: no split of its source could be read to learn "
+                          "its input fields")
+
+    def check(self, line_no: int, request: Mapping[str, Any]) -> Dict[str, Any]:
+        """The request's fields for the task; BadLine naming the line and field."""
+        import tensorflow as tf
+
+        missing = [f for f in self.required if f not in request]
+        if missing:
+            raise BadLine(f"line {line_no}: field {missing[0]!r} missing (task {self.name} "
+                          f"needs {', '.join(self.required)})")
+        out = {}
+        for field, dtype in self.dtypes.items():
+            value = request.get(field, OPTIONAL_FIELDS.get(field))
+            if field == "idx" and field not in request:
+                value = line_no
+            if dtype == tf.string:
+                if not isinstance(value, str):
+                    raise BadLine(f"line {line_no}: field {field!r} must be a string, got "
+                                  f"{type(value).__name__}")
+            elif isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise BadLine(f"line {line_no}: field {field!r} must be a number, got "
+                              f"{type(value).__name__}")
+            out[field] = value
+        return out
+
+    def preprocess(self, requests: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+        """Checked requests -> tokenized examples (`inputs`, ...), in order."""
+        import tensorflow as tf
+
+        if not requests:
+            return []
+        columns = {f: tf.constant([r[f] for r in requests], dtype=d)
+                   for f, d in self.dtypes.items()}
+        ds = tf.data.Dataset.from_tensor_slices(columns)
+        ds = self.task.preprocess_precache(ds)
+        ds = self.task.preprocess_postcache(ds, sequence_length=self.feature_lengths)
+        out = []
+        for ex in ds.as_numpy_iterator():
+            out.append({k: (v.decode("utf-8") if isinstance(v, bytes) else v)
+                        for k, v in ex.items()})
+        if len(out) != len(requests):
+            raise DataError(f"task {self.name}: its preprocessors kept {len(out)} of "
+                            f"{len(requests)} requests (a filtering preprocessor?)")
+        return out
+
+
+def read_requests(path: str, names: Sequence[str], task_of: Mapping[str, str]):
+    """(good [(line, prompt name, request)], errors {line: message}) of a JSONL file."""
+    by_task: Dict[str, List[str]] = {}
+    for name in names:
+        by_task.setdefault(task_of[name], []).append(name)
+    good, errors = [], {}
+    with open(path) as f:
+        for line_no, text in enumerate(f, start=1):
+            if not text.strip():
+                continue
+            try:
+                try:
+                    request = json.loads(text)
+                except json.JSONDecodeError as e:
+                    raise BadLine(f"line {line_no}: not valid JSON ({e.msg} at column "
+                                  f"{e.colno})") from None
+                if not isinstance(request, dict):
+                    raise BadLine(f"line {line_no}: expected a JSON object, got "
+                                  f"{type(request).__name__}")
+                name = request.get("prompt")
+                if name is None:
+                    task = request.get("task")
+                    if task is None:
+                        raise BadLine(f"line {line_no}: field 'prompt' (or 'task') missing")
+                    if task in task_of:
+                        name = task
+                    elif len(by_task.get(task, [])) == 1:
+                        name = by_task[task][0]
+                    elif task in by_task:
+                        raise BadLine(f"line {line_no}: field 'task': {task!r} has several "
+                                      f"prompts ({', '.join(by_task[task])}); name one in "
+                                      "'prompt'")
+                    else:
+                        raise BadLine(f"line {line_no}: field 'task': no prompt for task "
+                                      f"{task!r} (known: {', '.join(sorted(by_task))})")
+                if name not in task_of:
+                    raise BadLine(f"line {line_no}: field 'prompt': unknown prompt {name!r} "
+                                  f"(known: {', '.join(names)})")
+                good.append((line_no, name, request))
+            except BadLine as e:
+                errors[line_no] = str(e)
+    return good, errors
+
+
+def infer(run: RunConfig, *, input_path: str, output_path: str, prompts: Mapping[str, Any],
+          infer_mode: str = "rank_classification", batch_size: int = 32,
+          progress: Optional[bool] = None) -> Dict[str, Any]:
+    """Answers every good request line; returns {'answered', 'skipped', 'errors'}."""
+    gin_utils.check_required("infer", {"model": run.model, "input_path": input_path,
+                                       "output_path": output_path,
+                                       "initial_checkpoint_path":
+                                           run.frozen.initial_checkpoint_path})
+    if infer_mode not in MODES:
+        raise ConfigError(f"INFER_MODE={infer_mode!r}; expected one of {MODES}")
+    import_task_module(run.task_module)
+    spec = parse_prompt_spec(prompts)
+    names = [n for n, _, _ in spec]
+    task_of = {n: t for n, _, t in spec}
+    if not os.path.isfile(input_path):
+        raise DataError(f"INFER_INPUT {input_path!r} does not exist")
+    good, errors = read_requests(input_path, names, task_of)
+    tasks = {t: TaskInputs(t, run.feature_lengths) for t in dict.fromkeys(task_of.values())}
+    if infer_mode == "rank_classification":
+        for t in tasks.values():
+            if t.label_strings_fn is None:
+                raise ConfigError(f"rank classification needs label strings for task "
+                                  f"{t.name!r}; use INFER_MODE='generation'")
+    checked: Dict[str, List[Tuple[int, str, Dict[str, Any]]]] = {}
+    for line_no, name, request in good:
+        try:
+            fields = tasks[task_of[name]].check(line_no, request)
+        except BadLine as e:
+            errors[line_no] = str(e)
+            continue
+        checked.setdefault(task_of[name], []).append((line_no, name, fields))
+    for line_no in sorted(errors):
+        logger.error("%s: skipped %s", input_path, errors[line_no])
+
+    model, trainable = bank_model_from_files(run.model, [f for _, f, _ in spec])
+    frozen = load_frozen_model(model, run.frozen, run.feature_lengths, run.data.seed)
+    variables = frozen.variables(trainable)
+    config = EvalConfig(mode=infer_mode, batch_size=batch_size)
+    prompt_id = {n: i for i, n in enumerate(names)}
+    answers: Dict[int, Dict[str, Any]] = {}
+    with frozen.activate(), progress_bar(sum(map(len, checked.values())), "infer: requests",
+                                         enabled=progress) as bar:
+        for task, rows in checked.items():
+            examples = tasks[task].preprocess([r[2] for r in rows])
+            evaluator = Evaluator(model, task, run.feature_lengths, config,
+                                  label_strings_fn=tasks[task].label_strings_fn,
+                                  examples=examples)
+            predictions = evaluator.predict(
+                variables, RowPromptIds(model, [prompt_id[r[1]] for r in rows]),
+                progress=bar.update)
+            labels = evaluator.rank_options()[0] if predictions.scores else None
+            for i, (line_no, name, _) in enumerate(rows):
+                answer = {"prompt": name, "task": task, "prediction": predictions.texts[0][i]}
+                if labels is not None:
+                    answer["scores"] = {label: float(s) for label, s in
+                                        zip(labels[i], predictions.scores[0][i])}
+                answers[line_no] = answer
+    if is_writer():
+        write_lines_atomic(output_path, (json.dumps(
+            {"line": n, "error": errors[n]} if n in errors else {"line": n, **answers[n]})
+            for n in sorted(set(answers) | set(errors))))
+    return {"answered": len(answers), "skipped": len(errors),
+            "errors": [errors[k] for k in sorted(errors)]}
