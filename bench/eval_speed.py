@@ -1,14 +1,14 @@
 #!/usr/bin/env python
-"""Evaluation speed (issue 16): shared-encoder rank classification against per-row scoring,
+"""Evaluation speed: shared-encoder rank classification against per-row scoring,
 trimmed against padded batches, and the XPrompt search before / after, in one process on one
 model: the shipped world tiny T5.1.1 (d=128, 3+2 layers, 768-piece vocabulary) with a
 20-token `MaskedSoftPrompt` (16 pieces), as in the quickstart.
 
 1. Rank scoring, synthetic inputs of exactly S tokens (S = 256, 512; random ids) and L = 2
    or 3 verbalizers of 1-2 tokens + EOS, targets length 4: today's per-row path
-   (`evaluation.row_scores`: one full forward pass per (example, verbalizer) row, rows
+   (`bench/per_row.py`: one full forward pass per (example, verbalizer) row, rows
    padded to the feature lengths, `--batch` rows per call) against the shared-encoder path
-   (`evaluation.option_scores` on `data.option_features`: one encoder pass per example,
+   (`evaluation.scorers.option_scores` on `data.option_features`: one encoder pass per example,
    verbalizers side by side in one decoder row, `--batch` examples per call). Inputs all
    have length S, so trimming plays no part here: the ratio is the encoder sharing alone.
    The ideal ratio is the ratio of XLA's compiled FLOP counts
@@ -98,7 +98,7 @@ def build_model():
     from xprompt_jax.checkpoints import load_t5x_params
     from xprompt_jax.models import PromptedT5
     from xprompt_jax.prompts import initializers
-    from xprompt_jax.training.trainer import init_variables
+    from xprompt_jax.training.frozen_model import init_variables
     from xprompt_jax.world import paths, pretrain
     from xprompt_jax.xprompt import MaskedSoftPrompt
 
@@ -116,13 +116,14 @@ def rank_scoring(model, variables, args, vocab_size):
     import jax
     import numpy as np
 
+    import per_row as per_row_lib  # bench/
+    from xprompt_jax.evaluation import scorers
     from xprompt_jax.training import data as data_lib
-    from xprompt_jax.training import evaluation
 
     rng = np.random.RandomState(0)
     verbalizers = [[17, 1], [23, 41, 1], [29, 1]]
-    row_jit = jax.jit(evaluation.row_scores, static_argnums=(0,))
-    opt_jit = jax.jit(evaluation.option_scores, static_argnums=(0, 3))
+    row_jit = jax.jit(per_row_lib.row_scores, static_argnums=(0,))
+    opt_jit = jax.jit(scorers.option_scores, static_argnums=(0, 3))
     out = {}
     for length in args.lengths:
         lengths = {"inputs": length, "targets": 4}
@@ -170,22 +171,28 @@ def rank_scoring(model, variables, args, vocab_size):
 
 def world_eval(model, variables, args):
     """Part 2: Evaluator on the world dev split, earlier defaults vs now."""
-    from xprompt_jax.training.evaluation import EvalConfig, Evaluator
+    import per_row as per_row_lib  # bench/
+    from xprompt_jax.evaluation import EvalConfig, Evaluator
 
     lengths = {"inputs": 48, "targets": 4}
     out = {}
-    for mode, old, new in (("rank_classification",
-                            dict(rank_scorer="per_row", trim_batches=False), {}),
-                           ("generation", dict(trim_batches=False), {})):
+    for mode in ("rank_classification", "generation"):
         evs = {name: Evaluator(model, args.task, lengths,
                                EvalConfig(mode=mode, batch_size=args.batch, **kw))
-               for name, kw in (("before", old), ("after", new))}
-        results = {n: ev.evaluate(variables) for n, ev in evs.items()}
+               for name, kw in (("before", dict(trim_batches=False)), ("after", {}))}
+        per_row = mode == "rank_classification"  # the earlier rank scorer, before
+
+        def run(name, ev):
+            if name == "before" and per_row:
+                return per_row_lib.per_row_results(ev, variables)[0]
+            return ev.evaluate(variables)
+
+        results = {n: run(n, ev) for n, ev in evs.items()}
         texts = {}
         for n, ev in evs.items():  # full predictions, not only the sample
-            texts[n] = (ev._predict_rank(variables) if mode == "rank_classification"
-                        else ev._predict_generation(variables))
-        times, first = _rounds({n: (lambda ev=ev: ev.evaluate(variables))
+            texts[n] = (per_row_lib.per_row_texts(ev, variables)[0] if n == "before" and per_row
+                        else ev.predict(variables).texts[0])
+        times, first = _rounds({n: (lambda n=n, ev=ev: run(n, ev))
                                 for n, ev in evs.items()}, args.rounds)
         ratios = [a / b for a, b in zip(times["after"], times["before"])]
         out[mode] = {"before_s": statistics.median(times["before"]),
@@ -206,14 +213,15 @@ def xprompt_search(model, variables, args, variant):
     import numpy as np
 
     from xprompt_jax.training.data import DataConfig, TrainBatchIterator
-    from xprompt_jax.training.evaluation import EvalConfig, Evaluator
+    from xprompt_jax.evaluation import EvalConfig, Evaluator
     from xprompt_jax.xprompt import ImportanceScorer, pruning, search
     from xprompt_jax.xprompt.scoring import ScoreBatches
 
+    import per_row as per_row_lib  # bench/
+
     lengths = {"inputs": 48, "targets": 4}
     before = variant == "before"
-    config = EvalConfig(batch_size=args.batch, **(
-        dict(rank_scorer="per_row", trim_batches=False) if before else {}))
+    config = EvalConfig(batch_size=args.batch, **(dict(trim_batches=False) if before else {}))
     evaluator = Evaluator(model, args.task, lengths, config)
     data = DataConfig(args.task, lengths, args.batch, seed=7919)
     trainable = {"prompt": variables["params"]["prompt"]}
@@ -237,8 +245,9 @@ def xprompt_search(model, variables, args, variant):
         return result
 
     def evaluate(candidates):
-        seconds, results = _timed(lambda: search.evaluate_candidates(evaluator, variables,
-                                                                     candidates))
+        seconds, results = _timed(lambda: (
+            per_row_lib.per_row_results(evaluator, variables, candidates) if before
+            else search.evaluate_candidates(evaluator, variables, candidates)))
         timings["candidates_s"] += seconds
         timings["candidate_evals"] += len(candidates)
         return results

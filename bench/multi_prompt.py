@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Many prompts in one batch (issue #17): throughput of PromptBank batches mixing N prompts
+"""Many prompts in one batch: throughput of PromptBank batches mixing N prompts
 against single-prompt batches, and the faithful XPrompt search's retraining of every
 candidate jointly against one candidate after another. One process, one model: the world's
 tiny T5.1.1 shape (d=128, 3+2 layers, vocabulary 768; random frozen weights: speed does
@@ -47,7 +47,7 @@ from xprompt_jax.prompts import SoftPrompt  # noqa: E402
 from xprompt_jax.prompts.bank import PromptBank, tile_for_prompts, with_prompt_ids  # noqa: E402
 from xprompt_jax.training import optimizers  # noqa: E402
 from xprompt_jax.training.bank_training import BankBatches, per_prompt_optimizer  # noqa: E402
-from xprompt_jax.training.evaluation import row_scores  # noqa: E402
+from per_row import row_scores  # noqa: E402  (bench/)
 from xprompt_jax.training.train_step import LossConfig, TrainState, make_train_step  # noqa: E402
 from xprompt_jax.xprompt.masked_prompt import MaskedSoftPrompt  # noqa: E402
 

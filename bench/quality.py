@@ -63,7 +63,7 @@ import quality_stats as qs  # noqa: E402  (bench/)
 import readme_block  # noqa: E402  (bench/)
 
 from xprompt_jax import gin_utils  # noqa: E402
-from xprompt_jax import quickstart  # noqa: E402
+from xprompt_jax.world import quickstart  # noqa: E402
 
 BENCH_GIN = "world/bench.gin"
 
@@ -303,10 +303,11 @@ def run_one(method: BenchMethod, task_name: str, seed: int, steps: int, eval_per
             os.path.join(run_dir, "bench_run.json")) or {})}
     os.makedirs(run_dir, exist_ok=True)
     copied = _reuse_stages(reuse_dir, run_dir, method.reuse_stages) if reuse_dir else []
-    qs_method = quickstart.Method(method.name, method.gin_file, method.entry, bindings=())
+    qs_method = quickstart.Method(method.name, method.gin_file)
     extra = [f"--gin_file={BENCH_GIN}", f"--gin.EVAL_PERIOD={int(eval_period)}",
              *method.bindings, *extra_bindings]
-    args = quickstart.gin_args(qs_method, run_dir, task_name, world_dir, seed, steps, extra)
+    args = quickstart.gin_args(qs_method, run_dir, task_name, world_dir, seed, steps, extra,
+                               progress=False)
     # gin_args prefixes 'world_' to the task; the bench task name is already complete.
     args = [f"--gin.MIXTURE_OR_TASK_NAME={task_name!r}"
             if a.startswith("--gin.MIXTURE_OR_TASK_NAME=") else a for a in args]
@@ -335,7 +336,7 @@ def reference_results(task: str, cache_path: str) -> Dict[str, Dict[str, float]]
     cached = _read_json(cache_path)
     if cached:
         return cached
-    from xprompt_jax.training.evaluation import EvalConfig, Evaluator
+    from xprompt_jax.evaluation import EvalConfig, Evaluator
     from xprompt_jax.world import bench_tasks, reference
 
     model, params = reference.load_model_and_params()

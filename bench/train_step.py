@@ -294,7 +294,7 @@ def main(argv=None):
     from xprompt_jax.training.params import count_params, flatten, split_params
     from xprompt_jax.training.train_step import (LossConfig, TrainState, batch_loss_sums,
                                                  jit_train_step, make_train_step)
-    from xprompt_jax.training.trainer import init_variables
+    from xprompt_jax.training.frozen_model import init_variables
 
     t_setup = time.perf_counter()
     batch_np = build_batch(args, np)

@@ -215,12 +215,12 @@ def make_candidates(m: int, k: int, count: int, seed: int):
 
 
 def recording_evaluator_class():
-    """`Evaluator` that can record each evaluation's raw rank scores (`pick_labels` input)
-    and predicted texts (`result_from_texts` input): both the batched and the sequential
-    paths go through these two methods, so their full outputs can be compared."""
+    """`Evaluator` that can record each evaluation's raw rank scores and predicted texts
+    (`predict`'s output, per variant): both the batched and the sequential paths go
+    through it, so their full outputs can be compared."""
     import numpy as np
 
-    from xprompt_jax.training.evaluation import Evaluator
+    from xprompt_jax.evaluation import Evaluator
 
     class RecordingEvaluator(Evaluator):
         recording = False
@@ -232,15 +232,15 @@ def recording_evaluator_class():
             self.recording = False
             return self.scores, self.texts
 
-        def pick_labels(self, scores, options):
+        def predict(self, *args, **kwargs):
+            predictions = super().predict(*args, **kwargs)
             if self.recording:
-                self.scores.append(np.asarray(scores, np.float64))
-            return Evaluator.pick_labels(scores, options)
-
-        def result_from_texts(self, texts):
-            if self.recording:
-                self.texts.append(list(texts))
-            return super().result_from_texts(texts)
+                for v, texts in enumerate(predictions.texts):
+                    if predictions.scores is not None:
+                        self.scores.append(np.concatenate(predictions.scores[v]).astype(
+                            np.float64))
+                    self.texts.append(list(texts))
+            return predictions
 
     return RecordingEvaluator
 
@@ -276,7 +276,7 @@ def main(argv=None):
     from xprompt_jax.models import PromptedT5, T5Config
     from xprompt_jax.training import optimizers, partitioning
     from xprompt_jax.training.data import DataConfig, TrainBatchIterator
-    from xprompt_jax.training.evaluation import EvalConfig
+    from xprompt_jax.evaluation import EvalConfig
     from xprompt_jax.training.trainer import Trainer, TrainerConfig
     from xprompt_jax.xprompt import ImportanceScorer, MaskedSoftPrompt, search
 
@@ -298,7 +298,7 @@ def main(argv=None):
     data_config = DataConfig(task, feature_lengths, args.batch_size, seed=args.seed)
     tmp = tempfile.TemporaryDirectory(prefix="xprompt_search_bench_")
     trainer = Trainer(model, optimizers.adafactor(), data_config,
-                      TrainerConfig(model_dir=tmp.name, num_steps=0, eval_period=None,
+                      TrainerConfig(model_dir=tmp.name, num_steps=1, eval_period=None,
                                     progress=False, seed=args.seed))
     mesh, rules = trainer.mesh, trainer.rules
     copy = lambda tree: jax.tree_util.tree_map(jnp.copy, tree)  # noqa: E731

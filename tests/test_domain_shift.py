@@ -1,39 +1,57 @@
 """Domain-shift evaluation (Lester et al. section 5): label-mapped QQP <-> MRPC transfer
-and the per-task table, checked on a stub evaluator with hand-computed metrics."""
+(the evaluator's label-map option, its predictions scripted, metrics hand-computed) and the
+per-task table."""
 
 import pytest
+import seqio
+import tensorflow as tf
 
 from _tasks_import import import_tasks
-from xprompt_jax import domain_shift
+from training_utils import FEATURE_LENGTHS, tiny_prompted_model
+from xprompt_jax.evaluation import EvalConfig, Evaluator, Predictions
+from xprompt_jax.evaluation import domain_shift
 
 
-class _Config:
-    def __init__(self, mode):
-        self.mode, self.split = mode, "validation"
+GOLD = ["equivalent", "not_equivalent", "equivalent", "equivalent"]
 
 
-class _StubEvaluator:
-    """MRPC-like target: classes (not_equivalent, equivalent); gold = [1, 0, 1, 1]."""
+def _mrpc_like(vocab_path: str) -> str:
+    """An MRPC-like target task: classes (not_equivalent, equivalent), gold = GOLD."""
+    name = "xprompt_test_mrpc_like"
+    if name in seqio.TaskRegistry.names():
+        return name
+    vocab = seqio.SentencePieceVocabulary(vocab_path, extra_ids=100)
+    features = {k: seqio.Feature(vocab, add_eos=True) for k in ("inputs", "targets")}
 
-    def __init__(self, mode, texts):
-        self.config = _Config(mode)
-        self.texts = texts
-        self.label_strings_fn = lambda ex: ["not_equivalent", "equivalent"]
-        self.seen_options = None
+    def accuracy(targets, predictions):
+        return {"accuracy": 100.0 * sum(t == p for t, p in zip(targets, predictions))
+                / len(targets)}
 
-    def _predict_generation(self, variables):
-        return list(self.texts)
+    seqio.TaskRegistry.add(
+        name, source=seqio.FunctionDataSource(
+            lambda split, shuffle_files, seed=None: tf.data.Dataset.from_tensor_slices(
+                {"inputs": [f"pair {i}" for i in range(4)], "targets": GOLD}),
+            splits=("validation",)),
+        preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos],
+        output_features=features, metric_fns=[accuracy])
+    return name
 
-    def _predict_rank(self, variables):
-        self.seen_options = self.label_strings_fn({})
-        return list(self.texts)
 
-    def result_from_texts(self, texts):
-        gold = [1, 0, 1, 1]
-        ids = [{"not_equivalent": 0, "equivalent": 1}.get(t, -1) for t in texts]
-        acc = 100.0 * sum(int(a == b) for a, b in zip(ids, gold)) / len(gold)
-        return {"mode": self.config.mode, "split": "validation",
-                "metrics": {"accuracy": acc}, "main_metric": acc, "texts": list(texts)}
+def _evaluator(vocab_path, mode, texts, label_map):
+    """The real evaluator with a label map; its model's predictions replaced by `texts`
+    (the options it would have scored are recorded)."""
+    ev = Evaluator(tiny_prompted_model(), _mrpc_like(vocab_path), FEATURE_LENGTHS,
+                   EvalConfig(mode=mode), label_map=label_map,
+                   label_strings_fn=lambda ex: ["not_equivalent", "equivalent"])
+    ev.seen_options = None
+
+    def predict(variables, variants=None, *args, **kwargs):
+        if mode == "rank_classification":
+            ev.seen_options = ev.rank_options()[0][0]
+        return Predictions([list(texts)])
+
+    ev.predict = predict
+    return ev
 
 
 def test_default_label_maps_follow_the_task_kinds():
@@ -49,25 +67,28 @@ def test_default_label_maps_follow_the_task_kinds():
         "lester_mrqa_drop_local"]
 
 
-def test_generation_predictions_are_mapped():
+def test_generation_predictions_are_mapped(t5_vocab_path):
     qqp_to_mrpc = domain_shift.LABEL_MAPS[("qqp", "mrpc")]
     # QQP-style outputs: duplicate, not_duplicate, "duplicate " (stripped), garbage.
-    ev = _StubEvaluator("generation", ["duplicate", "not_duplicate", "duplicate ", "yes"])
-    out = domain_shift.LabelMapped(ev, qqp_to_mrpc).evaluate({})
-    assert out["texts"] == ["equivalent", "not_equivalent", "equivalent", "yes"]
+    texts = ["duplicate", "not_duplicate", "duplicate ", "yes"]
+    ev = _evaluator(t5_vocab_path, "generation", texts, qqp_to_mrpc)
+    out = ev.evaluate({})
+    assert [ev.map_text(t) for t in texts] == ["equivalent", "not_equivalent", "equivalent",
+                                                "yes"]
     assert out["main_metric"] == 75.0          # 3 of 4 right; "yes" is an illegal label
     assert out["label_map"] == qqp_to_mrpc
 
 
-def test_rank_classification_scores_the_source_verbalizers():
+def test_rank_classification_scores_the_source_verbalizers(t5_vocab_path):
     qqp_to_mrpc = domain_shift.LABEL_MAPS[("qqp", "mrpc")]
-    ev = _StubEvaluator("rank_classification", ["not_duplicate"] * 4)
-    out = domain_shift.LabelMapped(ev, qqp_to_mrpc).evaluate({})
+    ev = _evaluator(t5_vocab_path, "rank_classification", ["not_duplicate"] * 4, qqp_to_mrpc)
+    out = ev.evaluate({})
     assert ev.seen_options == ["not_duplicate", "duplicate"]
     assert out["main_metric"] == 25.0
     with pytest.raises(ValueError, match="no source label"):
-        bad = _StubEvaluator("rank_classification", ["x"] * 4)
-        domain_shift.LabelMapped(bad, {"duplicate": "equivalent"}).evaluate({})
+        bad = _evaluator(t5_vocab_path, "rank_classification", ["x"] * 4,
+                         {"duplicate": "equivalent"})
+        bad.evaluate({})
 
 
 def test_transfer_table():

@@ -1,4 +1,4 @@
-"""Fast evaluation (issue 16): shared-encoder rank classification, trimmed / length-bucketed
+"""Fast evaluation: shared-encoder rank classification, trimmed / length-bucketed
 batches and importance scoring over exactly the examples asked for, each checked against an
 independent reference (per-row forward passes, hand-built features, per-example gradients)."""
 
@@ -13,8 +13,8 @@ import synthetic_tasks
 from training_utils import FEATURE_LENGTHS, fixture_params, tiny_prompted_model
 from xprompt_jax.training import data as data_lib
 from xprompt_jax.training import losses
-from xprompt_jax.training.evaluation import EvalConfig, Evaluator
-from xprompt_jax.training.trainer import init_variables
+from xprompt_jax.evaluation import EvalConfig, Evaluator
+from xprompt_jax.training.frozen_model import init_variables
 from xprompt_jax.xprompt import ImportanceScorer, MaskedSoftPrompt, search
 from xprompt_jax.xprompt.masked_prompt import MASKS
 from xprompt_jax.xprompt.scoring import ScoreBatches, mask_variables
@@ -80,22 +80,15 @@ def test_shared_encoder_scores_equal_per_row_scores(task_name, labels):
     shared = Evaluator(model, task_name, FEATURE_LENGTHS,
                        EvalConfig(batch_size=8, max_examples=16),
                        label_strings_fn=lambda ex: labels)
-    assert shared.config.rank_scorer == "shared_encoder" and shared.config.trim_batches
+    assert shared.config.trim_batches
     expected = _reference_scores(model, variables, shared)
     _assert_scores_close(shared.rank_scores(variables), expected)
-    per_row = Evaluator(model, task_name, FEATURE_LENGTHS,
-                        EvalConfig(batch_size=8, max_examples=16, rank_scorer="per_row",
-                                   trim_batches=False),
-                        label_strings_fn=lambda ex: labels)
-    _assert_scores_close(per_row.rank_scores(variables), expected)
     # the scores separate the options (the comparison is not between near-equal numbers)
     assert np.std([s[0] - s[1] for s in expected]) > 0.05
-    a, b = shared.evaluate(variables), per_row.evaluate(variables)
-    assert a["metrics"] == b["metrics"]
+    # the evaluator's predictions and metrics are those of the per-row reference's picks
     picks = [labels[int(np.argmax(s))] for s in expected]
-    texts = Evaluator.pick_labels(Evaluator.flat_scores(shared.rank_scores(variables)),
-                                  [labels] * len(picks))
-    assert texts == picks
+    assert shared.predict(variables).texts == [picks]
+    assert shared.evaluate(variables)["metrics"] == shared.result_from_texts(picks)["metrics"]
 
 
 def test_per_example_label_strings(task_name):
@@ -135,21 +128,22 @@ def test_candidate_search_scores_equal_per_row_scores(fixtures_dir, task_name):
         candidates.append(((rng.rand(4) > 0.4).astype(np.float32),
                            (rng.rand(4, 4) > 0.3).astype(np.float32)))
 
-    class Recording(Evaluator):
-        def pick_labels(self, scores, options):
-            self.recorded.append(np.asarray(scores))
-            return Evaluator.pick_labels(scores, options)
-
-    evaluator = Recording(model, task_name, FEATURE_LENGTHS,
+    evaluator = Evaluator(model, task_name, FEATURE_LENGTHS,
                           EvalConfig(batch_size=8, max_examples=12),
                           label_strings_fn=lambda ex: ["yes", "no"])
-    evaluator.recorded = []
-    search.evaluate_candidates(evaluator, variables, candidates, batched=True)
-    assert len(evaluator.recorded) == len(candidates)
-    for (t, p), flat in zip(candidates, evaluator.recorded):
+    size = max(1, evaluator.config.batch_size // len(candidates))  # the search's chunks
+    recorded = evaluator.predict(variables, search.MaskCandidates(candidates, size),
+                                 examples_per_call=size).scores
+    assert len(recorded) == len(candidates)
+    for (t, p), scores in zip(candidates, recorded):
         expected = np.concatenate(_reference_scores(model, variables, evaluator, (t, p)))
-        np.testing.assert_allclose(flat, expected, rtol=RTOL, atol=ATOL)
-    assert not np.allclose(evaluator.recorded[0], evaluator.recorded[1], atol=1e-3)
+        np.testing.assert_allclose(np.concatenate(scores), expected, rtol=RTOL, atol=ATOL)
+    assert not np.allclose(np.concatenate(recorded[0]), np.concatenate(recorded[1]), atol=1e-3)
+    # evaluate_candidates reports each candidate's result from exactly those scores
+    results = search.evaluate_candidates(evaluator, variables, candidates, batched=True)
+    for scores, result in zip(recorded, results):
+        picks = [["yes", "no"][int(np.argmax(s))] for s in scores]
+        assert result["metrics"] == evaluator.result_from_texts(picks)["metrics"]
 
 
 def test_trimmed_batches_give_identical_results(task_name):

@@ -16,7 +16,9 @@ import optax
 import pytest
 
 from training_utils import fixture_params, tiny_prompted_model
-from xprompt_jax import export, gin_utils
+from xprompt_jax import gin_utils
+from xprompt_jax.runs import export
+from xprompt_jax.runs.restore import restore_trainable
 from xprompt_jax.analysis import cosine_similarity, param_counts
 from xprompt_jax.prompts import EPTPrompt, PTuningPrompt, ResPrompt
 from xprompt_jax.training.checkpointing import RunCheckpointer
@@ -175,4 +177,4 @@ def test_restore_rejects_a_checkpoint_of_another_method(tmp_path, pretrained):
     with RunCheckpointer(tmp_path) as checkpointer:
         checkpointer.save(1, run_payload({"params": trainable, "step": 1}, {}), meta={})
     with pytest.raises(ValueError, match="missing.*prompt/down/kernel"):
-        export.restore_trainable(model, str(tmp_path), "latest")
+        restore_trainable(model, str(tmp_path), "latest")

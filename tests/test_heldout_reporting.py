@@ -10,9 +10,12 @@ import sys
 import numpy as np
 import pytest
 
+import synthetic_tasks
+from training_utils import FEATURE_LENGTHS, tiny_prompted_model
 from xprompt_jax.analysis import nearest_tokens as nt
 from xprompt_jax.analysis import prompt_norm
-from xprompt_jax.training import heldout_eval
+from xprompt_jax.evaluation import EvalConfig, Evaluator
+from xprompt_jax.runs import report as run_report
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -60,38 +63,42 @@ def test_interpret_prompt_reports_label_pieces():
     assert "`w3`" in text and "Label strings among the nearest pieces" in text
 
 
-class _FakeEvaluator:
-    def __init__(self, split, values):
-        self.values = list(values)
-        self.calls = 0
-        self.config = type("C", (), {"split": split})()
-        self.task_name = "t"
+def _scripted(evaluator, values):
+    """The evaluator's scores replaced by `values`, one per evaluation (its split's result
+    otherwise as the evaluator builds it); returns the call counter."""
+    calls = []
 
-    def evaluate(self, variables):
-        v = self.values[self.calls]
-        self.calls += 1
-        return {"mode": "generation", "split": self.config.split,
-                "metrics": {"accuracy": v}, "main_metric": v, "num_examples": 2}
+    def evaluate_variants(variables, variants, *args, **kwargs):
+        v = values[len(calls)]
+        calls.append(v)
+        return [{"mode": "generation", "split": evaluator.config.split,
+                 "metrics": {"accuracy": v}, "main_metric": v, "num_examples": 2}]
+
+    evaluator.evaluate_variants = evaluate_variants
+    return calls
 
 
-def test_heldout_scored_only_when_selection_improves():
-    sel = _FakeEvaluator("validation", [50.0, 70.0, 60.0, 80.0, 80.0])
-    held = _FakeEvaluator("test", [40.0, 65.0, 75.0, 75.0])
-    ev = heldout_eval.SelectionWithHeldout(sel, held)
+def test_heldout_scored_only_when_selection_improves(t5_vocab_path):
+    task = synthetic_tasks.register(t5_vocab_path)
+    ev = Evaluator(tiny_prompted_model(), task, FEATURE_LENGTHS,
+                   EvalConfig(mode="generation", max_examples=2, heldout_split="train"))
+    assert ev.heldout.config.split == "train" and ev.heldout.heldout is None
+    sel = _scripted(ev, [50.0, 70.0, 60.0, 80.0, 80.0])
+    held = _scripted(ev.heldout, [40.0, 65.0, 75.0, 75.0])
     results = [ev.evaluate({}) for _ in range(5)]
     # Scored at 50, 70, 80 and again when the best (80) is re-evaluated; not at 60.
     assert [("heldout" in r) for r in results] == [True, True, False, True, True]
-    assert held.calls == 4
+    assert len(sel) == 5 and len(held) == 4
     assert results[1]["heldout"]["main_metric"] == 65.0
-    assert results[1]["metrics"]["heldout_test/accuracy"] == 65.0
+    assert results[1]["metrics"]["heldout_train/accuracy"] == 65.0
     assert results[3]["heldout"]["main_metric"] == 75.0
-    assert ev.task_name == "t"  # attributes of the selection evaluator
     summary = {"best_eval": {"step": 4, **results[3]}, "final_step": 4, "best_step": 4}
-    report = heldout_eval.run_report(summary, "t")
+    report = run_report.run_report(summary, "t")
     assert report["selection"]["main_metric"] == 80.0
-    assert "heldout_test/accuracy" not in report["selection"]["metrics"]
-    assert report["heldout"]["split"] == "test"
-    assert "| 4 | validation | 80.00 | test | 75.00 |" in heldout_eval.markdown(report)
+    assert "heldout_train/accuracy" not in report["selection"]["metrics"]
+    assert report["heldout"]["split"] == "train"
+    assert "| 4 | validation | 80.00 | train | 75.00 |" in "\n".join(
+        run_report.run_markdown(report))
 
 
 def test_prompt_norm_recorder_and_plot(tmp_path):
@@ -118,8 +125,10 @@ def test_world_run_with_lester_settings_reports_heldout(tmp_path):
     report.json / report.md and the TensorBoard/JSONL log."""
     out = tmp_path / "run"
     script = f"""
-import json, sys
-from xprompt_jax import gin_utils, train
+import gin, json, sys
+from xprompt_jax import gin_utils
+from xprompt_jax.runs import configured_run
+from xprompt_jax.runs.train import train
 import xprompt_jax.tasks as tasks
 import xprompt_jax.world.seqio_tasks  # registers world_rte
 name = tasks.heldout_task('world_rte', 'split_validation')
@@ -127,7 +136,7 @@ gin_utils.parse_gin(['recipes/lester_paper.gin', 'models/world_tiny.gin', 'world
     ["MIXTURE_OR_TASK_NAME = '" + name + "'", "MODEL_DIR = '{out}'", 'TRAIN_STEPS = 40',
      'EVAL_PERIOD = 20', 'PROMPT_LENGTH = 100', "TASK_FEATURE_LENGTHS = {{'inputs': 48, 'targets': 4}}",
      "EVAL_HELDOUT_SPLIT = 'test'", 'RECORD_PROMPT_NORM = True', 'BATCH_SIZE = 16'])
-train.train()
+train(configured_run(), config_text=gin.config_str())
 """
     env = dict(os.environ, XPROMPT_WORLD_DIR=str(tmp_path / "world"))
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=env,

@@ -1,4 +1,4 @@
-"""`python -m xprompt_jax.infer` (issue #17): request parsing with line/field errors, and
+"""`python -m xprompt_jax.infer`: request parsing with line/field errors, and
 mixed-prompt batches answering as each prompt alone (world, slow)."""
 
 import json
@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from xprompt_jax import infer
+from xprompt_jax.runs import infer
 
 REQUESTS = [
     '{"task": "world_rte", "premise": "mia owns a lily .", "hypothesis": "mia has a flower ."}',
@@ -41,7 +41,7 @@ def test_read_requests_reports_line_and_field(tmp_path):
 def _run(tmp_path, prompts, requests, tag, mode="rank_classification"):
     import gin
 
-    from xprompt_jax import infer as infer_lib
+    from xprompt_jax import infer as infer_lib  # the CLI
 
     req = tmp_path / f"{tag}.jsonl"
     req.write_text("\n".join(requests) + "\n")

@@ -1,4 +1,4 @@
-"""bench/memory_plan.py's backend-independent activation accounting (issue 18): the bytes a
+"""bench/memory_plan.py's backend-independent activation accounting: the bytes a
 train step keeps between its forward and backward pass (the prompt-gradient vjp residuals),
 checked against closed forms on T5.1.1 tiny.
 

@@ -1,4 +1,4 @@
-"""Mixed-task training with a PromptBank (issue #17): the world's four tasks in one
+"""Mixed-task training with a PromptBank: the world's four tasks in one
 mixture, one prompt each; every batch mixes tasks, each task gets its own dev metric and
 best prompt, and a killed run resumes bit for bit (slow: world model, 4 steps)."""
 
@@ -18,7 +18,7 @@ def _trainer(model_dir, **kwargs):
 
     import xprompt_jax.tasks  # noqa: F401  (as the CLI does before parsing)
     from xprompt_jax import gin_utils
-    from xprompt_jax.train import build_trainer
+    from xprompt_jax.runs import build_trainer, configured_run
 
     gin.clear_config()
     gin_utils.parse_gin(
@@ -26,7 +26,7 @@ def _trainer(model_dir, **kwargs):
         [f"MODEL_DIR = '{model_dir}'", "TRAIN_STEPS = 4", "EVAL_PERIOD = 2", "SAVE_PERIOD = 2",
          "BATCH_SIZE = 8", "MAX_EVAL_EXAMPLES = 8", "PROMPT_LENGTH = 4"], finalize=False)
     try:
-        return gin_utils.configured(build_trainer)(**kwargs)
+        return build_trainer(configured_run(), **kwargs)
     finally:
         gin.clear_config()
 

@@ -109,7 +109,7 @@ def _reference_run(model_dir, train_steps, monkeypatch):
 
     import xprompt_jax.tasks  # noqa: F401  (as configure_from_argv does)
     from xprompt_jax import gin_utils
-    from xprompt_jax import train as train_lib
+    from xprompt_jax.runs import build_trainer, configured_run
     from xprompt_jax.training import trainer as trainer_mod
 
     gin.clear_config()
@@ -118,7 +118,7 @@ def _reference_run(model_dir, train_steps, monkeypatch):
                                                    f"TRAIN_STEPS = {train_steps}"],
                             [], finalize=False)
         monkeypatch.setattr(trainer_mod, "TrainBatchIterator", _TwoShardIterator)
-        trainer = gin_utils.configured(train_lib.build_trainer)()
+        trainer = build_trainer(configured_run())
         assert trainer.mesh.devices.size == 8
         trainer.run()
     finally:
@@ -272,12 +272,12 @@ def test_two_process_xprompt_pipeline_matches_one(tmp_path, monkeypatch):
     import xprompt_jax.tasks  # noqa: F401
     from xprompt_jax import gin_utils
     from xprompt_jax.training import trainer as trainer_mod
-    from xprompt_jax.xprompt import pipeline
+    from xprompt_jax.xprompt import context, pipeline
 
     ref_dir = str(tmp_path / "one")
     monkeypatch.setenv("XPROMPT_WORLD_DIR", world_dir)
     monkeypatch.setattr(trainer_mod, "TrainBatchIterator", _TwoShardIterator)
-    monkeypatch.setattr(pipeline, "TrainBatchIterator", _TwoShardIterator)
+    monkeypatch.setattr(context, "TrainBatchIterator", _TwoShardIterator)
     gin.clear_config()
     try:
         gin_utils.parse_gin(PIPELINE_GIN, PIPELINE_BINDINGS + [f"MODEL_DIR = '{ref_dir}'"], [],

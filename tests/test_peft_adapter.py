@@ -22,11 +22,12 @@ transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 pytest.importorskip("safetensors")
 
-from xprompt_jax import export, gin_utils  # noqa: E402
+from xprompt_jax import gin_utils  # noqa: E402
 from xprompt_jax.checkpoints import config_from_hf, load_hf_params  # noqa: E402
 from xprompt_jax.checkpoints.peft_adapter import (PeftAdapterError,  # noqa: E402
                                                   read_peft_adapter, write_peft_adapter)
 from xprompt_jax.models import PromptedT5  # noqa: E402
+from xprompt_jax.runs import export  # noqa: E402
 from xprompt_jax.prompts import ResPrompt, SoftPrompt, initializers  # noqa: E402
 from xprompt_jax.xprompt.masked_prompt import MASKS, MaskedSoftPrompt  # noqa: E402
 
@@ -246,7 +247,7 @@ def test_export_run_of_an_xprompt_run_writes_the_surviving_tokens(tmp_path):
     reference: eq. 2/4, P * gamma * repeat(zeta), removed tokens dropped)."""
     import optax
 
-    from training_utils import tiny_prompted_model
+    from training_utils import run_config, tiny_prompted_model
     from xprompt_jax.training.checkpointing import RunCheckpointer
     from xprompt_jax.training.train_step import TrainState
     from xprompt_jax.training.trainer import run_payload
@@ -262,7 +263,7 @@ def test_export_run_of_an_xprompt_run_writes_the_surviving_tokens(tmp_path):
         checkpointer.save(2, run_payload(state, {MASKS: {"prompt": {
             k: jnp.asarray(v) for k, v in masks.items()}}}), meta={})
     out = tmp_path / "export"
-    record = export.export_run(model=model, model_dir=str(model_dir), output_dir=str(out),
+    record = export.export_run(run_config(model, model_dir), output_dir=str(out),
                                checkpoint="latest", plot=False, export_format="peft",
                                peft_base_model="google/t5-v1_1-small")
     masked = raw * TOKEN_MASK[:, None] * np.repeat(PIECE_MASK, emb // 4, axis=-1)

@@ -1,4 +1,4 @@
-"""PromptBank (issue #17): N prompts on one frozen model, one per example by its id token.
+"""PromptBank: N prompts on one frozen model, one per example by its id token.
 
 References are independent single-prompt models (`SoftPrompt`, `MaskedSoftPrompt`,
 `ResPrompt`) run on the same text without the id token."""

@@ -1,4 +1,4 @@
-"""Shared + task prompt composition of a PromptBank (issue #17: google-research/prompt-
+"""Shared + task prompt composition of a PromptBank (google-research/prompt-
 tuning's multitask 'add' / 'concat') and the bank export.
 
 References are independent single-prompt `SoftPrompt` models holding the composed value
@@ -190,8 +190,8 @@ def _world_trainer(model_dir):
 
     import xprompt_jax.tasks  # noqa: F401  (as the CLI does before parsing)
     from xprompt_jax import gin_utils
-    from xprompt_jax.export import run_prompt_names
-    from xprompt_jax.train import build_trainer
+    from xprompt_jax.runs import build_trainer, configured_run
+    from xprompt_jax.runs.build import bank_config
 
     gin.clear_config()
     gin_utils.parse_gin(
@@ -201,8 +201,8 @@ def _world_trainer(model_dir):
          "SHARED_PROMPT = 'add'", "MIXED_TASKS = ['world_boolq', 'world_rte']",
          "NUM_PROMPTS = 2"], finalize=False)  # two tasks: half the tf.data set-up
     try:
-        trainer = gin_utils.configured(build_trainer)()
-        return trainer, run_prompt_names()
+        run = configured_run()
+        return build_trainer(run), run, bank_config(run).names(run.model)
     finally:
         gin.clear_config()
 
@@ -210,13 +210,13 @@ def _world_trainer(model_dir):
 @pytest.fixture(scope="module")
 def trained_add_run(tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("mixed_add")
-    trainer, names = _world_trainer(str(model_dir))
+    trainer, run, names = _world_trainer(str(model_dir))
     summary = trainer.run()
-    return trainer, summary, names, model_dir
+    return trainer, summary, names, model_dir, run
 
 
 def test_mixed_task_add_run_trains_and_checkpoints(trained_add_run):
-    trainer, summary, names, model_dir = trained_add_run
+    trainer, summary, names, model_dir, _ = trained_add_run
     assert names == ["world_boolq", "world_rte"]
     assert summary["final_step"] == 2 and trainer.checkpointer.latest_step() == 2
     params = trainer.state.params["prompt"]
@@ -246,13 +246,12 @@ def test_bank_export_reproduces_the_bank_logits(trained_add_run, tmp_path):
     that prompt id on the same text."""
     import gin
 
-    from xprompt_jax import export, gin_utils
+    from xprompt_jax import gin_utils
     from xprompt_jax.prompts.bank import prepend_id_tokens
+    from xprompt_jax.runs import export_run
 
-    trainer, _, names, model_dir = trained_add_run
-    record = export.export_run(model=trainer.model, model_dir=str(model_dir),
-                               output_dir=str(tmp_path / "export"), checkpoint="latest",
-                               prompt_names=names)
+    trainer, _, names, model_dir, run = trained_add_run
+    record = export_run(run, output_dir=str(tmp_path / "export"), checkpoint="latest")
     listed = json.load(open(tmp_path / "export" / "export.json"))
     assert [p["name"] for p in listed["prompts"]] == names
     assert listed["composition"] == "add" and listed["num_prompts"] == 2

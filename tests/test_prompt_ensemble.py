@@ -1,4 +1,4 @@
-"""Prompt ensembling with a PromptBank (issue #17): joint training of K prompts equals K
+"""Prompt ensembling with a PromptBank: joint training of K prompts equals K
 separate runs; the majority vote against a hand-computed one; the world end to end."""
 
 import json
@@ -13,7 +13,7 @@ from xprompt_jax.models import PromptedT5, T5Config
 from xprompt_jax.prompts import SoftPrompt, initializers
 from xprompt_jax.prompts.bank import PromptBank
 from xprompt_jax.training import optimizers
-from xprompt_jax.training.bank_evaluation import majority_vote, table3_markdown
+from xprompt_jax.evaluation import majority_vote, table3_markdown
 from xprompt_jax.training.bank_training import (BankBatches, bank_numpy_params,
                                                 per_prompt_optimizer)
 from xprompt_jax.training.train_step import LossConfig, TrainState, make_train_step

@@ -16,12 +16,14 @@ import numpy as np
 import pytest
 
 import synthetic_tasks
-from training_utils import fixture_params, tiny_prompted_model
-from xprompt_jax import gin_utils, prune
+from training_utils import fixture_params, run_config, tiny_prompted_model
+from xprompt_jax import gin_utils
 from xprompt_jax.checkpoints import load_t5x_checkpoint
 from xprompt_jax.models import decoding
 from xprompt_jax.prompts import initializers
 from xprompt_jax.xprompt import MaskedSoftPrompt, mask_variables, pruning
+from xprompt_jax.xprompt import t5x_stage2
+from xprompt_jax.xprompt.config import XPromptConfig
 from xprompt_jax.xprompt.fixed_masks import FixedMaskPrompt, load_masks, save_masks
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -166,7 +168,7 @@ def test_prune_cli_reads_t5x_run_checkpoint(tmp_path, fixtures_dir, t5_vocab_pat
     ckpt = write_t5x_run_checkpoint(tmp_path / "run", params, step=7)
     read = load_t5x_checkpoint(ckpt)
     assert read.format == "orbax" and read.step == 7
-    assert prune.checkpoint_param_shape(str(ckpt)) == (M, E)
+    assert t5x_stage2.checkpoint_param_shape(str(ckpt)) == (M, E)
     out_dir = tmp_path / "prune"
     # PROMPT_LENGTH is not given (xprompt.gin: 20): it is read from the checkpoint.
     cmd = [sys.executable, "-m", "xprompt_jax.prune", f"--t5x_checkpoint={tmp_path / 'run'}",
@@ -196,11 +198,10 @@ def test_prune_with_prompt_file_and_reversed_masks(tmp_path, fixtures_dir, t5_vo
                                               "MASK_VARIANT = 'reversed'",
                                               "PRUNE_LEVELS = ('token',)"],
                             finalize=False)
-        settings = prune.pipeline_settings()
-        assert settings["mask_variant"] == "reversed" and settings["num_score_examples"] == 8
-        report = prune.prune_t5x_checkpoint(t5x_checkpoint=str(ckpt),
-                                            output_dir=str(tmp_path / "prune"),
-                                            prompt_file=str(prompt_file), **settings)
+        config = gin_utils.configured(XPromptConfig)()
+        assert config.mask_variant == "reversed" and config.num_score_examples == 8
+        report = t5x_stage2.prune_configured(str(ckpt), str(tmp_path / "prune"),
+                                             str(prompt_file))
     finally:
         gin.clear_config()
     # the prompt is not the checkpoint's (step 5): the report names the file
@@ -223,17 +224,19 @@ def test_prune_with_prompt_file_and_reversed_masks(tmp_path, fixtures_dir, t5_vo
 
 def test_prune_rejects_length_variant_and_non_prompt_checkpoint(tmp_path, fixtures_dir):
     with pytest.raises(ValueError, match="length"):
-        prune.prune_t5x_checkpoint(t5x_checkpoint="unused", output_dir=str(tmp_path),
-                                   mask_variant="length", model=object())
+        t5x_stage2.prune_t5x_checkpoint(run_config(object(), tmp_path),
+                                        XPromptConfig(mask_variant="length"),
+                                        t5x_checkpoint="unused", output_dir=str(tmp_path))
     plain = fixtures_dir / "t5x_tiny_orbax" / "checkpoint_3"
-    assert prune.checkpoint_param_shape(str(plain)) is None
-    assert prune.checkpoint_param_shape(str(plain), ("token_embedder", "embedding")) == \
+    assert t5x_stage2.checkpoint_param_shape(str(plain)) is None
+    assert t5x_stage2.checkpoint_param_shape(str(plain), ("token_embedder", "embedding")) == \
         (32128, E)
     legacy = fixtures_dir / "t5x_tiny_legacy" / "checkpoint_3"
-    assert prune.checkpoint_param_shape(str(legacy), ("token_embedder", "embedding")) == \
+    assert t5x_stage2.checkpoint_param_shape(str(legacy), ("token_embedder", "embedding")) == \
         (32128, 4)
     model = tiny_prompted_model().clone(prompt=MaskedSoftPrompt(length=M, num_pieces=K))
     with pytest.raises(ValueError, match="no target/prompt/prompt"):
-        prune.prune_t5x_checkpoint(t5x_checkpoint=str(plain), output_dir=str(tmp_path / "o"),
-                                   model=model)
+        t5x_stage2.prune_t5x_checkpoint(run_config(model, tmp_path / "o"), XPromptConfig(),
+                                        t5x_checkpoint=str(plain),
+                                        output_dir=str(tmp_path / "o"))
 

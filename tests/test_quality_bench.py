@@ -1,4 +1,4 @@
-"""bench/quality.py (issue 14): interval and claim arithmetic against hand-computed values,
+"""bench/quality.py: interval and claim arithmetic against hand-computed values,
 and the JSON schema of a tiny real run (a few steps, one seed)."""
 
 import json

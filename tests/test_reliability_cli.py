@@ -1,4 +1,4 @@
-"""What a user sees for bad input (issue #20): one line `<cli>: error: ...` and exit 2, on
+"""What a user sees for bad input: one line `<cli>: error: ...` and exit 2, on
 the embedded world. Most cases run `cli.run_cli(train.main, argv)` in process (the same
 path as the console scripts); two subprocess runs check the real exit codes."""
 

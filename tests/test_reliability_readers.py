@@ -1,4 +1,4 @@
-"""Fuzzing the SuperGLUE JSONL / GLUE TSV readers (issue #20): on any bytes, wrong types
+"""Fuzzing the SuperGLUE JSONL / GLUE TSV readers: on any bytes, wrong types
 or missing fields they either read the rows exactly as written, or raise our DataFileError
 whose message starts with `<file>:<line>:` - never any other exception."""
 

@@ -1,4 +1,4 @@
-"""Reliability of the trainer (issue #20): NaN guard, SIGTERM save + bitwise resume, corrupt
+"""Reliability of the trainer: NaN guard, SIGTERM save + bitwise resume, corrupt
 latest checkpoint fallback, one run per MODEL_DIR. In process, tiny fixture model."""
 
 import logging

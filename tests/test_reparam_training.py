@@ -14,6 +14,7 @@ from xprompt_jax.prompts import PTuningPrompt
 from xprompt_jax.training import optimizers
 from xprompt_jax.training.checkpointing import RunCheckpointer
 from xprompt_jax.training.data import DataConfig
+from xprompt_jax.training.frozen_model import FrozenModelConfig
 from xprompt_jax.training.params import flatten
 from xprompt_jax.training.trainer import Trainer, TrainerConfig
 
@@ -38,9 +39,10 @@ def _trainer(model_dir, task_name, pretrained, step_callback=None):
     # One device: compiling and running the step on the 8 emulated devices costs twice the
     # CPU time (the sharded step is covered by test_training; prompt params are replicated).
     config = TrainerConfig(model_dir=str(model_dir), num_steps=6, eval_period=None,
-                           save_period=3, log_period=1, progress=False, mesh_shape=(1, 1))
+                           save_period=3, log_period=1, progress=False)
     return Trainer(_model(), optimizers.adamw(learning_rate=0.05),
                    DataConfig(task_name, FEATURE_LENGTHS, 8), config,
+                   frozen_config=FrozenModelConfig(mesh_shape=(1, 1)),
                    pretrained_params=pretrained, step_callback=step_callback)
 
 

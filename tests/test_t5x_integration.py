@@ -415,7 +415,7 @@ def test_our_prompt_only_adafactor_equals_t5x_adafactor(fixtures_dir):
 def test_t5x_model_drives_a_prompt_bank(fixtures_dir, t5_vocab_path):
     """T5X's EncoderDecoderModel (which passes only its standard features) with a
     PromptBank: the prompt id rides in the first input token; each example's T5X score and
-    greedy decode equal our single-prompt model with that example's prompt (issue #17)."""
+    greedy decode equal our single-prompt model with that example's prompt."""
     import functools
 
     import seqio

@@ -147,7 +147,7 @@ sys.path.insert(0, {str(ROOT / 'tests')!r})
 from training_utils import tiny_prompted_model
 from xprompt_jax.checkpoints import load_t5x_checkpoint
 from xprompt_jax.prompts.soft_prompt import SoftPrompt
-from xprompt_jax.training.evaluation import EvalConfig, Evaluator
+from xprompt_jax.evaluation import EvalConfig, Evaluator
 import xprompt_jax.tasks  # noqa: F401
 ckpt = load_t5x_checkpoint({str(model_dir / 'checkpoint_7')!r})
 model = tiny_prompted_model().clone(prompt=SoftPrompt(length=100))

@@ -10,10 +10,11 @@ import synthetic_tasks
 from training_utils import FEATURE_LENGTHS, fixture_params, tiny_prompted_model
 from xprompt_jax.training import optimizers, partitioning
 from xprompt_jax.training.data import DataConfig, TrainBatchIterator
-from xprompt_jax.training.evaluation import EvalConfig, Evaluator
+from xprompt_jax.evaluation import EvalConfig, Evaluator
 from xprompt_jax.training.params import flatten, split_params
 from xprompt_jax.training.train_step import LossConfig, TrainState, make_train_step
-from xprompt_jax.training.trainer import Trainer, TrainerConfig, init_variables
+from xprompt_jax.training.frozen_model import FrozenModelConfig, init_variables
+from xprompt_jax.training.trainer import Trainer, TrainerConfig
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +30,13 @@ def pretrained(fixtures_dir):
 def _trainer(tmp_path, task_name, pretrained, *, steps, batch_size=8, model=None, **kw):
     config_kw = dict(model_dir=str(tmp_path), num_steps=steps, eval_period=None,
                      save_period=kw.pop("save_period", None), log_period=1, progress=False,
-                     seed=kw.pop("seed", 0), mesh_shape=kw.pop("mesh_shape", (-1, 1)),
-                     patience=kw.pop("patience", None),
-                     frozen_dtype=kw.pop("frozen_dtype", None))
+                     seed=kw.pop("seed", 0), patience=kw.pop("patience", None))
+    frozen_config = FrozenModelConfig(mesh_shape=kw.pop("mesh_shape", (-1, 1)),
+                                      frozen_dtype=kw.pop("frozen_dtype", None))
     return Trainer(model or tiny_prompted_model(), optimizers.adafactor(),
                    DataConfig(task_name, FEATURE_LENGTHS, batch_size),
-                   TrainerConfig(**config_kw), pretrained_params=pretrained, **kw)
+                   TrainerConfig(**config_kw), frozen_config=frozen_config,
+                   pretrained_params=pretrained, **kw)
 
 
 def test_only_the_prompt_changes(tmp_path, task_name, pretrained):

@@ -1,4 +1,4 @@
-"""The synthetic world (issue #7): generator, official-format files, seqio tasks, the
+"""The synthetic world: generator, official-format files, seqio tasks, the
 shipped vocabulary and pretrained checkpoint, and (slow) the quickstart's prompt tuning
 beating the no-prompt baseline."""
 

@@ -1,5 +1,5 @@
 """TRAIN_EPOCHS (epochs -> steps from the training split's size) and the MAIN_METRIC
-override, read back through gin and the trainer that `build_trainer` builds."""
+override, read back through gin and the trainer that `runs.build_trainer` builds."""
 
 import math
 
@@ -9,7 +9,7 @@ import pytest
 import synthetic_tasks
 from xprompt_jax import gin_utils
 from xprompt_jax.training import epochs as epochs_lib
-from xprompt_jax.training.evaluation import MainMetric, main_metric_fn
+from xprompt_jax.evaluation import MainMetric, main_metric_fn
 
 TRAIN_SIZE = 100
 
@@ -54,7 +54,7 @@ def test_main_metric_override():
 
 def test_gin_train_epochs_and_main_metric_reach_the_trainer(tmp_path, fixtures_dir,
                                                             small_task):
-    from xprompt_jax.train import build_trainer
+    from xprompt_jax.runs import build_trainer, configured_run
 
     ckpt = fixtures_dir / "t5x_tiny_orbax" / "checkpoint_3"
     bindings = [f"MODEL_DIR = '{tmp_path}'", f"MIXTURE_OR_TASK_NAME = '{small_task}'",
@@ -66,7 +66,7 @@ def test_gin_train_epochs_and_main_metric_reach_the_trainer(tmp_path, fixtures_d
     try:
         gin_utils.parse_gin(["models/t5_1_1_tiny.gin", "prompt_tuning.gin"], bindings,
                             finalize=False)
-        trainer = gin_utils.configured(build_trainer)()
+        trainer = build_trainer(configured_run())
         assert trainer.config.num_steps == math.ceil(3 * TRAIN_SIZE / 8) == 38
         assert trainer.evaluator.main_metric_fn.keys == ("accuracy",)
     finally:

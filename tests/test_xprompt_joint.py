@@ -1,4 +1,4 @@
-"""XPrompt's faithful search, jointly (issue #17): C candidates retrained as one PromptBank
+"""XPrompt's faithful search, jointly : C candidates retrained as one PromptBank
 of MaskedSoftPrompts (own masks, rewound from the same stage-1 values, own optimizer state,
 pruned values frozen) equal C separate rewind runs; and the world pipeline (slow)."""
 
@@ -18,7 +18,7 @@ from xprompt_jax.training.bank_training import BankBatches, per_prompt_optimizer
 from xprompt_jax.training.train_step import LossConfig, TrainState, make_train_step
 from xprompt_jax.training.trainer import _mask_updates
 from xprompt_jax.xprompt import pruning
-from xprompt_jax.xprompt.joint_rewind import per_candidate_best
+from xprompt_jax.xprompt.rewind import per_candidate_best
 from xprompt_jax.xprompt.masked_prompt import MaskedSoftPrompt
 
 CFG = dict(vocab_size=80, emb_dim=16, num_heads=2, head_dim=8, mlp_dim=32, num_encoder_layers=2,

@@ -14,9 +14,9 @@ from training_utils import FEATURE_LENGTHS, fixture_params, tiny_prompted_model
 from xprompt_jax import gin_utils
 from xprompt_jax.training import optimizers
 from xprompt_jax.training.data import DataConfig
-from xprompt_jax.training.evaluation import EvalConfig, Evaluator
+from xprompt_jax.evaluation import EvalConfig, Evaluator
 from xprompt_jax.training.trainer import Trainer, TrainerConfig
-from xprompt_jax.xprompt import MaskedSoftPrompt, pipeline, pruning, search
+from xprompt_jax.xprompt import MaskedSoftPrompt, pipeline, pruning, rewind, search
 
 
 def _bindings(model_dir, fixtures_dir):
@@ -47,12 +47,12 @@ class _Killed(Exception):
 @pytest.mark.slow
 def test_pipeline_rewinds_resumes_and_reports(gin_pipeline, monkeypatch):
     model_dir, run = gin_pipeline
-    original_rewind = pipeline._rewind_trainer
+    original_rewind = rewind.rewind_trainer
 
     def killed(*args, **kwargs):
         raise _Killed()
 
-    monkeypatch.setattr(pipeline, "_rewind_trainer", killed)
+    monkeypatch.setattr(rewind, "rewind_trainer", killed)
     from xprompt_jax.xprompt.scoring import ImportanceScorer
 
     scorings, original_score = [], ImportanceScorer.score
@@ -82,7 +82,7 @@ def test_pipeline_rewinds_resumes_and_reports(gin_pipeline, monkeypatch):
         return trainer
 
     monkeypatch.setattr(Trainer, "run", counting_run)
-    monkeypatch.setattr(pipeline, "_rewind_trainer", recording_rewind)
+    monkeypatch.setattr(rewind, "rewind_trainer", recording_rewind)
     report = run()
     assert trained == ["rewind"]
 

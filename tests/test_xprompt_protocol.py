@@ -1,4 +1,4 @@
-"""XPrompt as the paper runs it (issue 13): the default search never returns the unpruned
+"""XPrompt as the paper runs it: the default search never returns the unpruned
 prompt, reversed masks are the complement ranking at XPrompt's counts, the masking curve
 equals a brute-force loop over ratios, and the paper recipe resolves to the paper's values."""
 
@@ -13,9 +13,10 @@ from training_utils import FEATURE_LENGTHS, fixture_params, tiny_prompted_model
 from xprompt_jax import gin_utils
 from xprompt_jax.training import optimizers
 from xprompt_jax.training.data import DataConfig
-from xprompt_jax.training.evaluation import EvalConfig, Evaluator
+from xprompt_jax.evaluation import EvalConfig, Evaluator
 from xprompt_jax.training.trainer import Trainer, TrainerConfig
-from xprompt_jax.xprompt import MaskedSoftPrompt, pipeline, pruning, search
+from xprompt_jax.xprompt import MaskedSoftPrompt, curve as curve_lib, pruning, search
+from xprompt_jax.xprompt.config import XPromptConfig
 from xprompt_jax.xprompt.masked_prompt import MASKS
 from xprompt_jax.xprompt.scoring import ImportanceScores, mask_variables
 
@@ -33,11 +34,9 @@ class _FixedScorer:
 
 
 def _fake_ctx(m, k):
-    trainer = types.SimpleNamespace(variables=lambda params: {},
-                                    config=types.SimpleNamespace(progress=False),
-                                    evaluator=None)
-    return types.SimpleNamespace(length=m, pieces=k, trainer=trainer, model_dir="/unused",
-                                 score_batches=lambda seed: None)
+    return types.SimpleNamespace(length=m, pieces=k, model_dir="/unused", progress=False,
+                                 evaluator=None, variables=lambda params: {},
+                                 score_batches=lambda: None)
 
 
 def _search(monkeypatch, include_unpruned, levels=("token", "piece")):
@@ -48,14 +47,14 @@ def _search(monkeypatch, include_unpruned, levels=("token", "piece")):
 
     def fake_evaluate(evaluator, variables, candidates, batched=True, bar=None, **kw):
         seen.append([(np.asarray(t).copy(), np.asarray(p).copy()) for t, p in candidates])
-        return [{"main_metric": float(pipeline.kept_pieces(t, p))} for t, p in candidates]
+        return [{"main_metric": float(search.kept_pieces(t, p))} for t, p in candidates]
 
     monkeypatch.setattr(search, "evaluate_candidates", fake_evaluate)
     scorer = _FixedScorer(m, k)
     initial = scorer.score(None, None, None, 1)
-    record = pipeline.search_masks(_fake_ctx(m, k), scorer, initial, {}, pruning.default_ratios(),
-                                   pruning.default_ratios(), "per_token", levels, 1, True,
-                                   False, None, include_unpruned=include_unpruned)
+    config = XPromptConfig(num_score_examples=1, prune_levels=levels,
+                           search_include_unpruned=include_unpruned)
+    record = search.search_masks(_fake_ctx(m, k), scorer, initial, {}, config)
     return record, seen
 
 
@@ -66,7 +65,7 @@ def test_default_search_never_returns_the_unpruned_prompt(monkeypatch):
     assert [c["ratio"] for c in record["piece_candidates"]] == list(pruning.default_ratios())
     for level in seen:
         assert len(level) == 9
-        assert all(pipeline.kept_pieces(t, p) < t.size * p.shape[1] for t, p in level)
+        assert all(search.kept_pieces(t, p) < t.size * p.shape[1] for t, p in level)
     token_mask = np.asarray(record["chosen"]["token_mask"])
     piece_mask = np.asarray(record["chosen"]["piece_mask"])
     # the best pruned candidates: 10% of the tokens (the lowest scorer, token 0), then 10%
@@ -74,7 +73,7 @@ def test_default_search_never_returns_the_unpruned_prompt(monkeypatch):
     np.testing.assert_array_equal(token_mask, [0] + [1] * 9)
     assert record["chosen"]["name"] == "token_0.1+piece_0.1"
     np.testing.assert_array_equal(piece_mask[1:, :2], 0)
-    assert pipeline.kept_pieces(token_mask, piece_mask) == 9 * 14
+    assert search.kept_pieces(token_mask, piece_mask) == 9 * 14
     # with the option, the unpruned prompt is a candidate (and here it wins)
     record, seen = _search(monkeypatch, include_unpruned=True)
     assert [c["ratio"] for c in record["token_candidates"]][:2] == [0.0, 0.1]
@@ -89,7 +88,7 @@ def test_default_ratios_reject_zero_and_gin_does_not_add_it():
     try:
         gin_utils.parse_gin(["models/t5_1_1_tiny.gin", "xprompt.gin"], ["MODEL_DIR = '/x'"],
                             finalize=False)
-        bound = gin.get_bindings(pipeline.run_pipeline)
+        bound = gin.get_bindings(XPromptConfig)
         assert bound["search_include_unpruned"] is False
         assert bound["token_ratios"] == bound["piece_ratios"] == pruning.default_ratios()
         assert bound["masking_curve"] is True
@@ -126,16 +125,16 @@ def test_reversed_masks_are_the_complement_ranking_at_xprompts_counts_per_token(
     expected[5, [0, 1]] = 1
     np.testing.assert_array_equal(pieces, expected)
     assert tokens.sum() == xp_tokens.sum()
-    assert pipeline.kept_pieces(tokens, pieces) == pipeline.kept_pieces(xp_tokens, xp_pieces)
+    assert search.kept_pieces(tokens, pieces) == search.kept_pieces(xp_tokens, xp_pieces)
     # through the pipeline's variant selection (the search record's XPrompt masks)
-    record = {"xprompt": {**pipeline.masks_json(xp_tokens, xp_pieces), "name": "t+p"}}
+    record = {"xprompt": {**search.masks_json(xp_tokens, xp_pieces), "name": "t+p"}}
     scores = ImportanceScores(TOKEN_SCORES, PIECE_SCORES, 1, True)
-    chosen = pipeline.variant_masks(record, scores, "reversed")
+    chosen = search.variant_masks(record, scores, "reversed")
     np.testing.assert_array_equal(chosen["token_mask"], tokens)
     np.testing.assert_array_equal(chosen["piece_mask"], expected)
-    random = pipeline.variant_masks(record, scores, "random", seed=3)
+    random = search.variant_masks(record, scores, "random", seed=3)
     assert np.sum(random["token_mask"]) == 4
-    assert pipeline.kept_pieces(np.asarray(random["token_mask"]),
+    assert search.kept_pieces(np.asarray(random["token_mask"]),
                                 np.asarray(random["piece_mask"])) == 8
 
 
@@ -173,11 +172,12 @@ def test_masking_curve_equals_a_brute_force_loop_over_ratios(fixtures_dir, t5_vo
                       pretrained_params=pretrained, evaluator=evaluator)
     prompt = np.random.RandomState(1).uniform(-30, 30, (m, 8)).astype(np.float32)
     params = {"prompt": {"prompt": prompt}}
-    ctx = types.SimpleNamespace(trainer=trainer, length=m, pieces=k)
+    ctx = types.SimpleNamespace(length=m, pieces=k, progress=False, evaluator=evaluator,
+                                variables=trainer.variables)
     scores = np.array([0.3, 0.1, 0.4, 0.2])
     ratios, seeds = (0.0, 0.25, 0.75), 2
     # 9 candidates x 8 examples = one call of the eval batch (72 rows)
-    curve = pipeline.masking_curve_result(ctx, params, scores, ratios, seeds)
+    curve = curve_lib.masking_curve_result(ctx, params, scores, ratios, seeds)
 
     variables = trainer.variables(params)
 
@@ -217,8 +217,9 @@ def test_masking_curve_equals_a_brute_force_loop_over_ratios(fixtures_dir, t5_vo
 
 # ------------------------------------------------------------------ the paper recipe
 def test_paper_recipe_resolves_to_the_papers_values(fixtures_dir):
+    from xprompt_jax.evaluation import EvalConfig
     from xprompt_jax.prompts import initializers
-    from xprompt_jax.train import build_trainer
+    from xprompt_jax.runs.config import RunConfig
     from xprompt_jax.xprompt import masked_prompt
 
     gin.clear_config()
@@ -228,16 +229,20 @@ def test_paper_recipe_resolves_to_the_papers_values(fixtures_dir):
                              "INITIAL_CHECKPOINT_PATH = "
                              f"'{fixtures_dir / 't5x_tiny_orbax' / 'checkpoint_3'}'"],
                             finalize=False)
-        run = gin.get_bindings(pipeline.run_pipeline)
-        assert run["token_ratios"] == run["piece_ratios"] == (
+        run = gin_utils.configured(XPromptConfig)()
+        assert run.token_ratios == run.piece_ratios == (
             0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-        assert run["search_include_unpruned"] is False
-        assert run["piece_ranking"] == "per_token"
-        assert run["rewind_each_candidate"] is False and run["rewind_steps"] is None
-        train = gin.get_bindings(build_trainer)
-        assert train["batch_size"] == 16 and train["train_epochs"] == 100
-        assert train["main_metric"] == ("f1a", "accuracy")
-        assert train["eval_period"] and train["patience"] is None
+        assert run.search_include_unpruned is False
+        assert run.piece_ranking == "per_token"
+        assert run.rewind_each_candidate is False and run.rewind_steps is None
+        data = gin_utils.configured(DataConfig)()
+        evaluation = gin_utils.configured(EvalConfig)()
+        trainer = gin_utils.configured(TrainerConfig)()
+        assert data.batch_size == 16 and gin.query_parameter("%TRAIN_EPOCHS") == 100
+        run_bound = gin.get_bindings(RunConfig, resolve_references=False)
+        assert str(run_bound["train_epochs"]) == "%TRAIN_EPOCHS"
+        assert evaluation.main_metric == ("f1a", "accuracy")
+        assert trainer.eval_period and trainer.patience is None
         for name, value in (("PROMPT_LENGTH", 20), ("NUM_PIECES", 16),
                             ("TOKEN_PRUNE_MODE", "zero")):
             assert gin.query_parameter(f"%{name}") == value, name

@@ -24,3 +24,13 @@ def fixture_params(path: str):
     from xprompt_jax.checkpoints import load_t5x_params
 
     return load_t5x_params(path)
+
+
+def run_config(model, model_dir, task="unused", **changes):
+    """A `RunConfig` of `model` in `model_dir` (the tiny fixture's feature lengths)."""
+    from xprompt_jax.runs import RunConfig
+    from xprompt_jax.training.data import DataConfig
+    from xprompt_jax.training.trainer import TrainerConfig
+
+    return RunConfig(model=model, trainer=TrainerConfig(model_dir=str(model_dir)),
+                     data=DataConfig(task, FEATURE_LENGTHS), **changes)

@@ -118,12 +118,12 @@ class Evaluator:
         self._options = None
         self._input_lengths = [min(len(ex["inputs"]), self.feature_lengths["inputs"])
                                for ex in self.examples]
-        self._heldout: Optional[Evaluator] = None
+        self.heldout: Optional[Evaluator] = None
         self._best_main: Optional[float] = None
         if config.heldout_split:
             if prompts is not None:
                 raise ValueError("EVAL_HELDOUT_SPLIT is not supported with a PromptBank")
-            self._heldout = Evaluator(
+            self.heldout = Evaluator(
                 model, task_name, feature_lengths,
                 dataclasses.replace(config, split=config.heldout_split, heldout_split=None),
                 label_strings_fn=target_labels, main_metric_fn=self.main_metric_fn,
@@ -282,10 +282,10 @@ class Evaluator:
         main = result.get("main_metric")
         # >=: re-evaluating the best variables (the XPrompt pipeline's final evaluation of
         # its best checkpoint) reports the held-out split too.
-        if self._heldout is not None and main is not None and (
+        if self.heldout is not None and main is not None and (
                 self._best_main is None or main >= self._best_main):
             self._best_main = main
-            result = self._with_heldout(result, self._heldout.evaluate(variables))
+            result = self._with_heldout(result, self.heldout.evaluate(variables))
         return result
 
     @staticmethod

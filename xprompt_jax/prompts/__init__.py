@@ -6,14 +6,14 @@ from .soft_prompt import SoftPrompt
 
 __all__ = ["SoftPrompt", "initializers", "make_initializer"]
 
-# Reparameterized prompts (issue #6): a raw prompt trained jointly with a network.
+# Reparameterized prompts: a raw prompt trained jointly with a network.
 from .ept import EPTPrompt  # noqa: E402
 from .ptuning import PTuningPrompt  # noqa: E402
 from .resprompt import ResPrompt  # noqa: E402
 
 __all__ += ["EPTPrompt", "PTuningPrompt", "ResPrompt"]
 
-# Many prompts on one frozen model, one per example (issue #17).
+# Many prompts on one frozen model, one per example.
 from .bank import PromptBank  # noqa: E402
 
 __all__ += ["PromptBank"]

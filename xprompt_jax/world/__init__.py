@@ -1,4 +1,4 @@
-"""A synthetic text world for CPU-sized soft-prompt experiments (issue #7).
+"""A synthetic text world for CPU-sized soft-prompt experiments.
 
 * `grammar` / `tasks` - lexicon, sentence grammar and four SuperGLUE-shaped tasks
   (BoolQ-, RTE-, COPA-, WiC-like) with learnable rules and negated twins;

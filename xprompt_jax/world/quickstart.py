@@ -59,8 +59,10 @@ def default_output_dir() -> str:
 
 
 def gin_args(method: Method, run_dir: str, task: str, world_dir: str, seed: int,
-             steps: Optional[int] = None, extra: Sequence[str] = ()) -> List[str]:
-    """The run's flags, as the CLIs take them."""
+             steps: Optional[int] = None, extra: Sequence[str] = (),
+             progress: bool = True) -> List[str]:
+    """The run's flags, as the CLIs take them (`progress`: bars on, whatever the
+    terminal)."""
     args = [f"--gin_file={MODEL_GIN}", f"--gin_file={method.gin_file}",
             f"--gin_file={RUN_GIN}",
             f"--gin.MODEL_DIR={run_dir!r}",
@@ -69,7 +71,8 @@ def gin_args(method: Method, run_dir: str, task: str, world_dir: str, seed: int,
             f"--gin.RANDOM_SEED={int(seed)}"]
     if steps is not None:
         args.append(f"--gin.TRAIN_STEPS={int(steps)}")
-    args += [f"--gin_bindings={b}" for b in PROGRESS_BINDINGS]
+    if progress:
+        args += [f"--gin_bindings={b}" for b in PROGRESS_BINDINGS]
     args += [a if a.startswith("--") else f"--gin_bindings={a}" for a in extra]
     return args
 
