@@ -51,8 +51,8 @@ echo "wheel_check: gin resolution from $(pwd)"
 import os, sys
 venv = os.path.realpath(sys.argv[1])
 import xprompt_jax
-from xprompt_jax import gin_utils, quickstart
-from xprompt_jax.world import paths
+from xprompt_jax import gin_utils
+from xprompt_jax.world import paths, quickstart
 def inside(path):
     return os.path.realpath(path).startswith(venv + os.sep)
 assert inside(xprompt_jax.__file__), xprompt_jax.__file__
@@ -68,11 +68,11 @@ assert glob.glob(os.path.join(os.path.dirname(xprompt_jax.__file__), "data", "wo
 print("wheel_check: package, gin files and world checkpoint come from", venv)
 PYEOF
 "$VPY" - <<'PYEOF'
-# Parse the quickstart's gin files as its entry points do (train.configure_from_argv).
+# Parse the quickstart's gin files as its entry points do (runs.flags.configure_from_argv).
 import gin
 import xprompt_jax.tasks  # noqa: F401 (registers configurables, as the entry points do)
-from xprompt_jax import gin_utils, quickstart, train  # noqa: F401
-from xprompt_jax.xprompt import pipeline  # noqa: F401
+from xprompt_jax import gin_utils
+from xprompt_jax.world import quickstart
 for method in quickstart.METHODS.values():
     gin.clear_config()
     args = quickstart.gin_args(method, "/tmp/unused", "rte", "/tmp/unused", 0, steps=2)

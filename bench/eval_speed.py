@@ -99,7 +99,7 @@ def build_model():
     from xprompt_jax.models import PromptedT5
     from xprompt_jax.prompts import initializers
     from xprompt_jax.training.frozen_model import init_variables
-    from xprompt_jax.world import paths, pretrain
+    from xprompt_jax.world import paths, pretraining as pretrain
     from xprompt_jax.xprompt import MaskedSoftPrompt
 
     model = PromptedT5(pretrain.model_config(), prompt=MaskedSoftPrompt(

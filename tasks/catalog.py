@@ -78,7 +78,7 @@ def _bullets(names: List[str]) -> str:
 
 
 def markdown() -> str:
-    """The README section listing every default task and mixture name."""
+    """The generated task list (tasks/TASKS.md): every default task and mixture name."""
     sg, gl, ept = superglue_task_names(), glue_task_names(), ept_task_names()
     fs, mx = fewshot_task_names(), mixture_names()
     qa, ho = qa_task_names(), heldout_task_names()

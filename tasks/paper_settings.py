@@ -8,13 +8,14 @@
   the task's label strings, or (footnote 7) "commonsense, pronoun, resolution" for WSC
   and "commonsense, reasoning, reading, comprehension" for ReCoRD; ``None`` for tasks
   without classes (QA).
-* ``lester_prompt_init(embedding, task_name)`` - the initializer: class labels (rest
-  sampled vocabulary), or sampled vocabulary where there are no words.
+The initializer built from those words is ``xprompt_jax.prompts.task_init.lester_prompt_init``.
 """
 
 from __future__ import annotations
 
 from typing import Dict, List, Optional
+
+from xprompt_jax import _moved
 
 from . import registry
 
@@ -62,12 +63,5 @@ def lester_init_words(task_name: str) -> Optional[List[str]]:
     return None
 
 
-def lester_prompt_init(embedding, task_name: str, population: int = 5000):
-    """Class-label init with ``lester_init_words``; sampled vocab without words."""
-    from xprompt_jax.prompts import initializers, task_init
-
-    words = lester_init_words(task_name)
-    if not words:
-        return initializers.sampled_vocab(embedding, population)
-    return task_init.class_labels_for_task(embedding, task_name, label_strings=words,
-                                           population=population)
+# Names that moved elsewhere: an import names their new home.
+__getattr__ = _moved.module_getattr(__name__)

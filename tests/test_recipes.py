@@ -86,12 +86,12 @@ def test_lester_class_label_words_and_init(parse):
     import sentencepiece as spm
     sp = spm.SentencePieceProcessor(model_file=str(T5_SPM))
     emb = np.random.RandomState(0).normal(size=(32128, 4)).astype(np.float32)
-    init = ps.lester_prompt_init(emb, "lester_super_glue_wsc_v102")
+    from xprompt_jax.prompts import task_init
+    init = task_init.lester_prompt_init(emb, "lester_super_glue_wsc_v102")
     rows = np.asarray(init(__import__("jax").random.PRNGKey(0), (5, 4)))
     for i, word in enumerate(["commonsense", "pronoun", "resolution"]):
         np.testing.assert_allclose(rows[i], emb[sp.encode(word)].mean(0), rtol=1e-6)
     # prompts/class_labels.gin's initializer uses the same words for WSC (it raised before).
-    from xprompt_jax.prompts import task_init
     rows2 = np.asarray(task_init.class_labels_for_task(emb, "lester_super_glue_wsc_v102")(
         __import__("jax").random.PRNGKey(0), (5, 4)))
     np.testing.assert_allclose(rows2[:3], rows[:3], rtol=1e-6)

@@ -23,7 +23,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 GIN_T5X = ROOT / "gin" / "t5x"
 HAS_T5X = importlib.util.find_spec("t5x") is not None
 NO_T5X_REASON = ("t5x is not installed: it is not on PyPI, install it from its git "
-                 "repository into a virtualenv (see the README's T5X section) to run the t5x/train.py tests")
+                 "repository into a virtualenv (see docs/t5x.md) to run the t5x/train.py tests")
 needs_t5x = pytest.mark.skipif(not HAS_T5X, reason=NO_T5X_REASON)
 
 
@@ -100,7 +100,7 @@ def test_t5x_compat_helpers_without_t5x():
     np.testing.assert_array_equal(updates["encoder"]["w"], np.zeros((4, 4)))
     np.testing.assert_array_equal(updates["prompt"]["prompt"], np.full((2, 4), -0.5))
     if not HAS_T5X:
-        with pytest.raises(ImportError, match="the README's T5X section"):
+        with pytest.raises(ImportError, match="see docs/t5x.md"):
             t5x_compat.logical_factor_rules()
 
 

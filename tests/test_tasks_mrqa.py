@@ -196,9 +196,9 @@ def test_heldout_source_resplits_deterministically(tmp_path, monkeypatch):
 def test_ept_heldout_variants_and_paper_metrics():
     tasks = import_tasks()
     names = tasks.registered_task_names()
-    datasets = tasks.heldout.ept_datasets()
+    datasets = tasks.ept_heldout.ept_datasets()
     assert len(datasets) == 21
-    for n in tasks.heldout.ept_heldout_task_names():
+    for n in tasks.ept_heldout.ept_heldout_task_names():
         assert n in names
     assert tasks.get_main_metric("lester_glue_stsb_v200_heldout") == "pearson_corrcoef"
     assert tasks.get_main_metric("lester_glue_qqp_v200_heldout") == "accuracy"

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from xprompt_jax.world import corpus, grammar, paths, pretrain, writer
+from xprompt_jax.world import corpus, grammar, paths, pretraining as pretrain, writer
 from xprompt_jax.world import tasks as world_tasks
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -84,6 +84,16 @@ MOVED_NAMES: Dict[str, Dict[str, Tuple[str, bool]]] = {
         "run": ("xprompt_jax.world.quickstart:run", True),
         "gin_args": ("xprompt_jax.world.quickstart:gin_args", True),
     },
+    "xprompt_jax.world.pretrain": {
+        name: (f"xprompt_jax.world.pretraining:{name}", True)
+        for name in ("PretrainConfig", "Mixture", "MODEL_KWARGS", "INPUT_LENGTH",
+                     "TARGET_LENGTH", "model_config", "pretrain", "install",
+                     "span_corruption", "checkpoint_size_bytes", "save_t5x_checkpoint",
+                     "dev_rows", "evaluate")},
+    "xprompt_jax.tasks.paper_settings": {
+        "lester_prompt_init": ("xprompt_jax.prompts.task_init:lester_prompt_init", True)},
+    "xprompt_jax.demo": {
+        "config_from_params": ("xprompt_jax.models.config:config_from_params", True)},
     "xprompt_jax.training.trainer": {
         "init_variables": ("xprompt_jax.training.frozen_model:init_variables", True),
         "dummy_batch": ("xprompt_jax.training.frozen_model:dummy_batch", True),

@@ -12,29 +12,11 @@ import argparse
 import sys
 from typing import Sequence
 
+from . import _moved
+
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-
-def config_from_params(params, **overrides):
-    """T5Config sizes inferred from a T5X parameter tree (heads from the relpos table)."""
-    from .models import T5Config
-
-    enc, dec = params["encoder"], params["decoder"]
-    vocab, emb = params["token_embedder"]["embedding"].shape
-    heads, buckets = enc["relpos_bias"]["rel_embedding"].shape
-    inner = enc["layers_0"]["attention"]["query"]["kernel"].shape[1]
-    mlp = enc["layers_0"]["mlp"]
-    gated = "wi_0" in mlp
-    mlp_dim = (mlp["wi_0"] if gated else mlp["wi"])["kernel"].shape[1]
-    return T5Config(
-        vocab_size=vocab, emb_dim=emb, num_heads=heads, head_dim=inner // heads, mlp_dim=mlp_dim,
-        num_encoder_layers=sum(k.startswith("layers_") for k in enc),
-        num_decoder_layers=sum(k.startswith("layers_") for k in dec),
-        mlp_activations=("gelu", "linear") if gated else ("relu",),
-        logits_via_embedding="logits_dense" not in dec, relative_attention_num_buckets=buckets,
-        dropout_rate=0.0, **overrides)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -49,6 +31,7 @@ def main(argv: Sequence[str]) -> int:
 
     from .checkpoints import load_t5x_params
     from .models import T5, greedy_decode
+    from .models.config import config_from_params
 
     params = load_t5x_params(args.checkpoint)
     config = config_from_params(params)
@@ -72,6 +55,8 @@ def main(argv: Sequence[str]) -> int:
     print(f"text: {vocab.decode(ids)!r}")
     return 0
 
+
+__getattr__ = _moved.module_getattr(__name__)
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -48,7 +48,7 @@ def _import_t5x(what: str):
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError(
             f"xprompt_jax.t5x_compat.{what} needs t5x, which is not installed. t5x is not on "
-            "PyPI: install it from https://github.com/google-research/t5x (see the README's T5X section)."
+            "PyPI: install it from https://github.com/google-research/t5x (see docs/t5x.md)."
         ) from e
 
 

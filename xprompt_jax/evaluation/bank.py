@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..markdown import cell
 from ..prompts import bank as prompt_bank
 from .variants import PromptIds
 
@@ -108,8 +108,7 @@ def bank_result(evaluator, variables: Mapping[str, Any]) -> Dict[str, Any]:
 
 def table3_markdown(task_name: str, result: Mapping[str, Any]) -> str:
     """A Lester et al. Table 3 style report: each prompt, mean +- std, best, ensemble."""
-    fmt = lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) \
-        else f"{v:.2f}"  # noqa: E731
+    fmt = lambda v: cell(v, missing="n/a")  # noqa: E731
     lines = [f"# Prompt ensemble on {task_name} ({result['mode']}, split "
              f"{result['split']}, {result['num_examples']} examples)", "",
              "| prompt | main metric |", "|---|---|"]

@@ -223,7 +223,7 @@ class Evaluator:
                                                            indices), self.num_options)
             else:
                 features = variants.expand(self.input_batch(indices, size), indices)
-                out = scorers.greedy_decode(self.model, variables,
+                out = scorers.generate(self.model, variables,
                                             features["encoder_input_tokens"],
                                             self.feature_lengths["targets"], self.vocab.eos_id)
             out = variants.split(out, size)

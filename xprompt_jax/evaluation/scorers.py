@@ -62,7 +62,7 @@ def score_options(model, variables, features, num_options: int):
     return host_array(_option_scores_jit(model, variables, features, num_options))
 
 
-def greedy_decode(model, variables, tokens, max_decode_length: int, eos_id: int):
+def generate(model, variables, tokens, max_decode_length: int, eos_id: int):
     """Host `[B, max_decode_length]` greedy decodes of `[B, S]` tokens (jitted)."""
     return host_array(_decode_jit(model, variables, jnp.asarray(tokens), max_decode_length,
                                   eos_id))

@@ -77,3 +77,21 @@ class T5Config:
 
     def replace(self, **changes) -> "T5Config":
         return dataclasses.replace(self, **changes)
+
+
+def config_from_params(params, **overrides):
+    """T5Config sizes inferred from a T5X parameter tree (heads from the relpos table)."""
+    enc, dec = params["encoder"], params["decoder"]
+    vocab, emb = params["token_embedder"]["embedding"].shape
+    heads, buckets = enc["relpos_bias"]["rel_embedding"].shape
+    inner = enc["layers_0"]["attention"]["query"]["kernel"].shape[1]
+    mlp = enc["layers_0"]["mlp"]
+    gated = "wi_0" in mlp
+    mlp_dim = (mlp["wi_0"] if gated else mlp["wi"])["kernel"].shape[1]
+    return T5Config(
+        vocab_size=vocab, emb_dim=emb, num_heads=heads, head_dim=inner // heads, mlp_dim=mlp_dim,
+        num_encoder_layers=sum(k.startswith("layers_") for k in enc),
+        num_decoder_layers=sum(k.startswith("layers_") for k in dec),
+        mlp_activations=("gelu", "linear") if gated else ("relu",),
+        logits_via_embedding="logits_dense" not in dec, relative_attention_num_buckets=buckets,
+        dropout_rate=0.0, **overrides)

@@ -42,6 +42,20 @@ def class_labels_for_task(embedding, task_name: str,
     return initializers.class_labels(embedding, ids, population)
 
 
+def lester_prompt_init(embedding, task_name: str, population: int = 5000
+                       ) -> initializers.Initializer:
+    """Lester et al.'s initialisation: class labels with
+    `tasks.paper_settings.lester_init_words` (the verbalizers, or footnote 7's words), the
+    rest sampled vocabulary; sampled vocabulary for tasks without words (QA)."""
+    from xprompt_jax.tasks import paper_settings
+
+    words = paper_settings.lester_init_words(task_name)
+    if not words:
+        return initializers.sampled_vocab(embedding, population)
+    return class_labels_for_task(embedding, task_name, label_strings=words,
+                                 population=population)
+
+
 def from_text_for_task(embedding, text: str, task_name: str) -> initializers.Initializer:
     """`from_text` init, tokenized with the task's vocabulary."""
     return initializers.from_text(embedding, _vocabulary(task_name).encode(text))

@@ -200,7 +200,7 @@ def export_prompt(model, variables: Mapping[str, Any], output_dir: str, *,
     if is_writer():
         os.makedirs(output_dir, exist_ok=True)
         if export_format == "peft":
-            from .checkpoints.peft_adapter import write_peft_adapter
+            from ..checkpoints.peft_adapter import write_peft_adapter
 
             files.update(write_peft_adapter(
                 output_dir, peft_tokens, base_model_name_or_path=peft_base_model,

@@ -1,1 +1,3 @@
-"""Training: partitioning, optimizers, train state, trainer loop, checkpoints, evaluation."""
+"""Training: the trainer loop and its train step, losses, optimizers and schedules, the
+frozen model and its partitioning, data, checkpoints, run locks and logs, and the pieces
+that train the prompts of a PromptBank jointly."""

@@ -165,16 +165,3 @@ def jit_train_step(step_fn: Callable, state_shardings: Any, frozen_shardings: An
                                  replicated_sharding),
                    out_shardings=(state_shardings, replicated_sharding),
                    donate_argnums=(0,) if donate else ())
-
-
-def make_eval_loss_fn(model, loss_config: LossConfig = LossConfig()) -> Callable:
-    """`fn(trainable, frozen, batch) -> (loss_sum, weight_sum)` without dropout."""
-
-    def fn(trainable, frozen, batch):
-        variables = dict(frozen)
-        variables["params"] = merge_params(trainable, frozen.get("params", {}))
-        loss_sum, _, weight_sum = batch_loss_sums(model, variables, batch, None, loss_config,
-                                                  enable_dropout=False)
-        return loss_sum, weight_sum
-
-    return fn

@@ -8,7 +8,7 @@ each world task T (boolq, rte, copa, wic):
   App. B.1's `from_train` re-split - `validation` (dev, used for checkpoint and mask
   selection) = `DEV_SIZE` 200 training examples drawn with seed 0, `train` = the other
   1800, `test` = the world's labelled 400-example validation file (the split of the
-  README's reference table). The same seed gives both formats the same re-split.
+  reference table of docs/benchmarks.md). The same seed gives both formats the same re-split.
 * `world_T_heldout_<k>shot[_seed<s>]` for k in `SHOTS` and s in `SEEDS`: the k-shot
   train subset (`xprompt_jax.tasks.fewshot_task`, random sampling with seed s) of the
   1800 remaining training examples; dev and test unchanged.

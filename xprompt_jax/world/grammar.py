@@ -15,8 +15,7 @@ The lexicon has five parts, one per kind of knowledge the tasks need:
 
 from __future__ import annotations
 
-import random
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Tuple
 
 PEOPLE: Tuple[str, ...] = (
     "alice", "bob", "carol", "dave", "emma", "frank", "grace", "henry", "ivy", "jack",
@@ -135,10 +134,6 @@ def fill(template: str, **kw) -> str:
     return template.format(**kw)
 
 
-def causal_event(template: str, person: str) -> str:
-    return template.format(p=person)
-
-
 def all_words() -> List[str]:
     """Every word the grammar can produce (for vocabulary checks)."""
     words = set(PEOPLE) | set(OBJECTS) | set(COLORS) | set(PLACES)
@@ -154,7 +149,3 @@ def all_words() -> List[str]:
             words |= {w for w in t.split() if not w.startswith("{")}
     words |= set(OWN_VERBS) | {"a", "an"}
     return sorted(words)
-
-
-def sample_distinct(rng: random.Random, population: Sequence, k: int) -> list:
-    return rng.sample(list(population), k)

@@ -21,10 +21,10 @@ def load_model_and_params(checkpoint: Optional[str] = None):
     from xprompt_jax.checkpoints import load_t5x_params
     from xprompt_jax.models import T5
 
-    from . import paths, pretrain
+    from . import paths, pretraining
 
     params = load_t5x_params(checkpoint or paths.checkpoint_path())
-    return T5(pretrain.model_config()), params
+    return T5(pretraining.model_config()), params
 
 
 def reference_accuracies(task: str, variants: Iterable[str] = ("prefixed", "bare"),
