@@ -154,7 +154,7 @@ model = tiny_prompted_model().clone(prompt=SoftPrompt(length=100))
 evaluator = Evaluator(model, 'xprompt_super_glue_rte_local', {{'inputs': 512, 'targets': 16}},
                       EvalConfig(mode='generation', batch_size=32))
 variables = {{'params': ckpt.params}}
-print(json.dumps({{'predictions': evaluator._predict_generation(variables),
+print(json.dumps({{'predictions': evaluator.predict(variables).texts[0],
                   'result': evaluator.evaluate(variables)['metrics']}}, default=float))
 """
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,

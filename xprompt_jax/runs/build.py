@@ -10,6 +10,7 @@ arguments here, never gin bindings.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any, Callable, Dict, Mapping, Optional
 
@@ -19,7 +20,6 @@ from ..evaluation.multitask import MultiTaskEvaluator
 from ..prompts import bank as prompt_bank
 from ..training import bank_training
 from ..training.epochs import train_steps_from_epochs
-from ..training.train_step import LossConfig
 from ..training.trainer import Trainer, check_feature_lengths
 from .config import RunConfig
 from .flags import import_task_module
@@ -34,11 +34,9 @@ def bank_config(run: RunConfig) -> bank_training.BankConfig:
 
 
 def build_evaluator(run: RunConfig, model=None):
-    """The dev evaluator of `run` (None without EVAL_PERIOD): every prompt of a bank in one
-    batch, each task with its own prompt for mixed-task training."""
+    """The dev evaluator of `run` (of `model`, default the run's): every prompt of a bank in
+    one batch, each task with its own prompt for mixed-task training."""
     model = run.model if model is None else model
-    if not run.trainer.eval_period:
-        return None
     if prompt_bank.num_prompts(model):
         bank = bank_config(run)
         if bank.mode == "ids_in_data":
@@ -68,13 +66,13 @@ def build_trainer(run: RunConfig, *, initial_trainable: Optional[Mapping[str, An
     check_feature_lengths(run.feature_lengths)  # before loading anything
     run = run_steps(run)
     model, optimizer, loss = run.model, run.optimizer, run.loss
-    evaluator = build_evaluator(run)
+    evaluator = build_evaluator(run) if run.trainer.eval_period else None
     bank_parts: Dict[str, Any] = {}
     if prompt_bank.num_prompts(model):  # a PromptBank: each prompt trains as if alone
         bank = bank_config(run)
         optimizer = bank_training.per_prompt_optimizer(optimizer)
-        loss = LossConfig(loss.label_smoothing, loss.z_loss,
-                          bank_training.bank_loss_normalization(loss.normalization))
+        loss = dataclasses.replace(
+            loss, normalization=bank_training.bank_loss_normalization(loss.normalization))
         bank_parts = bank_training.bank_trainer_parts(model, bank, run.model_dir)
     return Trainer(model, optimizer, run.data, run.trainer, frozen_config=run.frozen,
                    pretrained_params=load_pretrained(model, run.frozen, run.feature_lengths),

@@ -43,7 +43,7 @@ def evaluate(run: RunConfig, *, checkpoint: Union[str, int] = "best",
                                           "mixture_or_task_name": run.task_name})
     import_task_module(run.task_module)
     frozen, variables, step = restored_variables(run, checkpoint)
-    evaluator = build_evaluator(run.with_trainer(eval_period=1))
+    evaluator = build_evaluator(run)
     with frozen.activate():
         result = evaluator.evaluate(variables)
         if transfer_tasks:

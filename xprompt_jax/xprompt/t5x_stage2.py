@@ -156,7 +156,7 @@ def prune_t5x_checkpoint(run: RunConfig, config: XPromptConfig, *, t5x_checkpoin
     if stage1_prompt is not None:
         stage1_params = {"prompt": {"prompt": stage1_prompt}}
     ctx = XPromptContext(run=run, model_dir=output_dir, frozen=frozen.frozen,
-                         evaluator=build_evaluator(run.with_trainer(eval_period=1)),
+                         evaluator=build_evaluator(run),
                          batch_sharding=partitioning.batch_sharding(frozen.mesh),
                          progress=run.trainer.progress)
     m, k, embed_dim = ctx.length, ctx.pieces, ctx.embed_dim
