@@ -1,14 +1,14 @@
 """Import paths of earlier versions, kept working or failing with the new home's name.
 
-A moved name raises `ImportError` (not `AttributeError`): `from old import name` then shows
-our message instead of Python's generic "cannot import name".
-
 Modules that moved whole (or were split into one package) stay importable under their old
 name: importing one gives a stand-in module that forwards every attribute to the new home,
 with a `DeprecationWarning` naming it. Names that left a module that still exists (the
-CLIs keep only their flags and `main`) raise an `AttributeError` naming where they went,
-or, where the object itself is unchanged, are forwarded there. `xprompt_jax/__init__.py`
-installs the finder; a CLI module gets `__getattr__ = _moved.module_getattr(__name__)`.
+CLIs keep only their flags and `main`) fail naming where they went, or, where the object
+itself is unchanged, are forwarded there with the same warning. `xprompt_jax/__init__.py`
+installs the finder; such a module ends with `__getattr__ = _moved.module_getattr(__name__)`.
+
+A moved name raises `ImportError` (not `AttributeError`): `from old import name` then shows
+our message instead of Python's generic "cannot import name".
 """
 
 from __future__ import annotations
