@@ -5,9 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import seqio
 
 import synthetic_tasks
-from training_utils import FEATURE_LENGTHS, fixture_params, tiny_prompted_model
+from training_utils import (FEATURE_LENGTHS, fixture_params, reference_greedy,
+                            reference_option_scores, tiny_prompted_model)
 from xprompt_jax.training import optimizers, partitioning
 from xprompt_jax.training.data import DataConfig, TrainBatchIterator
 from xprompt_jax.evaluation import EvalConfig, Evaluator
@@ -33,7 +35,8 @@ def _trainer(tmp_path, task_name, pretrained, *, steps, batch_size=8, model=None
                      seed=kw.pop("seed", 0), patience=kw.pop("patience", None))
     frozen_config = FrozenModelConfig(mesh_shape=kw.pop("mesh_shape", (-1, 1)),
                                       frozen_dtype=kw.pop("frozen_dtype", None))
-    return Trainer(model or tiny_prompted_model(), optimizers.adafactor(),
+    optimizer = kw.pop("optimizer", None) or optimizers.adafactor()
+    return Trainer(model or tiny_prompted_model(), optimizer,
                    DataConfig(task_name, FEATURE_LENGTHS, batch_size),
                    TrainerConfig(**config_kw), frozen_config=frozen_config,
                    pretrained_params=pretrained, **kw)
@@ -123,6 +126,31 @@ def test_microbatch_accumulation_equals_full_batch(task_name, pretrained):
     np.testing.assert_allclose(micro, full, rtol=1e-4, atol=1e-6)
 
 
+def _losses_on_one_batch(tmp_path, task_name, pretrained, dropout_rate, steps=4):
+    """Per-step training losses of the trainer when every step sees the same batch and the
+    prompt never moves (learning rate 0): only the dropout mask can change the loss."""
+    fixed = next(iter(TrainBatchIterator(DataConfig(task_name, FEATURE_LENGTHS, 8))))
+    losses = []
+    trainer = _trainer(tmp_path, task_name, pretrained, steps=steps,
+                       model=tiny_prompted_model(dropout_rate=dropout_rate),
+                       optimizer=optax.sgd(0.0), batch_transform=lambda batch: dict(fixed),
+                       step_callback=lambda step, m: losses.append(float(m["loss"])))
+    initial = np.asarray(trainer.state.params["prompt"]["prompt"]).copy()
+    trainer.run()
+    np.testing.assert_array_equal(np.asarray(trainer.state.params["prompt"]["prompt"]), initial)
+    return losses
+
+
+def test_each_step_draws_a_new_dropout_mask(tmp_path, task_name, pretrained):
+    # Control: without dropout the four steps are the same computation (equal losses) ...
+    plain = _losses_on_one_batch(tmp_path / "plain", task_name, pretrained, 0.0)
+    assert len(plain) == 4 and len(set(plain)) == 1, plain
+    # ... with dropout each step has its own mask, so four different losses.
+    dropped = _losses_on_one_batch(tmp_path / "dropout", task_name, pretrained, 0.3)
+    assert len(set(dropped)) == 4, dropped
+    assert plain[0] not in dropped
+
+
 class _Killed(Exception):
     pass
 
@@ -151,7 +179,8 @@ def test_killed_run_resumes_to_the_same_prompt(tmp_path, task_name, pretrained):
 
 
 @pytest.mark.parametrize("mode", ["rank_classification", "generation"])
-def test_evaluation_modes_record_which_was_used(tmp_path, task_name, pretrained, mode):
+def test_evaluation_modes_record_which_was_used(tmp_path, task_name, pretrained, mode,
+                                               t5_vocab_path):
     model = tiny_prompted_model()
     evaluator = Evaluator(model, task_name, FEATURE_LENGTHS, EvalConfig(mode=mode, batch_size=8),
                           label_strings_fn=lambda ex: ["yes", "no"])
@@ -160,10 +189,27 @@ def test_evaluation_modes_record_which_was_used(tmp_path, task_name, pretrained,
     summary = trainer.run()
     result = summary["best_eval"]
     assert result["mode"] == mode and result["num_examples"] == 32
-    assert 0.0 <= result["metrics"]["accuracy"] <= 100.0
     if mode == "rank_classification":  # every prediction is one of the verbalizers
         assert set(result["predictions_sample"]) <= {"yes", "no"}
     assert trainer.checkpointer.best_step() == 2
+    # The exact accuracy: the 32 validation examples rebuilt from the task's generator,
+    # predicted by the plain forward pass (training_utils' references), compared by hand.
+    vocab = seqio.SentencePieceVocabulary(t5_vocab_path, extra_ids=100)
+    texts, targets = synthetic_tasks._examples("validation", 32, 0)
+    inputs = [vocab.encode(text) + [vocab.eos_id] for text in texts]
+    assert max(map(len, inputs)) <= FEATURE_LENGTHS["inputs"]  # nothing truncated
+    variables = jax.device_get(trainer.variables())  # step 2's prompt, the evaluated one
+    if mode == "rank_classification":
+        labels = ["yes", "no"]
+        scores = reference_option_scores(model, variables, inputs,
+                                         [vocab.encode(l) + [vocab.eos_id] for l in labels])
+        predicted = [labels[i] for i in scores.argmax(axis=1)]
+    else:
+        predicted = [vocab.decode(ids) for ids in reference_greedy(
+            model, variables, inputs, FEATURE_LENGTHS["targets"], vocab.eos_id)]
+    assert result["predictions_sample"] == predicted[:5]
+    expected = 100.0 * sum(p == t for p, t in zip(predicted, targets)) / 32
+    assert result["metrics"]["accuracy"] == pytest.approx(expected, abs=1e-9)
 
 
 def test_early_stopping_after_patience_evaluations(tmp_path, task_name, pretrained):

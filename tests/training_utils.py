@@ -2,6 +2,8 @@
 
 import functools
 
+import numpy as np
+
 from xprompt_jax.models import PromptedT5, T5Config
 from xprompt_jax.prompts import SoftPrompt, initializers
 
@@ -34,3 +36,57 @@ def run_config(model, model_dir, task="unused", **changes):
 
     return RunConfig(model=model, trainer=TrainerConfig(model_dir=str(model_dir)),
                      data=DataConfig(task, FEATURE_LENGTHS), **changes)
+
+
+# ------------------------------------------------------------------ reference predictions
+# Independent of the evaluator's kernels (one encoder pass shared by packed verbalizers,
+# cached incremental decoding): every score and every decoded token comes from the model's
+# plain teacher-forced forward pass over a whole `[B, T]` decoder row.
+
+def _padded(rows, length):
+    out = np.zeros((len(rows), length), np.int32)
+    for i, row in enumerate(rows):
+        out[i, :len(row)] = row
+    return out
+
+
+def reference_option_scores(model, variables, inputs, options):
+    """`[B, L]` sums of log p(option tokens | input) for `inputs` (token id lists, EOS
+    included) and the same `options` (token id lists, EOS included) for every row."""
+    import jax
+    import jax.numpy as jnp
+
+    encoder = _padded(inputs, max(len(r) for r in inputs))
+    scores = np.zeros((len(inputs), len(options)))
+    for j, option in enumerate(options):
+        targets = np.tile(np.asarray(option, np.int32), (len(inputs), 1))
+        decoder_in = np.concatenate([np.zeros((len(inputs), 1), np.int32), targets[:, :-1]], 1)
+        logits = model.apply(variables, encoder, decoder_in, targets, enable_dropout=False)
+        logp = jax.nn.log_softmax(jnp.asarray(logits, jnp.float32), axis=-1)
+        scores[:, j] = np.asarray(jnp.take_along_axis(logp, targets[..., None], -1)[..., 0]
+                                  ).sum(axis=1)
+    return scores
+
+
+def reference_greedy(model, variables, inputs, max_length, eos_id=1):
+    """Greedy decodes (token id lists, without EOS) of `inputs`: at step t the whole prefix
+    is fed again and the argmax of position t is taken."""
+    encoder = _padded(inputs, max(len(r) for r in inputs))
+    batch = len(inputs)
+    decoder_in = np.zeros((batch, max_length), np.int32)
+    targets = np.ones((batch, max_length), np.int32)  # no padding: only the causal mask
+    out = [[] for _ in range(batch)]
+    done = np.zeros(batch, bool)
+    for t in range(max_length):
+        logits = np.asarray(model.apply(variables, encoder, decoder_in, targets,
+                                        enable_dropout=False))
+        token = logits[:, t].argmax(-1)
+        for b in range(batch):
+            if not done[b]:
+                if token[b] == eos_id:
+                    done[b] = True
+                else:
+                    out[b].append(int(token[b]))
+        if t + 1 < max_length:
+            decoder_in[:, t + 1] = token
+    return out
