@@ -241,3 +241,17 @@ def test_moved_modules_import_in_a_fresh_interpreter():
         "xprompt_jax.runs.report" in out, out
     for old in _moved.MOVED_MODULES:
         assert not (PACKAGE / (old.split(".", 1)[1].replace(".", "/") + ".py")).exists(), old
+
+
+def test_the_jax_smoke_set_names_existing_tests():
+    """Every entry of conftest.JAX_SMOKE (what CI reruns under the other jax version) names
+    a test file, or a test function in it, that exists: a rename cannot drop it silently."""
+    import conftest
+
+    assert conftest.JAX_SMOKE
+    for entry in conftest.JAX_SMOKE:
+        path, _, name = entry.partition("::")
+        source = ROOT / path
+        assert source.is_file(), entry
+        if name:
+            assert re.search(rf"^def {re.escape(name)}\(", source.read_text(), re.M), entry
