@@ -123,6 +123,11 @@ def test_pipeline_rewinds_resumes_and_reports(gin_pipeline, monkeypatch):
     assert [c["ratio"] for c in saved["search"]["token_candidates"]] == [0.25, 0.5]
     assert saved["protocol"]["unpruned_candidate"] is False
     assert saved["protocol"]["rewound_to_stage1_step"] == stage1_best
+    # REWIND_STEPS None: the rewind trains stage 1's TRAIN_STEPS (2 steps)
+    assert saved["protocol"]["rewind_steps"] == 2
+    records = [json.loads(line) for line in
+               (model_dir / "rewind" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r.get("split") == "train"] == [1, 2]
     curve = saved["masking_curve"]
     assert curve["ratios"][0] == 0.0 and len(curve["importance"]) == len(curve["ratios"])
     assert curve["importance"][0] == pytest.approx(report["stage1"]["eval"]["main_metric"])
@@ -144,6 +149,61 @@ def test_pipeline_rewinds_resumes_and_reports(gin_pipeline, monkeypatch):
     near = saved["nearest_tokens"]
     assert len(near["tokens"]) == 4 and all(len(t["nearest"]) == 5 for t in near["tokens"])
     assert "Nearest vocabulary pieces" in (model_dir / "report.md").read_text()
+
+
+def test_rewind_starts_from_the_best_stage1_checkpoint_and_trains_rewind_steps(
+        tmp_path, fixtures_dir, t5_vocab_path, monkeypatch):
+    """Stage 1 evaluates at steps 1, 2 and 3 with scripted dev metrics 90, 10, 5: its best
+    checkpoint is step 1, not the latest (3). The rewind starts from step 1's prompt times
+    the value mask and trains REWIND_STEPS = 2 steps (not stage 1's TRAIN_STEPS = 3)."""
+    model_dir = tmp_path / "xp"
+    synthetic_tasks.register(t5_vocab_path)
+    bindings = _bindings(model_dir, fixtures_dir) + [
+        "TRAIN_STEPS = 3", "EVAL_PERIOD = 1", "REWIND_STEPS = 2", "MASKING_CURVE = False",
+        "PRUNE_LEVELS = ('token',)", "TOKEN_RATIOS = (0.5,)", "MAX_EVAL_EXAMPLES = 8"]
+    gin.clear_config()
+    try:
+        gin_utils.parse_gin(["models/t5_1_1_tiny.gin", "xprompt.gin"], bindings,
+                            finalize=False)
+        run = gin_utils.configured(pipeline.run_pipeline)
+        scripted = iter([90.0, 10.0, 5.0])
+        original_evaluate, original_rewind = Trainer.evaluate, rewind.rewind_trainer
+
+        def scripted_evaluate(self, trainable=None):
+            result = original_evaluate(self, trainable)
+            if os.path.basename(self.config.model_dir) == "stage1":
+                result = dict(result, main_metric=next(scripted))
+            return result
+
+        built = []
+
+        def recording_rewind(*args, **kwargs):
+            trainer = original_rewind(*args, **kwargs)
+            built.append(np.asarray(jax.device_get(trainer.state.params["prompt"]["prompt"])))
+            return trainer
+
+        monkeypatch.setattr(Trainer, "evaluate", scripted_evaluate)
+        monkeypatch.setattr(rewind, "rewind_trainer", recording_rewind)
+        report = run()
+    finally:
+        gin.clear_config()
+    stage1 = model_dir / "stage1" / "numpy_checkpoints"
+    best, latest = (np.load(stage1 / f"checkpoint_{s}" / "prompt.prompt.npy") for s in (1, 3))
+    assert not np.array_equal(best, latest)  # stage 1 trained on after its best step
+    search_result = json.loads((model_dir / "search" / "search.json").read_text())
+    values = pruning.value_mask(np.asarray(search_result["chosen"]["token_mask"], np.float32),
+                                np.asarray(search_result["chosen"]["piece_mask"], np.float32), 8)
+    assert len(built) == 1
+    np.testing.assert_array_equal(built[0], best * values)
+    assert report["stage1"]["best_step"] == 1
+    assert report["protocol"]["rewound_to_stage1_step"] == 1
+    # the rewind trained exactly REWIND_STEPS steps, one eval and checkpoint per step
+    records = [json.loads(line) for line in
+               (model_dir / "rewind" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r.get("split") == "train"] == [1, 2]
+    assert sorted(int(p.name) for p in (model_dir / "rewind" / "checkpoints").iterdir()
+                  if p.name.isdigit()) == [1, 2]
+    assert report["protocol"]["rewind_steps"] == 2
 
 
 def test_batched_candidate_scoring_equals_sequential(fixtures_dir, t5_vocab_path):
