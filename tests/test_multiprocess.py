@@ -7,8 +7,9 @@ data shard (seqio ShardInfo by process index). The reference is one process with
 (this pytest process) fed the concatenation of shard 0 and shard 1 - the global batch the
 two processes build with `make_array_from_process_local_data`. Both processes are killed
 (SIGKILL) once a checkpoint is finalized; a rerun through `launch/local_2proc.sh` resumes
-from it. Final prompts must agree to 2e-4 and per-step losses to 1e-4 relative (float32:
-the cross-process all-reduce sums in another order, see TOL); token counts are equal.
+from it. Step 1's loss is bit-identical; after it the runs sum the gradients in another
+order, so final prompts agree to TOL and later losses to LOSS_RTOL (derived below); token
+counts are equal.
 """
 
 import json
@@ -35,6 +36,14 @@ BINDINGS = ["BATCH_SIZE = 8", "EVAL_PERIOD = None", "SAVE_PERIOD = 3", "LOG_PERI
 # amplifies it to ~5e-5 in the prompt after 10 steps (values O(0.5); one wrong or repeated
 # batch moves them by O(LEARNING_RATE) = 1e-2).
 TOL = 2e-4
+# The losses of steps 2..10: single-process runs that differ only in their summation order
+# (this 8-device reference against MESH_SHAPE (4, 2) and (2, 4), the same batches) differ
+# by up to 1.6e-4 relative by step 10 (growing from ~1e-6 at step 2, Adafactor's normalised
+# update amplifying the rounding step by step); the 2-process run here by 6e-5, elsewhere
+# 2.4e-4. A real difference is far larger: a wrong or repeated batch changes a step's loss
+# by 10-80% (this world's batch losses), a lost update moves the prompt by ~1e-2 (TOL
+# catches it). LOSS_RTOL = 1e-3 keeps 4x the largest rounding difference seen.
+LOSS_RTOL = 1e-3
 STEPS = 10  # the same in the killed run and the rerun (a resumed run must keep its config)
 
 
@@ -212,7 +221,10 @@ def test_two_processes_match_one_and_resume_after_kill(tmp_path, monkeypatch):
     for ref in _metrics(ref_dir):
         got = by_step[ref["step"]]
         assert got["num_target_tokens"] == ref["num_target_tokens"], ref["step"]
-        np.testing.assert_allclose(got["loss"], ref["loss"], rtol=1e-4, err_msg=ref["step"])
+        if ref["step"] == 1:  # the same sums before any update
+            assert got["loss"] == ref["loss"]
+        np.testing.assert_allclose(got["loss"], ref["loss"], rtol=LOSS_RTOL,
+                                   err_msg=ref["step"])
 
 
 def test_distributed_flag_errors_and_no_op():
