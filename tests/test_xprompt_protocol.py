@@ -96,6 +96,64 @@ def test_default_ratios_reject_zero_and_gin_does_not_add_it():
         gin.clear_config()
 
 
+def test_shipped_gin_scores_importance_per_example_as_the_paper():
+    """XPrompt eq. 4-5: I = E_x |dL(x)/dmask|, the mean of per-example absolute gradients.
+    The scorer the pipeline and the prune CLI build from gin/xprompt.gin's XPROMPT
+    (`ImportanceScorer(..., config.per_example)`) must give that, not |E_x dL(x)/dmask|."""
+    import jax
+    import jax.numpy as jnp
+
+    from xprompt_jax.models import PromptedT5, T5Config
+    from xprompt_jax.prompts import initializers
+    from xprompt_jax.xprompt.scoring import ImportanceScorer
+
+    gin.clear_config()
+    try:
+        gin_utils.parse_gin(["models/t5_1_1_tiny.gin", "xprompt.gin"], ["MODEL_DIR = '/x'"],
+                            finalize=False)
+        config = gin_utils.configured(XPromptConfig)()
+    finally:
+        gin.clear_config()
+    m, k, b = 3, 2, 4
+    cfg = T5Config(vocab_size=40, emb_dim=8, num_heads=2, head_dim=4, mlp_dim=16,
+                   num_encoder_layers=1, num_decoder_layers=1,
+                   relative_attention_num_buckets=8, relative_attention_max_distance=16,
+                   dropout_rate=0.0, mlp_activations=("gelu", "linear"),
+                   logits_via_embedding=False)
+    prompt = np.random.RandomState(0).uniform(-1, 1, (m, 8)).astype(np.float32)
+    model = PromptedT5(cfg, prompt=MaskedSoftPrompt(m, initializers.from_array(prompt),
+                                                    num_pieces=k))
+    rng = np.random.RandomState(1)
+    targets = rng.randint(2, 40, (b, 3))
+    batch = {"encoder_input_tokens": rng.randint(2, 40, (b, 6)),
+             "decoder_input_tokens": np.concatenate([np.zeros((b, 1), int), targets[:, :-1]], 1),
+             "decoder_target_tokens": targets}
+    variables = model.init(jax.random.PRNGKey(0), batch["encoder_input_tokens"],
+                           batch["decoder_input_tokens"], targets, enable_dropout=False)
+    trainable = {"prompt": variables["params"]["prompt"]}
+    frozen = {"params": {n: v for n, v in variables["params"].items() if n != "prompt"}}
+    scorer = ImportanceScorer(model, trainable, frozen, None, config.per_example)
+    scores = scorer.score(np.ones(m, np.float32), np.ones((m, k), np.float32), iter([batch]), b)
+
+    def example_loss(gamma, zeta, i):  # mean target-token cross-entropy of example i
+        v = {**variables, MASKS: mask_variables(gamma, zeta)}
+        logits = model.apply(v, *(batch[n][i:i + 1] for n in (
+            "encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens")),
+            enable_dropout=False)
+        logp = jax.nn.log_softmax(logits[0], axis=-1)
+        return -jnp.mean(logp[jnp.arange(3), targets[i]])
+
+    grads = [jax.grad(example_loss, argnums=(0, 1))(jnp.ones(m), jnp.ones((m, k)), i)
+             for i in range(b)]
+    per_example_token = np.mean([np.abs(g[0]) for g in grads], axis=0)
+    per_example_piece = np.mean([np.abs(g[1]) for g in grads], axis=0)
+    of_the_mean = np.abs(np.mean([g[0] for g in grads], axis=0))
+    assert np.abs(per_example_token - of_the_mean).max() > 1e-3  # the two differ here
+    np.testing.assert_allclose(scores.token, per_example_token, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(scores.piece, per_example_piece, rtol=1e-4, atol=1e-7)
+    assert scores.per_example is True and scores.num_examples == b
+
+
 # ------------------------------------------------------------------ reversed XPrompt
 TOKEN_SCORES = np.array([5.0, 1.0, 4.0, 0.5, 3.0, 2.0])
 PIECE_SCORES = np.array([[4.0, 3.0, 2.0, 1.0],
