@@ -2,6 +2,7 @@
 (the evaluator's label-map option, its predictions scripted, metrics hand-computed) and the
 per-task table."""
 
+import numpy as np
 import pytest
 import seqio
 import tensorflow as tf
@@ -101,3 +102,94 @@ def test_transfer_table():
     assert "| `lester_squad_v110 (in-domain)` | validation | generation | - | 80.00 |" in text
     assert "| `lester_mrqa_race_local` | validation | generation | - | 30.50 | 20.00 | 30.50 |" \
         in text
+
+
+# ------------------------------------------------------------------ run_transfers, for real
+MRPC_DEV = [("It is big.", "It is large.", "1"), ("She won.", "She lost.", "0"),
+            ("He ran home.", "He walked home.", "0"), ("A cat sat.", "A cat was sitting.", "1"),
+            ("Rain fell.", "It rained.", "1"), ("The sky is blue.", "Grass is green.", "0")]
+TEXTBOOKQA_DEV = [("[PAR] Oslo is in Norway.", [("d1", "Where is Oslo?", ["Norway"]),
+                                               ("d2", "What is in Norway?", ["Oslo"])]),
+                  ("[PAR] Ice melts in heat.", [("d3", "What melts?", ["Ice"])])]
+
+
+@pytest.fixture
+def transfer_data(tmp_path, monkeypatch, t5_vocab_path):
+    """Local GLUE files with the MRPC dev split above and an MRQA TextbookQA dev file."""
+    from tasks_testdata.glue import write_glue
+    from test_tasks_mrqa import _write_mrqa
+
+    glue = write_glue(tmp_path / "glue")
+    rows = [("Quality", "#1 ID", "#2 ID", "#1 String", "#2 String")] + [
+        (label, str(2 * i), str(2 * i + 1), a, b) for i, (a, b, label) in enumerate(MRPC_DEV)]
+    (glue / "MRPC" / "dev.tsv").write_text(
+        "\ufeff" + "".join("\t".join(r) + "\n" for r in rows), encoding="utf-8")
+    _write_mrqa(tmp_path / "mrqa" / "dev" / "TextbookQA.jsonl", "TextbookQA", TEXTBOOKQA_DEV)
+    monkeypatch.setenv("XPROMPT_GLUE_DIR", str(glue))
+    monkeypatch.setenv("XPROMPT_MRQA_DIR", str(tmp_path / "mrqa"))
+    monkeypatch.setenv("XPROMPT_T5_VOCAB", t5_vocab_path)
+    return import_tasks()
+
+
+def test_run_transfers_scores_a_qqp_prompt_on_mrpc_and_mrqa(transfer_data, fixtures_dir,
+                                                            t5_vocab_path):
+    """A QQP prompt (source lester_glue_qqp_v200) on MRPC (default label map, rank
+    classification of QQP's verbalizers) and on TextbookQA (generation whatever the mode):
+    predictions from the plain forward pass, metrics counted by hand."""
+    import jax
+
+    from training_utils import fixture_params, reference_greedy, reference_option_scores
+    from xprompt_jax.training.frozen_model import init_variables
+
+    tasks = transfer_data
+    lengths = {"inputs": 48, "targets": 8}
+    model = tiny_prompted_model()
+    variables = jax.device_get(init_variables(
+        model, fixture_params(str(fixtures_dir / "t5x_tiny_orbax" / "checkpoint_3")),
+        lengths, jax.random.PRNGKey(3)))
+    source, mrpc, tqa = ("lester_glue_qqp_v200", "lester_glue_mrpc_local",
+                         "lester_mrqa_textbookqa_local")
+    # the source run's config: its held-out split and main metric must not carry over
+    config = EvalConfig(mode="rank_classification", heldout_split="test",
+                        main_metric="accuracy")
+    out = domain_shift.run_transfers(model, variables, source, [mrpc, tqa], lengths, config)
+    assert list(out) == [mrpc, tqa]
+
+    vocab = seqio.SentencePieceVocabulary(t5_vocab_path, extra_ids=100)
+    encode = lambda text: vocab.encode(text) + [vocab.eos_id]  # noqa: E731
+    # MRPC: inputs as T5's GLUE template writes them; QQP's verbalizers scored
+    inputs = [encode(f"sentence1: {a} sentence2: {b}") for a, b, _ in MRPC_DEV]
+    assert max(map(len, inputs)) <= lengths["inputs"]
+    qqp_labels = ["not_duplicate", "duplicate"]  # QQP's words for MRPC's classes 0, 1
+    scores = reference_option_scores(model, variables, inputs, [encode(l) for l in qqp_labels])
+    predicted = scores.argmax(axis=1)
+    gold = np.asarray([int(label) for _, _, label in MRPC_DEV])
+    # (the tiny model prefers the shorter `duplicate` everywhere: accuracy 50, F1 66.67)
+    tp = int(np.sum((predicted == 1) & (gold == 1)))
+    precision, recall = tp / predicted.sum(), tp / gold.sum()
+    f1 = 0.0 if tp == 0 else 100 * 2 * precision * recall / (precision + recall)
+    accuracy = 100 * np.mean(predicted == gold)
+    result = out[mrpc]
+    assert result["mode"] == "rank_classification" and result["split"] == "validation"
+    assert result["source_task"] == source and "heldout" not in result
+    assert result["label_map"] == domain_shift.LABEL_MAPS[("qqp", "mrpc")]
+    assert result["predictions_sample"] == [qqp_labels[p] for p in predicted[:5]]
+    assert result["metrics"]["accuracy"] == pytest.approx(accuracy, abs=1e-9)
+    assert result["metrics"]["f1"] == pytest.approx(f1, abs=1e-9)
+    assert result["main_metric"] == pytest.approx((accuracy + f1) / 2, abs=1e-9)  # MRPC's
+
+    # TextbookQA: generation although the config says rank classification; no label map
+    examples = list(seqio.get_mixture_or_task(tqa).get_dataset(
+        None, split="validation", shuffle=False).as_numpy_iterator())
+    assert len(examples) == 3
+    inputs = [list(ex["inputs"]) for ex in examples]
+    assert max(map(len, inputs)) <= lengths["inputs"]
+    texts = [vocab.decode(ids) for ids in reference_greedy(model, variables, inputs,
+                                                           lengths["targets"], vocab.eos_id)]
+    result = out[tqa]
+    assert result["mode"] == "generation" and "label_map" not in result
+    assert result["source_task"] == source and "heldout" not in result
+    assert result["predictions_sample"] == texts
+    answers = [[a.decode() for a in ex["answers"]] for ex in examples]
+    expected = tasks.metrics.squad(answers, texts)
+    assert result["metrics"] == pytest.approx(expected)
