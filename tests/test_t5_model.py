@@ -103,8 +103,20 @@ def test_bfloat16_compute_close_to_float32():
     l16 = m16.apply(variables, enc, dec_in, tgt, enable_dropout=False)
     assert l16.dtype == jnp.float32  # logits are computed in float32, as in T5X
     assert jax.tree_util.tree_leaves(variables["params"])[0].dtype == jnp.float32
-    err = float(jnp.max(jnp.abs(l16 - l32)) / jnp.max(jnp.abs(l32)))
-    assert 0 < err < 0.05
+    # Tolerances in units of bf16's unit roundoff u = 2**-8 (8 significand bits). The
+    # yardstick, computed independently: the float32 model on the bf16-rounded weights
+    # (relative rounding error <= u/2 per weight, activations exact). bf16 compute rounds
+    # the same weights and, in addition, the activations of every layer, so its error must
+    # clearly exceed the weights-only one (1.85x here; a model that leaves attention or the
+    # whole computation in float32 is at <= 1.2x) and stays within a few u.
+    u = 2.0 ** -8
+    rel_rms = lambda x: float(jnp.sqrt(jnp.mean((x - l32) ** 2) / jnp.mean(l32 ** 2)))  # noqa
+    rounded = jax.tree_util.tree_map(lambda x: x.astype(jnp.bfloat16).astype(jnp.float32),
+                                     variables)
+    weights_only = rel_rms(m32.apply(rounded, enc, dec_in, tgt, enable_dropout=False))
+    assert u / 2 < weights_only < 2 * u
+    assert 1.4 * weights_only < rel_rms(l16) < 4 * u
+    assert float(jnp.max(jnp.abs(l16 - l32)) / jnp.max(jnp.abs(l32))) < 4 * u  # max: 2.35u
 
 
 def test_dropout_changes_outputs_only_when_enabled():
