@@ -74,6 +74,25 @@ def localize(command, steps):
     return command.replace("python -m", f"{sys.executable} -m", 1)
 
 
+def operative_value(config_gin, binding):
+    """The value of `binding` in a T5X operative config (`MODEL_DIR/config.gin`), a macro
+    (`%NAME`) resolved to its `NAME = value` line."""
+    import ast
+
+    lines = pathlib.Path(config_gin).read_text().splitlines()
+
+    def value_of(name):
+        found = [line.split("=", 1)[1].strip() for line in lines
+                 if line.split("=", 1)[0].strip() == name]
+        assert len(found) == 1, f"{config_gin}: {len(found)} bindings of {name}"
+        return found[0]
+
+    value = value_of(binding)
+    if value.startswith("%"):
+        value = value_of(value[1:])
+    return ast.literal_eval(value)
+
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     sys.path.insert(0, str(ROOT / "tests"))
@@ -187,6 +206,12 @@ def test_xprompt_three_stages_as_written(env):
     final = got["prompt/prompt"]
     assert np.all(final[values == 0] == 0.0)  # pruned entries never move
     assert not np.allclose(final[values == 1], rewound[values == 1])  # survivors trained
+    # The rewind treats pruned tokens as the search did (the prune CLI's report records the
+    # mode its masks were chosen under: gin/xprompt.gin's 'zero', the paper's gamma * P).
+    searched = json.loads((prune / "report.json").read_text())["protocol"]["token_prune_mode"]
+    assert searched == "zero"
+    assert operative_value(rewind / "config.gin",
+                           "fixed_masks.FixedMaskPrompt.token_prune_mode") == searched
 
 
 @needs_t5x
