@@ -240,3 +240,25 @@ def test_prune_rejects_length_variant_and_non_prompt_checkpoint(tmp_path, fixtur
                                         t5x_checkpoint=str(plain),
                                         output_dir=str(tmp_path / "o"))
 
+
+
+def test_t5x_rewind_prompt_treats_pruned_tokens_as_the_prune_cli_searched():
+    """Without t5x: the T5X rewind's prompt (gin/t5x/methods/xprompt_rewind.gin, shared by
+    xprompt_rewind.gin, eval and infer) has the TOKEN_PRUNE_MODE of gin/xprompt.gin, under
+    which `python -m xprompt_jax.prune` chose the masks (the paper's 'zero', gamma * P).
+    tests/test_t5x_readme.py checks the whole rewind gin under t5x."""
+    modes = []
+    for files, bindings in ((["models/t5_1_1_tiny.gin", "xprompt.gin"], ["MODEL_DIR = '/x'"]),
+                            ([str(ROOT / "gin" / "t5x" / "methods" / "xprompt_rewind.gin")],
+                             ["MASKS_PATH = '/x/masks.npz'",
+                              "REWOUND_PROMPT_PATH = '/x/rewound_prompt.npy'"])):
+        gin.clear_config()
+        try:
+            gin_utils.parse_gin(files, bindings, finalize=False)
+            prompt = MaskedSoftPrompt if "xprompt.gin" in files else FixedMaskPrompt
+            bound = gin.get_bindings(prompt, resolve_references=False)["token_prune_mode"]
+            assert str(bound) == "%TOKEN_PRUNE_MODE"  # the prompt reads the macro
+            modes.append(gin.query_parameter("%TOKEN_PRUNE_MODE"))
+        finally:
+            gin.clear_config()
+    assert modes == ["zero", "zero"]
