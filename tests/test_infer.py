@@ -101,20 +101,10 @@ def test_mixed_prompt_batches_answer_as_each_prompt_alone(tmp_path):
 def _reference_generation(prompt_file, premise, hypothesis, max_length):
     import seqio
 
-    from training_utils import fixture_params, reference_greedy
-    from xprompt_jax.models import PromptedT5, T5Config
-    from xprompt_jax.prompts import SoftPrompt
+    from training_utils import reference_greedy, world_variables
     from xprompt_jax.world import paths
 
-    config = T5Config(vocab_size=768, emb_dim=128, num_heads=8, num_encoder_layers=3,
-                      num_decoder_layers=2, head_dim=16, mlp_dim=256,
-                      mlp_activations=("gelu", "linear"), dropout_rate=0.0,
-                      logits_via_embedding=False, relative_attention_num_buckets=32,
-                      relative_attention_max_distance=128)  # models/world_tiny.gin
-    prompt = np.load(prompt_file)
-    model = PromptedT5(config, prompt=SoftPrompt(length=prompt.shape[0]))
-    variables = {"params": {**fixture_params(paths.checkpoint_path()),
-                            "prompt": {"prompt": prompt}}}
+    model, variables = world_variables(np.load(prompt_file))
     vocab = seqio.SentencePieceVocabulary(paths.vocab_path(), extra_ids=100)
     tokens = vocab.encode(f"hypothesis: {hypothesis} premise: {premise}") + [vocab.eos_id]
     [ids] = reference_greedy(model, variables, [tokens], max_length, vocab.eos_id)

@@ -132,3 +132,35 @@ def test_world_ensemble_run_and_files(tmp_path):
     for key in ("per_prompt_main", "ensemble_main", "mean_main"):
         assert from_run[key] == from_files[key]
     assert "majority vote" in open(os.path.join(out, "ensemble_report.md")).read()
+    # Independently: each exported prompt alone on the 16 dev examples, scored by the plain
+    # forward pass; accuracies and the two-prompt vote (a tie goes to prompt 0) by hand.
+    import seqio
+
+    from training_utils import reference_option_scores, world_variables
+
+    assert from_run["mode"] == "rank_classification" and from_run["checkpoint_step"] == 4
+    examples = list(seqio.get_mixture_or_task("world_rte").get_dataset(
+        {"inputs": 48, "targets": 4}, split="validation", shuffle=False,
+        trim_output_features=True).take(16).as_numpy_iterator())
+    gold = [ex["targets_pretokenized"].decode() for ex in examples]
+    labels = ["entailment", "not_entailment"]
+    vocab = seqio.get_mixture_or_task("world_rte").output_features["targets"].vocabulary
+    options = [vocab.encode(label) + [vocab.eos_id] for label in labels]
+    predictions = []
+    for path in files:
+        model, variables = world_variables(np.load(path))
+        scores = reference_option_scores(model, variables, [list(ex["inputs"]) for ex in
+                                                            examples], options)
+        predictions.append([labels[i] for i in scores.argmax(axis=1)])
+    accuracy = lambda preds: 100.0 * sum(p == g for p, g in zip(preds, gold)) / 16  # noqa
+    per_prompt = [accuracy(p) for p in predictions]
+    assert predictions[0] != predictions[1]  # the vote has ties to break
+    vote = []
+    for votes in zip(*predictions):  # most votes; a tie goes to the lowest-numbered prompt
+        top = max(votes.count(v) for v in votes)
+        vote.append(next(v for v in votes if votes.count(v) == top))
+    assert from_run["per_prompt_main"] == pytest.approx(per_prompt, abs=1e-9)
+    assert from_run["mean_main"] == pytest.approx(np.mean(per_prompt), abs=1e-9)
+    assert from_run["best_main"] == pytest.approx(max(per_prompt), abs=1e-9)
+    assert from_run["ensemble_main"] == pytest.approx(accuracy(vote), abs=1e-9)
+    assert from_run["predictions_sample"] == [p[:5] for p in predictions]

@@ -15,6 +15,13 @@ TINY_ORBAX = dict(vocab_size=32128, emb_dim=8, num_heads=4, head_dim=3, mlp_dim=
 
 FEATURE_LENGTHS = {"inputs": 16, "targets": 4}
 
+# The synthetic world's T5 (gin/models/world_tiny.gin; checkpoint: world.paths).
+WORLD_TINY = dict(vocab_size=768, emb_dim=128, num_heads=8, num_encoder_layers=3,
+                  num_decoder_layers=2, head_dim=16, mlp_dim=256,
+                  mlp_activations=("gelu", "linear"), dropout_rate=0.0,
+                  logits_via_embedding=False, relative_attention_num_buckets=32,
+                  relative_attention_max_distance=128)
+
 
 def tiny_prompted_model(prompt_length=4, dropout_rate=0.0, **overrides):
     cfg = T5Config(**{**TINY_ORBAX, "dropout_rate": dropout_rate, **overrides})
@@ -26,6 +33,16 @@ def fixture_params(path: str):
     from xprompt_jax.checkpoints import load_t5x_params
 
     return load_t5x_params(path)
+
+
+def world_variables(prompt):
+    """(PromptedT5 of the world's T5 with a SoftPrompt of `prompt`'s length, its variables:
+    the shipped world checkpoint with `prompt` `[m, 128]` as `prompt/prompt`)."""
+    from xprompt_jax.world import paths
+
+    model = PromptedT5(T5Config(**WORLD_TINY), prompt=SoftPrompt(length=prompt.shape[0]))
+    return model, {"params": {**fixture_params(paths.checkpoint_path()),
+                              "prompt": {"prompt": np.asarray(prompt, np.float32)}}}
 
 
 def run_config(model, model_dir, task="unused", **changes):
