@@ -148,7 +148,35 @@ train(configured_run(), config_text=gin.config_str())
     assert best["num_examples"] == 200                      # half of the 400 dev examples
     held = best["heldout"]
     assert held["split"] == "test" and held["num_examples"] == 200
-    assert 0.0 <= held["main_metric"] <= 100.0
+    # The held-out accuracy recomputed from the best step's exported prompt: greedy decodes
+    # of the 200 test examples by the plain forward pass, compared with the gold labels by
+    # hand (a decode counts when it is the label's text; world_rte's metric is accuracy).
+    check = f"""
+import json, sys
+import numpy as np
+import seqio
+sys.path.insert(0, {os.path.join(REPO_ROOT, 'tests')!r})
+from training_utils import reference_greedy, world_variables
+import xprompt_jax.tasks as tasks
+import xprompt_jax.world.seqio_tasks
+task = seqio.get_mixture_or_task(tasks.heldout_task('world_rte', 'split_validation'))
+examples = list(task.get_dataset({{'inputs': 48, 'targets': 4}}, split='test', shuffle=False,
+                                 trim_output_features=True).as_numpy_iterator())
+model, variables = world_variables(np.load({str(out / 'numpy_checkpoints' / f'checkpoint_{best["step"]}' / 'prompt.prompt.npy')!r}))
+vocab = task.output_features['targets'].vocabulary
+decoded = reference_greedy(model, variables, [list(ex['inputs']) for ex in examples], 4,
+                           vocab.eos_id)
+gold = [ex['targets_pretokenized'].decode() for ex in examples]
+hits = [vocab.decode(ids).strip() == g for ids, g in zip(decoded, gold)]
+print(json.dumps({{'n': len(examples), 'accuracy': 100.0 * sum(hits) / len(hits),
+                  'labels': sorted(set(gold))}}))
+"""
+    proc = subprocess.run([sys.executable, "-c", check], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    reference = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert reference["n"] == 200 and reference["labels"] == ["entailment", "not_entailment"]
+    assert held["main_metric"] == pytest.approx(reference["accuracy"], abs=1e-9)
     report = json.loads((out / "report.json").read_text())
     assert report["heldout"]["main_metric"] == held["main_metric"]
     assert report["best_step"] == best["step"]
