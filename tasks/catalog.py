@@ -118,8 +118,14 @@ def markdown() -> str:
         "example's `label_strings` feature; feed the best string through the "
         "task's `postprocess_fn` like a generated prediction. T5-style WSC "
         "(`lester_super_glue_wsc_*`) is generation only.",
+        "- Label parsing is T5's: a generated label counts only when it is exactly a "
+        "label string (`xprompt` family: after a leading `<extra_id_0>` is dropped and "
+        "the rest stripped, as seqio's sentinel tasks); anything else scores as wrong. "
+        "The evaluator's `LABEL_PARSING = 'lenient'` (ours) also forgives any leading "
+        "`<extra_id_N>` and surrounding whitespace.",
         "- Main metric (`get_main_metric`): accuracy; CoLA Matthews corr.; CB "
-        "mean(accuracy, macro-F1); MultiRC mean(F1a, EM); ReCoRD mean(EM, F1); "
+        "mean(accuracy, macro-F1); MultiRC mean(F1a, EM; EM over questions grouped by "
+        "the question index, as T5); ReCoRD mean(EM, F1); "
         "MRPC/QQP mean(F1, accuracy); STS-B mean(Pearson, Spearman).",
         "",
         f"### SuperGLUE ({len(sg)})",

@@ -69,17 +69,34 @@ def multirc_f1a(targets, predictions) -> Dict[str, float]:
     return {"f1a": res["f1"]}
 
 
-def multirc_exact_match(targets, predictions) -> Dict[str, float]:
-    """MultiRC EM: share of questions whose answer options are all predicted right.
-
-    Questions are the ``group`` of the targets (``(idx/paragraph, idx/question)``).
-    """
+def _grouped_exact_match(targets, predictions, key) -> Dict[str, float]:
     groups: Dict[Any, List[bool]] = collections.defaultdict(list)
     for t, p in zip(targets, predictions):
-        groups[t["group"]].append(t["value"] == p["value"])
+        groups[key(t)].append(t["value"] == p["value"])
     if not groups:
         return {"exact_match": 0.0}
     return {"exact_match": 100 * float(np.mean([all(v) for v in groups.values()]))}
+
+
+def multirc_exact_match(targets, predictions) -> Dict[str, float]:
+    """MultiRC EM as T5 (``mean_group_metric(all_match)``): answer options grouped by
+    the target's ``group``, the question index ``idx/question`` alone; the share of
+    groups whose options are all predicted right.
+
+    Where question ids are unique within a split this equals grouping by (paragraph,
+    question), which is what Hugging Face's ``super_glue`` metric does; where an id
+    repeats under two paragraphs (a file or reader that numbers questions per
+    paragraph) the two differ: T5 merges them into one group, and so do we. Grouping by
+    (paragraph, question) is ``multirc_exact_match_per_paragraph``.
+    """
+    return _grouped_exact_match(targets, predictions, lambda t: t["group"])
+
+
+def multirc_exact_match_per_paragraph(targets, predictions) -> Dict[str, float]:
+    """Our option: MultiRC EM grouped by (``paragraph``, question index), so a question
+    id repeated under two paragraphs is two questions."""
+    return _grouped_exact_match(targets, predictions,
+                                lambda t: (t.get("paragraph"), t["group"]))
 
 
 # ---------------------------------------------------------------------------

@@ -107,14 +107,16 @@ def _build(family: str, task: str) -> _Built:
     else:
         template, sentinel = tmpl.XPROMPT[task], family == "xprompt"
     prefix = tmpl.target_prefix(sentinel)
+    # Targets that start with the sentinel are read as seqio reads T5's sentinel tasks.
+    wrap = post.with_sentinel_removed if sentinel else (lambda fn: fn)
     if task == "record":
-        return _Built(pre.record(template, sentinel), post.record, None, True)
+        return _Built(pre.record(template, sentinel), wrap(post.record), None, True)
     if task == "wsc":
         if family == "lester":
             return _Built(pre.wsc_simple(template), post.wsc_simple, None, False,
                           train_filter=pre.keep_label(1))
-        return _Built(pre.wsc_xprompt(template, sentinel), post.wsc_xprompt, None,
-                      True)
+        return _Built(pre.wsc_xprompt(template, sentinel), wrap(post.wsc_xprompt),
+                      None, True)
     labels = template.labels
     if task == "multirc":
         postprocess_fn = post.multirc(labels)
@@ -122,7 +124,7 @@ def _build(family: str, task: str) -> _Built:
         postprocess_fn = post.class_label(labels)
     return _Built(
         pre.classification(template, sentinel, html_cleanup=task == "multirc"),
-        postprocess_fn, tuple(prefix + l for l in labels), True)
+        wrap(postprocess_fn), tuple(prefix + l for l in labels), True)
 
 
 def register(family: str, task: str, source: str,

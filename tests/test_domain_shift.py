@@ -38,11 +38,11 @@ def _mrpc_like(vocab_path: str) -> str:
     return name
 
 
-def _evaluator(vocab_path, mode, texts, label_map):
+def _evaluator(vocab_path, mode, texts, label_map, label_parsing="t5"):
     """The real evaluator with a label map; its model's predictions replaced by `texts`
     (the options it would have scored are recorded)."""
     ev = Evaluator(tiny_prompted_model(), _mrpc_like(vocab_path), FEATURE_LENGTHS,
-                   EvalConfig(mode=mode), label_map=label_map,
+                   EvalConfig(mode=mode, label_parsing=label_parsing), label_map=label_map,
                    label_strings_fn=lambda ex: ["not_equivalent", "equivalent"])
     ev.seen_options = None
 
@@ -70,14 +70,20 @@ def test_default_label_maps_follow_the_task_kinds():
 
 def test_generation_predictions_are_mapped(t5_vocab_path):
     qqp_to_mrpc = domain_shift.LABEL_MAPS[("qqp", "mrpc")]
-    # QQP-style outputs: duplicate, not_duplicate, "duplicate " (stripped), garbage.
+    # QQP-style outputs: duplicate, not_duplicate, "duplicate " (no QQP label for T5's
+    # exact parsing; stripped by the lenient option), garbage.
     texts = ["duplicate", "not_duplicate", "duplicate ", "yes"]
     ev = _evaluator(t5_vocab_path, "generation", texts, qqp_to_mrpc)
+    out = ev.evaluate({})
+    assert [ev.map_text(t) for t in texts] == ["equivalent", "not_equivalent", "duplicate ",
+                                                "yes"]
+    assert out["main_metric"] == 50.0          # 2 of 4 right; "duplicate ", "yes" illegal
+    assert out["label_map"] == qqp_to_mrpc
+    ev = _evaluator(t5_vocab_path, "generation", texts, qqp_to_mrpc, "lenient")
     out = ev.evaluate({})
     assert [ev.map_text(t) for t in texts] == ["equivalent", "not_equivalent", "equivalent",
                                                 "yes"]
     assert out["main_metric"] == 75.0          # 3 of 4 right; "yes" is an illegal label
-    assert out["label_map"] == qqp_to_mrpc
 
 
 def test_rank_classification_scores_the_source_verbalizers(t5_vocab_path):

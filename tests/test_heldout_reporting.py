@@ -150,7 +150,8 @@ train(configured_run(), config_text=gin.config_str())
     assert held["split"] == "test" and held["num_examples"] == 200
     # The held-out accuracy recomputed from the best step's exported prompt: greedy decodes
     # of the 200 test examples by the plain forward pass, compared with the gold labels by
-    # hand (a decode counts when it is the label's text; world_rte's metric is accuracy).
+    # hand (a decode counts when it is exactly the label's text, T5's parsing; world_rte's
+    # metric is accuracy).
     check = f"""
 import json, sys
 import numpy as np
@@ -167,7 +168,7 @@ vocab = task.output_features['targets'].vocabulary
 decoded = reference_greedy(model, variables, [list(ex['inputs']) for ex in examples], 4,
                            vocab.eos_id)
 gold = [ex['targets_pretokenized'].decode() for ex in examples]
-hits = [vocab.decode(ids).strip() == g for ids, g in zip(decoded, gold)]
+hits = [vocab.decode(ids) == g for ids, g in zip(decoded, gold)]
 print(json.dumps({{'n': len(examples), 'accuracy': 100.0 * sum(hits) / len(hits),
                   'labels': sorted(set(gold))}}))
 """

@@ -66,23 +66,47 @@ def test_matthews_pearson_spearman_match(tasks, rng):
 
 def test_multirc_f1a_and_grouped_exact_match(tasks, rng):
     n = 100
-    groups = [(int(g) // 7, int(g)) for g in rng.randint(0, 30, n)]
+    questions = [int(g) for g in rng.randint(0, 30, n)]
     t = rng.randint(0, 2, n)
     p = rng.randint(-1, 2, n)
-    targets = [{"value": int(v), "group": g} for v, g in zip(t, groups)]
+    targets = [{"value": int(v), "group": q, "paragraph": q // 7}
+               for v, q in zip(t, questions)]
     preds = [{"value": int(v)} for v in p]
     flipped = np.where((p != 0) & (p != 1), 1 - t, p)
     assert tasks.metrics.multirc_f1a(targets, preds)["f1a"] == pytest.approx(
         100 * sklearn.metrics.f1_score(t, flipped))
     by_group = {}
-    for tv, pv, g in zip(t, p, groups):
-        by_group.setdefault(g, []).append(tv == pv)
+    for tv, pv, q in zip(t, p, questions):
+        by_group.setdefault(q, []).append(tv == pv)
     expected_em = 100 * np.mean([all(v) for v in by_group.values()])
     assert tasks.metrics.multirc_exact_match(targets, preds)["exact_match"] == \
         pytest.approx(expected_em)
-    # Same question id under two paragraphs = two questions.
-    tg = [{"value": 1, "group": (0, 5)}, {"value": 0, "group": (1, 5)}]
-    assert tasks.metrics.multirc_exact_match(tg, [{"value": 1}, {"value": 1}]) == {
+
+
+def test_multirc_exact_match_groups_by_question_index_as_t5(tasks):
+    """T5: `mean_group_metric(all_match)` over `group` = `idx/question` alone, so a
+    question id repeated under two paragraphs is one group; ours by paragraph is the
+    option. Hand-counted: paragraph 0 question 5 (True, predicted True: right),
+    paragraph 1 question 5 (False, predicted True: wrong), paragraph 1 question 6
+    (True, predicted True: right)."""
+    post = tasks.postprocessors.multirc(("False", "True"))
+    raw = [(0, 5, "True"), (1, 5, "False"), (1, 6, "True")]
+    targets = [post(label, example={"idx/paragraph": par, "idx/question": q},
+                    is_target=True) for par, q, label in raw]
+    assert [t["group"] for t in targets] == [5, 5, 6]
+    preds = [post("True") for _ in raw]
+    # T5: groups {5: [right, wrong], 6: [right]} -> EM 1/2.
+    assert tasks.metrics.multirc_exact_match(targets, preds) == {"exact_match": 50.0}
+    # Per (paragraph, question): {(0,5): right, (1,5): wrong, (1,6): right} -> 2/3.
+    assert tasks.metrics.multirc_exact_match_per_paragraph(targets, preds)[
+        "exact_match"] == pytest.approx(200 / 3)
+    # Every question id repeated under a second paragraph with one wrong option: T5's
+    # EM is 0 where the per-paragraph grouping gives 50.
+    targets = [post("True", example={"idx/paragraph": par, "idx/question": q},
+                    is_target=True) for q in range(4) for par in (0, 1)]
+    preds = [post("True" if par == 0 else "False") for q in range(4) for par in (0, 1)]
+    assert tasks.metrics.multirc_exact_match(targets, preds) == {"exact_match": 0.0}
+    assert tasks.metrics.multirc_exact_match_per_paragraph(targets, preds) == {
         "exact_match": 50.0}
 
 
@@ -121,14 +145,18 @@ def test_with_average(tasks):
 def test_postprocessors(tasks):
     post = tasks.postprocessors
     cls = post.class_label(("entailment", "contradiction"))
-    assert cls("<extra_id_0> contradiction") == 1
+    assert cls("contradiction") == 1
     assert cls("entailment") == 0
-    assert cls("<extra_id_0> maybe") == -1
+    assert cls("maybe") == -1
     assert cls("") == -1
+    sentinel_cls = post.with_sentinel_removed(cls)
+    assert sentinel_cls("<extra_id_0> contradiction") == 1
+    assert sentinel_cls("<extra_id_0> maybe") == -1
     ex = {"span1_text": b"the glass", "idx": 3}
-    assert post.wsc_xprompt("<extra_id_0> the glass", example=ex) == 1
-    assert post.wsc_xprompt("<extra_id_0> another word", example=ex) == 0
-    assert post.wsc_xprompt("<extra_id_0> the cup", example=ex) == -1
+    wsc = post.with_sentinel_removed(post.wsc_xprompt)
+    assert wsc("<extra_id_0> the glass", example=ex) == 1
+    assert wsc("<extra_id_0> another word", example=ex) == 0
+    assert wsc("<extra_id_0> the cup", example=ex) == -1
     simple = {"targets_pretokenized": b"the glass", "label": 1}
     assert post.wsc_simple("glass", example=simple) == 1
     assert post.wsc_simple("The cup", example=simple) == 0
@@ -137,9 +165,39 @@ def test_postprocessors(tasks):
     assert post.string_to_float("3.4") == 3.4
     assert post.string_to_float("three") == -1.0
     mrc = post.multirc(("no", "yes"))
-    assert mrc("<extra_id_0> yes", example={"idx/paragraph": 2, "idx/question": 7},
-               is_target=True) == {"value": 1, "group": (2, 7)}
+    assert mrc("yes", example={"idx/paragraph": 2, "idx/question": 7},
+               is_target=True) == {"value": 1, "group": 7, "paragraph": 2}
     assert mrc("nope") == {"value": -1}
+
+
+def test_label_parsing_is_t5s_exact_match(tasks):
+    """T5's `string_label_to_class_id` is `label_classes.index(s) if s in label_classes
+    else -1`: no stripping; seqio's sentinel tasks first drop a leading `<extra_id_0>`
+    and `.strip()` the rest, nothing else. Each value below follows from that by hand."""
+    post = tasks.postprocessors
+    rte = post.class_label(("entailment", "not_entailment"))
+    assert rte("entailment") == 0
+    assert rte("<extra_id_0> entailment") == -1
+    assert rte(" entailment") == -1
+    assert rte("entailment\n") == -1
+    assert rte(b"not_entailment") == 1
+    sentinel_rte = post.with_sentinel_removed(rte)
+    assert sentinel_rte("<extra_id_0> entailment") == 0
+    assert sentinel_rte("<extra_id_0>entailment\n") == 0    # dropped, then stripped
+    assert sentinel_rte("entailment") == 0                   # no sentinel: as is
+    assert sentinel_rte(" <extra_id_0> entailment") == -1    # not at the start
+    assert sentinel_rte(" entailment") == -1
+    assert sentinel_rte("<extra_id_1> entailment") == -1
+    # WSC (T5's wsc_simple): a bare sentinel is a non-empty word, not the referent: 0.
+    simple = {"targets_pretokenized": b"the glass", "label": 1}
+    assert post.wsc_simple("<extra_id_0>", example=simple) == 0
+    # {"glass"} is a subset of {"<extra_id_0>", "glass"}: the referent, 1.
+    assert post.wsc_simple("<extra_id_0> glass", example=simple) == 1
+    assert post.wsc_simple("  ", example=simple) == -1
+    # ReCoRD and STS-B: the raw text.
+    assert post.record("<extra_id_0> Rex") == {"value": "<extra_id_0> Rex"}
+    assert post.string_to_float(" 3.4\n") == 3.4               # Python's float strips
+    assert post.string_to_float("<extra_id_0> 3.4") == -1.0
 
 
 def _evaluate(task_name, examples, predictions):
@@ -203,3 +261,68 @@ def test_task_metric_pipeline_stsb(tasks, rng):
     spear = 100 * scipy.stats.spearmanr(t, p)[0]
     assert out["pearson_corrcoef"] == pytest.approx(pear)
     assert out["average"] == pytest.approx((pear + spear) / 2)
+
+
+def _generation_metrics(task_name, examples, texts, label_parsing):
+    """The evaluator's metrics for generated `texts` (no model: `result_from_texts`)."""
+    from xprompt_jax.evaluation import EvalConfig, Evaluator
+    config = EvalConfig(mode="generation", label_parsing=label_parsing)
+    examples = [dict(ex, inputs=np.array([3, 1])) for ex in examples]
+    evaluator = Evaluator(None, task_name, {"inputs": 8, "targets": 8}, config,
+                          examples=examples)
+    return evaluator.result_from_texts(texts)["metrics"]
+
+
+def test_generation_scores_the_right_label_with_a_sentinel_or_space_as_t5(tasks):
+    """The right label with a sentinel or whitespace is no label for T5 (scores as
+    wrong); 'lenient' label parsing (ours) forgives it. Hand-computed from T5's
+    postprocessors and metrics (string_label_to_class_id, f1_score_with_invalid,
+    mean_group_metric(all_match), squad, wsc_simple)."""
+    rte = [{"targets_pretokenized": s.encode(), "label": l}
+           for s, l in [("entailment", 0), ("not_entailment", 1), ("entailment", 0),
+                        ("not_entailment", 1)]]
+    texts = ["<extra_id_0> entailment", " not_entailment", "entailment\n",
+             "not_entailment"]
+    # T5: -1, -1, -1, 1 -> one of four right.
+    assert _generation_metrics("lester_super_glue_rte_v102", rte, texts, "t5") == {
+        "accuracy": 25.0}
+    assert _generation_metrics("lester_super_glue_rte_v102", rte, texts,
+                               "lenient") == {"accuracy": 100.0}
+
+    mrc = [{"targets_pretokenized": s.encode(), "label": l, "idx/paragraph": 0,
+            "idx/question": q} for s, l, q in [("True", 1, 0), ("False", 0, 0),
+                                               ("True", 1, 1)]]
+    texts = [" True", "False\n", "<extra_id_0> True"]
+    # T5: all -1 -> each flipped to the wrong class: tp 0 -> F1 0; no question right.
+    t5 = _generation_metrics("lester_super_glue_multirc_v102", mrc, texts, "t5")
+    assert (t5["f1a"], t5["exact_match"]) == (0.0, 0.0)
+    lenient = _generation_metrics("lester_super_glue_multirc_v102", mrc, texts, "lenient")
+    assert (lenient["f1a"], lenient["exact_match"]) == (100.0, 100.0)
+
+    rec = [{"targets_pretokenized": b"Rex", "answers": [b"Rex"], "idx/passage": 0,
+            "idx/query": 0}]
+    # T5's squad: normalize("<extra_id_0> Rex") = "extraid0 rex" vs "rex": EM 0,
+    # F1 = 2 * (1/2 * 1) / (1/2 + 1) = 2/3.
+    t5 = _generation_metrics("lester_super_glue_record_v102", rec, ["<extra_id_0> Rex"],
+                             "t5")
+    assert t5["exact_match"] == 0.0
+    assert t5["f1"] == pytest.approx(200 / 3)
+    lenient = _generation_metrics("lester_super_glue_record_v102", rec,
+                                  ["<extra_id_0> Rex"], "lenient")
+    assert (lenient["exact_match"], lenient["f1"]) == (100.0, 100.0)
+
+    wsc = [{"targets_pretokenized": b"the glass", "label": 1},
+           {"targets_pretokenized": b"the cup", "label": 0}]
+    # T5: a bare "<extra_id_0>" is the word "<extra_id_0>", not the referent: 0 for
+    # both, which is right for the label-0 example. Lenient: empty -> -1, both wrong.
+    texts = ["<extra_id_0>", "<extra_id_0>"]
+    assert _generation_metrics("lester_super_glue_wsc_v102", wsc, texts, "t5") == {
+        "accuracy": 50.0}
+    assert _generation_metrics("lester_super_glue_wsc_v102", wsc, texts,
+                               "lenient") == {"accuracy": 0.0}
+
+
+def test_label_parsing_is_checked():
+    from xprompt_jax.evaluation import EvalConfig
+    with pytest.raises(ValueError, match="label parsing 'loose'"):
+        EvalConfig(label_parsing="loose")

@@ -15,7 +15,12 @@ metrics and `evaluate` is the plain case. Options of the same evaluator, never w
   B.1: select on one split, report another); the result gains `'heldout'` and
   `metrics['heldout_<split>/<name>']`;
 - `prompts` (a `bank.PromptSelection`): a PromptBank model's prompts scored together, with
-  each prompt's metrics, their mean and best, and the majority-vote ensemble (`bank.py`).
+  each prompt's metrics, their mean and best, and the majority-vote ensemble (`bank.py`);
+- `EvalConfig.label_parsing` (gin LABEL_PARSING): 't5' (default, the papers'): a prediction
+  reaches the task's postprocessor as decoded, which reads labels as T5 does (an exact
+  match; `' yes'` or `'<extra_id_0> yes'` for a task without the sentinel is no label
+  and scores 0); 'lenient' (ours): a leading `<extra_id_N>` and surrounding whitespace
+  are removed first (`lenient_text`).
 
 Less padding (`trim_batches`, default): examples are batched by input length and each batch
 is cut to its longest row (`data.length_sorted_batches`, `data.bucket_length`); results
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
@@ -40,13 +46,22 @@ from . import scorers
 from .variants import SINGLE, Variants
 
 MODES = ("generation", "rank_classification")
+# How a predicted string is read: as decoded (T5's, the papers') or `lenient_text` (ours).
+LABEL_PARSING = ("t5", "lenient")
+_LEADING_SENTINEL = re.compile(r"^\s*<extra_id_\d+>\s*")
+
+
+def lenient_text(text: str) -> str:
+    """`text` without one leading `<extra_id_N>` and without surrounding whitespace: what
+    the postprocessor reads under 'lenient' label parsing."""
+    return _LEADING_SENTINEL.sub("", text).strip()
 HELDOUT_PREFIX = "heldout_"
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
     """How a split is evaluated (gin: EVAL_MODE, EVAL_SPLIT, EVAL_HELDOUT_SPLIT,
-    MAX_EVAL_EXAMPLES, MAIN_METRIC; `batch_size`: examples per call)."""
+    MAX_EVAL_EXAMPLES, MAIN_METRIC, LABEL_PARSING; `batch_size`: examples per call)."""
 
     mode: str = "rank_classification"
     split: str = "validation"
@@ -55,10 +70,14 @@ class EvalConfig:
     trim_batches: bool = True
     heldout_split: Optional[str] = None  # also scored when the selection metric improves
     main_metric: Any = None              # None: the task's default; else a `MainMetric` key
+    label_parsing: str = "t5"            # 't5' (exact, the papers') or 'lenient' (ours)
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"eval mode {self.mode!r}; expected one of {MODES}")
+        if self.label_parsing not in LABEL_PARSING:
+            raise ValueError(f"label parsing {self.label_parsing!r}; expected one of "
+                             f"{LABEL_PARSING}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) \
                 or self.batch_size < 1:
             raise ValueError(f"eval batch size {self.batch_size!r}: expected an int >= 1")
@@ -245,10 +264,14 @@ class Evaluator:
 
     # ------------------------------------------------------------------ metrics
     def map_text(self, text: str) -> str:
-        """A prediction in the target task's labels (`label_map`; else unchanged)."""
+        """A prediction as the task's postprocessor reads it: with 'lenient' label parsing
+        its leading sentinel and surrounding whitespace removed; then in the target task's
+        labels (`label_map`: the exact source label; else unchanged)."""
+        if self.config.label_parsing == "lenient":
+            text = lenient_text(text)
         if self.label_map is None:
             return text
-        return self.label_map.get(text.strip(), text)
+        return self.label_map.get(text, text)
 
     def result_from_texts(self, texts: Sequence[str]) -> Dict[str, Any]:
         """Postprocesses predicted texts and computes the task's metrics."""
