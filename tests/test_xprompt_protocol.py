@@ -274,31 +274,41 @@ def test_masking_curve_equals_a_brute_force_loop_over_ratios(fixtures_dir, t5_vo
 
 
 # ------------------------------------------------------------------ the paper recipe
-def test_paper_recipe_resolves_to_the_papers_values(fixtures_dir):
-    from xprompt_jax.evaluation import EvalConfig
+# Table 3 of the paper (T5-XL, 20 prompt tokens): prompt tuning and XPrompt's trainable
+# parameters per task, as printed.
+TABLE3_PROMPT_TUNING = 40960
+TABLE3_XPROMPT = {"wic": 2560, "wsc": 6144, "cb": 2560, "copa": 15232, "rte": 512,
+                  "boolq": 29184, "multirc": 27648}
+
+
+def test_paper_recipe_resolves_to_the_papers_values():
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
     from xprompt_jax.prompts import initializers
     from xprompt_jax.runs.config import RunConfig
     from xprompt_jax.xprompt import masked_prompt
 
     gin.clear_config()
     try:
-        gin_utils.parse_gin(["models/t5_1_1_tiny.gin", "recipes/xprompt_paper.gin"],
-                            ["MODEL_DIR = '/x'", "MIXTURE_OR_TASK_NAME = 't'",
-                             "INITIAL_CHECKPOINT_PATH = "
-                             f"'{fixtures_dir / 't5x_tiny_orbax' / 'checkpoint_3'}'"],
+        gin_utils.parse_gin(["recipes/xprompt_paper.gin"],
+                            ["MODEL_DIR = '/x'", "MIXTURE_OR_TASK_NAME = 't'"],
                             finalize=False)
         run = gin_utils.configured(XPromptConfig)()
         assert run.token_ratios == run.piece_ratios == (
             0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
         assert run.search_include_unpruned is False
         assert run.piece_ranking == "per_token"
-        assert run.rewind_each_candidate is False and run.rewind_steps is None
+        # Limitations: "requires rewinding the pruned model at different compression ratios"
+        assert run.rewind_each_candidate is True and run.rewind_steps is None
         data = gin_utils.configured(DataConfig)()
         evaluation = gin_utils.configured(EvalConfig)()
         trainer = gin_utils.configured(TrainerConfig)()
         assert data.batch_size == 16 and gin.query_parameter("%TRAIN_EPOCHS") == 100
         run_bound = gin.get_bindings(RunConfig, resolve_references=False)
         assert str(run_bound["train_epochs"]) == "%TRAIN_EPOCHS"
+        # Table 10's generation verbalizers, read as T5 reads labels
+        assert evaluation.mode == "generation" and evaluation.label_parsing == "t5"
         assert evaluation.main_metric == ("f1a", "accuracy")
         assert trainer.eval_period and trainer.patience is None
         for name, value in (("PROMPT_LENGTH", 20), ("NUM_PIECES", 16),
@@ -311,8 +321,63 @@ def test_paper_recipe_resolves_to_the_papers_values(fixtures_dir):
         opt = gin.get_bindings(optimizers.adafactor)
         assert opt["learning_rate"] == 0.3 and opt["weight_decay_rate"] == 1e-5
         assert opt["decay_rate"] == 0.8 and opt["multiply_by_parameter_scale"] is False
+        # The model: T5.1.1 XL (gated GELU, untied logits, emb 2048) and its checkpoint.
+        model_config = gin.query_parameter("%MODEL_CONFIG").scoped_configurable_fn()
+        assert (model_config.emb_dim, model_config.num_encoder_layers,
+                model_config.mlp_dim) == (2048, 24, 5120)
+        assert tuple(model_config.mlp_activations) == ("gelu", "linear")
+        assert model_config.logits_via_embedding is False
+        assert gin.query_parameter("%INITIAL_CHECKPOINT_PATH") == (
+            "gs://t5-data/pretrained_models/t5x/t5_1_1_xl/checkpoint_1000000")
+        length, pieces = (gin.query_parameter("%PROMPT_LENGTH"),
+                          gin.query_parameter("%NUM_PIECES"))
     finally:
         gin.clear_config()
+    # Table 3's prompt-tuning count is the recipe's prompt: 20 x emb_dim parameters, here
+    # the shape the recipe's MaskedSoftPrompt creates on XL's embedding (no weights read).
+    module = masked_prompt.MaskedSoftPrompt(length=length, init=initializers.uniform(),
+                                            num_pieces=pieces, token_prune_mode="zero")
+    # (the module's `init` field, its initializer, shadows `Module.init`)
+    shapes = jax.eval_shape(
+        lambda: nn.Module.init(module, jax.random.PRNGKey(0),
+                               jnp.zeros((1, 1, model_config.emb_dim), jnp.float32)))
+    assert shapes["params"]["prompt"].size == TABLE3_PROMPT_TUNING == length * 2048
+    # Every XPrompt count of Table 3 is a whole number of XL pieces (2048 / 16 = 128
+    # values) and no more than the unpruned prompt (with emb 1024, BoolQ's would not be).
+    piece_size = model_config.emb_dim // pieces
+    for task, count in TABLE3_XPROMPT.items():
+        assert count % piece_size == 0 and count <= TABLE3_PROMPT_TUNING, task
+    assert TABLE3_XPROMPT["boolq"] > length * 1024
+
+
+def test_table3_counts_reachable_by_the_paper_grid():
+    """Which Table 3 counts the 10..90% grid reaches (the recipe header's statement):
+    per-token ranking keeps t x p pieces with t = 20 - round(r 20), p = 16 - round(r 16);
+    the global ranking keeps 16 t - round(r 16 t) of the surviving tokens' pieces. Counted
+    by hand from those formulas, then the reachable ones rebuilt with the pruning code."""
+    grid = pruning.default_ratios()
+    tokens = [20 - round(r * 20) for r in grid]
+    per_piece = [16 - round(r * 16) for r in grid]
+    assert sorted(tokens) == [2, 4, 6, 8, 10, 12, 14, 16, 18]
+    assert sorted(per_piece) == [2, 3, 5, 6, 8, 10, 11, 13, 14]
+    per_token = {t * p for t in tokens for p in per_piece}
+    global_ = {16 * t - round(r * 16 * t) for t in tokens for r in grid}
+    pieces = {task: count // 128 for task, count in TABLE3_XPROMPT.items()}
+    assert pieces == {"wic": 20, "wsc": 48, "cb": 20, "copa": 119, "rte": 4, "boolq": 228,
+                      "multirc": 216}
+    assert {t for t, n in pieces.items() if n in per_token} == {"wic", "wsc", "cb", "rte"}
+    assert {t for t, n in pieces.items() if n in global_} == {"wsc"}
+    # The pruning code gives the reachable counts: WiC/CB 2 tokens x 10 pieces (token
+    # ratio 0.9, piece ratio 0.4), WSC 6 x 8 (0.7, 0.5), RTE 2 x 2 (0.9, 0.9).
+    rng = np.random.RandomState(0)
+    for (token_ratio, piece_ratio), task in (((0.9, 0.4), "wic"), ((0.7, 0.5), "wsc"),
+                                             ((0.9, 0.9), "rte")):
+        token_mask = pruning.prune_tokens(rng.rand(20), np.ones(20), token_ratio)
+        base = int(token_mask.sum()) * 16
+        piece_mask = pruning.prune_pieces(rng.rand(20, 16), np.ones((20, 16)), token_mask,
+                                          piece_ratio, base, per_token=True)
+        assert pruning.trainable_parameter_count(token_mask, piece_mask, 2048) == \
+            TABLE3_XPROMPT[task], task
 
 
 def test_reachable_ratios_drop_only_the_ratios_that_prune_every_unit():
