@@ -117,17 +117,47 @@ def record_passage(passage: tf.Tensor) -> tf.Tensor:
 
 _TRAILING_PUNCT = re.compile(r"[^\w]+$")
 
+# The two SuperGLUE WSC texts whose span2_index T5's `_wsc_inputs` does not use: T5 maps
+# each to a fixed blanked text (the pronoun as "X"), quoted here as data.
+_T5_WSC_FIXED_BLANKS = {
+    'The boy continued to whip the pony , and eventually the pony threw him over. John '
+    'laughed out quite loud. "Good for him," he said. ':
+        'The boy continued to whip the pony , and eventually the pony threw him over. '
+        'John laughed out quite loud. "Good for X ," he said.',
+    'When they had eventually calmed down a bit , and had gotten home, Mr. Farley put '
+    'the magic pebble in an iron safe . Some day they might want to use it , but really '
+    'for now, what more could they wish for?':
+        'When they had eventually calmed down a bit , and had gotten home, Mr. Farley put '
+        'the magic pebble in an iron safe . Some day they might want to use X , but '
+        'really for now, what more could they wish for?',
+}
+
 
 def wsc_simple_text(text: str, span2_index: int, span2_text: str) -> str:
-    """T5's ``wsc_simple`` input text: the pronoun at ``span2_index`` -> ``*pronoun*``.
+    """T5's ``wsc_simple`` input text (without the ``wsc:`` task name), to the letter.
 
-    Words are split on single spaces as in T5. T5 asserts that the word at
-    ``span2_index`` equals ``span2_text`` and hard-codes two exceptions of the real data;
-    here the nearest word equal to ``span2_text`` (ignoring trailing punctuation) is
-    marked instead, which reproduces T5's output for those cases up to spacing around
-    trailing punctuation (``*him*,"`` vs T5's ``*him* ,"``).
+    T5 (``_wsc_inputs``): the text split on single spaces, the word at ``span2_index``
+    replaced by ``X`` (``words[:i]``, ``X``, ``words[i+1:]`` joined by spaces, so a
+    trailing space survives), two texts of the data mapped to fixed blanked texts; then
+    every ``' X '`` becomes ``' *<span2_text>* '``. T5 asserts 0 < ``span2_index`` < number
+    of words and that word == ``span2_text``; where that does not hold (and the text is not
+    one of the two), ours goes on gracefully: the nearest word equal to ``span2_text``
+    (ignoring trailing punctuation) is blanked, its trailing punctuation kept after a space
+    as in T5's fixed texts (``*him* ,"``).
     """
+    marked = " *" + span2_text + "* "
+    if text in _T5_WSC_FIXED_BLANKS:
+        return _T5_WSC_FIXED_BLANKS[text].replace(" X ", marked)
     words = text.split(" ")
+    if 0 < span2_index < len(words) and words[span2_index] == span2_text:
+        blanked = (" ".join(words[:span2_index]) + " X "
+                   + " ".join(words[span2_index + 1:]))
+        return blanked.replace(" X ", marked)
+    return _mark_nearest(words, span2_index, span2_text)
+
+
+def _mark_nearest(words, span2_index: int, span2_text: str) -> str:
+    """Our fallback where T5 asserts: the nearest match of ``span2_text`` marked."""
     n_span = max(1, len(span2_text.split(" ")))
 
     def matches(j: int) -> bool:
@@ -144,8 +174,8 @@ def wsc_simple_text(text: str, span2_index: int, span2_text: str) -> str:
                              f"({len(words)} words) and {span2_text!r} not found")
     cand = " ".join(words[index:index + n_span])
     suffix = cand[len(span2_text):] if cand.startswith(span2_text) else ""
-    marked = "*" + span2_text + "*" + suffix
-    return " ".join(words[:index] + [marked] + words[index + n_span:])
+    return " ".join(words[:index] + ["*" + span2_text + "*"] + ([suffix] if suffix else [])
+                    + words[index + n_span:])
 
 
 def tf_wsc_simple_text(text: tf.Tensor, span2_index: tf.Tensor,

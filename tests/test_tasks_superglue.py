@@ -521,3 +521,33 @@ def test_local_source_shuffles_whole_split(tasks):
     shard = src.get_dataset("train", shuffle=False,
                             shard_info=seqio.ShardInfo(index=1, num_shards=2))
     assert [int(e["idx"]) for e in shard.as_numpy_iterator()] == [1, 3]
+
+
+def test_wsc_simple_marks_the_pronoun_as_t5(tasks):
+    """T5's `_wsc_inputs` + `wsc_simple`, by hand: words split on single spaces, the word
+    at span2_index -> "X" (`words[:i]`, "X", `words[i+1:]` joined by spaces), T5's two
+    fixed texts, then every " X " -> " *pronoun* " (the task name dropped)."""
+    mark = tasks.templates.wsc_simple_text
+    # T5's docstring example.
+    assert mark("Mitchell asked Tom if he could lend some money.", 4, "he") == \
+        "Mitchell asked Tom if *he* could lend some money."
+    # T5's own special case: "Good for X ," (the comma detached, the trailing space gone).
+    boy = ('The boy continued to whip the pony , and eventually the pony threw him over. '
+           'John laughed out quite loud. "Good for him," he said. ')
+    assert mark(boy, 18, "him") == (
+        'The boy continued to whip the pony , and eventually the pony threw him over. '
+        'John laughed out quite loud. "Good for *him* ," he said.')
+    # The other: span2_index points at "use", T5 blanks the "it" after it.
+    safe = ("When they had eventually calmed down a bit , and had gotten home, Mr. Farley "
+            "put the magic pebble in an iron safe . Some day they might want to use it , "
+            "but really for now, what more could they wish for?")
+    assert mark(safe, 26, "it").endswith("want to use *it* , but really for now, what "
+                                         "more could they wish for?")
+    # The pronoun as the last word: words[i+1:] is empty, so "... X " keeps its space.
+    assert mark("Ann met Sue and thanked her", 5, "her") == "Ann met Sue and thanked *her* "
+    # Every " X " is replaced, a literal X word of the text too (T5's regex_replace).
+    assert mark("Tom said X is he", 4, "he") == "Tom said *he* is *he* "
+    # Where T5 asserts (word differs, or the pronoun is the first word): ours marks the
+    # nearest equal word, trailing punctuation after a space.
+    assert mark("Tom saw him, then left", 2, "him") == "Tom saw *him* , then left"
+    assert mark("He said hi .", 0, "He") == "*He* said hi ."
