@@ -22,7 +22,8 @@ from . import superglue
 def superglue_task_names() -> List[str]:
     return [superglue.task_name(f, t, s) for f in superglue.FAMILIES
             for t in superglue.TASKS for s in superglue.SOURCES] + [
-        superglue.alias_name(f, t) for f in superglue.FAMILIES for t in superglue.TASKS]
+        superglue.alias_name(f, t) for f in superglue.FAMILIES for t in superglue.TASKS
+    ] + list(superglue.extra_task_names())
 
 
 def glue_task_names() -> List[str]:
@@ -117,7 +118,7 @@ def markdown() -> str:
         "targets) or, where that is `None` (XPrompt WSC, ReCoRD), over each "
         "example's `label_strings` feature; feed the best string through the "
         "task's `postprocess_fn` like a generated prediction. T5-style WSC "
-        "(`lester_super_glue_wsc_*`) is generation only.",
+        "(`lester_super_glue_wsc_{v102,local}`, `wsc_simple`) is generation only.",
         "- Label parsing is T5's: a generated label counts only when it is exactly a "
         "label string (`xprompt` family: after a leading `<extra_id_0>` is dropped and "
         "the rest stripped, as seqio's sentinel tasks); anything else scores as wrong. "
@@ -139,6 +140,12 @@ def markdown() -> str:
                          for src in superglue.SOURCES])
             for f in superglue.FAMILIES) + " |"
         for t in superglue.TASKS
+    ] + [
+        "",
+        "Also (`lester` family): "
+        + ", ".join(f"`{n}`" for n in superglue.extra_task_names())
+        + " (T5's `wsc`: candidate `* *` and pronoun `# #` marked, `False` / `True` "
+        "targets, every training example; the EPT held-out WSC).",
     ] + [
         "",
         f"### GLUE ({len(gl)})",
@@ -190,9 +197,23 @@ def markdown() -> str:
         f"| {d.name} | "
         + ("validation halved (val / test)" if d.spec.strategy == "split_validation"
            else f"{d.spec.num_validation:,} of train -> validation; "
-                f"{d.spec.test_split} -> test")
+                + (f"{d.spec.num_train:,} more -> train; " if d.spec.num_train else "")
+                + f"{d.spec.test_split} -> test")
         + " | " + "<br>".join(f"`{heldout.heldout_name(b)}`" for b in d.bases) + " |"
         for d in ept_heldout.ept_datasets()
+    ] + [
+        f"| {d.name} (labelled local test) | train, validation, test as published; the "
+        "test file must be labelled | "
+        + "<br>".join(f"`{heldout.heldout_name(b)}{ept_heldout.LABELLED_TEST_SUFFIX}`"
+                      for b in d.labelled_test_bases) + " |"
+        for d in ept_heldout.ept_datasets() if d.labelled_test_bases
+    ] + [
+        "",
+        "WSC's held-out base is T5's `wsc` True/False format (all 554 training examples, "
+        "Table 5); MRPC's Table 5 test (1,725) is GLUE's labelled test set: put the MSR "
+        "corpus's `msr_paraphrase_test.txt` (same columns as `train.tsv`) at "
+        "`<GLUE_DIR>/MRPC/test.tsv` and use the labelled-test variant; `<base>_heldout` "
+        "halves validation instead (204 / 204).",
     ] + [
         "",
         f"### Few-shot ({len(fs)})",

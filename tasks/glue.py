@@ -24,7 +24,8 @@ EPT extras (TFDS only, T5-style formats): ``lester_scitail_v100``
 (``sci_tail:1.0.0``), ``lester_paws_wiki_v110`` (``paws_wiki/labeled_final_raw:
 1.1.0``), ``lester_yelp_polarity_v020`` (``yelp_polarity_reviews:0.2.0``; TFDS has
 no validation split: ``validation`` = 10K training examples drawn with seed 0,
-``train`` = the rest, ``test`` = TFDS ``test``, as EPT Table 5), ``lester_winogrande_v120`` (``winogrande:1.2.0``;
+``train`` = the rest (550K; EPT Table 5's 100K is the ``_heldout`` variant), ``test`` =
+TFDS ``test``), ``lester_winogrande_v120`` (``winogrande:1.2.0``;
 ``train`` = ``train_xl``).
 """
 
@@ -154,8 +155,12 @@ EPT_EXTRA: Tuple[Tuple[str, str, str, Mapping[str, str], str], ...] = (
 
 
 # Yelp has no validation split: 10K training examples (seed 0) become validation, the
-# TFDS test split stays the test set (EPT Table 5: 10,000 / 38,000).
+# TFDS test split stays the test set (EPT Table 5: 10,000 / 38,000); the base task trains
+# on the other 550K.
 YELP_VALIDATION = heldout.HeldoutSpec("from_train", 10_000, test_split="test")
+# EPT Table 5 trains Yelp on 100,000: the same 10K validation, then the next 100K of the
+# same seeded permutation (`lester_yelp_polarity_v020_heldout`).
+YELP_EPT = heldout.HeldoutSpec("from_train", 10_000, test_split="test", num_train=100_000)
 
 
 def ept_task_name(task: str, source: str) -> str:

@@ -8,8 +8,13 @@ on the same validation set inflates small tasks (CB: 56 examples). EPT re-splits
   ``test`` = the other ``n - n // 2`` (CB 56 -> 28 / 28, RTE 277 -> 138 / 139);
 * ``from_train`` (``num_validation`` = 1K under 100K training examples, 10K above):
   ``validation`` = ``num_validation`` training examples drawn with the seed,
-  ``train`` = the remaining training examples, ``test`` = the old validation set
-  (``test_split`` names another source split, e.g. Yelp's labelled ``test``).
+  ``train`` = the remaining training examples (``num_train``: only that many of them, the
+  next ones of the same seeded permutation; Yelp: 100K, EPT Table 5), ``test`` = the old
+  validation set (``test_split`` names another source split, e.g. Yelp's labelled
+  ``test``);
+* ``labelled_test`` - no re-split: the base's train, validation and test, for a base
+  whose test split is labelled (a local file such as MRPC's labelled GLUE test set); an
+  unlabelled test example is a ``DataFileError`` naming the split's file.
 
 ``heldout_task(base, strategy='auto')`` registers ``<base>_heldout``: the base task
 with the re-split source; ``'auto'`` applies B.1's rule to the size of the train
@@ -30,10 +35,12 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from . import readers
 from . import registry
 from . import sources
 
-STRATEGIES = ("split_validation", "from_train", "auto")
+STRATEGIES = ("split_validation", "from_train", "labelled_test", "auto")
+_RESPLIT = ("split_validation", "from_train")
 SUFFIX = "heldout"
 SPLITS = ("train", "validation", "test")
 
@@ -45,6 +52,7 @@ class HeldoutSpec:
     num_validation: Optional[int] = None   # from_train only
     test_split: str = "validation"         # from_train: source split that becomes test
     seed: int = 0
+    num_train: Optional[int] = None        # from_train: keep this many of the rest
 
 
 def ept_rule(num_train: int) -> HeldoutSpec:
@@ -63,7 +71,8 @@ def split_indices(n: int, spec: HeldoutSpec) -> Tuple[np.ndarray, np.ndarray]:
     """(selected, rest) sorted indices into the split being divided.
 
     ``split_validation``: selected = the new validation half (``n // 2``), rest = test.
-    ``from_train``: selected = the new validation (``num_validation``), rest = train.
+    ``from_train``: selected = the new validation (``num_validation``), rest = train (the
+    ``num_train`` examples after them in the permutation when set).
     """
     perm = np.random.RandomState(spec.seed).permutation(n)
     if spec.strategy == "split_validation":
@@ -76,9 +85,14 @@ def split_indices(n: int, spec: HeldoutSpec) -> Tuple[np.ndarray, np.ndarray]:
             raise ValueError(f"from_train: num_validation={spec.num_validation} but the "
                              f"train split has only {n} examples")
         k = spec.num_validation
+        if spec.num_train is not None:
+            if spec.num_train <= 0 or k + spec.num_train > n:
+                raise ValueError(f"from_train: num_train={spec.num_train} with "
+                                 f"num_validation={k} but the train split has {n} examples")
+            return np.sort(perm[:k]), np.sort(perm[k:k + spec.num_train])
     else:
         raise ValueError(f"unknown held-out strategy {spec.strategy!r}; expected one "
-                         f"of {STRATEGIES[:2]}")
+                         f"of {_RESPLIT}")
     return np.sort(perm[:k]), np.sort(perm[k:])
 
 
@@ -87,7 +101,7 @@ class HeldoutSource(seqio.DataSource):
 
     def __init__(self, base: seqio.DataSource, spec: HeldoutSpec):
         super().__init__(splits=SPLITS, caching_permitted=base.caching_permitted)
-        if spec.strategy not in STRATEGIES[:2]:
+        if spec.strategy not in _RESPLIT + ("labelled_test",):
             raise ValueError(f"unknown held-out strategy {spec.strategy!r}")
         self._base = base
         self._spec = spec
@@ -163,6 +177,8 @@ class HeldoutSource(seqio.DataSource):
         if split not in SPLITS:
             raise ValueError(f"held-out source: unknown split {split!r}; available: "
                              f"{list(SPLITS)}")
+        if self._spec.strategy == "labelled_test":
+            return split, None
         if self._spec.strategy == "split_validation":
             return {"train": ("train", None), "validation": ("validation", 0),
                     "test": ("validation", 1)}[split]
@@ -174,6 +190,8 @@ class HeldoutSource(seqio.DataSource):
                     shard_info: Optional[seqio.ShardInfo] = None) -> tf.data.Dataset:
         base_split, part = self._source_of(split)
         if part is None:
+            if self._spec.strategy == "labelled_test" and split == "test":
+                self._check_labelled(base_split)
             ds = self._base.get_dataset(split=base_split, shuffle=shuffle, seed=seed)
             if shard_info:
                 ds = ds.shard(shard_info.num_shards, shard_info.index)
@@ -182,6 +200,23 @@ class HeldoutSource(seqio.DataSource):
         if shuffle and split == "train":
             ds = ds.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
         return ds
+
+    def _check_labelled(self, split: str) -> None:
+        """A `labelled_test` base's test split must carry labels (GLUE's published test
+        files do not): the first unlabelled example is a DataFileError naming the file."""
+        examples = getattr(self._base, "examples", None)
+        rows = examples(split) if examples is not None else list(
+            self._base.get_dataset(split=split, shuffle=False).as_numpy_iterator())
+        unlabelled = [i for i, ex in enumerate(rows) if float(ex["label"]) < 0]
+        if unlabelled:
+            path = getattr(self._base, "path", None)
+            where = path(split) if path is not None else f"split {split!r}"
+            raise readers.DataFileError(
+                f"{where}: {len(unlabelled)} of {len(rows)} examples have no label (the "
+                f"first: example {unlabelled[0]}); this held-out variant reports on a "
+                "labelled test set (e.g. MRPC: the MSR corpus's msr_paraphrase_test.txt, "
+                "same columns as train.tsv, saved as test.tsv); without one use the "
+                "variant that halves validation")
 
     def num_input_examples(self, split: str) -> Optional[int]:
         base_split, part = self._source_of(split)
@@ -220,7 +255,8 @@ def resolve_spec(src: seqio.DataSource, strategy: str = "auto",
 def heldout_task(base_task: str, strategy: str = "auto",
                  num_validation: Optional[int] = None, test_split: str = "validation",
                  seed: int = 0, name: Optional[str] = None,
-                 metric: Optional[registry.MetricSpec] = None) -> str:
+                 metric: Optional[registry.MetricSpec] = None,
+                 num_train: Optional[int] = None) -> str:
     """Registers (if needed) the re-split variant of ``base_task``; returns its name.
 
     ``metric`` replaces the task's metric spec (e.g. the EPT paper's metric).
@@ -231,7 +267,7 @@ def heldout_task(base_task: str, strategy: str = "auto",
     if strategy == "auto":
         spec = resolve_spec(base.source, strategy, num_validation, test_split, seed)
     else:
-        spec = HeldoutSpec(strategy, num_validation, test_split, seed)
+        spec = HeldoutSpec(strategy, num_validation, test_split, seed, num_train)
     new_info = dataclasses.replace(info, name=name, base=base_task)
     if metric is not None:
         new_info = dataclasses.replace(new_info, metric=metric)

@@ -115,6 +115,28 @@ def wsc_xprompt(template: Template, sentinel: bool = True) -> DatasetFn:
     return lambda ds: ds.map(fn, num_parallel_calls=AUTOTUNE)
 
 
+def wsc_true_false(template: Template) -> DatasetFn:
+    """T5's ``wsc`` (taskless): both spans marked (``templates.tf_wsc_marked_spans``),
+    targets ``False`` / ``True`` from the label, so label-False examples train too."""
+    fmt = template.inputs_format(False)
+
+    def fn(ex):
+        fields = dict(_string_fields(ex))
+        fields["wsc_marked"] = tmpl.tf_wsc_marked_spans(
+            ex["text"], ex["span1_text"], ex["span1_index"], ex["span2_text"],
+            ex["span2_index"])
+        out = {
+            "inputs": tmpl.render(fmt, fields),
+            "targets": tmpl.label_target(ex["label"], template.labels),
+            "label": ex["label"],
+            "label_strings": tf.constant(list(template.labels)),
+        }
+        _copy_ids(ex, out)
+        return out
+
+    return lambda ds: ds.map(fn, num_parallel_calls=AUTOTUNE)
+
+
 def wsc_simple(template: Template) -> DatasetFn:
     """T5's ``wsc_simple`` (taskless): marked pronoun in, candidate referent out.
 

@@ -15,8 +15,9 @@ neutral; COPA choice1/choice2; RTE entailment/not_entailment). MultiRC's HTML ma
 (``<br>``, ``<b>``) is removed in every family, as T5 does. ReCoRD is a generation
 task (one example per answer, T5-style). The ``lester`` WSC task is T5's
 ``wsc_simple`` (marked pronoun in, candidate referent out; its train split keeps only
-examples whose candidate is the referent); the ``xprompt`` WSC targets are
-``span1_text`` (label True) or ``another word``.
+examples whose candidate is the referent); ``lester_super_glue_wsc_true_false_{source}``
+is T5's ``wsc`` (candidate and pronoun marked, ``False`` / ``True`` out, every example);
+the ``xprompt`` WSC targets are ``span1_text`` (label True) or ``another word``.
 """
 
 from __future__ import annotations
@@ -155,7 +156,33 @@ def register(family: str, task: str, source: str,
                                   built.postprocess_fn)
 
 
+# T5's `wsc` format (both spans marked, False / True targets), lester family only: a WSC
+# that trains on every example (EPT Table 5: 554), where `wsc_simple` keeps 259.
+WSC_TRUE_FALSE = "wsc_true_false"
+
+
+def register_wsc_true_false(source: str, data_dir: Optional[str] = None,
+                            name: Optional[str] = None) -> seqio.Task:
+    """Registers ``lester_super_glue_wsc_true_false_<source>`` (T5's ``wsc``, taskless)."""
+    template = tmpl.LESTER_WSC_TRUE_FALSE
+    info = registry.TaskInfo(
+        name=name or task_name("lester", WSC_TRUE_FALSE, source),
+        benchmark="super_glue", task=WSC_TRUE_FALSE, family="lester", source=source,
+        label_strings=tuple(template.labels), per_example_label_strings=True,
+        metric=METRICS["wsc"])
+    return registry.register_task(info, make_source("wsc", source, data_dir=data_dir),
+                                  [pre.wsc_true_false(template)],
+                                  post.class_label(template.labels))
+
+
+def extra_task_names() -> Tuple[str, ...]:
+    """The SuperGLUE tasks beyond the eight of every family (lester family only)."""
+    return tuple(task_name("lester", WSC_TRUE_FALSE, s) for s in SOURCES)
+
+
 def register_all() -> None:
+    for source in SOURCES:
+        register_wsc_true_false(source)
     for family in FAMILIES:
         for task in TASKS:
             for source in SOURCES:

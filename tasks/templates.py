@@ -178,6 +178,24 @@ def _mark_nearest(words, span2_index: int, span2_text: str) -> str:
                     + words[index + n_span:])
 
 
+def tf_wsc_marked_spans(text: tf.Tensor, span1_text: tf.Tensor, span1_index: tf.Tensor,
+                        span2_text: tf.Tensor, span2_index: tf.Tensor) -> tf.Tensor:
+    """T5's ``preprocessors.wsc`` text: ``' * '`` around the candidate (span 1) and
+    ``' # '`` around the pronoun (span 2), each found by T5's regular expression
+    ``^((?:\\S+\\s){index})(span)`` (the span text used as a pattern, as T5 does), the
+    pronoun's index moved by the two words the first mark added before it."""
+
+    def mark(t, span, index, symbol):
+        pattern = tf.strings.regex_replace(r"^((?:\S+\s){N})(W)", "N",
+                                           tf.strings.as_string(index))
+        pattern = tf.strings.regex_replace(pattern, "W", span)
+        return tf.strings.regex_replace(t, pattern, r"\1{0} \2 {0}".format(symbol))
+
+    text = mark(text, span1_text, span1_index, "*")
+    span2_index = span2_index + 2 * tf.cast(span1_index < span2_index, span2_index.dtype)
+    return mark(text, span2_text, span2_index, "#")
+
+
 def tf_wsc_simple_text(text: tf.Tensor, span2_index: tf.Tensor,
                        span2_text: tf.Tensor) -> tf.Tensor:
     """``wsc_simple_text`` inside a tf.data pipeline (via ``tf.py_function``)."""
@@ -237,6 +255,10 @@ LESTER: Dict[str, Template] = {
     "record": Template("query: {query} entities: {entities} passage: {passage}",
                        None),
 }
+
+# T5's `wsc` (not `wsc_simple`) format without the task name: both spans marked, the
+# label as False / True; every training example is used (EPT Table 5: 554).
+LESTER_WSC_TRUE_FALSE = Template("text: {wsc_marked}", ("False", "True"))
 
 # T5's GLUE formats (taskless) and the EPT paper's extra TFDS tasks in the same style.
 GLUE_LESTER: Dict[str, Template] = {

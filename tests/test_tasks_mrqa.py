@@ -214,6 +214,83 @@ def test_ept_heldout_variants_and_paper_metrics():
     assert src.spec == tasks.heldout.HeldoutSpec("from_train", 10_000, "test")
 
 
+def test_ept_heldout_sizes_are_table5():
+    """EPT Table 5's train / valid / test as literals, from the re-split arithmetic on the
+    datasets' published sizes (no download): Yelp (TFDS yelp_polarity_reviews: 560,000
+    train, 38,000 test) 100,000 / 10,000 / 38,000; WSC (super_glue/wsc.fixed: 554 train,
+    104 validation) 554 / 52 / 52, every training example (T5's `wsc` True/False base, not
+    wsc_simple's 259 label-True ones); MRPC (GLUE: 3,668 / 408 / 1,725) with its labelled
+    local test set as published."""
+    import seqio
+    tasks = import_tasks()
+    h = tasks.heldout
+    by_name = {d.name: d for d in tasks.ept_heldout.ept_datasets()}
+    # Yelp
+    yelp = by_name["Yelp"]
+    valid, train = h.split_indices(560_000, yelp.spec)
+    assert (len(train), len(valid)) == (100_000, 10_000)
+    assert not set(valid.tolist()) & set(train.tolist())
+    # the same validation as the base task's (10K of train, seed 0); the rest follow it
+    base_valid, base_train = h.split_indices(560_000, tasks.glue.YELP_VALIDATION)
+    assert np.array_equal(valid, base_valid) and len(base_train) == 550_000
+    perm = np.random.RandomState(0).permutation(560_000)
+    assert np.array_equal(train, np.sort(perm[10_000:110_000]))
+    src = seqio.get_mixture_or_task("lester_yelp_polarity_v020_heldout").source
+    assert src.spec.num_train == 100_000 and src.spec.test_split == "test"
+    assert src._source_of("test") == ("test", None)          # TFDS test: 38,000
+    assert src.base is seqio.get_mixture_or_task("lester_yelp_polarity_v020").source.base
+    with pytest.raises(ValueError, match="num_train=100000"):
+        h.split_indices(100_000, yelp.spec)
+    # WSC: validation halved, the whole training split kept.
+    wsc = by_name["WSC"]
+    assert wsc.bases == ("lester_super_glue_wsc_true_false_v102",
+                         "lester_super_glue_wsc_true_false_local")
+    valid, test = h.split_indices(104, wsc.spec)
+    assert (len(valid), len(test)) == (52, 52)
+    for base in wsc.bases:
+        src = seqio.get_mixture_or_task(base + "_heldout").source
+        assert isinstance(src, h.HeldoutSource)          # no train filter around it
+        assert src._source_of("train") == ("train", None)  # all 554
+    # MRPC: the labelled-test variant keeps the published splits (3,668 / 408 / 1,725).
+    src = seqio.get_mixture_or_task("lester_glue_mrpc_local_heldout_labelled_test").source
+    assert [src._source_of(s) for s in ("train", "validation", "test")] == [
+        ("train", None), ("validation", None), ("test", None)]
+    assert tasks.get_main_metric("lester_glue_mrpc_local_heldout_labelled_test") == \
+        "accuracy"
+
+
+def _mrpc_tsv(path, rows, labelled=True):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    head = "Quality" if labelled else "index"
+    lines = [f"{head}\t#1 ID\t#2 ID\t#1 String\t#2 String"]
+    lines += [f"{q if labelled else i}\t{i}\t{i + 1}\ta{i}\tb{i}"
+              for i, q in enumerate(rows)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_mrpc_labelled_local_test_set(tmp_path, monkeypatch):
+    """MRPC's labelled GLUE test set as a local file: reported as published; an
+    unlabelled test file (the GLUE download's) is one clear error naming it."""
+    import seqio
+    tasks = import_tasks()
+    monkeypatch.setenv("XPROMPT_GLUE_DIR", str(tmp_path))
+    monkeypatch.setenv("XPROMPT_T5_VOCAB", str(T5_SPM))
+    _mrpc_tsv(tmp_path / "MRPC" / "train.tsv", [1, 0, 1, 1, 0])
+    _mrpc_tsv(tmp_path / "MRPC" / "dev.tsv", [0, 1, 1])
+    _mrpc_tsv(tmp_path / "MRPC" / "test.tsv", [1, 1, 0, 0])
+    name = "lester_glue_mrpc_local_heldout_labelled_test"
+    src = seqio.get_mixture_or_task(name).source
+    assert [src.num_input_examples(s) for s in ("train", "validation", "test")] == [5, 3, 4]
+    labels = [int(ex["label"]) for ex in
+              src.get_dataset("test", shuffle=False).as_numpy_iterator()]
+    assert labels == [1, 1, 0, 0]
+    _mrpc_tsv(tmp_path / "MRPC" / "test.tsv", [1, 1, 0, 0], labelled=False)
+    src = seqio.get_mixture_or_task(name).source
+    with pytest.raises(tasks.readers.DataFileError,
+                       match=r"MRPC/test\.tsv: 4 of 4 examples have no label"):
+        src.get_dataset("test", shuffle=False)
+
+
 def test_heldout_source_shards_disjointly(tmp_path, monkeypatch):
     import seqio
     from tasks_testdata.superglue import write_jsonl

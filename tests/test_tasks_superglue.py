@@ -551,3 +551,29 @@ def test_wsc_simple_marks_the_pronoun_as_t5(tasks):
     # nearest equal word, trailing punctuation after a space.
     assert mark("Tom saw him, then left", 2, "him") == "Tom saw *him* , then left"
     assert mark("He said hi .", 0, "He") == "*He* said hi ."
+
+
+def test_wsc_true_false_is_t5s_wsc_format_on_every_example(tasks):
+    """T5's `preprocessors.wsc` without the task name, by hand: ' * ' around span 1 and
+    ' # ' around span 2 (found by `^((?:\\S+\\s){index})(span)`, span 2's index moved by
+    two when span 1 comes first), False / True targets, label-False examples kept."""
+    import tensorflow as tf
+    marked = tasks.templates.tf_wsc_marked_spans(
+        tf.constant("This is a test sentence ."), tf.constant("test"), tf.constant(3),
+        tf.constant("This"), tf.constant(0))
+    assert marked.numpy().decode() == "# This # is a * test * sentence ."   # T5's docstring
+    expected = {
+        "train": [("text: * Mark * told Pete lies about himself and # he # was sorry .",
+                   "True"),
+                  ("text: Mark told * Pete * lies about himself and # he # was sorry .",
+                   "False"),
+                  ("text: The cup hit * the glass * and # it # broke .", "True")],
+        "validation": [("text: Anna thanked * Beth * because # she # helped her .", "True"),
+                       ("text: * Anna * thanked Beth because # she # helped her .",
+                        "False")],
+        "test": [("text: * Joe * hugged Sam because # he # was sad .", "<unk>")],
+    }
+    for split, pairs in expected.items():
+        assert _pairs(_read("lester_super_glue_wsc_true_false_local", split)) == pairs
+    assert tasks.get_label_strings("lester_super_glue_wsc_true_false_local") == [
+        "False", "True"]
