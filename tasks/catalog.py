@@ -144,8 +144,12 @@ def markdown() -> str:
         "",
         "Also (`lester` family): "
         + ", ".join(f"`{n}`" for n in superglue.extra_task_names())
-        + " (T5's `wsc`: candidate `* *` and pronoun `# #` marked, `False` / `True` "
-        "targets, every training example; the EPT held-out WSC).",
+        + " (`wsc_true_false`: T5's `wsc`, candidate `* *` and pronoun `# #` marked, "
+        "`False` / `True` targets, every training example, the EPT held-out WSC; "
+        "`axb`, `axg`: SuperGLUE's diagnostics as T5 registers them, `test` split only, "
+        "RTE's format and labels, for a prompt trained on RTE; main metric Matthews "
+        "correlation (AX-b) / accuracy (AX-g); local files `<dir>/AX-b/AX-b.jsonl`, "
+        "`<dir>/AX-g/AX-g.jsonl`).",
     ] + [
         "",
         f"### GLUE ({len(gl)})",

@@ -81,7 +81,7 @@ def ept_datasets() -> List[EPTDataset]:
         EPTDataset("MultiRC", "superglue", sg("multirc"), _TRAIN_1K, _ept_multirc_f1a(),
                    348),
         EPTDataset("WiC", "superglue", sg("wic"), _SPLIT_VAL, None),
-        EPTDataset("WSC", "superglue", tuple(superglue.extra_task_names()), _SPLIT_VAL,
+        EPTDataset("WSC", "superglue", superglue.wsc_true_false_names(), _SPLIT_VAL,
                    None),
         EPTDataset("CoLA", "glue", gl("cola"), _SPLIT_VAL, None),
         EPTDataset("SST-2", "glue", gl("sst2"), _TRAIN_1K, None),

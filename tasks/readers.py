@@ -39,6 +39,9 @@ SUPERGLUE_LABEL_CLASSES: Dict[str, Optional[Sequence[str]]] = {
     "rte": ("entailment", "not_entailment"),
     "wic": ("False", "True"),
     "wsc": ("False", "True"),
+    # The diagnostics (T5 casts both as RTE).
+    "axb": ("entailment", "not_entailment"),
+    "axg": ("entailment", "not_entailment"),
 }
 
 GLUE_LABEL_CLASSES: Dict[str, Optional[Sequence[str]]] = {
@@ -74,6 +77,8 @@ SUPERGLUE_SIGNATURES: Dict[str, Dict[str, Any]] = {
             "label": _LABEL},
     "wsc": {"text": _S, "span1_index": _I32, "span2_index": _I32,
             "span1_text": _S, "span2_text": _S, "idx": _I32, "label": _LABEL},
+    "axb": {"sentence1": _S, "sentence2": _S, "idx": _I32, "label": _LABEL},
+    "axg": {"premise": _S, "hypothesis": _S, "idx": _I32, "label": _LABEL},
 }
 
 _GLUE_TEXT_FEATURES: Dict[str, Dict[str, str]] = {
@@ -380,15 +385,23 @@ SUPERGLUE_READERS: Dict[str, Callable[[str, str], List[Dict[str, Any]]]] = {
                                      "end1": _int_field,
                                      "end2": _int_field}),
     "wsc": _read_wsc,
+    "axb": _simple_superglue("axb", {"sentence1": _str_field,
+                                     "sentence2": _str_field}),
+    "axg": _simple_superglue("axg", {"premise": _str_field,
+                                     "hypothesis": _str_field}),
 }
 
 # Official directory names inside the SuperGLUE data directory.
 SUPERGLUE_DIRS = {
     "boolq": "BoolQ", "cb": "CB", "copa": "COPA", "multirc": "MultiRC",
     "record": "ReCoRD", "rte": "RTE", "wic": "WiC", "wsc": "WSC",
+    "axb": "AX-b", "axg": "AX-g",
 }
 SUPERGLUE_SPLIT_FILES = {"train": "train.jsonl", "validation": "val.jsonl",
                          "test": "test.jsonl"}
+# The diagnostics have one (test) file each.
+SUPERGLUE_DIAGNOSTIC_FILES = {"axb": {"test": "AX-b.jsonl"},
+                              "axg": {"test": "AX-g.jsonl"}}
 
 
 # ---------------------------------------------------------------------------

@@ -175,14 +175,69 @@ def register_wsc_true_false(source: str, data_dir: Optional[str] = None,
                                   post.class_label(template.labels))
 
 
+# SuperGLUE's diagnostics, registered by T5 as `super_glue_{axb,axg}_v102` (test split
+# only, cast as RTE: AX-b's sentence1 / sentence2 read as premise / hypothesis). T5 gives
+# them no metric; ours are SuperGLUE's: Matthews correlation (AX-b), accuracy (AX-g).
+DIAGNOSTICS: Tuple[str, ...] = ("axb", "axg")
+DIAGNOSTIC_METRICS: Dict[str, registry.MetricSpec] = {
+    "axb": registry.MetricSpec.single(m.matthews_corrcoef, "matthews_corrcoef"),
+    "axg": registry.MetricSpec.single(m.accuracy, "accuracy"),
+}
+
+
+def _rekey_axb(ds):
+    """T5's rekey for AX-b: premise <- sentence1, hypothesis <- sentence2."""
+    def fn(ex):
+        out = {k: v for k, v in ex.items() if k not in ("sentence1", "sentence2")}
+        out["premise"], out["hypothesis"] = ex["sentence1"], ex["sentence2"]
+        return out
+    return ds.map(fn)
+
+
+def register_diagnostic(task: str, source: str, data_dir: Optional[str] = None,
+                        name: Optional[str] = None) -> seqio.Task:
+    """Registers ``lester_super_glue_{axb,axg}_<source>`` (evaluation only: ``test``)."""
+    if task not in DIAGNOSTICS:
+        raise ValueError(f"unknown SuperGLUE diagnostic {task!r}; expected one of "
+                         f"{DIAGNOSTICS}")
+    if source == "v102":
+        src = sources.tfds_source(f"super_glue/{task}:{TFDS_VERSION}", ("test",))
+    elif source == "local":
+        src = sources.LocalDataSource(
+            name=f"super_glue/{task} (local)", kind="superglue",
+            subdir=readers.SUPERGLUE_DIRS[task],
+            split_files=readers.SUPERGLUE_DIAGNOSTIC_FILES[task],
+            reader=readers.SUPERGLUE_READERS[task],
+            signature=readers.SUPERGLUE_SIGNATURES[task], data_dir=data_dir)
+    else:
+        raise ValueError(f"unknown source {source!r}; expected one of {SOURCES}")
+    template = tmpl.LESTER["rte"]
+    preprocessors = ([_rekey_axb] if task == "axb" else []) + [
+        pre.classification(template, False)]
+    info = registry.TaskInfo(
+        name=name or task_name("lester", task, source), benchmark="super_glue",
+        task=task, family="lester", source=source,
+        label_strings=tuple(template.labels), per_example_label_strings=True,
+        metric=DIAGNOSTIC_METRICS[task])
+    return registry.register_task(info, src, preprocessors,
+                                  post.class_label(template.labels))
+
+
+def wsc_true_false_names() -> Tuple[str, ...]:
+    return tuple(task_name("lester", WSC_TRUE_FALSE, s) for s in SOURCES)
+
+
 def extra_task_names() -> Tuple[str, ...]:
     """The SuperGLUE tasks beyond the eight of every family (lester family only)."""
-    return tuple(task_name("lester", WSC_TRUE_FALSE, s) for s in SOURCES)
+    return tuple(task_name("lester", t, s) for t in (WSC_TRUE_FALSE,) + DIAGNOSTICS
+                 for s in SOURCES)
 
 
 def register_all() -> None:
     for source in SOURCES:
         register_wsc_true_false(source)
+        for task in DIAGNOSTICS:
+            register_diagnostic(task, source)
     for family in FAMILIES:
         for task in TASKS:
             for source in SOURCES:

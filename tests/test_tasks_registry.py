@@ -24,7 +24,7 @@ def tasks(tmp_path_factory):
 def test_default_names_are_registered(tasks):
     import seqio
     names = tasks.catalog.default_task_names()
-    assert len(names) == len(set(names)) == 273  # + WSC True/False x 2, MRPC labelled test
+    assert len(names) == len(set(names)) == 277  # + WSC True/False x 2, MRPC labelled test, AX-b x 2, AX-g x 2
     registered = set(tasks.registered_task_names())
     assert set(names) <= registered
     for n in names:
@@ -97,7 +97,7 @@ def test_import_is_offline_and_lazy(tmp_path):
                          env=env, capture_output=True, text=True, timeout=300,
                          cwd=str(tmp_path))
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.strip().splitlines()[-1] == "273"
+    assert out.stdout.strip().splitlines()[-1] == "277"
 
 
 def test_vocab_path_resolution(tasks, monkeypatch):

@@ -577,3 +577,34 @@ def test_wsc_true_false_is_t5s_wsc_format_on_every_example(tasks):
         assert _pairs(_read("lester_super_glue_wsc_true_false_local", split)) == pairs
     assert tasks.get_label_strings("lester_super_glue_wsc_true_false_local") == [
         "False", "True"]
+
+
+def test_diagnostics_axb_axg_as_t5_casts_them(tasks, tmp_path, monkeypatch):
+    """AX-b and AX-g, registered by T5 as SuperGLUE tasks (test split only), cast as RTE:
+    "rte hypothesis: {hypothesis} premise: {premise}" without the task name, AX-b's
+    sentence1 / sentence2 as premise / hypothesis; labels entailment / not_entailment."""
+    import seqio
+    from tasks_testdata.superglue import write_jsonl
+    write_jsonl(tmp_path / "AX-b" / "AX-b.jsonl", [
+        {"sentence1": "The cat sat.", "sentence2": "A cat sat.", "label": "entailment",
+         "idx": 0, "logic": "Negation"},
+        {"sentence1": "No dog ran.", "sentence2": "A dog ran.",
+         "label": "not_entailment", "idx": 1}])
+    write_jsonl(tmp_path / "AX-g" / "AX-g.jsonl", [
+        {"premise": "The nurse helped him.", "hypothesis": "Someone helped him.",
+         "label": "entailment", "idx": 0, "pair_id": 5}])
+    monkeypatch.setenv("XPROMPT_SUPERGLUE_DIR", str(tmp_path))
+    assert _pairs(_read("lester_super_glue_axb_local", "test")) == [
+        ("hypothesis: A cat sat. premise: The cat sat.", "entailment"),
+        ("hypothesis: A dog ran. premise: No dog ran.", "not_entailment")]
+    assert _pairs(_read("lester_super_glue_axg_local", "test")) == [
+        ("hypothesis: Someone helped him. premise: The nurse helped him.", "entailment")]
+    for name in ("lester_super_glue_axb_local", "lester_super_glue_axg_local",
+                 "lester_super_glue_axb_v102", "lester_super_glue_axg_v102"):
+        assert tuple(seqio.get_mixture_or_task(name).source.splits) == ("test",), name
+    axb = seqio.get_mixture_or_task("lester_super_glue_axb_v102").source
+    assert axb.tfds_dataset.name == "super_glue/axb:1.0.2"
+    assert tasks.get_main_metric("lester_super_glue_axb_local") == "matthews_corrcoef"
+    assert tasks.get_main_metric("lester_super_glue_axg_local") == "accuracy"
+    assert tasks.get_label_strings("lester_super_glue_axg_v102") == [
+        "entailment", "not_entailment"]
