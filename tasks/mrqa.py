@@ -12,9 +12,9 @@ are appended when a question lists no ``answers``).
 
 Directory layout (the official download): ``<dir>/train/<Name>.jsonl.gz`` and
 ``<dir>/dev/<Name>.jsonl.gz`` with ``<dir>`` from the gin macro ``MRQA_DIR`` or the
-environment variable ``XPROMPT_MRQA_DIR``. Tasks (``lester`` family: T5's
-``question: ... context: ...`` format without a task name, target = the first
-answer; evaluation by generation, SQuAD-style EM / F1 with the official
+environment variable ``XPROMPT_MRQA_DIR``. Tasks (``lester`` family: T5's SQuAD
+preprocessing without a task name, ``question: ... context: ...`` with punctuation padded
+as T5 pads it, target = the first (padded) answer; evaluation by generation, SQuAD-style EM / F1 with the official
 normalisation, main metric F1):
 
 * ``lester_mrqa_<name>_local`` for the in-domain sets with a train split (EPT's
@@ -142,16 +142,28 @@ class MRQASource(sources.LocalDataSource):
             f"; expected the official layout <dir>/{self._split_files[split]}).")
 
 
+def pad_punctuation(text: tf.Tensor) -> tf.Tensor:
+    """T5's ``_pad_punctuation``: a space on each side of every ASCII punctuation mark
+    (``[[:punct:]]``), then runs of whitespace collapsed to one space (not stripped)."""
+    text = tf.strings.regex_replace(text, r"([[:punct:]])", r" \1 ")
+    return tf.strings.regex_replace(text, r"\s+", " ")
+
+
 def qa_preprocessor(ds: tf.data.Dataset) -> tf.data.Dataset:
-    """``question: {q} context: {c}`` -> first answer (T5's SQuAD format, no task name)."""
+    """T5's ``preprocessors.squad`` without the task name (Lester et al. A.3: "we used the
+    T5 SQuAD preprocessing code"): question, context and answers punctuation-padded
+    (``pad_punctuation``), ``question: {q} context: {c}`` joined by spaces with whitespace
+    runs collapsed, target = the first padded answer; the padded answers are what the
+    metric compares with (T5's ``qa`` postprocessor)."""
 
     def fn(ex):
-        answers = ex["answers"]
+        answers = pad_punctuation(ex["answers"])
         target = tf.cond(tf.size(answers) > 0, lambda: answers[0],
                          lambda: tf.constant(""))
+        inputs = tf.strings.join(["question:", pad_punctuation(ex["question"]), "context:",
+                                  pad_punctuation(ex["context"])], separator=" ")
         return {
-            "inputs": tf.strings.join(["question: ", ex["question"], " context: ",
-                                       ex["context"]]),
+            "inputs": tf.strings.regex_replace(inputs, r"\s+", " "),
             "targets": target,
             "answers": answers,
             "id": ex["id"],

@@ -88,9 +88,14 @@ def test_mrqa_task_formats_and_scores(mrqa_env):
     task = seqio.get_mixture_or_task(name)
     ds = task.get_dataset({"inputs": 64, "targets": 8}, split="train", shuffle=False)
     rows = list(ds.as_numpy_iterator())
+    # T5's SQuAD preprocessing (taskless): " \1 " around each ASCII punctuation mark,
+    # whitespace runs collapsed (a trailing space stays), parts joined by spaces.
     assert [r["inputs_pretokenized"].decode() for r in rows][0] == (
-        "question: What is the capital of France? context: [PAR] Paris is the capital "
-        "of France.")
+        "question: What is the capital of France ? context: [ PAR ] Paris is the "
+        "capital of France . ")
+    import tensorflow as tf
+    assert tasks.mrqa.pad_punctuation(tf.constant("U.S.  it's a_b é!")).numpy().decode() \
+        == "U . S . it ' s a _ b é ! "
     assert [r["targets_pretokenized"].decode() for r in rows] == ["Paris", "north",
                                                                   "The Nile"]
     dev = list(task.get_dataset({"inputs": 64, "targets": 8}, split="validation",
