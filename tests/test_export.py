@@ -100,9 +100,13 @@ def test_exported_prompt_reproduces_the_trained_logits(tmp_path, pretrained, mod
 
     # parameter counts (EPT Table 1's param/task), in the JSON too
     written = json.loads(pathlib.Path(files["json"]).read_text())
+    # inference: what must be stored; EPT's broadcast vector once (the paper's "2.3K/768"
+    # for EPT*, whatever its length), every other prompt n x e
+    stored = EMB if isinstance(module, EPTPrompt) else module.length * EMB
     for counts in (record["param_counts"], written["param_counts"]):
         assert counts["trainable"] == expected_trainable
-        assert counts["inference"] == module.length * EMB
+        assert counts["inference"] == stored
+        assert counts["inference_exported"] == module.length * EMB
     assert written["method"] == type(module).__name__
     assert written["prompt_shape"] == [module.length, EMB]
     np.testing.assert_allclose(written["prompt_mean_norm"],
@@ -162,7 +166,8 @@ def test_export_cli_from_a_run_checkpoint(tmp_path, pretrained, fixtures_dir):
     proc = subprocess.run(cmd, env=_env(), cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "EPTPrompt: trainable 24 / inference 80" in proc.stdout  # e + 2e, n*e
+    # e + 2e trainable; e at inference (one broadcast vector, the paper's "2.3K/768")
+    assert "EPTPrompt: trainable 24 / inference 8 (prompt [10, 8])" in proc.stdout
     np.testing.assert_array_equal(np.load(out_dir / "prompt.npy"), expected)
     record = json.loads((out_dir / "export.json").read_text())
     assert record["checkpoint_step"] == 2 and record["verify_max_abs_logit_diff"] == 0.0

@@ -2,8 +2,10 @@
 "param/task").
 
 Training a reparameterized prompt updates the raw prompt and its network (`trainable`);
-at inference only the projected prompt `[n, e]` is kept (`inference` = n * e), since the
-network's output can be computed once and stored (see `xprompt_jax.export`).
+at inference only the projected prompt is kept, since the network's output can be computed
+once and stored (see `xprompt_jax.export`): `inference` = n * e, or e for a prompt whose n
+rows are one broadcast vector (EPT / EPT*: the paper's "2.3K/768", Table 4), which declares
+it by `inference_rows()`; `inference_exported` = n * e, the size of the exported `[n, e]`.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ def param_counts(model, variables: Mapping[str, Any],
     """Counts for a prompted `model` with `variables` (`{'params': ...}`; the frozen model's
     params may be absent: only the prompt's shape is evaluated).
 
-    Returns `{'trainable': int, 'inference': int, 'prompt_shape': [n, e],
-    'trainable_by_param': {path: size}}`: trainable = every param whose '/'-joined path
-    matches `trainable_regex` (fully), inference = the size of `model.prompt_tokens()`.
+    Returns `{'trainable': int, 'inference': int, 'inference_exported': int,
+    'prompt_shape': [n, e], 'trainable_by_param': {path: size}}`: trainable = every param
+    whose '/'-joined path matches `trainable_regex` (fully), inference_exported = the size
+    of `model.prompt_tokens()`, inference = the rows the prompt module stores
+    (`inference_rows()`, default n) x e.
     """
     params = variables.get("params")
     if params is None:
@@ -32,7 +36,10 @@ def param_counts(model, variables: Mapping[str, Any],
     by_param = {path: int(np.size(v)) for path, v in sorted(flatten(trainable).items())}
     tokens = jax.eval_shape(lambda v: model.apply(v, method=model.prompt_tokens), dict(variables))
     shape = [int(s) for s in tokens.shape]
-    return {"trainable": int(sum(by_param.values())), "inference": int(np.prod(shape)),
+    rows_fn = getattr(getattr(model, "prompt", None), "inference_rows", None)
+    rows = int(rows_fn()) if rows_fn is not None else shape[0]
+    return {"trainable": int(sum(by_param.values())), "inference": rows * shape[-1],
+            "inference_exported": int(np.prod(shape)),
             "prompt_shape": shape, "trainable_by_param": by_param}
 
 

@@ -18,8 +18,9 @@ W_u ~ U[+-1/sqrt(h)]); LayerNorm scale 1, bias 0.
 
 Params (under `prompt/`): `prompt` `[1, e]` `('prompt', 'prompt_embed')`; `down/kernel`
 `[e, h]`, `up/kernel` `[h, e]` (+ `down/bias`, `up/bias`, `layer_norm/{scale, bias}` when
-switched on). Trainable: e + 2eh (+ h + e biases, + 2e LayerNorm); at inference the exported
-prompt has n * e numbers.
+switched on). Trainable: e + 2eh (+ h + e biases, + 2e LayerNorm); at inference one
+projected vector of e numbers serves every token (`inference_rows()` = 1: the paper's
+"2.3K/768", Table 4); the exported prompt `[n, e]` repeats it n times.
 """
 
 from __future__ import annotations
@@ -64,3 +65,7 @@ class EPTPrompt(nn.Module):
         if self.residual:
             z = p1 + z
         return jnp.broadcast_to(z, (self.length, embed))
+
+    def inference_rows(self) -> int:
+        """Rows stored for inference: one (every token is the same broadcast vector)."""
+        return 1
