@@ -188,3 +188,38 @@ print(json.dumps({{'n': len(examples), 'accuracy': 100.0 * sum(hits) / len(hits)
     assert (out / "prompt_mean_norm.png").exists()
     steps, _ = prompt_norm.read_norms(str(out))
     assert steps.tolist() == list(range(1, 41))
+
+
+class _PieceVocab:
+    """Pieces as SentencePiece splits a label: id 1 is the bare word-start piece (decodes
+    to nothing), 45 a sentinel; "not_ent" -> [1, 2, 3, 4], "<extra_id_0> yes" -> [45, 6]."""
+    vocab_size = 50
+    PIECES = {1: "", 2: "not", 3: "_", 4: "ent", 6: "yes", 45: "<extra_id_0>"}
+
+    def decode(self, ids):
+        return "".join(self.PIECES.get(i, f"w{i}") for i in ids)
+
+    def encode(self, s):
+        return {"not_ent": [1, 2, 3, 4], "<extra_id_0> yes": [45, 6]}[s]
+
+
+def test_label_check_needs_the_label_not_its_word_start_piece():
+    """Token 0 sits on the bare word-start piece only, token 1 on "not" only, token 2 on
+    all of "not", "_", "ent", token 3 on "yes" (the sentinel of "<extra_id_0> yes" is no
+    label text). Top-3 neighbours, hand-placed: each token is a piece's embedding plus
+    small multiples of others."""
+    emb = np.eye(50)
+    prompt = np.stack([emb[1] + 0.1 * emb[10] + 0.05 * emb[11],
+                       emb[2] + 0.1 * emb[12] + 0.05 * emb[13],
+                       emb[2] + 0.9 * emb[3] + 0.8 * emb[4],
+                       emb[6] + 0.1 * emb[14] + 0.05 * emb[15]])
+    labels = ["not_ent", "<extra_id_0> yes"]
+    whole = nt.interpret_prompt(prompt, emb, _PieceVocab(), labels, k=3)
+    assert [l["content_ids"] for l in whole["labels"]] == [[2, 3, 4], [6]]
+    assert [l["tokens"] for l in whole["labels"]] == [[2], [3]]
+    loose = nt.interpret_prompt(prompt, emb, _PieceVocab(), labels, k=3,
+                                label_match="any_piece")
+    # any content piece: token 1 ("not") and 2; never token 0 (the bare piece)
+    assert [l["tokens"] for l in loose["labels"]] == [[1, 2], [3]]
+    with pytest.raises(ValueError, match="label_match 'x'"):
+        nt.interpret_prompt(prompt, emb, _PieceVocab(), labels, label_match="x")

@@ -9,9 +9,18 @@ it for report.md.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
+
+# How a label string counts as among a prompt token's neighbours: 'whole' (default) when
+# every content piece of the label is among that token's top-k (for a one-piece label: the
+# label is a neighbour); 'any_piece' (ours, looser) when one content piece is. Content
+# pieces leave out what carries no label text: the bare word-start piece (decodes to
+# nothing) and sentinels (the xprompt family's `<extra_id_0> ` prefix).
+LABEL_MATCHES = ("whole", "any_piece")
+_SENTINEL = re.compile(r"^<extra_id_\d+>$")
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -44,12 +53,15 @@ def nearest_tokens(prompt, embedding, k: int = 5, num_pieces: Optional[int] = No
 
 
 def interpret_prompt(prompt, embedding, vocab, label_strings: Optional[Sequence[str]] = None,
-                     k: int = 5) -> Dict[str, Any]:
+                     k: int = 5, label_match: str = "whole") -> Dict[str, Any]:
     """Nearest pieces per prompt token and which label strings appear among them.
 
     `vocab` is a seqio vocabulary (`decode`, `encode`, `vocab_size`). A label "appears"
-    when one of its SentencePiece ids is among some token's top-k.
+    at a token when its content pieces are among the token's top-k: all of them
+    (`label_match='whole'`) or one of them ('any_piece'); see `LABEL_MATCHES`.
     """
+    if label_match not in LABEL_MATCHES:
+        raise ValueError(f"label_match {label_match!r}; expected one of {LABEL_MATCHES}")
     size = getattr(vocab, "vocab_size", None)
     ids, sims = nearest_tokens(prompt, embedding, k,
                                num_pieces=min(size, np.shape(embedding)[0]) if size else None)
@@ -63,13 +75,28 @@ def interpret_prompt(prompt, embedding, vocab, label_strings: Optional[Sequence[
     tokens = [{"token": t, "nearest": [{"id": int(i), "piece": piece(i), "cosine": float(s)}
                                        for i, s in zip(ids[t], sims[t])]}
               for t in range(ids.shape[0])]
+    def content(i: int) -> bool:
+        """A piece with label text: not the bare word-start piece, not a sentinel."""
+        try:
+            text = vocab.decode([int(i)]).strip()
+        except Exception:  # pylint: disable=broad-except  (ids without a surface form)
+            return False
+        return bool(text) and not _SENTINEL.match(text)
+
     labels: List[Dict[str, Any]] = []
     for label in label_strings or []:
         label_ids = set(int(i) for i in vocab.encode(label))
-        where = [t for t in range(ids.shape[0]) if label_ids & set(ids[t].tolist())]
-        labels.append({"label": label, "ids": sorted(label_ids), "tokens": where,
+        content_ids = {i for i in label_ids if content(i)}
+        if label_match == "whole":
+            hit = lambda row: bool(content_ids) and content_ids <= row  # noqa: E731
+        else:
+            hit = lambda row: bool(content_ids & row)  # noqa: E731
+        where = [t for t in range(ids.shape[0]) if hit(set(ids[t].tolist()))]
+        labels.append({"label": label, "ids": sorted(label_ids),
+                       "content_ids": sorted(content_ids), "tokens": where,
                        "appears": bool(where)})
     return {"k": int(ids.shape[1]), "tokens": tokens, "labels": labels,
+            "label_match": label_match,
             "any_label_appears": any(l["appears"] for l in labels)}
 
 
@@ -87,7 +114,10 @@ def markdown_lines(result: Dict[str, Any], max_tokens: int = 100) -> List[str]:
         found = [f"`{l['label']}` (tokens {l['tokens']})" for l in result["labels"]
                  if l["appears"]]
         missing = [f"`{l['label']}`" for l in result["labels"] if not l["appears"]]
-        lines.append("Label strings among the nearest pieces: "
+        how = {"whole": "every content piece of the label among one token's top-k",
+               "any_piece": "one content piece of the label among a token's top-k"}
+        lines.append(f"Label strings among the nearest pieces ("
+                     f"{how[result.get('label_match', 'whole')]}): "
                      + (", ".join(found) if found else "none")
                      + ("; absent: " + ", ".join(missing) if missing else "") + ".")
         lines.append("")
