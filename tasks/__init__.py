@@ -16,7 +16,9 @@ Evaluation helpers:
   generated: metrics then work unchanged.
 * ``get_main_metric(task)`` / ``get_metric_components(task)`` - the model-selection
   metric key (``'average'`` = mean of the components where there are several);
-  ``main_metric_value(task, metrics)`` reads it from a metric dict.
+  ``main_metric_value(task, metrics)`` reads it from a metric dict;
+  ``t5_metrics(task, metrics)`` renames it to T5's keys (``mean_3class_f1``, MultiRC
+  ``f1``, ``em``) where ours differ.
 * ``fewshot_task(base, k, seed, sampling)`` - register any other k-shot subset.
 * ``heldout_task(base, strategy)`` - register a held-out test split (EPT App. B.1).
 """
@@ -43,7 +45,8 @@ from .heldout import heldout_name, heldout_task
 from .registry import (get_example_label_strings, get_label_strings,
                        get_main_metric, get_metric_components,
                        has_per_example_label_strings, main_metric_value,
-                       registered_mixture_names, registered_task_names, task_info)
+                       registered_mixture_names, registered_task_names, t5_metric_names,
+                       t5_metrics, task_info)
 from .sources import resolve_data_dir
 from .vocab import get_vocabulary, output_features, t5_vocab_path
 
@@ -69,5 +72,6 @@ __all__ = [
     "get_label_strings", "get_main_metric", "main_metric_value",
     "get_metric_components", "get_vocabulary", "has_per_example_label_strings",
     "output_features", "registered_mixture_names", "registered_task_names",
-    "resolve_data_dir", "select_examples", "t5_vocab_path", "task_info",
+    "resolve_data_dir", "select_examples", "t5_metric_names", "t5_metrics",
+    "t5_vocab_path", "task_info",
 ]

@@ -127,7 +127,9 @@ def markdown() -> str:
         "- Main metric (`get_main_metric`): accuracy; CoLA Matthews corr.; CB "
         "mean(accuracy, macro-F1); MultiRC mean(F1a, EM; EM over questions grouped by "
         "the question index, as T5); ReCoRD mean(EM, F1); "
-        "MRPC/QQP mean(F1, accuracy); STS-B mean(Pearson, Spearman).",
+        "MRPC/QQP mean(F1, accuracy); STS-B mean(Pearson, Spearman). Key names where "
+        "T5's differ (CB `mean_3class_f1`, MultiRC `f1`, ReCoRD / SQuAD `em`): "
+        "`xprompt_jax.tasks.t5_metrics(task, metrics)`.",
         "",
         f"### SuperGLUE ({len(sg)})",
         "",

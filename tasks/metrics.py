@@ -20,6 +20,23 @@ import sklearn.metrics
 
 MetricFn = Callable[[Sequence[Any], Sequence[Any]], Dict[str, float]]
 AVERAGE = "average"
+# Where our key differs from the one T5's metric function returns, the function carries
+# `t5_names` {ours: T5's}: CB's macro-F1 (T5: `mean_3class_f1`), MultiRC's F1a (T5: `f1`),
+# SQuAD-style exact match (T5: `em`). `registry.t5_metrics` renames a metric dict.
+T5_NAMES_ATTR = "t5_names"
+
+
+def _t5_names(fn: MetricFn, names: Dict[str, str]) -> MetricFn:
+    setattr(fn, T5_NAMES_ATTR, dict(names))
+    return fn
+
+
+def t5_names_of(fns: Sequence[MetricFn]) -> Dict[str, str]:
+    """{our key: T5's key} over metric functions (those without one keep their keys)."""
+    out: Dict[str, str] = {}
+    for fn in fns:
+        out.update(getattr(fn, T5_NAMES_ATTR, {}))
+    return out
 
 
 def accuracy(targets, predictions) -> Dict[str, float]:
@@ -35,7 +52,7 @@ def macro_f1(num_classes: int) -> MetricFn:
         return {"f1_macro": 100 * sklearn.metrics.f1_score(
             targets, predictions, labels=list(range(num_classes)), average="macro",
             zero_division=0)}
-    return f1_macro
+    return _t5_names(f1_macro, {"f1_macro": f"mean_{num_classes}class_f1"})
 
 
 def f1_with_invalid(targets, predictions) -> Dict[str, float]:
@@ -67,6 +84,9 @@ def multirc_f1a(targets, predictions) -> Dict[str, float]:
     res = f1_with_invalid([t["value"] for t in targets],
                           [p["value"] for p in predictions])
     return {"f1a": res["f1"]}
+
+
+_t5_names(multirc_f1a, {"f1a": "f1"})
 
 
 def _grouped_exact_match(targets, predictions, key) -> Dict[str, float]:
@@ -143,6 +163,9 @@ def squad(targets: Sequence[Sequence[str]],
             "f1": 100 * float(np.mean(f1s))}
 
 
+_t5_names(squad, {"exact_match": "em"})
+
+
 def record_squad(targets, predictions) -> Dict[str, float]:
     """ReCoRD: keep one example per (passage, query) group, then ``squad``."""
     seen = set()
@@ -154,6 +177,9 @@ def record_squad(targets, predictions) -> Dict[str, float]:
         dedup_t.append(t["value"])
         dedup_p.append(p["value"])
     return squad(dedup_t, dedup_p)
+
+
+_t5_names(record_squad, {"exact_match": "em"})
 
 
 # ---------------------------------------------------------------------------
@@ -171,4 +197,4 @@ def with_average(fns: Sequence[MetricFn], keys: Sequence[str]) -> MetricFn:
         return out
 
     combined.__name__ = "average_of_" + "_".join(keys)
-    return combined
+    return _t5_names(combined, t5_names_of(fns))

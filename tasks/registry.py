@@ -190,6 +190,18 @@ def get_main_metric(task_name: str) -> str:
     return task_info(task_name).metric.main
 
 
+def t5_metric_names(task_name: str) -> Dict[str, str]:
+    """{our metric key: T5's key} where they differ for this task (CB `f1_macro` ->
+    `mean_3class_f1`, MultiRC `f1a` -> `f1`, ReCoRD / SQuAD / MRQA `exact_match` -> `em`)."""
+    return metrics_lib.t5_names_of(task_info(task_name).metric.fns)
+
+
+def t5_metrics(task_name: str, metrics: Dict[str, float]) -> Dict[str, float]:
+    """A metric dict of this task under T5's key names (others unchanged)."""
+    names = t5_metric_names(task_name)
+    return {names.get(k, k): v for k, v in metrics.items()}
+
+
 def get_metric_components(task_name: str) -> Tuple[str, ...]:
     """The metric keys whose mean is the main metric (one key if single)."""
     return task_info(task_name).metric.components

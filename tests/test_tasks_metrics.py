@@ -326,3 +326,19 @@ def test_label_parsing_is_checked():
     from xprompt_jax.evaluation import EvalConfig
     with pytest.raises(ValueError, match="label parsing 'loose'"):
         EvalConfig(label_parsing="loose")
+
+
+def test_t5_metric_names_available(tasks):
+    """T5's keys (t5/evaluation/metrics.py): mean_multiclass_f1 -> "mean_3class_f1",
+    multirc_f1_over_all_answers -> "f1", mean_group_metric(all_match) -> "exact_match",
+    squad (qa_utils.qa_metrics) -> "em" and "f1"; accuracy keeps its name."""
+    cb = {"accuracy": 50.0, "f1_macro": 40.0, "average": 45.0}
+    assert tasks.t5_metrics("lester_super_glue_cb_v102", cb) == {
+        "accuracy": 50.0, "mean_3class_f1": 40.0, "average": 45.0}
+    mrc = {"f1a": 70.0, "exact_match": 20.0, "average": 45.0}
+    assert tasks.t5_metrics("lester_super_glue_multirc_v102", mrc) == {
+        "f1": 70.0, "exact_match": 20.0, "average": 45.0}
+    for name in ("lester_super_glue_record_v102", "lester_squad_v110"):
+        assert tasks.t5_metric_names(name) == {"exact_match": "em"}
+    assert tasks.t5_metric_names("lester_super_glue_rte_v102") == {}
+    assert tasks.t5_metric_names("lester_super_glue_multirc_v102_heldout") == {"f1a": "f1"}
