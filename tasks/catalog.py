@@ -156,10 +156,12 @@ def markdown() -> str:
         "",
         f"### GLUE ({len(gl)})",
         "",
-        "| task | TFDS `glue/<task>:2.0.0` | local TSV |",
-        "|---|---|---|",
+        "| task | TFDS `glue/<task>:2.0.0` | TFDS `glue/<task>:1.0.0` (T5 0.9, Lester et "
+        "al.) | local TSV |",
+        "|---|---|---|---|",
     ] + [
-        f"| {t} | `{glue.task_name(t, 'v200')}` | `{glue.task_name(t, 'local')}` |"
+        f"| {t} | `{glue.task_name(t, 'v200')}` | `{glue.task_name(t, 'v100')}` | "
+        f"`{glue.task_name(t, 'local')}` |"
         for t in list(glue.TASKS) + ["mnli_mismatched"]
     ] + [
         "",

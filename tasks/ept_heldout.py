@@ -71,7 +71,8 @@ class EPTDataset:
 def ept_datasets() -> List[EPTDataset]:
     """EPT's 21 datasets with the base task names they re-split (all sources)."""
     sg = lambda t: tuple(superglue.task_name("lester", t, s) for s in superglue.SOURCES)
-    gl = lambda t: tuple(glue.task_name(t, s) for s in glue.SOURCES)
+    # EPT read GLUE from Hugging Face: the current TFDS version and the local files.
+    gl = lambda t: tuple(glue.task_name(t, s) for s in ("v200", "local"))
     ex = lambda t: (next(glue.ept_task_name(n, v) for n, _, _, _, v in glue.EPT_EXTRA
                          if n == t),)
     mq = lambda d: (mrqa.task_name(d),)

@@ -4,6 +4,8 @@ GLUE names: ``lester_glue_{task}_{source}`` for CoLA, SST-2, MRPC, QQP, STS-B, M
 QNLI, RTE with source
 
 * ``v200`` - TFDS ``glue/<config>:2.0.0``;
+* ``v100`` - TFDS ``glue/<config>:1.0.0``, the version of T5 0.9's ``glue_<task>_v002``
+  tasks that Lester et al. used (2.0.0 changed QQP's data source);
 * ``local`` - the official GLUE TSV files under the gin macro ``GLUE_DIR`` / env
   ``XPROMPT_GLUE_DIR``: ``<dir>/<TASK>/{train,dev,test}.tsv`` (MNLI:
   ``train.tsv``, ``dev_matched.tsv``, ``dev_mismatched.tsv``, ``test_matched.tsv``,
@@ -47,7 +49,10 @@ from . import templates as tmpl
 TASKS: Tuple[str, ...] = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli",
                           "rte")
 TFDS_VERSION = "2.0.0"
-SOURCES: Tuple[str, ...] = ("v200", "local")
+# T5 0.9's GLUE tasks (`glue_<task>_v002`), which Lester et al. ran, read TFDS glue 1.0.0
+# (2.0.0 changed QQP's data source): source `v100`.
+TFDS_VERSIONS: Dict[str, str] = {"v200": "2.0.0", "v100": "1.0.0"}
+SOURCES: Tuple[str, ...] = ("v200", "v100", "local")
 FAMILY = "lester"
 
 _F1_ACC = registry.MetricSpec.average([m.f1_with_invalid, m.accuracy],
@@ -97,8 +102,8 @@ def make_source(task: str, source: str, data_dir: Optional[str] = None,
                      else _MNLI_TFDS_SPLITS)
     else:
         split_map = _DEFAULT_SPLITS
-    if source == "v200":
-        return sources.tfds_source(f"glue/{task}:{TFDS_VERSION}", split_map)
+    if source in TFDS_VERSIONS:
+        return sources.tfds_source(f"glue/{task}:{TFDS_VERSIONS[source]}", split_map)
     if source == "local":
         split_files = (_local_split_files(split_map) if task == "mnli"
                        else {s: readers.GLUE_SPLIT_FILES[s] for s in split_map})

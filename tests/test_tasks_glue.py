@@ -177,3 +177,18 @@ def test_ept_tfds_tasks_run_on_mocked_tfds(tasks):
                     assert re.fullmatch(pattern, ex["inputs_pretokenized"].decode(),
                                         flags=re.S), name
                     assert ex["targets_pretokenized"].decode() in labels | {"<unk>"}, name
+
+
+def test_glue_tfds_1_0_0_source_as_t5_0_9(tasks):
+    """T5 0.9's `glue_<task>_v002` tasks (Lester et al.) read TFDS glue 1.0.0; `v100` is
+    that version, with the same format and metrics as `v200`."""
+    import seqio
+    for task in ("qqp", "mrpc", "rte"):
+        v100 = seqio.get_mixture_or_task(f"lester_glue_{task}_v100")
+        v200 = seqio.get_mixture_or_task(f"lester_glue_{task}_v200")
+        assert v100.source.tfds_dataset.name == f"glue/{task}:1.0.0"
+        assert v200.source.tfds_dataset.name == f"glue/{task}:2.0.0"
+        assert tasks.get_label_strings(f"lester_glue_{task}_v100") == \
+            tasks.get_label_strings(f"lester_glue_{task}_v200")
+    mm = seqio.get_mixture_or_task("lester_glue_mnli_mismatched_v100")
+    assert mm.source.tfds_dataset.name == "glue/mnli:1.0.0"

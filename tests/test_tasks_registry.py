@@ -24,7 +24,7 @@ def tasks(tmp_path_factory):
 def test_default_names_are_registered(tasks):
     import seqio
     names = tasks.catalog.default_task_names()
-    assert len(names) == len(set(names)) == 277  # + WSC True/False x 2, MRPC labelled test, AX-b x 2, AX-g x 2
+    assert len(names) == len(set(names)) == 286  # + WSC True/False x 2, MRPC labelled test, AX-b x 2, AX-g x 2, GLUE v100 x 9
     registered = set(tasks.registered_task_names())
     assert set(names) <= registered
     for n in names:
@@ -43,7 +43,7 @@ def test_default_names_are_registered(tasks):
               "lester_glue_mnli_mismatched_local", "lester_scitail_v100_16shot"]:
         assert n in registered
     mixtures = tasks.catalog.mixture_names()
-    assert len(mixtures) == 26
+    assert len(mixtures) == 27  # + lester_glue_v100_proportional
     assert set(mixtures) <= set(tasks.registered_mixture_names())
     assert set(mixtures) <= set(seqio.MixtureRegistry.names())
     assert tasks.registry.mixture_tasks("xprompt_super_glue_v102_proportional") == (
@@ -97,7 +97,7 @@ def test_import_is_offline_and_lazy(tmp_path):
                          env=env, capture_output=True, text=True, timeout=300,
                          cwd=str(tmp_path))
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.strip().splitlines()[-1] == "277"
+    assert out.stdout.strip().splitlines()[-1] == "286"
 
 
 def test_vocab_path_resolution(tasks, monkeypatch):
