@@ -40,6 +40,20 @@ def test_majority_vote_hand_computed():
                                "per_prompt_main": [50.0, 75.0], "mean_main": 62.5,
                                "std_main": 12.5, "best_main": 75.0, "ensemble_main": 80.0})
     assert "| **ensemble (majority vote)** | 80.00 |" in md and "62.50 +- 12.50" in md
+    # each metric of the task next to the main one (Lester Table 3's pairs: F1a / EM)
+    per = {"p0": (40.0, 10.0), "p1": (60.0, 30.0), "mean": (50.0, 20.0),
+           "best": (60.0, 30.0), "ensemble": (70.0, 40.0)}
+    metrics = {f"{who}/{k}": v for who, (f1a, em) in per.items()
+               for k, v in (("f1a", f1a), ("exact_match", em), ("average", (f1a + em) / 2))}
+    md = table3_markdown("mrc", {"mode": "generation", "split": "validation",
+                                 "num_examples": 4, "prompt_names": ["p0", "p1"],
+                                 "per_prompt_main": [25.0, 45.0], "mean_main": 35.0,
+                                 "std_main": 10.0, "best_main": 45.0, "ensemble_main": 55.0,
+                                 "metrics": metrics})
+    assert "| prompt | main metric | f1a | exact_match |" in md
+    assert "| p1 | 45.00 | 60.00 | 30.00 |" in md
+    assert "| **average** | 35.00 +- 10.00 | 50.00 | 20.00 |" in md
+    assert "| **ensemble (majority vote)** | 55.00 | 70.00 | 40.00 |" in md
 
 
 def _data(steps, b=4, seed=0):

@@ -107,16 +107,29 @@ def bank_result(evaluator, variables: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 def table3_markdown(task_name: str, result: Mapping[str, Any]) -> str:
-    """A Lester et al. Table 3 style report: each prompt, mean +- std, best, ensemble."""
+    """A Lester et al. Table 3 style report: each prompt, mean +- std, best, ensemble; the
+    main metric, then each metric the task reports (the paper's pairs, e.g. MultiRC's
+    F1a / EM, CB's accuracy / F1) where `result['metrics']` holds them."""
     fmt = lambda v: cell(v, missing="n/a")  # noqa: E731
+    metrics = result.get("metrics") or {}
+    keys = [k[len("ensemble/"):] for k in metrics if k.startswith("ensemble/")
+            and k[len("ensemble/"):] != "average"]
+    names = list(result["prompt_names"])
     lines = [f"# Prompt ensemble on {task_name} ({result['mode']}, split "
              f"{result['split']}, {result['num_examples']} examples)", "",
-             "| prompt | main metric |", "|---|---|"]
-    for name, value in zip(result["prompt_names"], result["per_prompt_main"]):
-        lines.append(f"| {name} | {fmt(value)} |")
+             "| prompt | main metric |" + "".join(f" {k} |" for k in keys),
+             "|---|---|" + "---|" * len(keys)]
+
+    def row(label: str, main: str, prefix: str) -> str:
+        return (f"| {label} | {main} |"
+                + "".join(f" {fmt(metrics.get(f'{prefix}/{k}'))} |" for k in keys))
+
+    for name, value in zip(names, result["per_prompt_main"]):
+        lines.append(row(name, fmt(value), name))
     std = result.get("std_main")
-    lines += [f"| **average** | {fmt(result['mean_main'])} +- "
-              f"{'n/a' if std is None else f'{std:.2f}'} |",
-              f"| **best** | {fmt(result['best_main'])} |",
-              f"| **ensemble (majority vote)** | {fmt(result['ensemble_main'])} |", ""]
+    lines += [row("**average**", f"{fmt(result['mean_main'])} +- "
+                                 f"{'n/a' if std is None else f'{std:.2f}'}", "mean"),
+              row("**best**", fmt(result["best_main"]), "best"),
+              row("**ensemble (majority vote)**", fmt(result["ensemble_main"]), "ensemble"),
+              ""]
     return "\n".join(lines)
