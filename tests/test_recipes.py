@@ -61,7 +61,8 @@ def test_lester_paper_recipe(parse):
     assert gin.query_parameter("xprompt_jax.prompts.soft_prompt.SoftPrompt.length"
                                ).scoped_configurable_fn() == 100
     assert (q("LEARNING_RATE"), q("BATCH_SIZE"), q("TRAIN_STEPS")) == (0.3, 32, 30000)
-    assert q("EVAL_MODE") == "generation"
+    # generation, an output that is no label scoring 0 (T5's exact label parsing)
+    assert q("EVAL_MODE") == "generation" and q("LABEL_PARSING") == "t5"
     assert q("OPTIMIZER").configurable.name == "adafactor"
     ada = "xprompt_jax.training.optimizers.adafactor"
     assert gin.query_parameter(f"{ada}.decay_rate") == 0.8
@@ -122,6 +123,7 @@ def test_ept_recipes(parse, recipe, length, module):
         0.3, 16, 30000, 1000)
     assert tuple(q("LR_GRID")) == EPT_GRID
     assert (q("EVAL_SPLIT"), q("EVAL_HELDOUT_SPLIT")) == ("validation", "test")
+    assert q("LABEL_PARSING") == "t5"
     assert resolved("TASK_FEATURE_LENGTHS")["inputs"] == 256
     assert resolved("MAIN_METRIC") == "accuracy"
 
