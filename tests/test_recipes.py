@@ -101,7 +101,9 @@ def test_lester_class_label_words_and_init(parse):
 @pytest.mark.parametrize("recipe,length,module", [
     ("recipes/ept_paper.gin", 1, "EPTPrompt"),
     ("recipes/ept_star_paper.gin", 10, "EPTPrompt"),
-    ("recipes/ept_pt_baseline.gin", 10, "SoftPrompt")])
+    ("recipes/ept_pt_baseline.gin", 10, "SoftPrompt"),
+    ("recipes/ept_ptuning_baseline.gin", 10, "PTuningPrompt"),
+    ("recipes/ept_resprompt_baseline.gin", 10, "ResPrompt")])
 def test_ept_recipes(parse, recipe, length, module):
     parse(recipe, "lester_glue_rte_v200_heldout")
     model = _model()
@@ -115,6 +117,12 @@ def test_ept_recipes(parse, recipe, length, module):
         p = model.prompt
         assert (p.hidden, p.use_bias, p.activation, p.layer_norm, p.residual) == (
             1, False, None, False, False)
+    if module == "PTuningPrompt":  # B.3: PEFT's MLP, 3 linear layers of the embedding size
+        assert (model.prompt.encoder, model.prompt.hidden) == ("mlp", None)
+    if module == "ResPrompt":      # B.3: one shared MLP of 400 hidden units, LayerNorm
+        p = model.prompt
+        assert (p.bottleneck, p.shared, p.layer_norm, p.activation) == (400, True, True,
+                                                                         "relu")
     init = model.prompt.init(__import__("jax").random.PRNGKey(0), (2000,))
     assert -0.5 <= float(init.min()) < -0.45 and 0.45 < float(init.max()) <= 0.5
     assert q("OPTIMIZER").configurable.name == "adamw"
