@@ -153,3 +153,22 @@ def test_size_override_after_recipe(parse):
     parse("recipes/ept_paper.gin", "lester_glue_rte_v200_heldout")
     gin_utils.parse_gin(["models/t5_1_0_large.gin"], finalize=False)
     assert _model().config.emb_dim == 1024
+
+
+@pytest.mark.parametrize("method", ["recipes/ept_paper.gin", "recipes/ept_star_paper.gin",
+                                    "recipes/ept_ptuning_baseline.gin"])
+def test_ept_fewshot_protocol(monkeypatch, method):
+    """EPT B.2: few-shot runs train 10,000 steps at lr 0.3; the rest is the method's."""
+    monkeypatch.setenv("XPROMPT_T5_VOCAB", str(T5_SPM))
+    import_tasks()
+    gin.clear_config()
+    try:
+        gin_utils.parse_gin([method, "recipes/ept_fewshot.gin"],
+                            ["MIXTURE_OR_TASK_NAME = 'lester_super_glue_cb_v102_16shot'",
+                             "MODEL_DIR = '/tmp/unused'"], finalize=False)
+        assert (q("TRAIN_STEPS"), q("LEARNING_RATE"), tuple(q("LR_GRID"))) == (
+            10000, 0.3, (0.3,))
+        assert q("EVAL_HELDOUT_SPLIT") is None and q("EVAL_PERIOD") == 1000
+        assert (q("BATCH_SIZE"), q("WEIGHT_DECAY")) == (16, 0.01)
+    finally:
+        gin.clear_config()
