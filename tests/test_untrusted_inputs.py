@@ -100,3 +100,107 @@ def test_t5x_gin_files_search_the_working_directory_last(tmp_path, monkeypatch, 
         assert guard and guard.start() < first_include.start(), path.name
     gin_config._LOCATION_PREFIXES[:] = ["", "/t5x/search/path"]
     assert gin_utils.search_working_dir_last() == ["/t5x/search/path", ""]
+
+
+# ----------------------------------------------------------------------------- run lock
+def _contend(model_dir, start, done, results):
+    import time
+
+    from xprompt_jax.training import run_lock
+
+    real_fsync = os.fsync
+
+    def slow_fsync(fd):  # a slow shared disk: widens any window between create and write
+        time.sleep(0.05)
+        real_fsync(fd)
+
+    os.fsync = slow_fsync  # this forked child only
+    start.wait()
+    try:
+        results.put(run_lock._try_acquire(model_dir, False) is None)
+    except BaseException as e:  # noqa: BLE001 - reported to the test
+        results.put(repr(e))
+    done.wait()  # holders stay alive until every process has tried
+    os._exit(0)
+
+
+def test_forty_concurrent_lock_attempts_give_one_holder(tmp_path):
+    import multiprocessing
+
+    from xprompt_jax.training import run_lock  # noqa: F401 - imported once, before forking
+
+    ctx = multiprocessing.get_context("fork")
+    n = 40
+    start, done, results = ctx.Barrier(n), ctx.Barrier(n + 1), ctx.Queue()
+    procs = [ctx.Process(target=_contend, args=(str(tmp_path), start, done, results))
+             for _ in range(n)]
+    for p in procs:
+        p.start()
+    outcomes = [results.get(timeout=120) for _ in range(n)]
+    done.wait(timeout=60)
+    for p in procs:
+        p.join(timeout=60)
+    assert outcomes.count(True) == 1 and outcomes.count(False) == n - 1, outcomes
+    assert sorted(os.listdir(tmp_path)) == ["run.lock"]  # no temporaries left behind
+
+
+def _live_other_process():
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+
+
+@pytest.mark.parametrize("content", ["null", "[]", "7", '"x"', "{", "\xff\xfe"])
+def test_a_lock_without_an_owner_record_is_refused_and_forced_cleanly(tmp_path, content):
+    from xprompt_jax.errors import RunLockedError
+    from xprompt_jax.training import run_lock
+
+    path = tmp_path / "run.lock"
+    path.write_bytes(content.encode("latin-1"))
+    with pytest.raises(RunLockedError, match="pass --force"):
+        run_lock.acquire(str(tmp_path))
+    assert path.read_bytes() == content.encode("latin-1")
+    run_lock.acquire(str(tmp_path), force=True)
+    assert run_lock.read_lock(str(tmp_path))["pid"] == os.getpid()
+    run_lock.release(str(tmp_path))
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_unreadable_lock_is_not_taken_without_force(tmp_path):
+    from xprompt_jax.errors import RunLockedError
+    from xprompt_jax.training import run_lock
+
+    (tmp_path / "run.lock").mkdir()  # unreadable as a file, even for root
+    with pytest.raises(RunLockedError, match="unreadable lock file"):
+        run_lock.acquire(str(tmp_path))
+    with pytest.raises(RunLockedError, match="could not take over"):
+        run_lock.acquire(str(tmp_path), force=True)
+    assert os.listdir(tmp_path) == ["run.lock"]
+
+
+def test_only_a_provably_dead_owner_on_this_host_is_taken_over(tmp_path):
+    import json
+    import socket
+
+    from xprompt_jax.errors import RunLockedError
+    from xprompt_jax.training import run_lock
+
+    live = _live_other_process()
+    dead = _live_other_process()
+    dead.kill()
+    dead.wait()
+    path = tmp_path / "run.lock"
+    try:
+        for pid in (live.pid, 0, -1, 2 ** 70, "1", True):
+            path.write_text(json.dumps({"host": socket.gethostname(), "pid": pid}))
+            with pytest.raises(RunLockedError):
+                run_lock.acquire(str(tmp_path))
+    finally:
+        live.kill()
+        live.wait()
+    path.write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid}))
+    run_lock.acquire(str(tmp_path))
+    assert run_lock.read_lock(str(tmp_path))["pid"] == os.getpid()
+    run_lock.release(str(tmp_path))
+    assert os.listdir(tmp_path) == []
