@@ -204,3 +204,97 @@ def test_only_a_provably_dead_owner_on_this_host_is_taken_over(tmp_path):
     assert run_lock.read_lock(str(tmp_path))["pid"] == os.getpid()
     run_lock.release(str(tmp_path))
     assert os.listdir(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------- symlinks
+def test_a_planted_symlink_at_a_temporary_name_is_not_written_through(tmp_path, monkeypatch):
+    import uuid
+
+    from xprompt_jax import fileio
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    out = tmp_path / "predictions.jsonl"
+    real_uuid4 = uuid.uuid4
+    names = iter([uuid.UUID(int=1)])
+    monkeypatch.setattr(uuid, "uuid4", lambda: next(names, None) or real_uuid4())
+    planted = tmp_path / f".{out.name}.tmp-{os.getpid()}-{uuid.UUID(int=1).hex}"
+    planted.symlink_to(victim)  # the name the first temporary would take
+    fileio.write_lines_atomic(out, ['{"line": 1}'])
+    assert victim.read_text() == "precious\n"
+    assert out.read_text() == '{"line": 1}\n' and not out.is_symlink()
+    assert planted.is_symlink()  # not ours: left alone
+
+    # a symlink at the output itself is replaced, never followed
+    out.unlink()
+    out.symlink_to(victim)
+    fileio.write_text_atomic(out, "mine\n")
+    assert victim.read_text() == "precious\n" and out.read_text() == "mine\n"
+    assert not out.is_symlink()
+
+
+def _victim_checkpoints(root):
+    victim = root / "someone_elses_run"
+    for name in ("checkpoint_5", "checkpoint_6.tmp-1"):
+        (victim / name).mkdir(parents=True)
+        (victim / name / "prompt.npy").write_bytes(b"theirs")
+    return victim
+
+
+def test_checkpoint_pruning_does_not_delete_through_a_symlink(tmp_path):
+    from xprompt_jax.training.checkpointing import RunCheckpointer as Checkpointer
+
+    victim = _victim_checkpoints(tmp_path)
+    model_dir = tmp_path / "run"
+    model_dir.mkdir()
+    (model_dir / "numpy_checkpoints").symlink_to(victim, target_is_directory=True)
+    ckpt = Checkpointer(model_dir, keep=1)  # a writer cleans unfinished exports at start
+    ckpt._prune()  # no orbax step is kept: every numpy checkpoint_<n> is "not kept"
+    assert sorted(os.listdir(victim)) == ["checkpoint_5", "checkpoint_6.tmp-1"]
+    assert (victim / "checkpoint_5" / "prompt.npy").read_bytes() == b"theirs"
+
+    # one checkpoint folder a symlink inside a real numpy_checkpoints: also left alone
+    model_dir = tmp_path / "run2"
+    (model_dir / "numpy_checkpoints").mkdir(parents=True)
+    (model_dir / "numpy_checkpoints" / "checkpoint_5").symlink_to(
+        victim / "checkpoint_5", target_is_directory=True)
+    (model_dir / "numpy_checkpoints" / "checkpoint_7").mkdir()
+    (model_dir / "numpy_checkpoints" / "checkpoint_7" / "prompt.prompt").write_bytes(b"ours")
+    Checkpointer(model_dir, keep=1)._prune()
+    assert (victim / "checkpoint_5" / "prompt.npy").read_bytes() == b"theirs"
+    assert os.listdir(model_dir / "numpy_checkpoints") == ["checkpoint_5"]  # ours went
+
+
+def test_the_world_refresh_replaces_only_its_own_files(tmp_path, monkeypatch):
+    import json
+
+    from xprompt_jax.world import tasks as world_tasks
+    from xprompt_jax.world import writer
+
+    sizes = {"train": 4, "validation": 2, "test": 2}
+    world = tmp_path / "world"
+    world.mkdir()
+    (world / "world.json").write_text(json.dumps({"world_version": 0}))  # not ours
+    (world / "notes.txt").write_text("mine")
+    (world / "results").mkdir()
+    (world / "results" / "run.json").write_text("{}")
+    monkeypatch.setenv(writer.DIR_ENV_VAR, str(world))
+    assert writer.ensure_world_data(sizes=sizes) == str(world)
+    assert (world / "notes.txt").read_text() == "mine"
+    assert (world / "results" / "run.json").read_text() == "{}"
+    assert writer.is_current(str(world), sizes=sizes)
+    task_dir = world_tasks.TASKS[world_tasks.TASK_NAMES[0]].directory
+    assert (world / task_dir / "train.jsonl").read_text().count("\n") == 4
+
+    # a task folder that is a symlink to someone else's folder: refused, nothing written
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "train.jsonl").write_text("theirs")
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    (stale / "world.json").write_text("{}")
+    (stale / task_dir).symlink_to(victim, target_is_directory=True)
+    with pytest.raises(FileExistsError, match="symlink"):
+        writer.ensure_world_data(str(stale), sizes=sizes)
+    assert os.listdir(victim) == ["train.jsonl"]
+    assert (victim / "train.jsonl").read_text() == "theirs"
