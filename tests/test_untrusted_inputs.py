@@ -298,3 +298,111 @@ def test_the_world_refresh_replaces_only_its_own_files(tmp_path, monkeypatch):
         writer.ensure_world_data(str(stale), sizes=sizes)
     assert os.listdir(victim) == ["train.jsonl"]
     assert (victim / "train.jsonl").read_text() == "theirs"
+
+
+# ----------------------------------------------------------------------------- checkpoints
+LEGACY = ROOT / "tests" / "fixtures" / "t5x_tiny_legacy" / "checkpoint_3"
+_EMBEDDING = "target.token_embedder.embedding"
+
+
+def _crafted_legacy(tmp_path, edit):
+    """A copy of the legacy fixture whose embedding spec `edit` changes, and another
+    directory's array (a copy of the same zarr array, doubled) outside it."""
+    import shutil
+
+    import numpy as np
+    import tensorstore as ts
+    from flax import serialization
+
+    ckpt = tmp_path / "theirs" / "checkpoint_3"
+    shutil.copytree(LEGACY, ckpt)
+    outside = tmp_path / "private" / "secret_array"
+    shutil.copytree(LEGACY / _EMBEDDING, outside)
+    store = ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": str(outside)}},
+                    read=True, write=True).result()
+    store.write(np.asarray(store.read().result()) * 2 + 1).result()
+    raw = serialization.msgpack_restore((ckpt / "checkpoint").read_bytes())
+    spec = raw["optimizer"]["target"]["token_embedder"]["embedding"]
+    edit(spec, str(outside), ckpt)
+    (ckpt / "checkpoint").write_bytes(serialization.msgpack_serialize(raw))
+    return ckpt
+
+
+def _top_level_path(spec, outside, ckpt):
+    spec["path"] = outside  # the proof of concept: an absolute top-level "path"
+
+
+def _climbing_kvstore(spec, outside, ckpt):
+    spec["kvstore"]["path"] = "../../private/secret_array"
+
+
+def _symlink_out(spec, outside, ckpt):
+    import shutil
+
+    shutil.rmtree(ckpt / _EMBEDDING)
+    (ckpt / _EMBEDDING).symlink_to(outside, target_is_directory=True)
+
+
+def _other_driver(spec, outside, ckpt):
+    spec["driver"] = "json"
+
+
+def _extra_key(spec, outside, ckpt):
+    spec["base"] = {"driver": "zarr", "kvstore": {"driver": "file", "path": outside}}
+
+
+@pytest.mark.parametrize("edit, key", [
+    (_top_level_path, "'path'"), (_climbing_kvstore, "'kvstore.path'"),
+    (_symlink_out, "'kvstore.path'"), (_other_driver, "'driver'"), (_extra_key, "'base'")])
+def test_a_crafted_t5x_checkpoint_cannot_read_outside_its_folder(tmp_path, edit, key):
+    from xprompt_jax.checkpoints import load_t5x_params
+    from xprompt_jax.errors import CheckpointError
+
+    ckpt = _crafted_legacy(tmp_path, edit)
+    with pytest.raises(CheckpointError, match=rf"token_embedder/embedding.*key {key}"):
+        load_t5x_params(ckpt)
+
+
+def test_an_untouched_copy_of_the_legacy_checkpoint_still_loads(tmp_path):
+    import numpy as np
+
+    from xprompt_jax.checkpoints import load_t5x_params
+
+    ckpt = _crafted_legacy(tmp_path, lambda spec, outside, ckpt: None)
+    params = load_t5x_params(ckpt)
+    import tensorstore as ts
+
+    ref = ts.open({"driver": "zarr", "kvstore": {"driver": "file",
+                                                 "path": str(LEGACY / _EMBEDDING)}},
+                  read=True).result().read().result()
+    np.testing.assert_array_equal(params["token_embedder"]["embedding"], ref)
+
+
+@pytest.mark.parametrize("shard", ["../private/model.safetensors", "ABS",
+                                   "link/model.safetensors"])
+def test_hf_index_shards_outside_the_folder_are_refused(tmp_path, shard):
+    import json
+
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from xprompt_jax.checkpoints import hf_files
+    from xprompt_jax.errors import CheckpointError
+
+    private = tmp_path / "private"
+    private.mkdir()
+    save_file({"shared.weight": np.ones((2, 2), np.float32)}, str(private / "model.safetensors"))
+    folder = tmp_path / "theirs"
+    folder.mkdir()
+    (folder / "link").symlink_to(private, target_is_directory=True)
+    shard = str(private / "model.safetensors") if shard == "ABS" else shard
+    index = folder / "model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": {"shared.weight": shard}}))
+    with pytest.raises(CheckpointError, match="weight_map shard"):
+        hf_files.read_weight_file(str(index))
+    # a shard inside the folder is read
+    save_file({"shared.weight": np.full((2, 2), 3, np.float32)},
+              str(folder / "model-00001.safetensors"))
+    index.write_text(json.dumps({"weight_map": {"shared.weight": "model-00001.safetensors"}}))
+    weights, _ = hf_files.read_weight_file(str(index))
+    np.testing.assert_array_equal(weights["shared.weight"], np.full((2, 2), 3, np.float32))
