@@ -406,3 +406,97 @@ def test_hf_index_shards_outside_the_folder_are_refused(tmp_path, shard):
     index.write_text(json.dumps({"weight_map": {"shared.weight": "model-00001.safetensors"}}))
     weights, _ = hf_files.read_weight_file(str(index))
     np.testing.assert_array_equal(weights["shared.weight"], np.full((2, 2), 3, np.float32))
+
+
+# ----------------------------------------------------------------------------- names
+@pytest.mark.parametrize("name", ["../../escaped", "a/b", "x)\nimport os\n#", "", ".hidden",
+                                  "a..b", "$(touch pwned)", "x" * 200, 7])
+def test_hostile_bank_prompt_names_are_refused_before_any_file(tmp_path, name):
+    from xprompt_jax.errors import ConfigError
+    from xprompt_jax.runs.export import export_bank
+
+    with pytest.raises(ConfigError, match="prompt name #1"):
+        export_bank(_bank_model(2), {}, tmp_path / "out", prompt_names=["ok_name", name])
+    assert not (tmp_path / "out").exists()
+
+
+def _bank_model(num):
+    """A model with a real PromptBank of `num` soft prompts (export_bank reads the model's
+    `prompt` only; names are checked before any parameter is read)."""
+    from xprompt_jax.prompts.bank import PromptBank
+    from xprompt_jax.prompts.soft_prompt import SoftPrompt
+
+    return type("Model", (), {"prompt": PromptBank(prompt=SoftPrompt(length=2),
+                                                   num_prompts=num)})()
+
+
+def test_valid_names_pass_and_task_names_become_no_paths():
+    from xprompt_jax.errors import ConfigError
+    from xprompt_jax.fileio import check_name
+    from xprompt_jax.training.bank_training import BestPerTaskPrompts
+
+    for name in ("world_rte", "xprompt_super_glue_rte_v102", "prompt_0", "t5.1-1+x"):
+        assert check_name(name, "name") == name
+    with pytest.raises(ConfigError, match="task name '../x'"):
+        BestPerTaskPrompts("/nonexistent", ["world_rte", "../x"], None)
+
+
+def _stand_ins(tmp_path):
+    """A `gcloud` on PATH that records its argv and runs its --command in bash as a worker
+    would, and a `python` there that records its argv instead of training."""
+    import stat
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    gcloud = bin_dir / "gcloud"
+    gcloud.write_text(
+        "#!/usr/bin/env bash\n"
+        f"printf '%s\\0' \"$@\" > {tmp_path}/gcloud.argv\n"
+        "for a in \"$@\"; do case \"$a\" in --command=*) cmd=${a#--command=};; esac; done\n"
+        "exec bash -c \"$cmd\"\n")
+    python = bin_dir / "python"
+    python.write_text(f"#!/usr/bin/env bash\nprintf '%s\\0' \"$@\" > {tmp_path}/python.argv\n")
+    for path in (gcloud, python):
+        path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return bin_dir
+
+
+def _pod(tmp_path, *args, env=None):
+    import subprocess
+
+    bin_dir = _stand_ins(tmp_path)
+    repo = tmp_path / "repo on worker"
+    repo.mkdir(exist_ok=True)
+    full_env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+                "REPO_DIR": str(repo), **(env or {})}
+    return subprocess.run(["bash", str(ROOT / "launch" / "tpu_pod.sh"), *args],
+                          env=full_env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+
+
+def _argv(path):
+    return path.read_bytes().decode().split("\0")[:-1]
+
+
+def test_tpu_pod_script_runs_nothing_from_its_arguments(tmp_path):
+    pwned = tmp_path / "pwned"
+    # the proof of concept: a $(...) in MODEL_DIR (a gin string too): refused, nothing run
+    out = _pod(tmp_path, "tpu", "zone", f"gs://b/run$(touch {pwned})", "world_rte")
+    assert out.returncode == 2 and "MODEL_DIR" in out.stderr
+    assert not (tmp_path / "gcloud.argv").exists() and not pwned.exists()
+    out = _pod(tmp_path, "tpu", "zone", "gs://b/run", f"rte';touch {pwned};'")
+    assert out.returncode == 2 and "TASK" in out.stderr and not pwned.exists()
+    # extra flags and gin files with shell syntax reach python as they were written
+    extra = [f"--gin.NOTE='$(touch {pwned})'", f"--gin.X=`touch {pwned}`; touch {pwned}"]
+    out = _pod(tmp_path, "tpu", "zone", "gs://b/run-1", "world_rte", *extra,
+               env={"METHOD_GIN": f"a b;touch {pwned}.gin", "PROJECT": "p $(x)"})
+    assert out.returncode == 0, out.stderr
+    assert not pwned.exists() and not pwned.with_suffix(".gin").exists()
+    assert _argv(tmp_path / "python.argv") == [
+        "-m", "xprompt_jax.train", "--gin_file=models/t5_1_1_lm100k_xxl.gin",
+        f"--gin_file=a b;touch {pwned}.gin", "--gin.MODEL_DIR='gs://b/run-1'",
+        "--gin.MIXTURE_OR_TASK_NAME='world_rte'", "--gin.MESH_SHAPE=(-1, 8)",
+        "--multiprocess=yes", *extra]
+    gcloud = _argv(tmp_path / "gcloud.argv")
+    assert gcloud[:6] == ["compute", "tpus", "tpu-vm", "ssh", "tpu", "--zone=zone"]
+    assert "--project=p $(x)" in gcloud and "--worker=all" in gcloud

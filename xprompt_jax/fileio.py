@@ -17,6 +17,7 @@ import io
 import json
 import logging
 import os
+import re
 import uuid
 from typing import Any, Mapping, Optional, Union
 
@@ -75,6 +76,25 @@ def jsonable_loose(obj: Any) -> Any:
     that may hold objects, e.g. a gin-configured module)."""
     return json.loads(json.dumps(obj, default=lambda o: (
         to_jsonable(o) if isinstance(o, (np.generic, np.ndarray, jax.Array)) else str(o))))
+
+
+# ----------------------------------------------------------------------------- names
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
+
+
+def check_name(name: Any, what: str) -> str:
+    """`name` if it may become a file name and a gin comment: 1-128 of letters, digits,
+    `_ . + -`, starting with a letter or digit, no '..' (so no path separators, newlines,
+    quotes or shell characters). Raises ConfigError naming `what` (the names of prompts
+    and tasks come from data and settings that other people write)."""
+    from .errors import ConfigError
+
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or ".." in name:
+        shown = repr(name)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        raise ConfigError(f"{what} {shown} is not a valid name: use 1-128 letters, digits, "
+                          "'_', '.', '+' or '-', starting with a letter or digit")
+    return name
 
 
 # ----------------------------------------------------------------------------- writes
