@@ -500,3 +500,86 @@ def test_tpu_pod_script_runs_nothing_from_its_arguments(tmp_path):
     gcloud = _argv(tmp_path / "gcloud.argv")
     assert gcloud[:6] == ["compute", "tpus", "tpu-vm", "ssh", "tpu", "--zone=zone"]
     assert "--project=p $(x)" in gcloud and "--worker=all" in gcloud
+
+
+# ----------------------------------------------------------------------------- bombs
+def _peak_bytes(fn):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        result = fn()
+    except Exception as e:  # noqa: BLE001 - returned to the test
+        result = e
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return result, peak
+
+
+def test_an_mrqa_gzip_bomb_is_streamed_within_a_stated_bound(tmp_path, monkeypatch):
+    import gzip
+
+    from xprompt_jax.tasks import mrqa
+
+    monkeypatch.setattr(mrqa, "MAX_LINE_CHARS", 1 << 20)  # 1 MiB lines, for a fast test
+    size = 32 << 20  # inflates to 32 MiB
+    one_line = tmp_path / "one_line.jsonl.gz"
+    with gzip.open(one_line, "wb", compresslevel=9) as f:
+        f.write(b'{"context": "' + b"a" * size + b'"}\n')
+    blank_lines = tmp_path / "blank_lines.jsonl.gz"
+    with gzip.open(blank_lines, "wb", compresslevel=9) as f:
+        f.write(b'{"header": {"dataset": "SQuAD"}}\n' + (b" " * 65535 + b"\n") * (size >> 16))
+    assert one_line.stat().st_size < 200_000 and blank_lines.stat().st_size < 200_000
+
+    error, peak = _peak_bytes(lambda: mrqa.read_mrqa(str(one_line)))
+    assert isinstance(error, mrqa.MRQAFormatError) and f"{one_line}:1: line longer" in str(error)
+    assert peak < 12 << 20, peak  # whole-file decompression held >= 2 x 32 MiB
+    result, peak = _peak_bytes(lambda: mrqa.read_mrqa(str(blank_lines)))
+    assert result == [] and peak < 12 << 20, peak
+
+
+def test_infer_requests_are_streamed_capped_and_echoes_cut(tmp_path, monkeypatch):
+    import json
+
+    from xprompt_jax.runs import infer
+
+    monkeypatch.setattr(infer, "MAX_LINE_CHARS", 4096)
+    path = tmp_path / "requests.jsonl"
+    huge_name = "p" * 50_000
+    with open(path, "w") as f:
+        f.write(json.dumps({"prompt": "world_rte", "premise": "x" * 10_000}) + "\n")
+        f.write(json.dumps({"prompt": huge_name[:3000], "premise": "x"}) + "\n")
+        f.write(json.dumps({"task": huge_name[:3000]}) + "\n")
+        f.write(json.dumps({"prompt": "world_rte", "premise": "a", "hypothesis": "b"}) + "\n")
+    items = list(infer.iter_requests(str(path), ["world_rte"], {"world_rte": "world_rte"}))
+    assert [(n, name) for n, name, _ in items] == [(1, None), (2, None), (3, None),
+                                                  (4, "world_rte")]
+    assert items[0][2] == "line 1: longer than 4096 characters; skipped unread"
+    for _, _, message in items[1:3]:
+        assert "(3002 characters)" in message and len(message) < 250
+    assert items[3][2]["hypothesis"] == "b"
+
+    # one line at a time: 30 000 requests of about 720 B (21 MB) are read in a few KB
+    many = tmp_path / "many.jsonl"
+    line = json.dumps({"prompt": "world_rte", "premise": "m" * 650, "hypothesis": "h"})
+    many.write_text((line + "\n") * 30_000)
+
+    def count():
+        return sum(1 for _ in infer.iter_requests(str(many), ["world_rte"],
+                                                  {"world_rte": "world_rte"}))
+
+    result, peak = _peak_bytes(count)
+    assert result == 30_000 and peak < 1 << 20, peak
+
+
+def test_a_resumed_data_position_is_validated():
+    from xprompt_jax.errors import CheckpointError
+    from xprompt_jax.training.trainer import resume_position
+
+    assert resume_position({"data": {"position": 4, "seed": 0}}, 4, "step 4") == 4
+    assert resume_position({}, 6, "step 6") == 6  # older checkpoints: one batch a step
+    for bad in (10 ** 18, -1, 5, 2.0, "3", True, None, [4]):
+        with pytest.raises(CheckpointError, match=r"step 4 in /c: meta field 'data.position'"):
+            resume_position({"data": {"position": bad}}, 4, "step 4 in /c")
+    with pytest.raises(CheckpointError, match="meta field 'data'"):
+        resume_position({"data": [1]}, 4, "step 4 in /c")
