@@ -583,3 +583,81 @@ def test_a_resumed_data_position_is_validated():
             resume_position({"data": {"position": bad}}, 4, "step 4 in /c")
     with pytest.raises(CheckpointError, match="meta field 'data'"):
         resume_position({"data": [1]}, 4, "step 4 in /c")
+
+
+# ----------------------------------------------------------------------------- permissions
+def test_the_benchmark_compilation_cache_is_private_and_not_in_its_output(tmp_path,
+                                                                          monkeypatch):
+    import stat
+    import sys
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    sys.modules.pop("quality", None)
+    import quality
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    output = tmp_path / "shared_output" / "fewshot16" / "world_rte" / "pt" / "seed0"
+    cache = quality.run_env(str(output))["JAX_COMPILATION_CACHE_DIR"]
+    assert cache == str(tmp_path / "cache" / "xprompt_jax" / "jax_cache")
+    assert stat.S_IMODE(os.stat(cache).st_mode) == 0o700
+    assert not (tmp_path / "shared_output").exists()
+    # a cache folder others can write (or a planted symlink) is refused, never used
+    os.chmod(cache, 0o777)
+    with pytest.raises(RuntimeError, match="nobody else can write"):
+        quality.run_env(str(output))
+    os.rmdir(cache)
+    os.symlink(tmp_path / "shared_output", cache)
+    with pytest.raises(RuntimeError, match="nobody else can write"):
+        quality.run_env(str(output))
+    # the user's own choice is kept
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "mine"))
+    assert quality.run_env(str(output))["JAX_COMPILATION_CACHE_DIR"] == str(tmp_path / "mine")
+
+
+def test_files_we_write_follow_the_umask(tmp_path):
+    import stat
+
+    from xprompt_jax import fileio
+    from xprompt_jax.training import run_lock
+
+    old = os.umask(0o077)
+    try:
+        fileio.write_text_atomic(tmp_path / "report.md", "x")
+        fileio.save_npy_atomic(tmp_path / "prompt.npy", [1.0])
+        run_lock.acquire(str(tmp_path))
+        modes = {name: stat.S_IMODE(os.stat(tmp_path / name).st_mode)
+                 for name in ("report.md", "prompt.npy", "run.lock")}
+        run_lock.release(str(tmp_path))
+        os.umask(0o022)
+        fileio.write_text_atomic(tmp_path / "shared.md", "x")
+        shared = stat.S_IMODE(os.stat(tmp_path / "shared.md").st_mode)
+    finally:
+        os.umask(old)
+    assert modes == {"report.md": 0o600, "prompt.npy": 0o600, "run.lock": 0o600}
+    assert shared == 0o644  # the default umask: readable by others (docs/security.md)
+
+
+def test_the_t5x_environment_pins_what_the_docs_say_and_checks_the_snapshots():
+    import re
+
+    ci = (ROOT / ".ci" / "run").read_text()
+    installs = re.findall(r'"\$venv/bin/pip" install (.*)', ci)
+    registry = [line for line in installs if "--no-deps" not in line and "-U pip" not in line]
+    assert registry and all("-c \"$ROOT/.ci/t5x_constraints.txt\"" in line
+                            for line in registry), registry
+    assert 'sha256sum -c --quiet "$ROOT/.ci/t5x_sources.sha256"' in ci
+    hashes = (ROOT / ".ci" / "t5x_sources.sha256").read_text().split()
+    assert sorted(hashes[1::2]) == ["airio.tar.gz", "jestimator.tar.gz", "t5x.tar.gz"]
+    assert all(re.fullmatch(r"[0-9a-f]{64}", h) for h in hashes[0::2])
+    pins = dict(line.split("==") for line in
+                (ROOT / ".ci" / "t5x_constraints.txt").read_text().splitlines()
+                if line and not line.startswith("#"))
+    pins = {name.lower().replace("_", "-"): version for name, version in pins.items()}
+    doc = " ".join((ROOT / "docs" / "t5x.md").read_text().split())
+    said = re.search(r"This resolves to (.*?)\.\s", doc).group(1)
+    stated = re.findall(r"([a-z][a-z0-9/-]*) (\d[\w.]*)", said)
+    assert len(stated) >= 9, said
+    for names, version in stated:
+        for name in names.split("/"):
+            assert pins.get(name) == version, (name, version, pins.get(name))
