@@ -661,3 +661,25 @@ def test_the_t5x_environment_pins_what_the_docs_say_and_checks_the_snapshots():
     for names, version in stated:
         for name in names.split("/"):
             assert pins.get(name) == version, (name, version, pins.get(name))
+
+
+def test_appended_logs_and_adapter_files_are_not_written_through_symlinks(tmp_path):
+    import numpy as np
+
+    from xprompt_jax.checkpoints import peft_adapter
+    from xprompt_jax.training.run_logging import append_log_line
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "train.log").symlink_to(victim)
+    with pytest.raises(OSError):
+        append_log_line(str(run), "started")
+    out = tmp_path / "adapter"
+    out.mkdir()
+    for name in (peft_adapter.ADAPTER_CONFIG, peft_adapter.ADAPTER_SAFETENSORS):
+        (out / name).symlink_to(victim)
+    files = peft_adapter.write_peft_adapter(str(out), np.ones((2, 4), np.float32))
+    assert victim.read_text() == "precious\n"
+    assert not any(os.path.islink(p) for p in files.values())

@@ -219,6 +219,19 @@ def write_text_atomic(path: PathLike, text: str) -> epath.Path:
     return _write(path, "w", lambda f: f.write(text))
 
 
+def write_bytes_atomic(path: PathLike, data: bytes) -> epath.Path:
+    """`data` to `path`, atomically."""
+    return _write(path, "wb", lambda f: f.write(data))
+
+
+def open_append(path: PathLike):
+    """A local text file opened for appending (created if missing, with the mode the
+    umask gives); a symlink planted at `path` is refused (OSError), never written
+    through."""
+    fd = os.open(os.fspath(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW, 0o666)
+    return os.fdopen(fd, "a")
+
+
 def write_json_atomic(path: PathLike, obj: Any) -> epath.Path:
     """`obj` (`to_jsonable`) as indented, key-sorted JSON to `path`, atomically."""
     return _write(path, "w", lambda f: json.dump(to_jsonable(obj), f, indent=2,
