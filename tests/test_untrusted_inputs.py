@@ -683,3 +683,17 @@ def test_appended_logs_and_adapter_files_are_not_written_through_symlinks(tmp_pa
     files = peft_adapter.write_peft_adapter(str(out), np.ones((2, 4), np.float32))
     assert victim.read_text() == "precious\n"
     assert not any(os.path.islink(p) for p in files.values())
+
+
+def test_a_symlinked_orbax_checkpoints_folder_is_refused_by_a_writer(tmp_path):
+    from xprompt_jax.errors import CheckpointError
+    from xprompt_jax.training.checkpointing import RunCheckpointer
+
+    victim = tmp_path / "someone_elses_run" / "checkpoints"
+    (victim / "7.orbax-checkpoint-tmp").mkdir(parents=True)  # their save in progress
+    model_dir = tmp_path / "run"
+    model_dir.mkdir()
+    (model_dir / "checkpoints").symlink_to(victim, target_is_directory=True)
+    with pytest.raises(CheckpointError, match="checkpoints is a symlink"):
+        RunCheckpointer(model_dir, keep=1)
+    assert os.listdir(victim) == ["7.orbax-checkpoint-tmp"]

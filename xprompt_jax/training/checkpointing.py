@@ -318,6 +318,11 @@ class RunCheckpointer:
         self.read_only = read_only
         self._local = is_local(self.model_dir)
         self._warned_no_params = False
+        if not read_only and self._local and os.path.islink(self.checkpoints_dir):
+            # orbax deletes pruned steps and unfinished saves there: never through a link
+            raise CheckpointError(f"{self.checkpoints_dir} is a symlink; a run deletes old "
+                                  "checkpoints in it, so it must be a real folder (point "
+                                  "MODEL_DIR at the other disk instead)")
         if read_only and not self.checkpoints_dir.exists():
             self._manager = None
         else:
