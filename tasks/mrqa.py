@@ -76,42 +76,84 @@ def squad_task_name() -> str:
     return f"{FAMILY}_squad_v110"
 
 
-def _open_text(path: str):
-    raw = tf.io.gfile.GFile(path, "rb").read()
-    if path.endswith(".gz"):
-        raw = gzip.decompress(raw)
-    return io.StringIO(raw.decode("utf-8"))
+# The longest line read (characters): a context of the MRQA files is a few KB to a few
+# hundred KB. Files are streamed (gzip decompressed as read), so reading holds one line
+# and the examples kept, never the whole decompressed file: a small `.gz` that inflates to
+# gigabytes (a decompression bomb) is refused at its first over-long line, or read line by
+# line within this bound.
+MAX_LINE_CHARS = 16 * 1024 * 1024
+
+
+class _RawGFile(io.RawIOBase):
+    """A `tf.io.gfile.GFile` (local or gs://) as a raw stream, for gzip and io wrappers."""
+
+    def __init__(self, f):
+        super().__init__()
+        self._f = f
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._f.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
+
+
+def _lines(path: str):
+    """(line number, text) of an MRQA file, streamed; MRQAFormatError for a line over
+    MAX_LINE_CHARS."""
+    raw = io.BufferedReader(_RawGFile(tf.io.gfile.GFile(path, "rb")), 1 << 20)
+    stream = gzip.GzipFile(fileobj=raw, mode="rb") if path.endswith(".gz") else raw
+    with raw, stream, io.TextIOWrapper(stream, encoding="utf-8") as text:
+        lineno = 0
+        while True:
+            line = text.readline(MAX_LINE_CHARS + 1)
+            if not line:
+                return
+            lineno += 1
+            if len(line) > MAX_LINE_CHARS:
+                raise MRQAFormatError(f"{path}:{lineno}: line longer than {MAX_LINE_CHARS} "
+                                      "characters (not an MRQA file, or a decompression "
+                                      "bomb); refusing to read on")
+            yield lineno, line
 
 
 def read_mrqa(path: str, split: str = "") -> List[Dict[str, Any]]:
     """One example per question of an MRQA ``.jsonl[.gz]`` file (file order)."""
     del split
     out: List[Dict[str, Any]] = []
-    with _open_text(path) as f:
-        for lineno, line in enumerate(f, start=1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise MRQAFormatError(f"{path}:{lineno}: not JSON ({e})") from e
-            if "header" in record:
-                continue
-            if "context" not in record or "qas" not in record:
-                raise MRQAFormatError(f"{path}:{lineno}: expected fields 'context' and "
-                                      f"'qas', got {sorted(record)}")
-            for j, qa in enumerate(record["qas"]):
-                if "question" not in qa:
-                    raise MRQAFormatError(f"{path}:{lineno}: qas[{j}] has no 'question'")
-                answers = [str(a) for a in qa.get("answers") or []]
-                if not answers:
-                    answers = [str(d["text"]) for d in qa.get("detected_answers") or []
-                               if "text" in d]
-                out.append({"id": str(qa.get("qid", qa.get("id", f"{lineno}-{j}"))),
-                            "question": str(qa["question"]),
-                            "context": str(record["context"]),
-                            "answers": answers})
+    for lineno, line in _lines(path):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise MRQAFormatError(f"{path}:{lineno}: not JSON ({e})") from e
+        if not isinstance(record, dict):
+            raise MRQAFormatError(f"{path}:{lineno}: expected a JSON object, got "
+                                  f"{type(record).__name__}")
+        if "header" in record:
+            continue
+        if "context" not in record or "qas" not in record:
+            raise MRQAFormatError(f"{path}:{lineno}: expected fields 'context' and "
+                                  f"'qas', got {sorted(record)[:10]}")
+        for j, qa in enumerate(record["qas"]):
+            if not isinstance(qa, dict) or "question" not in qa:
+                raise MRQAFormatError(f"{path}:{lineno}: qas[{j}] has no 'question'")
+            answers = [str(a) for a in qa.get("answers") or []]
+            if not answers:
+                answers = [str(d["text"]) for d in qa.get("detected_answers") or []
+                           if isinstance(d, dict) and "text" in d]
+            out.append({"id": str(qa.get("qid", qa.get("id", f"{lineno}-{j}"))),
+                        "question": str(qa["question"]),
+                        "context": str(record["context"]),
+                        "answers": answers})
     return out
 
 

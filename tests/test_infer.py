@@ -62,7 +62,8 @@ def _run(tmp_path, prompts, requests, tag, mode="rank_classification"):
 
 
 @pytest.mark.slow
-def test_mixed_prompt_batches_answer_as_each_prompt_alone(tmp_path):
+def test_mixed_prompt_batches_answer_as_each_prompt_alone(tmp_path, monkeypatch):
+    monkeypatch.setattr(infer, "CHUNK_LINES", 3)  # answered 3 lines at a time, as streamed
     rng = np.random.RandomState(0)
     files = {}
     for name in ("p0", "p1"):

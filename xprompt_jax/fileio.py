@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
-import time
-from typing import Any, Mapping, Union
+import re
+import uuid
+from typing import Any, Mapping, Optional, Union
 
 import jax
 import numpy as np
 from etils import epath
 
 PathLike = Union[str, os.PathLike]
+logger = logging.getLogger("xprompt_jax")
 
 
 # ----------------------------------------------------------------------------- processes
@@ -75,6 +78,25 @@ def jsonable_loose(obj: Any) -> Any:
         to_jsonable(o) if isinstance(o, (np.generic, np.ndarray, jax.Array)) else str(o))))
 
 
+# ----------------------------------------------------------------------------- names
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
+
+
+def check_name(name: Any, what: str) -> str:
+    """`name` if it may become a file name and a gin comment: 1-128 of letters, digits,
+    `_ . + -`, starting with a letter or digit, no '..' (so no path separators, newlines,
+    quotes or shell characters). Raises ConfigError naming `what` (the names of prompts
+    and tasks come from data and settings that other people write)."""
+    from .errors import ConfigError
+
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or ".." in name:
+        shown = repr(name)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        raise ConfigError(f"{what} {shown} is not a valid name: use 1-128 letters, digits, "
+                          "'_', '.', '+' or '-', starting with a letter or digit")
+    return name
+
+
 # ----------------------------------------------------------------------------- writes
 def fsync(f) -> None:
     try:
@@ -84,29 +106,130 @@ def fsync(f) -> None:
         pass  # non-local file systems: the backend's close semantics apply
 
 
+def is_local(path: PathLike) -> bool:
+    """Whether `path` is on a local filesystem (not `gs://...` or another URL scheme)."""
+    return "://" not in str(path)
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def open_exclusive(path: PathLike, mode: str = "w"):
+    """A new local file opened for writing: created here (`O_CREAT | O_EXCL`, so nothing
+    that exists at `path`, a planted symlink included, is opened or followed), with the
+    mode the user's umask gives."""
+    fd = os.open(os.fspath(path), os.O_CREAT | os.O_EXCL | os.O_WRONLY | _NOFOLLOW, 0o666)
+    return os.fdopen(fd, mode)
+
+
 def _tmp(path: epath.Path) -> epath.Path:
-    return path.parent / f".{path.name}.tmp-{os.getpid()}-{time.time_ns()}"
+    """A fresh temporary name beside `path` (random: not guessable in advance)."""
+    return path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex}"
 
 
 def _write(path: PathLike, mode: str, write) -> epath.Path:
+    """Writes a temporary file beside `path` and renames it into place: a kill leaves the
+    old file whole. Locally the temporary is created exclusively (never a file or symlink
+    planted under its name) and the rename replaces a symlink at `path` itself, never the
+    file it points to."""
     path = epath.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
+    local = is_local(path)
+    for _ in range(100):
+        tmp = _tmp(path)
+        try:
+            f = open_exclusive(tmp, mode) if local else tmp.open(mode)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(f"could not create a temporary file beside {path}")
     try:
-        with tmp.open(mode) as f:
+        with f:
             write(f)
             fsync(f)
         tmp.replace(path)
     except BaseException:
-        if tmp.exists():
+        if os.path.lexists(tmp) if local else tmp.exists():
             tmp.unlink()
         raise
     return path
 
 
+# ----------------------------------------------------------------------------- deletes
+def symlink_below(root: PathLike, path: PathLike) -> Optional[str]:
+    """The first symlink among `path` and its folders strictly below `root` (None if none,
+    or not local). `root` itself is the user's choice and may be a link."""
+    if not is_local(path):
+        return None
+    root, path = os.path.abspath(os.fspath(root)), os.path.abspath(os.fspath(path))
+    rel = os.path.relpath(path, root)
+    if rel == os.curdir:
+        return None
+    if rel.split(os.sep)[0] == os.pardir:
+        raise ValueError(f"{path} is not below {root}")
+    current = root
+    for part in rel.split(os.sep):
+        current = os.path.join(current, part)
+        if os.path.islink(current):
+            return current
+    return None
+
+
+def remove_written_dir(directory: PathLike, root: PathLike) -> bool:
+    """Deletes `directory`, a folder of plain files this library wrote below `root`.
+
+    Nothing is deleted through a symlink: when `directory` or a folder between `root` and
+    it is a symlink, or `directory` holds anything but plain files (a sub-folder: not a
+    folder we wrote), it is left as it is with a warning and False is returned. Files are
+    removed by name (a symlink among them is removed itself, never its target), then the
+    folder. Non-local paths (`gs://`, no symlinks there) are removed recursively."""
+    if not is_local(directory):
+        path = epath.Path(directory)
+        if path.exists():
+            path.rmtree()
+        return True
+    link = symlink_below(root, directory)
+    if link is not None:
+        logger.warning("not deleting %s: %s is a symlink (only files written here are "
+                       "deleted, never through a link)", directory, link)
+        return False
+    directory = os.fspath(directory)
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return True
+    dirs = [n for n in names if os.path.isdir(os.path.join(directory, n))
+            and not os.path.islink(os.path.join(directory, n))]
+    if dirs:
+        logger.warning("not deleting %s: it holds folders (%s), which this library does "
+                       "not write there", directory, ", ".join(sorted(dirs)[:3]))
+        return False
+    for name in names:
+        try:
+            os.unlink(os.path.join(directory, name))
+        except FileNotFoundError:
+            pass
+    os.rmdir(directory)
+    return True
+
+
 def write_text_atomic(path: PathLike, text: str) -> epath.Path:
     """`text` to `path`, atomically."""
     return _write(path, "w", lambda f: f.write(text))
+
+
+def write_bytes_atomic(path: PathLike, data: bytes) -> epath.Path:
+    """`data` to `path`, atomically."""
+    return _write(path, "wb", lambda f: f.write(data))
+
+
+def open_append(path: PathLike):
+    """A local text file opened for appending (created if missing, with the mode the
+    umask gives); a symlink planted at `path` is refused (OSError), never written
+    through."""
+    fd = os.open(os.fspath(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW, 0o666)
+    return os.fdopen(fd, "a")
 
 
 def write_json_atomic(path: PathLike, obj: Any) -> epath.Path:

@@ -4,6 +4,13 @@
 (comma-separated), and `--gin.NAME=VALUE` (rewritten to a binding `NAME = VALUE`, as T5X's
 `gin_utils.rewrite_gin_args` does). The package's own `gin/` directory is always on the
 search path. Errors name the file or binding at fault.
+
+Lookup order: the user's `--gin_search_paths`, then the package's `gin/`, then (last) the
+working directory. gin itself tries the working directory first, for `--gin_file` and for
+every `include`; gin can call any registered function, so a file planted in a shared
+working directory (say `prompts/uniform.gin`) would run inside an ordinary run. With the
+working directory last, every `include` of our own files resolves in our folder. A
+`--gin_file` written as a location (absolute, `./x.gin`, `../x.gin`) is read as named.
 """
 
 from __future__ import annotations
@@ -59,15 +66,43 @@ def rewrite_gin_args(argv: Sequence[str]) -> List[str]:
     return out
 
 
+def _names_location(path: str) -> bool:
+    """Whether a `--gin_file` value names a location (absolute, `./x`, `../x`) rather than
+    a name to look up in the search paths."""
+    return os.path.isabs(path) or path.split(os.sep)[0] in (os.curdir, os.pardir) or (
+        os.altsep is not None and path.split(os.altsep)[0] in (os.curdir, os.pardir))
+
+
 def _resolve(path: str, search_paths: Sequence[str]) -> str:
-    if os.path.exists(path):
-        return path
-    for base in search_paths:
-        candidate = os.path.join(base, path)
-        if os.path.exists(candidate):
-            return candidate
-    raise GinConfigError(f"gin file {path!r} not found (searched: current directory, "
-                         f"{', '.join(search_paths) or 'no search paths'})")
+    """The file a `--gin_file` value means: a location as named; else the first search
+    path holding it, the working directory last."""
+    if _names_location(path):
+        if os.path.exists(path):
+            return os.path.abspath(path)
+    else:
+        for base in search_paths:
+            candidate = os.path.join(base, path)
+            if os.path.exists(candidate):
+                return os.path.abspath(candidate)
+        if os.path.exists(path):
+            return os.path.abspath(path)
+    raise GinConfigError(f"gin file {path!r} not found (searched: "
+                         f"{', '.join(search_paths) or 'no search paths'}, then the current "
+                         "directory)")
+
+
+def search_working_dir_last(search_paths: Sequence[str] = ()) -> List[str]:
+    """Makes gin look up `include`d files in `search_paths` first (in order), then in the
+    search paths added before, and in the working directory last; returns the order.
+
+    gin keeps one process-wide list whose first entry, '', is the working directory."""
+    from gin import config as gin_config
+
+    prefixes = gin_config._LOCATION_PREFIXES  # pylint: disable=protected-access
+    first = [os.path.abspath(p) for p in search_paths if p]
+    rest = [p for p in prefixes if p and os.path.abspath(p) not in first]
+    prefixes[:] = list(dict.fromkeys(first)) + rest + [""]
+    return list(prefixes)
 
 
 class _QuietSearchMisses(logging.Filter):
@@ -94,8 +129,7 @@ def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = (),
 
 def _parse_gin(gin_files, gin_bindings, gin_search_paths, finalize) -> None:
     search_paths = [p for p in gin_search_paths if p] + default_search_paths()
-    for path in search_paths:
-        gin.add_config_file_search_path(path)
+    search_working_dir_last(search_paths)
     for gin_file in gin_files:
         resolved = _resolve(gin_file, search_paths)
         try:

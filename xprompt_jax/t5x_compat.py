@@ -31,7 +31,15 @@ import os
 import re
 from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
+from . import gin_utils
+
 logger = logging.getLogger(__name__)
+
+# t5x/train.py adds the search paths after gin's first entry, the working directory, so an
+# `include` of ours would be read from the working directory first. Our top-level
+# gin/t5x files import this module before their first include: from then on the working
+# directory is searched last.
+gin_utils.search_working_dir_last()
 
 # Every logical axis name our prompt modules use (prompts/, xprompt/): all replicated.
 PROMPT_AXIS_NAMES: Tuple[str, ...] = ("prompt", "prompt_embed", "prompt_pieces",

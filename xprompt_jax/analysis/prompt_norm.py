@@ -16,6 +16,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
+from ..fileio import open_append
+
 NORM_JSONL = "prompt_mean_norm.jsonl"
 NORM_PNG = "prompt_mean_norm.png"
 
@@ -34,7 +36,7 @@ class PromptNormRecorder:
 
     def write(self, model_dir: str) -> str:
         path = os.path.join(model_dir, NORM_JSONL)
-        with open(path, "a") as f:
+        with open_append(path) as f:
             for s, v in zip(self.steps, self.values):
                 f.write(json.dumps({"step": s, "prompt_mean_norm": v}) + "\n")
         self.steps, self.values = [], []

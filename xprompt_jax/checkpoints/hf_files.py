@@ -107,7 +107,7 @@ def _read_index(index_file: str) -> Tuple[Dict[str, np.ndarray], str]:
         read, layout = _reader_for(shard)
         if read is None:
             raise ValueError(f"{index_file}: unknown shard file type {shard!r}")
-        shard_path = paths.join(base, shard)
+        shard_path = paths.inside(base, shard, f"{index_file}: weight_map shard")
         if not paths.exists(shard_path):
             raise FileNotFoundError(f"{index_file} names shard {shard_path}, which does not exist")
         out.update(read(shard_path))

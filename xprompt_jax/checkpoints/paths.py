@@ -84,3 +84,31 @@ def read_text(path: str) -> str:
 
 def absolute(path: str) -> str:
     return path if is_remote(path) else os.path.abspath(local(path))
+
+
+def inside(base: str, name: str, what: str) -> str:
+    """`base`/`name`, where `name` comes from a file someone else made (a checkpoint's
+    recorded array path, a shard of an `.index.json`): refused with a CheckpointError
+    naming `what` (the file and key) unless it stays inside `base`. `name` must be
+    relative without '..'; locally, the path with symlinks resolved must lie inside the
+    resolved `base` (a symlink in the folder cannot lead out of it)."""
+    from ..errors import CheckpointError
+
+    def refuse(why: str):
+        raise CheckpointError(f"{what} = {name!r} {why}; refusing to read outside the "
+                              f"checkpoint folder {base}")
+
+    if not isinstance(name, str) or not name.strip("/"):
+        refuse("is not a file name")
+    if name.startswith(("/", "\\")) or os.path.isabs(name) or "://" in name \
+            or re.match(r"^[A-Za-z]:", name):
+        refuse("is an absolute path")
+    if ".." in re.split(r"[/\\]", name):
+        refuse("climbs out with '..'")
+    target = join(base, name)
+    if not is_remote(base):
+        real_base = os.path.realpath(local(base))
+        real = os.path.realpath(target)
+        if os.path.commonpath([real_base, real]) != real_base:
+            refuse(f"leads out of the folder (to {real})")
+    return target

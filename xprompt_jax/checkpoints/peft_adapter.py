@@ -30,6 +30,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from ..errors import CheckpointError
+from ..fileio import write_bytes_atomic, write_text_atomic
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_SAFETENSORS = "adapter_model.safetensors"
@@ -105,9 +106,10 @@ def write_peft_adapter(directory: str, prompt, *, base_model_name_or_path: Optio
     config = adapter_config(prompt.shape[0], prompt.shape[1],
                             base_model_name_or_path=base_model_name_or_path,
                             num_attention_heads=num_attention_heads, num_layers=num_layers)
-    st_numpy.save_file({WEIGHT_KEY: prompt}, files["adapter_weights"], metadata={"format": "pt"})
-    with open(files["adapter_config"], "w") as f:
-        json.dump(config, f, indent=2, sort_keys=True)
+    # through temporaries renamed into place: never written through a planted symlink
+    write_bytes_atomic(files["adapter_weights"],
+                       st_numpy.save({WEIGHT_KEY: prompt}, metadata={"format": "pt"}))
+    write_text_atomic(files["adapter_config"], json.dumps(config, indent=2, sort_keys=True))
     return files
 
 

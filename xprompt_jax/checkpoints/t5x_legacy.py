@@ -10,6 +10,12 @@ and a `gfile` / `file` / `gcs` kvstore driver; we re-root it at the directory th
 file is in now (`file` driver locally, `gcs` for `gs://bucket/...`). Recorded absolute
 paths (another machine or bucket) keep only their last component.
 
+A checkpoint may come from someone else, so a spec is checked before TensorStore sees it:
+only the keys T5X writes (`driver`, `kvstore`, `path`, `metadata`, `dtype`), an array
+driver of `ARRAY_DRIVERS` and a kvstore driver of `KVSTORE_DRIVERS`; the array path must
+stay inside the checkpoint's folder (relative, no '..', no symlink leading out; a
+top-level `path` must be relative). Anything else is refused naming the key.
+
 t5x is not imported: the file is decoded with `flax.serialization.msgpack_restore`.
 """
 
@@ -27,6 +33,11 @@ from . import placement
 from . import tree as tree_lib
 
 Path = Tuple[str, ...]
+
+ARRAY_DRIVERS = ("zarr", "zarr3", "n5")
+KVSTORE_DRIVERS = ("file", "gfile", "gcs")
+SPEC_KEYS = ("driver", "kvstore", "path", "metadata", "dtype")
+_KVSTORE_KEYS = ("driver", "path", "bucket")
 
 
 def is_tensorstore_spec(x) -> bool:
@@ -61,22 +72,70 @@ def _recorded_name(spec: Mapping) -> Tuple[str, bool]:
     return rel.rstrip("/"), absolute
 
 
-def resolve_spec(spec: Mapping, checkpoint_dir: str) -> Dict[str, Any]:
-    """A T5X TensorStore spec re-rooted at `checkpoint_dir` (see module docstring)."""
+def check_spec(spec: Mapping, where: str) -> None:
+    """Refuses (CheckpointError naming `where` and the key) a spec with keys, drivers or a
+    top-level path that T5X does not write."""
+    from ..errors import CheckpointError
+
+    def refuse(key: str, value, why: str):
+        raise CheckpointError(f"{where}: TensorStore spec key {key!r} = {value!r} {why}")
+
+    for key in spec:
+        if key not in SPEC_KEYS:
+            refuse(key, spec[key], f"is not allowed (allowed keys: {', '.join(SPEC_KEYS)})")
+    if spec.get("driver") not in ARRAY_DRIVERS:
+        refuse("driver", spec.get("driver"),
+               f"is not allowed (allowed drivers: {', '.join(ARRAY_DRIVERS)})")
+    kv = spec.get("kvstore")
+    if isinstance(kv, str):
+        if not kv.startswith(("file://", "gs://")):
+            refuse("kvstore", kv, "is not a file:// or gs:// location")
+    elif isinstance(kv, Mapping):
+        for key in kv:
+            if key not in _KVSTORE_KEYS:
+                refuse(f"kvstore.{key}", kv[key], "is not allowed")
+        if kv.get("driver") not in KVSTORE_DRIVERS:
+            refuse("kvstore.driver", kv.get("driver"),
+                   f"is not allowed (allowed: {', '.join(KVSTORE_DRIVERS)})")
+        if kv.get("path") is not None and not isinstance(kv.get("path"), str):
+            refuse("kvstore.path", kv.get("path"), "is not a string")
+    elif kv is not None:
+        refuse("kvstore", kv, "is not a kvstore")
+    top = spec.get("path")
+    if top is not None:
+        if not isinstance(top, str):
+            refuse("path", top, "is not a string")
+        if top.startswith("/") or "://" in top:
+            refuse("path", top, "is an absolute path (T5X records it relative to the "
+                   "checkpoint folder)")
+
+
+def resolve_spec(spec: Mapping, checkpoint_dir: str, where: str = "") -> Dict[str, Any]:
+    """A T5X TensorStore spec re-rooted at `checkpoint_dir` (see module docstring);
+    `where` names the spec in errors (the file and parameter)."""
+    where = where or f"{checkpoint_dir}: a TensorStore spec"
+    check_spec(spec, where)
     spec = copy.deepcopy(dict(spec))
     rel, absolute = _recorded_name(spec)
-    spec.pop("path", None)
+    kv = spec.get("kvstore")
+    kv_path = kv if isinstance(kv, str) else (kv or {}).get("path")
+    top = spec.pop("path", None)
+    key = ("kvstore.path + path" if top and kv_path else "path" if top else
+           "kvstore" if isinstance(kv, str) else "kvstore.path")
     name = paths.basename(rel) if absolute else rel
+    what = f"{where}: TensorStore spec key {key!r} (the array's path)"
     gcs = paths.split_gcs(checkpoint_dir)
     if gcs is not None:
+        paths.inside(checkpoint_dir, name, what)
         bucket, prefix = gcs
         spec["kvstore"] = {"driver": "gcs", "bucket": bucket,
                            "path": posixpath.join(prefix, name)}
     else:
-        target = paths.join(paths.absolute(checkpoint_dir), name)
+        base = paths.absolute(checkpoint_dir)
+        target = paths.inside(base, name, what)
         if not absolute and not paths.exists(target):
             # a relative path with directories that are not there: fall back to the name
-            alt = paths.join(paths.absolute(checkpoint_dir), paths.basename(rel))
+            alt = paths.inside(base, paths.basename(rel), what)
             target = alt if paths.exists(alt) else target
         spec["kvstore"] = {"driver": "file", "path": target}
     return spec
@@ -107,7 +166,8 @@ def _open_leaves(flat: Mapping[Path, Any], checkpoint_dir: str) -> Dict[Path, _L
         name = tree_lib.path_str(p)
         if is_tensorstore_spec(x):
             import tensorstore as ts
-            spec = resolve_spec(x, checkpoint_dir)
+            spec = resolve_spec(x, checkpoint_dir,
+                                f"{paths.join(checkpoint_dir, 'checkpoint')}: {name}")
             futures[p] = (spec, ts.open(spec, read=True))
             out[p] = None  # keeps the order
         else:

@@ -16,7 +16,7 @@ import time
 from typing import Optional
 
 from ..errors import ConfigError
-from ..fileio import is_writer, write_text_atomic
+from ..fileio import is_writer, open_append, write_text_atomic
 
 logger = logging.getLogger("xprompt_jax")
 
@@ -67,7 +67,7 @@ def record_config(model_dir: str, config_text: str, resume_step: Optional[int],
                            resume_step, "; ".join(changes))
             write_text_atomic(os.path.join(model_dir, f"config.until_step_{resume_step}.gin"),
                               old)
-            with open(os.path.join(model_dir, CONFIG_CHANGES_FILE), "a") as f:
+            with open_append(os.path.join(model_dir, CONFIG_CHANGES_FILE)) as f:
                 f.write(json.dumps({"step": resume_step, "time": time.time(),
                                     "changes": changes}) + "\n")
     if is_writer():

@@ -48,8 +48,8 @@ from .. import gin_utils
 from ..analysis.param_counts import param_counts
 from ..analysis.prompt_similarity import plot_prompt_similarity
 from ..errors import ConfigError
-from ..fileio import (is_writer, jsonable_loose, save_npy_atomic, write_json_atomic,
-                      write_text_atomic)
+from ..fileio import (check_name, is_writer, jsonable_loose, save_npy_atomic,
+                      write_json_atomic, write_text_atomic)
 from ..models.prompted import projected_prompt
 from ..prompts import bank as bank_lib
 from ..prompts import initializers
@@ -237,6 +237,8 @@ def export_bank(model, variables: Mapping[str, Any], output_dir: str, *,
         raise ValueError(f"bank export: {type(bank.prompt).__name__} removes prompt positions "
                          "from attention, which a plain SoftPrompt can not express")
     names = list(prompt_names) if prompt_names else [f"prompt_{i}" for i in range(num)]
+    for i, name in enumerate(names):  # each becomes a file name and a gin comment line
+        check_name(name, f"bank export: prompt name #{i}")
     if len(names) != num or len(set(names)) != num:
         raise ValueError(f"bank export: {len(names)} prompt names {names} for a bank of "
                          f"{num} prompts (one distinct name each)")

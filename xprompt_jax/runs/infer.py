@@ -15,6 +15,11 @@ Predictions are written in input order, one line per request line: `{"line": n, 
 (not JSON, not an object, unknown prompt, a missing or non-text field) is reported with its
 line number and field, written as `{"line": n, "error": ...}` and skipped; every other line
 is still answered.
+
+The request file may come from someone else: it is streamed (CHUNK_LINES lines at a time
+are held and answered, the answers written on as they come), a line longer than
+MAX_LINE_CHARS is skipped as a bad line without being held, and a value echoed in an error
+(an unknown prompt or task name) is cut to ECHO_CHARS characters.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from .. import gin_utils
 from ..errors import ConfigError, DataError
@@ -39,6 +44,17 @@ from .prompt_files import bank_model_from_files
 logger = logging.getLogger("xprompt_jax")
 
 OPTIONAL_FIELDS = {"label": -1, "idx": 0}
+MAX_LINE_CHARS = 1 << 20      # a request line (characters); longer lines are skipped
+CHUNK_LINES = 8192            # request lines held and answered at a time
+ECHO_CHARS = 80               # the longest value repeated in an error message
+MAX_ERRORS_RETURNED = 100     # errors listed in infer()'s result (all are written)
+
+
+def shown(value: Any) -> str:
+    """`repr(value)`, cut to ECHO_CHARS characters (a value from a request line)."""
+    text = repr(value)
+    return text if len(text) <= ECHO_CHARS else f"{text[:ECHO_CHARS - 3]}... " \
+        f"({len(text)} characters)"
 
 
 class BadLine(ValueError):
@@ -133,48 +149,91 @@ class TaskInputs:
         return out
 
 
-def read_requests(path: str, names: Sequence[str], task_of: Mapping[str, str]):
-    """(good [(line, prompt name, request)], errors {line: message}) of a JSONL file."""
+def _lines(path: str) -> Iterator[Tuple[int, Optional[str]]]:
+    """(line number, text) of a text file, streamed; text is None for a line longer than
+    MAX_LINE_CHARS, whose rest is read past without being held."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        line_no = 0
+        while True:
+            text = f.readline(MAX_LINE_CHARS + 1)
+            if not text:
+                return
+            line_no += 1
+            if len(text) > MAX_LINE_CHARS and not text.endswith("\n"):
+                while text and not text.endswith("\n"):
+                    text = f.readline(MAX_LINE_CHARS)
+                yield line_no, None
+            else:
+                yield line_no, text
+
+
+def iter_requests(path: str, names: Sequence[str], task_of: Mapping[str, str]
+                  ) -> Iterator[Tuple[int, Optional[str], Any]]:
+    """(line, prompt name, request) per non-empty line of a JSONL file, streamed; a bad
+    line gives (line, None, its error message)."""
     by_task: Dict[str, List[str]] = {}
     for name in names:
         by_task.setdefault(task_of[name], []).append(name)
-    good, errors = [], {}
-    with open(path) as f:
-        for line_no, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
+    for line_no, text in _lines(path):
+        if text is not None and not text.strip():
+            continue
+        try:
+            if text is None:
+                raise BadLine(f"line {line_no}: longer than {MAX_LINE_CHARS} characters; "
+                              "skipped unread")
             try:
-                try:
-                    request = json.loads(text)
-                except json.JSONDecodeError as e:
-                    raise BadLine(f"line {line_no}: not valid JSON ({e.msg} at column "
-                                  f"{e.colno})") from None
-                if not isinstance(request, dict):
-                    raise BadLine(f"line {line_no}: expected a JSON object, got "
-                                  f"{type(request).__name__}")
-                name = request.get("prompt")
-                if name is None:
-                    task = request.get("task")
-                    if task is None:
-                        raise BadLine(f"line {line_no}: field 'prompt' (or 'task') missing")
-                    if task in task_of:
-                        name = task
-                    elif len(by_task.get(task, [])) == 1:
-                        name = by_task[task][0]
-                    elif task in by_task:
-                        raise BadLine(f"line {line_no}: field 'task': {task!r} has several "
-                                      f"prompts ({', '.join(by_task[task])}); name one in "
-                                      "'prompt'")
-                    else:
-                        raise BadLine(f"line {line_no}: field 'task': no prompt for task "
-                                      f"{task!r} (known: {', '.join(sorted(by_task))})")
-                if name not in task_of:
-                    raise BadLine(f"line {line_no}: field 'prompt': unknown prompt {name!r} "
-                                  f"(known: {', '.join(names)})")
-                good.append((line_no, name, request))
-            except BadLine as e:
-                errors[line_no] = str(e)
+                request = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise BadLine(f"line {line_no}: not valid JSON ({e.msg} at column "
+                              f"{e.colno})") from None
+            if not isinstance(request, dict):
+                raise BadLine(f"line {line_no}: expected a JSON object, got "
+                              f"{type(request).__name__}")
+            name = request.get("prompt")
+            if name is None:
+                task = request.get("task")
+                if task is None:
+                    raise BadLine(f"line {line_no}: field 'prompt' (or 'task') missing")
+                if isinstance(task, str) and task in task_of:
+                    name = task
+                elif isinstance(task, str) and len(by_task.get(task, [])) == 1:
+                    name = by_task[task][0]
+                elif isinstance(task, str) and task in by_task:
+                    raise BadLine(f"line {line_no}: field 'task': {task!r} has several "
+                                  f"prompts ({', '.join(by_task[task])}); name one in "
+                                  "'prompt'")
+                else:
+                    raise BadLine(f"line {line_no}: field 'task': no prompt for task "
+                                  f"{shown(task)} (known: {', '.join(sorted(by_task))})")
+            if not isinstance(name, str) or name not in task_of:
+                raise BadLine(f"line {line_no}: field 'prompt': unknown prompt {shown(name)} "
+                              f"(known: {', '.join(names)})")
+            yield line_no, name, request
+        except BadLine as e:
+            yield line_no, None, str(e)
+
+
+def read_requests(path: str, names: Sequence[str], task_of: Mapping[str, str]):
+    """(good [(line, prompt name, request)], errors {line: message}) of a JSONL file, all
+    held (`infer` streams `iter_requests` instead)."""
+    good, errors = [], {}
+    for line_no, name, item in iter_requests(path, names, task_of):
+        if name is None:
+            errors[line_no] = item
+        else:
+            good.append((line_no, name, item))
     return good, errors
+
+
+def _chunks(items: Iterator, size: int) -> Iterator[List]:
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def infer(run: RunConfig, *, input_path: str, output_path: str, prompts: Mapping[str, Any],
@@ -193,32 +252,40 @@ def infer(run: RunConfig, *, input_path: str, output_path: str, prompts: Mapping
     task_of = {n: t for n, _, t in spec}
     if not os.path.isfile(input_path):
         raise DataError(f"INFER_INPUT {input_path!r} does not exist")
-    good, errors = read_requests(input_path, names, task_of)
     tasks = {t: TaskInputs(t, run.feature_lengths) for t in dict.fromkeys(task_of.values())}
     if infer_mode == "rank_classification":
         for t in tasks.values():
             if t.label_strings_fn is None:
                 raise ConfigError(f"rank classification needs label strings for task "
                                   f"{t.name!r}; use INFER_MODE='generation'")
-    checked: Dict[str, List[Tuple[int, str, Dict[str, Any]]]] = {}
-    for line_no, name, request in good:
-        try:
-            fields = tasks[task_of[name]].check(line_no, request)
-        except BadLine as e:
-            errors[line_no] = str(e)
-            continue
-        checked.setdefault(task_of[name], []).append((line_no, name, fields))
-    for line_no in sorted(errors):
-        logger.error("%s: skipped %s", input_path, errors[line_no])
+    num_lines = sum(1 for _, text in _lines(input_path) if text is None or text.strip())
 
     model, trainable = bank_model_from_files(run.model, [f for _, f, _ in spec])
     frozen = load_frozen_model(model, run.frozen, run.feature_lengths, run.data.seed)
     variables = frozen.variables(trainable)
     config = EvalConfig(mode=infer_mode, batch_size=batch_size)
     prompt_id = {n: i for i, n in enumerate(names)}
-    answers: Dict[int, Dict[str, Any]] = {}
-    with frozen.activate(), progress_bar(sum(map(len, checked.values())), "infer: requests",
-                                         enabled=progress) as bar:
+    counts = {"answered": 0, "skipped": 0}
+    first_errors: List[str] = []
+
+    def answer(chunk) -> Dict[int, Dict[str, Any]]:
+        """{line: output record} of one chunk of request lines."""
+        out: Dict[int, Dict[str, Any]] = {}
+        checked: Dict[str, List[Tuple[int, str, Dict[str, Any]]]] = {}
+        for line_no, name, item in chunk:
+            if name is not None:
+                try:
+                    fields = tasks[task_of[name]].check(line_no, item)
+                    checked.setdefault(task_of[name], []).append((line_no, name, fields))
+                    continue
+                except BadLine as e:
+                    item = str(e)
+            out[line_no] = {"line": line_no, "error": item}
+            logger.error("%s: skipped %s", input_path, item)
+            counts["skipped"] += 1
+            bar.update(1)
+            if len(first_errors) < MAX_ERRORS_RETURNED:
+                first_errors.append(item)
         for task, rows in checked.items():
             examples = tasks[task].preprocess([r[2] for r in rows])
             evaluator = Evaluator(model, task, run.feature_lengths, config,
@@ -229,14 +296,27 @@ def infer(run: RunConfig, *, input_path: str, output_path: str, prompts: Mapping
                 progress=bar.update)
             labels = evaluator.rank_options()[0] if predictions.scores else None
             for i, (line_no, name, _) in enumerate(rows):
-                answer = {"prompt": name, "task": task, "prediction": predictions.texts[0][i]}
+                record = {"line": line_no, "prompt": name, "task": task,
+                          "prediction": predictions.texts[0][i]}
                 if labels is not None:
-                    answer["scores"] = {label: float(s) for label, s in
+                    record["scores"] = {label: float(s) for label, s in
                                         zip(labels[i], predictions.scores[0][i])}
-                answers[line_no] = answer
-    if is_writer():
-        write_lines_atomic(output_path, (json.dumps(
-            {"line": n, "error": errors[n]} if n in errors else {"line": n, **answers[n]})
-            for n in sorted(set(answers) | set(errors))))
-    return {"answered": len(answers), "skipped": len(errors),
-            "errors": [errors[k] for k in sorted(errors)]}
+                out[line_no] = record
+                counts["answered"] += 1
+        return out
+
+    def output_lines() -> Iterator[str]:
+        for chunk in _chunks(iter_requests(input_path, names, task_of), CHUNK_LINES):
+            records = answer(chunk)
+            for line_no in sorted(records):
+                yield json.dumps(records[line_no])
+
+    with frozen.activate(), progress_bar(num_lines, "infer: requests",
+                                         enabled=progress) as bar:
+        if is_writer():
+            write_lines_atomic(output_path, output_lines())
+        else:
+            for _ in output_lines():  # every process runs the model on every chunk
+                pass
+    return {"answered": counts["answered"], "skipped": counts["skipped"],
+            "errors": first_errors}

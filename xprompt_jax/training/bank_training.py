@@ -32,7 +32,7 @@ import numpy as np
 import optax
 
 from .. import _moved
-from ..fileio import is_writer, read_json, save_npy_atomic, write_json_atomic
+from ..fileio import check_name, is_writer, read_json, save_npy_atomic, write_json_atomic
 from ..prompts import bank as bank_lib
 from .params import flatten, merge_params, unflatten
 
@@ -179,7 +179,7 @@ class BankConfig:
         names = list(self.prompt_names or self.tasks or [f"prompt_{k}" for k in range(num)])
         if len(names) != num:
             raise ValueError(f"{len(names)} prompt names for a bank of {num} prompts")
-        return names
+        return [check_name(name, f"bank prompt name #{k}") for k, name in enumerate(names)]
 
 
 def bank_loss_normalization(normalization) -> str:
@@ -198,7 +198,7 @@ class BestPerTaskPrompts:
 
     def __init__(self, model_dir: str, tasks: Sequence[str], composition: Optional[str]):
         self.model_dir = model_dir
-        self.tasks = list(tasks)
+        self.tasks = [check_name(t, "task name") for t in tasks]  # best_per_task/<task>.npy
         self.composition = composition
         self.best: Dict[str, Dict[str, Any]] = {}
         if os.path.exists(self._json()):

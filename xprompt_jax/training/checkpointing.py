@@ -72,6 +72,7 @@ import math
 import os
 import re
 import time
+import uuid
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import hashlib
@@ -84,8 +85,8 @@ from etils import epath
 
 from .. import _moved
 from ..errors import CheckpointError, NonFiniteError
-from ..fileio import (barrier, fsync, host_array, is_writer, to_jsonable,
-                      write_json_atomic)
+from ..fileio import (barrier, fsync, host_array, is_local, is_writer, remove_written_dir,
+                      to_jsonable, write_json_atomic)
 
 logger = logging.getLogger(__name__)
 
@@ -199,8 +200,9 @@ def save_numpy_params(params: Any, directory: PathLike, *, include: Filter = Non
         values[path] = value
     files = {p: str(directory / numpy_file_name(p, suffix)) for p in values}
     if is_writer():
-        tmp = directory.parent / f"{directory.name}.tmp-{os.getpid()}-{time.time_ns()}"
-        tmp.mkdir(parents=True, exist_ok=False)
+        tmp = directory.parent / f"{directory.name}.tmp-{os.getpid()}-{uuid.uuid4().hex}"
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir(exist_ok=False)  # a fresh folder of ours (never a planted one)
         for path, value in values.items():
             with (tmp / numpy_file_name(path, suffix)).open("wb") as f:
                 np.save(f, value, allow_pickle=False)
@@ -208,7 +210,10 @@ def save_numpy_params(params: Any, directory: PathLike, *, include: Filter = Non
         if directory.exists():
             logger.warning("%s already exists (a rerun after an interrupted save?); "
                            "replacing it", directory)
-            directory.rmtree()
+            if not remove_written_dir(directory, directory.parent):
+                remove_written_dir(tmp, tmp.parent)
+                raise CheckpointError(f"cannot replace {directory}: it is a symlink or "
+                                      "holds folders this library did not write")
         tmp.rename(directory)
     barrier(f"xprompt_jax:save_numpy:{directory}")
     return files
@@ -311,7 +316,13 @@ class RunCheckpointer:
         self.numpy_suffix = numpy_suffix
         self.prune_numpy = prune_numpy
         self.read_only = read_only
+        self._local = is_local(self.model_dir)
         self._warned_no_params = False
+        if not read_only and self._local and os.path.islink(self.checkpoints_dir):
+            # orbax deletes pruned steps and unfinished saves there: never through a link
+            raise CheckpointError(f"{self.checkpoints_dir} is a symlink; a run deletes old "
+                                  "checkpoints in it, so it must be a real folder (point "
+                                  "MODEL_DIR at the other disk instead)")
         if read_only and not self.checkpoints_dir.exists():
             self._manager = None
         else:
@@ -609,8 +620,8 @@ class RunCheckpointer:
             self._manager.delete(step)
         self._metrics.pop(step, None)
         path = self.numpy_path(step)
-        if is_writer() and path.exists():
-            path.rmtree()
+        if is_writer() and (os.path.lexists(path) if self._local else path.exists()):
+            remove_written_dir(path, self.model_dir)
 
     def _prune(self) -> None:
         keep = self._steps_to_keep()
@@ -619,20 +630,30 @@ class RunCheckpointer:
                 logger.info("deleting checkpoint %d (keeping %s)", step, sorted(keep))
                 self._manager.delete(step)
                 self._metrics.pop(step, None)
-        if self.prune_numpy and is_writer() and self.numpy_dir.exists():
+        if self.prune_numpy and is_writer() and self.numpy_dir.exists() \
+                and not self._numpy_dir_is_link():
             for path in self.numpy_dir.iterdir():
                 m = _NUMPY_DIR_RE.match(path.name)
                 if m and int(m.group(1)) not in keep:
-                    path.rmtree()
+                    remove_written_dir(path, self.model_dir)
         barrier(f"xprompt_jax:prune:{self.model_dir}")
 
+    def _numpy_dir_is_link(self) -> bool:
+        """Whether numpy_checkpoints is a symlink: then nothing in it is deleted (its
+        checkpoint_<step> folders may be another run's)."""
+        if self._local and os.path.islink(self.numpy_dir):
+            logger.warning("%s is a symlink: not pruning or cleaning anything in it",
+                           self.numpy_dir)
+            return True
+        return False
+
     def _cleanup_numpy_tmp(self) -> None:
-        if not self.numpy_dir.exists():
+        if not self.numpy_dir.exists() or self._numpy_dir_is_link():
             return
         for path in self.numpy_dir.iterdir():
             if _NUMPY_TMP_RE.match(path.name):
                 logger.info("removing unfinished numpy export %s", path)
-                path.rmtree()
+                remove_written_dir(path, self.model_dir)
 
     def _write_best_record(self) -> None:
         if not is_writer():

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from ..fileio import is_writer
+from ..fileio import is_writer, open_append
 
 logger = logging.getLogger("xprompt_jax")
 
@@ -81,7 +81,7 @@ LOG_FILE = "train.log"
 def append_log_line(model_dir: str, text: str) -> None:
     """Appends `<UTC time> <text>` to MODEL_DIR/train.log (the run's event log)."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
-    with open(os.path.join(model_dir, LOG_FILE), "a") as f:
+    with open_append(os.path.join(model_dir, LOG_FILE)) as f:
         f.write(f"{stamp} {text}\n")
 
 
@@ -117,7 +117,7 @@ class RunLogger:
             return
         record = {"step": int(step), "split": split, "time": time.time()}
         record.update({k: _jsonable(v) for k, v in metrics.items()})
-        with open(self.jsonl_path, "a") as f:
+        with open_append(self.jsonl_path) as f:
             f.write(json.dumps(record, default=str) + "\n")
         if self._tensorboard:
             writer = self._writer(split)

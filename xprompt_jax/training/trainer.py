@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import numbers
 import os
 import signal
 import threading
@@ -40,7 +41,7 @@ import numpy as np
 import optax
 
 from .. import _moved
-from ..errors import ConfigError, NonFiniteError, TrainingInterrupted
+from ..errors import CheckpointError, ConfigError, NonFiniteError, TrainingInterrupted
 from . import partitioning, run_lock
 from .checkpointing import RunCheckpointer
 from .data import DataConfig, TrainBatchIterator
@@ -50,6 +51,23 @@ from .run_logging import RunLogger
 from .train_step import LossConfig, TrainState, jit_train_step, make_train_step
 
 logger = logging.getLogger("xprompt_jax")
+
+
+def resume_position(meta: Mapping[str, Any], start: int, where: str) -> int:
+    """The data position (batches consumed) saved in a checkpoint's meta, checked: an int in
+    [0, start] (one batch per step; a checkpoint may come from elsewhere, and a huge value
+    would make the resume skip batches for ever). CheckpointError naming the field."""
+    data = meta.get("data", {})
+    if not isinstance(data, Mapping):
+        raise CheckpointError(f"{where}: meta field 'data' = {str(data)[:80]!r} is not an "
+                              "object; refusing to resume from it")
+    position = data.get("position", start)
+    if isinstance(position, bool) or not isinstance(position, numbers.Integral) \
+            or not 0 <= int(position) <= start:
+        raise CheckpointError(f"{where}: meta field 'data.position' = {str(position)[:80]} "
+                              f"is not a batch count in [0, {start}] (one batch per step "
+                              "up to the checkpoint's step); refusing to resume from it")
+    return int(position)
 
 
 @dataclasses.dataclass
@@ -258,7 +276,7 @@ class Trainer:
         cfg = self.config
         meta = self.restore() or {}
         start = int(self.state.step)
-        position = int(meta.get("data", {}).get("position", start))
+        position = resume_position(meta, start, self._last_good())
         run_meta = {k: meta[k] for k in ("best_eval", "evals_without_improvement") if k in meta}
         best_eval = run_meta.get("best_eval")
         stale = int(run_meta.get("evals_without_improvement", 0))

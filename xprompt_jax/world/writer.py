@@ -12,7 +12,9 @@ text occurs twice across the splits of a task.
 
 `ensure_world_data(dir)` writes the files when `world.json` is missing or describes
 another world, atomically (a temporary directory renamed into place), so concurrent
-readers never see half-written files.
+readers never see half-written files. A stale world is refreshed file by file: only the
+files this module writes are replaced, by name (`world.json` last); nothing else in the
+folder is deleted, and nothing is written through a symlinked task folder.
 """
 
 from __future__ import annotations
@@ -115,6 +117,24 @@ def write_world(directory: str, seed: int = DEFAULT_SEED,
     return directory
 
 
+def _replace_written_files(new: str, directory: str) -> None:
+    """Moves each file of the fresh world `new` over its namesake in `directory` (world.json
+    last); refuses a symlinked folder on the way rather than write through it."""
+    from ..fileio import symlink_below
+
+    files = sorted(os.path.relpath(os.path.join(root, name), new)
+                   for root, _, names in os.walk(new) for name in names)
+    files.sort(key=lambda rel: rel == METADATA_FILE)
+    for rel in files:
+        dest = os.path.join(directory, rel)
+        link = symlink_below(directory, os.path.dirname(dest))
+        if link is not None:
+            raise FileExistsError(f"{link} is a symlink; refusing to refresh the world data "
+                                  f"in {directory} through it")
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        os.replace(os.path.join(new, rel), dest)  # replaces a symlink itself, not its target
+
+
 def default_world_dir(seed: int = DEFAULT_SEED) -> str:
     """`$XPROMPT_WORLD_DIR`, else `$XDG_CACHE_HOME` (or ~/.cache)
     `/xprompt_jax/world/v<version>-seed<seed>`."""
@@ -151,12 +171,12 @@ def ensure_world_data(directory: Optional[str] = None, seed: int = DEFAULT_SEED,
             if is_current(directory, seed, sizes):  # another process won the race
                 return directory
             if os.path.exists(os.path.join(directory, METADATA_FILE)):  # a stale world
-                shutil.rmtree(directory, ignore_errors=True)
-            elif os.listdir(directory):
+                _replace_written_files(tmp, directory)
+                return directory
+            if os.listdir(directory):
                 raise FileExistsError(f"{directory} exists and is not a world data directory "
                                       f"(no {METADATA_FILE}); refusing to overwrite it")
-            else:
-                os.rmdir(directory)
+            os.rmdir(directory)
         try:
             os.replace(tmp, directory)
         except OSError:
