@@ -276,7 +276,8 @@ def run(output_dir: Optional[str] = None, task: str = DEFAULT_TASK,
 
         report = gin_utils.call_configured(
             lambda: run_pipeline(configured_run(), gin_utils.configured(XPromptConfig)(),
-                                 report_sections=[job.xprompt_section]), "quickstart")
+                                 report_sections=[job.xprompt_section],
+                                 config_text=gin.config_str()), "quickstart")
         quick = report["quickstart"]
         return dict(quick, dev_accuracy=quick["xprompt_accuracy"])
     from ..runs.train import train
