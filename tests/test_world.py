@@ -264,6 +264,33 @@ def test_world_gin_file_matches_the_shipped_model():
     assert os.path.isdir(paths.checkpoint_path())
 
 
+def test_a_stopped_quickstart_names_the_folder_to_resume(tmp_path, world_dir, monkeypatch):
+    """A signal stops the quickstart's training. Its default folder is new on every run, so
+    the same command would start over: the line says to rerun with --output_dir=<that
+    folder>. With --output_dir given, the same command resumes, and the line says so."""
+    from xprompt_jax.errors import TrainingInterrupted
+    from xprompt_jax.runs import train as train_lib
+    from xprompt_jax.world import quickstart as job
+
+    def stopped(*args, **kwargs):
+        raise TrainingInterrupted("SIGTERM: saved step 3 (data position 3) to ckpt", step=3,
+                                  signal_name="SIGTERM")
+
+    monkeypatch.setattr(train_lib, "train", stopped)
+    monkeypatch.chdir(tmp_path)
+    kwargs = dict(world_dir=world_dir, references=False, steps=4,
+                  method=job.METHODS["prompt_tuning"])
+    with pytest.raises(TrainingInterrupted) as info:
+        job.run(None, **kwargs)
+    (made,) = (tmp_path / "xprompt_runs").iterdir()  # the timestamped folder of this run
+    assert str(info.value) == ("SIGTERM: saved step 3 (data position 3) to ckpt; rerun with "
+                               f"--output_dir={made} to resume from step 3 (without it the "
+                               "quickstart starts a new folder)")
+    with pytest.raises(TrainingInterrupted) as info:
+        job.run(str(tmp_path / "named"), **kwargs)
+    assert str(info.value).endswith("; rerun the same command to resume from step 3")
+
+
 @pytest.mark.slow
 def test_quickstart_xprompt_pipeline_beats_no_prompt(tmp_path, world_dir):
     """The main job with a short budget: the prompt (no task name in the input) must

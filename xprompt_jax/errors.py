@@ -11,6 +11,8 @@ all raise these types.
 
 from __future__ import annotations
 
+from typing import Optional
+
 
 class XPromptError(Exception):
     """Base of the errors reported as one line (`exit_code` 2: bad input or setting)."""
@@ -47,10 +49,19 @@ class TrainingInterrupted(XPromptError):
 
     exit_code = 0
 
-    def __init__(self, message: str, step: int = 0, signal_name: str = ""):
-        super().__init__(message)
+    def __init__(self, message: str, step: int = 0, signal_name: str = "",
+                 hint: Optional[str] = None):
+        self.what = message
+        self.hint = (f"rerun the same command to resume from step {step}" if hint is None
+                     else hint)
+        super().__init__(f"{message}; {self.hint}")
         self.step = step
         self.signal_name = signal_name
+
+    def with_hint(self, hint: str) -> "TrainingInterrupted":
+        """The same stop, with another way to resume (a CLI whose same command would not
+        resume says which command does)."""
+        return TrainingInterrupted(self.what, self.step, self.signal_name, hint)
 
 
 def one_line(error: BaseException) -> str:

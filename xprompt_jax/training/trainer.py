@@ -378,8 +378,7 @@ class Trainer:
                                     f"checkpoint saved")
                         raise TrainingInterrupted(
                             f"{name}: saved step {step} (data position {iterator.position}) "
-                            f"to {self.checkpointer.checkpoint_path(step)}; rerun the same "
-                            f"command to resume from step {step}", step=step,
+                            f"to {self.checkpointer.checkpoint_path(step)}", step=step,
                             signal_name=name)
                     if stop:
                         stopped_early = True

@@ -24,6 +24,7 @@ import os
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from ..errors import TrainingInterrupted
 from ..markdown import cell
 from ..runs.report import Section
 
@@ -270,23 +271,35 @@ def run(output_dir: Optional[str] = None, task: str = DEFAULT_TASK,
     job = _Job(run_dir, method, task, world_dir, seed, refs, start)
     configure_from_argv(["quickstart"] + gin_args(method, run_dir, task, world_dir, seed,
                                                   steps, extra_gin))
-    if method.pipeline:
-        from ..xprompt.config import XPromptConfig
-        from ..xprompt.pipeline import run_pipeline
 
-        report = gin_utils.call_configured(
-            lambda: run_pipeline(configured_run(), gin_utils.configured(XPromptConfig)(),
-                                 report_sections=[job.xprompt_section]), "quickstart")
-        quick = report["quickstart"]
-        return dict(quick, dev_accuracy=quick["xprompt_accuracy"])
-    from ..runs.train import train
+    def work() -> Dict[str, Any]:
+        if method.pipeline:
+            from ..xprompt.config import XPromptConfig
+            from ..xprompt.pipeline import run_pipeline
 
-    gin_utils.call_configured(
-        lambda: train(configured_run(), config_text=gin.config_str(),
-                      report_sections=[job.prompt_tuning_section]), "quickstart")
-    with open(os.path.join(run_dir, "report.json")) as f:
-        quick = json.load(f)["quickstart"]
-    return dict(quick, dev_accuracy=quick["dev_accuracy_best"])
+            report = gin_utils.call_configured(
+                lambda: run_pipeline(configured_run(), gin_utils.configured(XPromptConfig)(),
+                                     report_sections=[job.xprompt_section],
+                                     config_text=gin.config_str()), "quickstart")
+            quick = report["quickstart"]
+            return dict(quick, dev_accuracy=quick["xprompt_accuracy"])
+        from ..runs.train import train
+
+        gin_utils.call_configured(
+            lambda: train(configured_run(), config_text=gin.config_str(),
+                          report_sections=[job.prompt_tuning_section]), "quickstart")
+        with open(os.path.join(run_dir, "report.json")) as f:
+            quick = json.load(f)["quickstart"]
+        return dict(quick, dev_accuracy=quick["dev_accuracy_best"])
+
+    try:
+        return work()
+    except TrainingInterrupted as stop:
+        if output_dir:  # the same command names the same folder: it resumes
+            raise
+        raise stop.with_hint(f"rerun with --output_dir={run_dir} to resume from step "
+                             f"{stop.step} (without it the quickstart starts a new "
+                             "folder)") from None
 
 
 def summary_lines(report: Mapping[str, Any]) -> List[str]:

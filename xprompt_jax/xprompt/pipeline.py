@@ -26,7 +26,8 @@ from ..runs.config import RunConfig
 from ..runs.report import SectionFn
 from ..training import run_lock
 from ..training.run_logging import progress_bar
-from . import pruning, report as report_lib, rewind, search
+from ..runs.config_record import record_config
+from . import pruning, report as report_lib, rewind, search, stages
 from .config import XPromptConfig
 from .context import XPromptContext
 from .curve import masking_curve_result
@@ -39,7 +40,8 @@ STAGES = ("stage1", "scores", "curve", "search", "rewind", "final_eval")
 
 
 def run_pipeline(run: RunConfig, config: XPromptConfig = XPromptConfig(),
-                 report_sections: Sequence[SectionFn] = ()) -> Dict[str, Any]:
+                 report_sections: Sequence[SectionFn] = (), config_text: str = "",
+                 allow_config_change: bool = False) -> Dict[str, Any]:
     """Runs (or resumes) the pipeline in `run.model_dir`; returns the report dict.
 
     `config.stage1_init_path`: XPrompt transfer - stage 1 starts from another run's prompt
@@ -47,12 +49,30 @@ def run_pipeline(run: RunConfig, config: XPromptConfig = XPromptConfig(),
     prompt.prompt.npy`). `config.ablations`: variants of `config.ABLATIONS` rewound in
     addition, from the same stage 1 and search, into MODEL_DIR/ablations/<variant>/ (the
     paper's Figure 5 in one run). `report_sections`: functions of the finished report that
-    add sections to report.md / report.json (e.g. the quickstart's summary)."""
+    add sections to report.md / report.json (e.g. the quickstart's summary).
+
+    `config_text` (the parsed gin, as `train` takes it): a rerun reuses a finished stage only
+    while what it was computed from is unchanged (`stages.stage_inputs`). Stage 1 with other
+    run settings is refused like a training resume (`--allow_config_change` accepts and
+    records the change); a later stage whose settings changed is redone, with every stage
+    after it, and its earlier folder kept as `<stage>.superseded_<n>`."""
     model_dir = run.model_dir
     gin_utils.check_required("run_pipeline", {"model_dir": model_dir})
     if is_writer():
         os.makedirs(model_dir, exist_ok=True)
     run_lock.acquire(model_dir)  # one pipeline per MODEL_DIR (released at exit)
+
+    stage_names = ["stage1", "scores"] + (["curve"] if config.masking_curve else []) + [
+        "search", "rewind"] + [f"ablations/{v}" for v in config.ablations]
+    inputs = stages.stage_inputs(config_text, config, stage_names)
+    stage1_dir = os.path.join(model_dir, "stage1")
+    record_config(stage1_dir, stages.stage1_record(config_text, config),
+                  _stage1_step(stage1_dir), allow_config_change)
+    stages.record_inputs(model_dir, "stage1", inputs["stage1"])
+    for stage, changes, kept in stages.supersede_changed(model_dir, inputs):
+        logger.warning("XPrompt: %s changed since stage %r ran (%s): redoing it; the earlier "
+                       "result is kept in %s", ", ".join(changes), stage,
+                       stage, ", ".join(kept) or "(process 0's copy)")
 
     initial = None
     if config.stage1_init_path:
@@ -76,6 +96,7 @@ def run_pipeline(run: RunConfig, config: XPromptConfig = XPromptConfig(),
     # ---- importance scores of the full prompt
     scores_path = os.path.join(model_dir, "scores", "scores.json")
     if stage_done(model_dir, "scores") is None:
+        stages.record_inputs(model_dir, "scores", inputs["scores"])
         n = config.num_score_examples
         logger.info("XPrompt stage 2/4: importance scores over %d examples", n)
         with progress_bar(n, "importance scores: examples", ctx.progress) as bar:
@@ -91,6 +112,7 @@ def run_pipeline(run: RunConfig, config: XPromptConfig = XPromptConfig(),
     if config.masking_curve:
         curve_path = os.path.join(model_dir, "curve", "curve.json")
         if stage_done(model_dir, "curve") is None:
+            stages.record_inputs(model_dir, "curve", inputs["curve"])
             logger.info("XPrompt masking curve: %d ratios x (importance, reversed, %d random)",
                         len(config.curve_ratios), config.curve_random_seeds)
             write_result(curve_path, masking_curve_result(
@@ -103,6 +125,7 @@ def run_pipeline(run: RunConfig, config: XPromptConfig = XPromptConfig(),
     # ---- pruning search
     search_path = os.path.join(model_dir, "search", "search.json")
     if stage_done(model_dir, "search") is None:
+        stages.record_inputs(model_dir, "search", inputs["search"])
         logger.info("XPrompt stage 3/4: pruning search (%s)", ", ".join(config.prune_levels))
         result = search.search_masks(ctx, scorer, scores, stage1_params, config,
                                      config.rewind_each_candidate)
@@ -118,11 +141,12 @@ def run_pipeline(run: RunConfig, config: XPromptConfig = XPromptConfig(),
     # ---- rewind: survivors reset to stage-1 values, fresh optimizer, masks fixed
     logger.info("XPrompt stage 4/4: rewind and retrain with masks fixed (%s)",
                 os.path.join(model_dir, "rewind"))
+    stages.record_inputs(model_dir, "rewind", inputs["rewind"])
     final, rewind_steps_run = rewind.rewind_and_evaluate(
         ctx, stage1_params, token_mask, piece_mask, model_dir, config.mask_variant,
         config.rewind_steps)
     clock.mark("rewind_and_final_eval")
-    ablations = _ablations(ctx, stage1_params, search_result, scores, config)
+    ablations = _ablations(ctx, stage1_params, search_result, scores, config, inputs)
     if config.ablations:
         clock.mark("ablations")
 
@@ -156,12 +180,24 @@ def run_pipeline(run: RunConfig, config: XPromptConfig = XPromptConfig(),
     return report
 
 
+def _stage1_step(stage1_dir: str):
+    """Stage 1's latest checkpoint step (None before its first)."""
+    if not os.path.isdir(os.path.join(stage1_dir, "checkpoints")):
+        return None
+    from ..training.checkpointing import RunCheckpointer
+
+    with RunCheckpointer(stage1_dir, read_only=True) as checkpointer:
+        return checkpointer.latest_step()
+
+
 def _ablations(ctx: XPromptContext, stage1_params, search_result, scores,
-               config: XPromptConfig) -> Dict[str, Any]:
+               config: XPromptConfig, inputs) -> Dict[str, Any]:
     """Each variant of `config.ablations` rewound from the same stage 1 and search."""
     out: Dict[str, Any] = {}
     for variant in config.ablations:
         base = os.path.join(ctx.model_dir, "ablations", variant)
+        stages.record_inputs(ctx.model_dir, f"ablations/{variant}",
+                             inputs[f"ablations/{variant}"])
         masks = search.variant_masks(search_result, scores, variant, config.mask_seed)
         t, p = (np.asarray(masks["token_mask"], np.float32),
                 np.asarray(masks["piece_mask"], np.float32))
