@@ -36,7 +36,8 @@ def pytest_configure(config):
 # cache (incremental decoding); jax.grad per example (test_xprompt_masks); the evaluator
 # (test_eval_speed, test_domain_shift); the CLIs and runs layer (test_cli, test_export,
 # test_heldout_reporting); tasks and seqio (test_tasks_glue, test_tasks_registry); the world
-# (test_world); the layout and old import paths (test_layout). Node-id prefixes.
+# (test_world); the layout and old import paths (test_layout); gin's search order, locks,
+# symlinks and checkpoint confinement (test_untrusted_inputs). Node-id prefixes.
 JAX_SMOKE = (
     "tests/test_t5_model.py::test_incremental_decoding_matches_full_forward",
     "tests/test_t5_model.py::test_forward_sharded_on_4x2_mesh_matches_single_device",
@@ -69,6 +70,7 @@ JAX_SMOKE = (
     "tests/test_xprompt_protocol.py",
     "tests/test_world.py",
     "tests/test_layout.py",
+    "tests/test_untrusted_inputs.py",
 )
 
 
