@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import os
 import re
 import uuid
@@ -58,8 +59,11 @@ def host_array(x: Any) -> np.ndarray:
 
 
 def to_jsonable(obj: Any, _where: str = "value") -> Any:
-    """numpy / jax scalars and arrays, tuples and non-str keys -> plain JSON types."""
-    if obj is None or isinstance(obj, (bool, int, float, str)):
+    """numpy / jax scalars and arrays, tuples and non-str keys -> plain JSON types; a
+    NaN / Inf float -> None (JSON has no NaN: a bare `NaN` makes the file invalid)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, (bool, int, str)):
         return obj
     if isinstance(obj, Mapping):
         return {str(k): to_jsonable(v, f"{_where}[{k!r}]") for k, v in obj.items()}
@@ -67,15 +71,15 @@ def to_jsonable(obj: Any, _where: str = "value") -> Any:
         return [to_jsonable(v, f"{_where}[{i}]") for i, v in enumerate(obj)]
     if isinstance(obj, (np.generic, np.ndarray, jax.Array)):
         value = host_array(obj)
-        return value.item() if value.ndim == 0 else value.tolist()
+        return to_jsonable(value.item() if value.ndim == 0 else value.tolist(), _where)
     raise TypeError(f"{_where}: {type(obj).__name__} is not JSON-serializable")
 
 
 def jsonable_loose(obj: Any) -> Any:
     """Like `to_jsonable`, with anything else written as its `str` (records of settings
     that may hold objects, e.g. a gin-configured module)."""
-    return json.loads(json.dumps(obj, default=lambda o: (
-        to_jsonable(o) if isinstance(o, (np.generic, np.ndarray, jax.Array)) else str(o))))
+    return to_jsonable(json.loads(json.dumps(obj, default=lambda o: (
+        to_jsonable(o) if isinstance(o, (np.generic, np.ndarray, jax.Array)) else str(o)))))
 
 
 # ----------------------------------------------------------------------------- names
@@ -235,7 +239,7 @@ def open_append(path: PathLike):
 def write_json_atomic(path: PathLike, obj: Any) -> epath.Path:
     """`obj` (`to_jsonable`) as indented, key-sorted JSON to `path`, atomically."""
     return _write(path, "w", lambda f: json.dump(to_jsonable(obj), f, indent=2,
-                                                 sort_keys=True))
+                                                 sort_keys=True, allow_nan=False))
 
 
 def write_lines_atomic(path: PathLike, lines) -> epath.Path:
@@ -253,6 +257,46 @@ def save_npz_atomic(path: PathLike, **arrays: Any) -> epath.Path:
     """Named arrays as one `.npz`, atomically."""
     return _write(path, "wb", lambda f: np.savez(f, **{k: np.asarray(v)
                                                      for k, v in arrays.items()}))
+
+
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def read_npy(path: PathLike, what: str = "prompt file", finite: bool = True) -> np.ndarray:
+    """The one array of a `.npy` file (never unpickled), with DataError naming `what` and
+    the file when it is missing, not a `.npy` file (a text file, an `.npz` archive), cut
+    short or corrupt, not floating point, or (`finite`) holding NaN / Inf: a NaN prompt
+    would otherwise score every option NaN and answer with the first label."""
+    from .errors import DataError
+
+    path = epath.Path(path)
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(NPY_MAGIC))
+            if head != NPY_MAGIC:
+                kind = "an .npz archive" if head.startswith(b"PK") else \
+                    "empty" if not head else f"no .npy file (it starts with {head!r})"
+                raise DataError(f"{what} {path}: {kind}; expected one .npy array "
+                                "(numpy.save)")
+            f.seek(0)
+            value = np.load(f, allow_pickle=False)
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"{what} {path} does not exist") from None
+    except (OSError, ValueError, EOFError, TypeError) as e:
+        raise DataError(f"{what} {path}: unreadable .npy: "
+                        f"{str(e).strip() or type(e).__name__}") from None
+    if not np.issubdtype(value.dtype, np.floating) and value.dtype.name != "bfloat16":
+        raise DataError(f"{what} {path}: dtype {value.dtype}, expected floating point")
+    if finite:
+        bad = ~np.isfinite(np.asarray(value, np.float32))
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise DataError(f"{what} {path}: {int(bad.sum())} of {bad.size} values are NaN "
+                            f"or Inf (the first at index {first}); refusing a non-finite "
+                            "prompt")
+    return value
 
 
 def read_json(path: PathLike) -> Any:

@@ -37,7 +37,7 @@ from ..errors import ConfigError, DataError, one_line
 from ..evaluation.evaluator import MODES, EvalConfig, Evaluator
 from ..evaluation.metrics import default_label_strings_fn
 from ..evaluation.variants import RowPromptIds
-from ..fileio import is_writer, write_lines_atomic
+from ..fileio import is_writer, to_jsonable, write_lines_atomic
 from ..training.run_logging import progress_bar
 from .config import RunConfig
 from .flags import import_task_module
@@ -370,6 +370,11 @@ def infer(run: RunConfig, *, input_path: str, output_path: str, prompts: Mapping
                 progress=bar.update)
             labels = evaluator.rank_options()[0] if predictions.scores else None
             for i, (line_no, name, _) in enumerate(rows):
+                if predictions.texts[0][i] is None:  # NaN/Inf scores: no answer
+                    skip(line_no, f"line {line_no}: the model's scores are not finite "
+                                  f"({[float(s) for s in predictions.scores[0][i]]}); no "
+                                  "answer")
+                    continue
                 record = {"line": line_no, "prompt": name, "task": task,
                           "prediction": predictions.texts[0][i]}
                 if labels is not None:
@@ -383,7 +388,7 @@ def infer(run: RunConfig, *, input_path: str, output_path: str, prompts: Mapping
         for chunk in _chunks(iter_requests(input_path, names, task_of), CHUNK_LINES):
             records = answer(chunk)
             for line_no in sorted(records):
-                yield json.dumps(records[line_no])
+                yield json.dumps(to_jsonable(records[line_no]), allow_nan=False)
 
     with frozen.activate(), progress_bar(num_lines, "infer: requests",
                                          enabled=progress) as bar:

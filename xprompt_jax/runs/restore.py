@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..errors import CheckpointError
 from ..training.checkpointing import RunCheckpointer
 from ..training.frozen_model import abstract_variables
 from ..training.params import DEFAULT_TRAINABLE_REGEX, flatten, split_params, unflatten
@@ -109,4 +110,12 @@ def checked_trainable(model, saved, trainable_regex: str, what: str) -> Dict[str
         if tuple(np.shape(got[key])) != tuple(spec.shape):
             raise ValueError(f"{what}: parameter {key} has shape "
                              f"{tuple(np.shape(got[key]))}, the model expects {tuple(spec.shape)}")
+    for key in expected:
+        value = np.asarray(got[key])
+        bad = ~np.isfinite(np.asarray(value, np.float32)) if "float" in value.dtype.name \
+            else np.zeros((), bool)
+        if bad.any():
+            raise CheckpointError(f"{what}: parameter {key} holds {int(bad.sum())} NaN/Inf "
+                                  "values; a "
+                                  "non-finite prompt would answer every example alike")
     return unflatten({k: jnp.asarray(np.asarray(got[k]), expected[k].dtype) for k in expected})
