@@ -215,3 +215,24 @@ def test_json_records_hold_no_bare_nan(tmp_path):
     assert json.loads(path.read_text(), parse_constant=strict) == \
         {"a": None, "b": [1.5, None], "c": [None, 2.0]}
     assert jsonable_loose(record) == {"a": None, "b": [1.5, None], "c": [None, 2.0]}
+
+
+def test_a_restored_non_finite_prompt_is_refused():
+    """evaluate / export restore the run's trainable params through `checked_trainable`:
+    a NaN there is one line naming the checkpoint and the parameter, not a confident
+    answer of the first label for every example."""
+    from training_utils import tiny_prompted_model
+    from xprompt_jax.errors import CheckpointError
+    from xprompt_jax.runs.restore import abstract_trainable, checked_trainable
+    from xprompt_jax.training.params import flatten, unflatten
+
+    model = tiny_prompted_model()
+    shapes = flatten(abstract_trainable(model))
+    saved = {k: np.zeros(v.shape, np.float32) for k, v in shapes.items()}
+    assert set(flatten(checked_trainable(model, unflatten(saved), ".*prompt.*", "run x"))) \
+        == set(shapes)
+    key = sorted(saved)[0]
+    saved[key][0, 0] = np.nan
+    with pytest.raises(CheckpointError, match=re.escape(f"checkpoint 5 of /r: parameter {key} "
+                                                        "holds 1 NaN/Inf values")):
+        checked_trainable(model, unflatten(saved), ".*prompt.*", "checkpoint 5 of /r")
