@@ -216,3 +216,114 @@ def test_fuzzed_request_lines_answer_every_good_line(tmp_path, monkeypatch, capl
     logged = [r.getMessage() for r in caplog.records if "skipped line" in r.getMessage()]
     assert len(logged) == sum(v is None for v in expected)
     assert all(m.startswith(f"{req}: skipped line ") for m in logged)
+
+
+def _prompt_file(tmp_path):
+    path = str(tmp_path / "p.npy")
+    np.save(path, np.random.RandomState(0).uniform(-0.5, 0.5, (4, 128)).astype(np.float32))
+    return path
+
+
+def test_an_output_that_is_the_input_or_unwritable_is_refused_before_any_work(tmp_path,
+                                                                             monkeypatch):
+    """INFER_OUTPUT naming the request file (also through a symlink or `./`) would have
+    replaced the requests with the answers: refused before the model is loaded, the
+    request file unchanged; a missing output folder is created."""
+    from xprompt_jax import cli
+    from xprompt_jax.errors import ConfigError
+
+    monkeypatch.setattr(infer, "bank_model_from_files",
+                        lambda *a: pytest.fail("the model was loaded"))
+    req = tmp_path / "req.jsonl"
+    req.write_text(REQUESTS[0] + "\n")
+    (tmp_path / "link.jsonl").symlink_to(req)
+    monkeypatch.chdir(tmp_path)
+    for output in (str(req), "./req.jsonl", str(tmp_path / "link.jsonl")):
+        with pytest.raises(ConfigError, match="is the request file INFER_INPUT"):
+            infer.check_output_path(str(req), output)
+    with pytest.raises(ConfigError, match="is a folder"):
+        infer.check_output_path(str(req), str(tmp_path))
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ConfigError, match="its folder cannot be created"):
+        infer.check_output_path(str(req), str(tmp_path / "afile" / "out.jsonl"))
+    infer.check_output_path(str(req), str(tmp_path / "new" / "deeper" / "out.jsonl"))
+    assert (tmp_path / "new" / "deeper").is_dir()
+    # Through the CLI: one line, exit 2, the requests untouched.
+    code = None
+    import gin
+    from xprompt_jax import infer as infer_lib
+    gin.clear_config()
+    try:
+        cli.run_cli(infer_lib.main, [
+            "infer", "--gin_file=models/world_tiny.gin", "--gin_file=prompt_tuning.gin",
+            "--gin_file=world/run.gin", "--gin_file=runs/infer.gin",
+            f"--gin.INFER_PROMPTS={{'world_rte': {_prompt_file(tmp_path)!r}}}",
+            f"--gin.INFER_INPUT='{req}'", f"--gin.INFER_OUTPUT='{req}'"])
+    except SystemExit as e:
+        code = e.code
+    finally:
+        gin.clear_config()
+    assert code == 2
+    assert req.read_text() == REQUESTS[0] + "\n"
+
+
+@pytest.mark.parametrize("fault", ["disk_full", "interrupt"])
+def test_a_run_failing_midway_keeps_the_answers_written(tmp_path, monkeypatch, fault):
+    """CHUNK_LINES=2, six request lines: the third chunk fails (a full disk while writing
+    its answers, or Ctrl-C while scoring it). The four answered lines are kept, complete,
+    in <output>.partial; an earlier output file is left whole."""
+    import errno
+
+    from xprompt_jax import fileio
+    from xprompt_jax.errors import PartialWriteError
+
+    monkeypatch.setattr(infer, "CHUNK_LINES", 2)
+    line = json.loads(REQUESTS[0])
+    lines = [json.dumps(dict(line, idx=i)) for i in range(6)]
+    out = tmp_path / "fail.out.jsonl"
+    out.write_text("the previous output\n")
+    if fault == "disk_full":
+        open_exclusive = fileio.open_exclusive
+
+        class FullDisk:  # the file system takes the first four answers and no more
+            def __init__(self, f):
+                self.f, self.lines = f, 0
+
+            def writelines(self, items):
+                for item in items:
+                    if self.lines == 4:
+                        self.f.write(item[:10])  # a torn fifth line reaches the file
+                        raise OSError(errno.ENOSPC, "No space left on device")
+                    self.f.write(item)
+                    self.lines += 1
+
+            def __getattr__(self, name):
+                return getattr(self.f, name)
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                self.f.close()
+
+        monkeypatch.setattr(fileio, "open_exclusive", lambda *a: FullDisk(open_exclusive(*a)))
+        expected = PartialWriteError
+    else:
+        predict, calls = infer.Evaluator.predict, []
+
+        def interrupted(self, *args, **kwargs):
+            calls.append(1)
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+            return predict(self, *args, **kwargs)
+
+        monkeypatch.setattr(infer.Evaluator, "predict", interrupted)
+        expected = KeyboardInterrupt
+    with pytest.raises(expected):
+        _run(tmp_path, {"world_rte": _prompt_file(tmp_path)}, lines, "fail")
+    assert out.read_text() == "the previous output\n"
+    kept = [json.loads(x) for x in (tmp_path / "fail.out.jsonl.partial").read_text()
+            .splitlines()]
+    assert [r["line"] for r in kept] == [1, 2, 3, 4]
+    assert all(r["prediction"] in ("entailment", "not_entailment") for r in kept)
+    assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]

@@ -131,11 +131,13 @@ def _tmp(path: epath.Path) -> epath.Path:
     return path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex}"
 
 
-def _write(path: PathLike, mode: str, write) -> epath.Path:
+def _write(path: PathLike, mode: str, write,
+           keep_partial: Optional[epath.Path] = None) -> epath.Path:
     """Writes a temporary file beside `path` and renames it into place: a kill leaves the
     old file whole. Locally the temporary is created exclusively (never a file or symlink
     planted under its name) and the rename replaces a symlink at `path` itself, never the
-    file it points to."""
+    file it points to. `keep_partial`: where a write that fails midway leaves what it
+    wrote (`_keep_lines`) instead of deleting it."""
     path = epath.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     local = is_local(path)
@@ -153,11 +155,41 @@ def _write(path: PathLike, mode: str, write) -> epath.Path:
             write(f)
             fsync(f)
         tmp.replace(path)
-    except BaseException:
+    except BaseException as e:
         if os.path.lexists(tmp) if local else tmp.exists():
-            tmp.unlink()
+            if keep_partial is None:
+                tmp.unlink()
+            else:
+                _keep_lines(tmp, keep_partial, path, e)
         raise
     return path
+
+
+def _keep_lines(tmp: epath.Path, partial: epath.Path, path: epath.Path,
+                error: BaseException) -> None:
+    """The complete lines of a failed write moved to `partial` (a torn last line cut
+    off locally) and logged; an OSError is re-raised as PartialWriteError saying so."""
+    try:
+        if is_local(tmp):
+            with open(tmp, "rb+") as f:
+                data = f.read()
+                f.truncate(data.rfind(b"\n") + 1)
+            lines = data[:data.rfind(b"\n") + 1].count(b"\n")
+        else:
+            lines = tmp.read_bytes().count(b"\n")
+        tmp.replace(partial)
+    except OSError:
+        if os.path.lexists(tmp) if is_local(tmp) else tmp.exists():
+            tmp.unlink()
+        return
+    logger.error("%s: writing stopped (%s) after %d complete lines; they are kept in %s",
+                 path, type(error).__name__, lines, partial)
+    if isinstance(error, OSError):
+        from .errors import PartialWriteError
+
+        raise PartialWriteError(f"{path}: writing failed after {lines} lines ({error}); "
+                                f"those lines are kept in {partial}, {path} is "
+                                "unchanged") from error
 
 
 # ----------------------------------------------------------------------------- deletes
@@ -242,9 +274,20 @@ def write_json_atomic(path: PathLike, obj: Any) -> epath.Path:
                                                  sort_keys=True, allow_nan=False))
 
 
-def write_lines_atomic(path: PathLike, lines) -> epath.Path:
-    """An iterable of text lines (without newlines) to `path`, atomically."""
-    return _write(path, "w", lambda f: f.writelines(f"{line}\n" for line in lines))
+def write_lines_atomic(path: PathLike, lines, keep_partial: bool = False) -> epath.Path:
+    """An iterable of text lines (without newlines) to `path`, atomically. With
+    `keep_partial`, a write that fails midway (the iterable raising, a full disk, Ctrl-C)
+    keeps the complete lines written so far in `partial_path(path)`, leaves `path` as it
+    was, and an OSError becomes PartialWriteError naming both files."""
+    return _write(path, "w", lambda f: f.writelines(f"{line}\n" for line in lines),
+                  keep_partial=partial_path(path) if keep_partial else None)
+
+
+def partial_path(path: PathLike) -> epath.Path:
+    """Where `write_lines_atomic(..., keep_partial=True)` keeps the lines of a failed
+    write: `<path>.partial`."""
+    path = epath.Path(path)
+    return path.parent / f"{path.name}.partial"
 
 
 def save_npy_atomic(path: PathLike, value: Any, dtype: Any = None) -> epath.Path:

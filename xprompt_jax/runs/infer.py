@@ -22,6 +22,12 @@ The request file may come from someone else: it is streamed (CHUNK_LINES lines a
 are held and answered, the answers written on as they come), a line longer than
 MAX_LINE_CHARS is skipped as a bad line without being held, and a value echoed in an error
 (an unknown prompt or task name) is cut to ECHO_CHARS characters.
+
+INFER_OUTPUT is checked before the model is loaded (not the request file by any name, not
+a folder; its folder is created if missing and must be writable). It is replaced
+atomically when every line is answered; if the run fails midway (a full disk, Ctrl-C, an
+error in a later chunk), the answers written so far are kept in `<INFER_OUTPUT>.partial`
+(complete lines only) and an earlier INFER_OUTPUT is left whole.
 """
 
 from __future__ import annotations
@@ -32,12 +38,14 @@ import math
 import os
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
+from etils import epath
+
 from .. import gin_utils
 from ..errors import ConfigError, DataError, one_line
 from ..evaluation.evaluator import MODES, EvalConfig, Evaluator
 from ..evaluation.metrics import default_label_strings_fn
 from ..evaluation.variants import RowPromptIds
-from ..fileio import is_writer, to_jsonable, write_lines_atomic
+from ..fileio import is_local, is_writer, to_jsonable, write_lines_atomic
 from ..training.run_logging import progress_bar
 from .config import RunConfig
 from .flags import import_task_module
@@ -289,6 +297,34 @@ def read_requests(path: str, names: Sequence[str], task_of: Mapping[str, str]):
     return good, errors
 
 
+def check_output_path(input_path: str, output_path: str) -> None:
+    """Before anything is computed: INFER_OUTPUT is not INFER_INPUT (by any name: a
+    link, `./`, another spelling), not a folder, and its folder exists (created if
+    missing) and is writable; ConfigError naming the setting otherwise."""
+    if is_local(output_path):
+        if os.path.realpath(output_path) == os.path.realpath(input_path) or (
+                os.path.exists(output_path) and os.path.samefile(output_path, input_path)):
+            raise ConfigError(f"INFER_OUTPUT {output_path!r} is the request file INFER_INPUT "
+                              f"{input_path!r}: the answers would replace the requests; "
+                              "name another output file")
+    elif str(output_path) == str(input_path):
+        raise ConfigError(f"INFER_OUTPUT {output_path!r} is INFER_INPUT: the answers would "
+                          "replace the requests; name another output file")
+    path = epath.Path(output_path)
+    if path.is_dir():
+        raise ConfigError(f"INFER_OUTPUT {output_path!r} is a folder; name a file in it")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"INFER_OUTPUT {output_path!r}: its folder cannot be created "
+                          f"({e.strerror or e})") from None
+    if not path.parent.is_dir():
+        raise ConfigError(f"INFER_OUTPUT {output_path!r}: {path.parent} is not a folder")
+    if is_local(output_path) and not os.access(path.parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"INFER_OUTPUT {output_path!r}: its folder {path.parent} is not "
+                          "writable")
+
+
 def _chunks(items: Iterator, size: int) -> Iterator[List]:
     chunk = []
     for item in items:
@@ -317,6 +353,8 @@ def infer(run: RunConfig, *, input_path: str, output_path: str, prompts: Mapping
     task_of = {n: t for n, _, t in spec}
     if not os.path.isfile(input_path):
         raise DataError(f"INFER_INPUT {input_path!r} does not exist")
+    if is_writer():
+        check_output_path(input_path, output_path)
     tasks = {t: TaskInputs(t, run.feature_lengths) for t in dict.fromkeys(task_of.values())}
     if infer_mode == "rank_classification":
         for t in tasks.values():
@@ -393,7 +431,10 @@ def infer(run: RunConfig, *, input_path: str, output_path: str, prompts: Mapping
     with frozen.activate(), progress_bar(num_lines, "infer: requests",
                                          enabled=progress) as bar:
         if is_writer():
-            write_lines_atomic(output_path, output_lines())
+            # Lines are written as their chunk is answered; a failure midway (a full
+            # disk, Ctrl-C, a later chunk's error) keeps the answers written so far in
+            # <output>.partial and leaves an earlier output file whole.
+            write_lines_atomic(output_path, output_lines(), keep_partial=True)
         else:
             for _ in output_lines():  # every process runs the model on every chunk
                 pass
