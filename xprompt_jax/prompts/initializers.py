@@ -103,7 +103,7 @@ def from_array(value, name: str = "array") -> Initializer:
     def init(rng, shape, dtype=jnp.float32):
         del rng
         if tuple(value.shape) != tuple(shape):
-            raise ValueError(f"prompt init from {name}: shape {tuple(value.shape)} does not "
+            raise DataError(f"prompt init from {name}: shape {tuple(value.shape)} does not "
                              f"match the prompt shape {tuple(shape)}")
         return jnp.asarray(value, dtype)
 

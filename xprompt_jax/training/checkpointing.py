@@ -84,7 +84,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from .. import _moved
-from ..errors import CheckpointError, NonFiniteError
+from ..errors import CheckpointError, DataError, NonFiniteError
 from ..fileio import (barrier, fsync, host_array, is_local, is_writer, read_npy,
                       remove_written_dir, to_jsonable, write_json_atomic)
 
@@ -258,7 +258,7 @@ def load_numpy_prompt(path: PathLike, expected_shape: Optional[Sequence[Optional
         ok = len(expected) == value.ndim and all(
             e is None or int(e) == s for e, s in zip(expected, value.shape))
         if not ok:
-            raise ValueError(f"numpy prompt {file}: shape {tuple(value.shape)} does not match "
+            raise DataError(f"numpy prompt {file}: shape {tuple(value.shape)} does not match "
                              f"the expected shape {expected}")
     return value
 
