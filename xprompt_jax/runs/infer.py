@@ -4,9 +4,10 @@ Requests (JSONL, one object a line): `"prompt"` (a name of INFER_PROMPTS) or `"t
 (a prompt is found by the task's name, or the one prompt whose task it is), plus the task's
 input fields, e.g. `{"task": "world_rte", "premise": "...", "hypothesis": "..."}`
 (`label` and `idx` are optional; each field must have its JSON type as it is: an integer
-field takes no 1.5 and no "3", a text field only valid UTF-8 text). INFER_PROMPTS maps a prompt name to a `.npy` file
-`[m, e]` (its task is the name) or to `{'file': ..., 'task': ...}`; all prompts share one
-length m (they form one PromptBank, `prompt_files.bank_model_from_files`).
+field takes no 1.5 and no "3", a text field only valid UTF-8 text). INFER_PROMPTS maps a
+prompt name to a `.npy` file `[m, e]` (its task is the name) or to `{'file': ...,
+'task': ...}`; all prompts share one length m (they form one PromptBank,
+`prompt_files.bank_model_from_files`).
 
 The requests of a task are batched together whatever their prompt (each row carries its
 prompt id: `evaluation.RowPromptIds`) and scored by the evaluator: rank classification
