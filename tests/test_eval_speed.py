@@ -257,3 +257,24 @@ def test_importance_scores_over_exactly_the_examples_asked_for():
     np.testing.assert_allclose(scores.piece, piece_ref / 12, rtol=1e-4, atol=1e-7)
     np.testing.assert_array_equal(again.token, scores.token)
     assert np.abs(scores.token).sum() > 0
+
+
+def test_nan_scores_are_no_answer_and_no_metric(task_name):
+    """A prompt with one NaN makes every option's score NaN; np.argmax would then answer
+    every example with the first label and the accuracy would be that label's share. Now
+    no example gets an answer and the result has no metric (main_metric None, which the
+    trainer and the checkpointer never count as best)."""
+    model = tiny_prompted_model(**SIZES)
+    variables = _random_variables(model)
+    prompt = np.array(variables["params"]["prompt"]["prompt"])
+    prompt[0, 0] = np.nan
+    variables["params"]["prompt"]["prompt"] = jnp.asarray(prompt)
+    evaluator = Evaluator(model, task_name, FEATURE_LENGTHS,
+                          EvalConfig(batch_size=8, max_examples=16),
+                          label_strings_fn=lambda ex: ["yes", "no"])
+    predictions = evaluator.predict(variables)
+    assert all(np.isnan(s).all() for s in predictions.scores[0])
+    assert predictions.texts == [[None] * 16]
+    result = evaluator.evaluate(variables)
+    assert result["main_metric"] is None and result["metrics"] == {}
+    assert result["nonfinite_scores"] == 16

@@ -9,6 +9,7 @@
   (and `prompts/from_peft.gin`) gives PEFT's logits in our model."""
 
 import json
+import re
 
 import flax.linen as nn
 import gin
@@ -239,6 +240,22 @@ def test_round_trip_and_clear_errors(tmp_path):
     shutil.copy(tmp_path / "a" / "adapter_model.safetensors", tmp_path / "d")
     with pytest.raises(PeftAdapterError, match=r"shape \(3, 8\).*num_virtual_tokens=4"):
         read_peft_adapter(tmp_path / "d")
+    # A weights file cut short: one line naming it (the reader's own error was a traceback).
+    (tmp_path / "e").mkdir()
+    shutil.copy(tmp_path / "a" / "adapter_config.json", tmp_path / "e")
+    data = (tmp_path / "a" / "adapter_model.safetensors").read_bytes()
+    (tmp_path / "e" / "adapter_model.safetensors").write_bytes(data[:len(data) // 2])
+    with pytest.raises(PeftAdapterError, match=re.escape(
+            f"{tmp_path / 'e' / 'adapter_model.safetensors'}: unreadable safetensors file")):
+        read_peft_adapter(tmp_path / "e")
+    # A NaN prompt in an adapter is refused as a prompt init, naming the adapter.
+    nan_prompt = prompt.copy()
+    nan_prompt[2, 5] = np.nan
+    write_peft_adapter(tmp_path / "f", nan_prompt)
+    from xprompt_jax.errors import DataError
+    with pytest.raises(DataError, match=f"PEFT adapter {re.escape(str(tmp_path / 'f'))}: 1 "
+                                        "values are NaN or Inf"):
+        initializers.from_peft(str(tmp_path / "f"))
 
 
 def test_export_run_of_an_xprompt_run_writes_the_surviving_tokens(tmp_path):

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from xprompt_jax.errors import DataError
 from xprompt_jax.prompts import initializers, make_initializer
 
 EMBEDDING = np.random.RandomState(0).normal(size=(6000, 8)).astype(np.float32)
@@ -45,7 +46,7 @@ def test_from_file_checks_the_shape(tmp_path):
     np.testing.assert_array_equal(init(jax.random.PRNGKey(0), (4, 8)), np.ones((4, 8)))
     with pytest.raises(ValueError, match=r"prompt\.prompt\.npy.*\(4, 8\).*\(5, 8\)"):
         init(jax.random.PRNGKey(0), (5, 8))
-    with pytest.raises(FileNotFoundError, match="missing.npy"):
+    with pytest.raises(DataError, match="prompt init file .*missing.npy does not exist"):
         make_initializer("from_file", path=str(tmp_path / "missing.npy"))
 
 

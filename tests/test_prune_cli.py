@@ -18,6 +18,7 @@ import pytest
 import synthetic_tasks
 from training_utils import fixture_params, run_config, tiny_prompted_model
 from xprompt_jax import gin_utils
+from xprompt_jax.errors import DataError
 from xprompt_jax.checkpoints import load_t5x_checkpoint
 from xprompt_jax.models import decoding
 from xprompt_jax.prompts import initializers
@@ -100,12 +101,48 @@ def test_fixed_mask_prompt_param_axes_and_errors(tmp_path):
     with pytest.raises(ValueError, match="PROMPT_LENGTH"):
         base.clone(prompt=FixedMaskPrompt(length=M + 1, masks_path=masks_path)).init(
             jax.random.PRNGKey(0), *args, enable_dropout=False)
-    with pytest.raises(FileNotFoundError, match="masks file not found"):
+    with pytest.raises(DataError, match="masks file not found"):
         base.clone(prompt=FixedMaskPrompt(length=M, masks_path=str(tmp_path / "no.npz"))).init(
             jax.random.PRNGKey(0), *args, enable_dropout=False)
     with pytest.raises(ValueError, match="masks_path is not set"):
         base.clone(prompt=FixedMaskPrompt(length=M)).init(jax.random.PRNGKey(0), *args,
                                                           enable_dropout=False)
+
+
+def test_a_bad_masks_file_is_one_line_naming_it(tmp_path):
+    """Not an .npz (a text file: numpy would say "pickled data"; a lone .npy), cut short,
+    missing a mask, masks of mismatched shapes, NaN: each a DataError naming the file and
+    what it holds."""
+    from xprompt_jax.xprompt.fixed_masks import load_masks, save_masks
+
+    good = tmp_path / "masks.npz"
+    save_masks(good, np.ones(4, np.float32), np.ones((4, 2), np.float32))
+    cases = {}
+    cases["text"] = (b"token_mask 1 1 1 1\n", "no .npz archive (it starts with b'toke')")
+    npy = tmp_path / "one.npy"
+    np.save(npy, np.ones(4, np.float32))
+    cases["npy"] = (npy.read_bytes(), "an .npy array; expected the masks.npz")
+    cases["truncated"] = (good.read_bytes()[:200], "unreadable .npz")
+    for name, (data, says) in cases.items():
+        path = tmp_path / f"{name}.npz"
+        path.write_bytes(data)
+        with pytest.raises(DataError) as e:
+            load_masks(path)
+        assert str(e.value).startswith(f"masks file {path}: ") and says in str(e.value), name
+        assert "pickle" not in str(e.value)
+    np.savez(tmp_path / "one_mask.npz", token_mask=np.ones(4))
+    with pytest.raises(DataError, match=r"one_mask.npz lacks \['piece_mask'\]"):
+        load_masks(tmp_path / "one_mask.npz")
+    np.savez(tmp_path / "shapes.npz", token_mask=np.ones(4), piece_mask=np.ones((3, 2)))
+    with pytest.raises(DataError, match=r"shapes.npz: expected token_mask \[m\] and "
+                                        r"piece_mask \[m, k\], got \(4,\) and \(3, 2\)"):
+        load_masks(tmp_path / "shapes.npz")
+    np.savez(tmp_path / "nan.npz", token_mask=np.array([1, np.nan, 1, 1]),
+             piece_mask=np.ones((4, 2)))
+    with pytest.raises(DataError, match="nan.npz: NaN or Inf"):
+        load_masks(tmp_path / "nan.npz")
+    token_mask, piece_mask = load_masks(good)
+    assert token_mask.shape == (4,) and piece_mask.shape == (4, 2)
 
 
 def write_t5x_run_checkpoint(model_dir, params, step):

@@ -5,6 +5,7 @@ whose message starts with `<file>:<line>:` - never any other exception."""
 import json
 import re
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -145,3 +146,93 @@ def test_empty_split_file_is_a_data_error(tmp_path):
     with pytest.raises(readers.DataFileError,
                        match=re.escape(f"{tmp_path / 'RTE' / 'train.jsonl'}:1: no examples")):
         source.get_dataset("train")
+
+
+# ------------------------------------------------------------------ prompt files
+def test_a_non_finite_prompt_file_is_refused_naming_the_file(tmp_path):
+    """One NaN (or Inf) in a prompt file: refused with the file named wherever a prompt
+    file is read (infer's bank, a prompt init, a numpy checkpoint prompt), before any
+    model runs; an all-finite file reads back unchanged."""
+    from xprompt_jax.prompts import initializers
+    from xprompt_jax.runs.prompt_files import stack_prompt_files
+    from xprompt_jax.training.checkpointing import load_numpy_prompt
+
+    good = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.save(tmp_path / "good.npy", good)
+    for bad_value in (np.nan, np.inf):
+        bad = good.copy()
+        bad[1, 2] = bad_value
+        path = tmp_path / "bad.npy"
+        np.save(path, bad)
+        for read in (lambda: stack_prompt_files([str(tmp_path / "good.npy"), str(path)]),
+                     lambda: initializers.from_file(str(path)),
+                     lambda: load_numpy_prompt(str(path))):
+            with pytest.raises(DataError, match=re.escape(f"{path}: 1 of 12 values are NaN "
+                                                          "or Inf (the first at index (1, 2))")):
+                read()
+    np.testing.assert_array_equal(load_numpy_prompt(str(tmp_path / "good.npy")), good)
+    np.testing.assert_array_equal(stack_prompt_files([str(tmp_path / "good.npy")])[0], good)
+
+
+@pytest.mark.parametrize("content,says", [
+    (b"0.1 0.2\n0.3 0.4\n", "no .npy file (it starts with b'0.1 0.'"),
+    (b"", "empty"),
+    (b"PK\x03\x04rest", "an .npz archive"),
+    (None, "unreadable .npy"),  # a real .npy cut short
+], ids=["text", "empty", "npz", "truncated"])
+def test_a_prompt_file_that_is_no_npy_array_is_named_as_such(tmp_path, content, says):
+    """A text file is reported as what it is, not as "pickled data" (numpy's message for
+    anything without the .npy magic when unpickling is off)."""
+    from xprompt_jax.fileio import read_npy
+
+    path = tmp_path / "prompt.npy"
+    if content is None:
+        np.save(path, np.ones((20, 128), np.float32))
+        path.write_bytes(path.read_bytes()[:300])
+    else:
+        path.write_bytes(content)
+    with pytest.raises(DataError) as e:
+        read_npy(path, "prompt file")
+    assert str(e.value).startswith(f"prompt file {path}: ") and says in str(e.value)
+    assert "pickle" not in str(e.value)
+    with pytest.raises(DataError, match=f"prompt file {tmp_path / 'missing.npy'} does not "
+                                        "exist"):
+        read_npy(tmp_path / "missing.npy", "prompt file")
+
+
+def test_json_records_hold_no_bare_nan(tmp_path):
+    """JSON has no NaN: a record with NaN / Inf scores is written with null there, and
+    the file parses under a strict parser (bare NaN made it invalid)."""
+    from xprompt_jax.fileio import jsonable_loose, write_json_atomic
+
+    record = {"a": float("nan"), "b": [1.5, np.float32("inf")], "c": np.array([np.nan, 2.0])}
+    path = tmp_path / "r.json"
+    write_json_atomic(path, record)
+
+    def strict(token):
+        raise ValueError(f"bare {token} in the file")
+
+    assert json.loads(path.read_text(), parse_constant=strict) == \
+        {"a": None, "b": [1.5, None], "c": [None, 2.0]}
+    assert jsonable_loose(record) == {"a": None, "b": [1.5, None], "c": [None, 2.0]}
+
+
+def test_a_restored_non_finite_prompt_is_refused():
+    """evaluate / export restore the run's trainable params through `checked_trainable`:
+    a NaN there is one line naming the checkpoint and the parameter, not a confident
+    answer of the first label for every example."""
+    from training_utils import tiny_prompted_model
+    from xprompt_jax.errors import CheckpointError
+    from xprompt_jax.runs.restore import abstract_trainable, checked_trainable
+    from xprompt_jax.training.params import flatten, unflatten
+
+    model = tiny_prompted_model()
+    shapes = flatten(abstract_trainable(model))
+    saved = {k: np.zeros(v.shape, np.float32) for k, v in shapes.items()}
+    assert set(flatten(checked_trainable(model, unflatten(saved), ".*prompt.*", "run x"))) \
+        == set(shapes)
+    key = sorted(saved)[0]
+    saved[key][0, 0] = np.nan
+    with pytest.raises(CheckpointError, match=re.escape(f"checkpoint 5 of /r: parameter {key} "
+                                                        "holds 1 NaN/Inf values")):
+        checked_trainable(model, unflatten(saved), ".*prompt.*", "checkpoint 5 of /r")

@@ -233,3 +233,42 @@ def test_frozen_weights_in_bfloat16(tmp_path, task_name, pretrained):
     frozen = jax.tree_util.tree_leaves(trainer.frozen["params"])
     assert all(x.dtype == jnp.bfloat16 for x in frozen)
     assert trainer.state.params["prompt"]["prompt"].dtype == jnp.float32
+
+
+def test_an_evaluation_with_nan_scores_is_no_metric_and_never_best(tmp_path, task_name,
+                                                                   pretrained, monkeypatch):
+    """The second of three evaluations gets NaN option scores (injected at the scorer).
+    np.argmax of NaN picks the first option; the first option here is always the correct
+    target, so that evaluation would have logged 100% and become the best checkpoint. Now
+    it logs main_metric null with the count of non-finite examples, and the best is one
+    of the finite evaluations."""
+    import json
+
+    from xprompt_jax.evaluation import scorers
+
+    score_options, calls = scorers.score_options, []
+
+    def nan_on_second_evaluation(*args, **kwargs):
+        out = score_options(*args, **kwargs)
+        calls.append(1)
+        return np.full_like(np.asarray(out), np.nan) if len(calls) == 2 else out
+
+    monkeypatch.setattr(scorers, "score_options", nan_on_second_evaluation)
+    model = tiny_prompted_model()
+    evaluator = Evaluator(model, task_name, FEATURE_LENGTHS,
+                          EvalConfig(mode="rank_classification", batch_size=8, max_examples=8),
+                          label_strings_fn=lambda ex: sorted(
+                              ["yes", "no"], key=lambda t: t != ex["targets_pretokenized"]))
+    trainer = _trainer(tmp_path, task_name, pretrained, steps=3, evaluator=evaluator)
+    trainer.config.eval_period = 1
+    summary = trainer.run()
+    assert len(calls) == 3  # one scorer call (8 examples, batch 8) per evaluation
+    evals = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["split"] == "eval"]
+    assert [e["step"] for e in evals] == [1, 2, 3]
+    assert evals[1]["main_metric"] is None and evals[1]["nonfinite_scores"] == 8
+    assert "accuracy" not in evals[1]
+    finite = [e["main_metric"] for e in evals if e["step"] != 2]
+    assert all(m is not None and m < 100.0 for m in finite)  # the fault would have won
+    assert summary["best_eval"]["step"] != 2 and trainer.checkpointer.best_step() != 2
+    assert summary["best_eval"]["main_metric"] == max(finite)

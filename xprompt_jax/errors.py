@@ -37,6 +37,14 @@ class NonFiniteError(XPromptError, FloatingPointError):
     good checkpoint; nothing non-finite was written)."""
 
 
+class PartialWriteError(XPromptError):
+    """Writing an output failed midway (a full disk, a read-only filesystem); the
+    complete lines written before are kept beside it (names both files). Exit code 1: a
+    failure, not bad input."""
+
+    exit_code = 1
+
+
 class RunLockedError(XPromptError, RuntimeError):
     """MODEL_DIR is in use by another live run (names its host, pid and start time)."""
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import os
 import re
 import uuid
@@ -58,8 +59,11 @@ def host_array(x: Any) -> np.ndarray:
 
 
 def to_jsonable(obj: Any, _where: str = "value") -> Any:
-    """numpy / jax scalars and arrays, tuples and non-str keys -> plain JSON types."""
-    if obj is None or isinstance(obj, (bool, int, float, str)):
+    """numpy / jax scalars and arrays, tuples and non-str keys -> plain JSON types; a
+    NaN / Inf float -> None (JSON has no NaN: a bare `NaN` makes the file invalid)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, (bool, int, str)):
         return obj
     if isinstance(obj, Mapping):
         return {str(k): to_jsonable(v, f"{_where}[{k!r}]") for k, v in obj.items()}
@@ -67,15 +71,15 @@ def to_jsonable(obj: Any, _where: str = "value") -> Any:
         return [to_jsonable(v, f"{_where}[{i}]") for i, v in enumerate(obj)]
     if isinstance(obj, (np.generic, np.ndarray, jax.Array)):
         value = host_array(obj)
-        return value.item() if value.ndim == 0 else value.tolist()
+        return to_jsonable(value.item() if value.ndim == 0 else value.tolist(), _where)
     raise TypeError(f"{_where}: {type(obj).__name__} is not JSON-serializable")
 
 
 def jsonable_loose(obj: Any) -> Any:
     """Like `to_jsonable`, with anything else written as its `str` (records of settings
     that may hold objects, e.g. a gin-configured module)."""
-    return json.loads(json.dumps(obj, default=lambda o: (
-        to_jsonable(o) if isinstance(o, (np.generic, np.ndarray, jax.Array)) else str(o))))
+    return to_jsonable(json.loads(json.dumps(obj, default=lambda o: (
+        to_jsonable(o) if isinstance(o, (np.generic, np.ndarray, jax.Array)) else str(o)))))
 
 
 # ----------------------------------------------------------------------------- names
@@ -127,11 +131,13 @@ def _tmp(path: epath.Path) -> epath.Path:
     return path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex}"
 
 
-def _write(path: PathLike, mode: str, write) -> epath.Path:
+def _write(path: PathLike, mode: str, write,
+           keep_partial: Optional[epath.Path] = None) -> epath.Path:
     """Writes a temporary file beside `path` and renames it into place: a kill leaves the
     old file whole. Locally the temporary is created exclusively (never a file or symlink
     planted under its name) and the rename replaces a symlink at `path` itself, never the
-    file it points to."""
+    file it points to. `keep_partial`: where a write that fails midway leaves what it
+    wrote (`_keep_lines`) instead of deleting it."""
     path = epath.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     local = is_local(path)
@@ -149,11 +155,41 @@ def _write(path: PathLike, mode: str, write) -> epath.Path:
             write(f)
             fsync(f)
         tmp.replace(path)
-    except BaseException:
+    except BaseException as e:
         if os.path.lexists(tmp) if local else tmp.exists():
-            tmp.unlink()
+            if keep_partial is None:
+                tmp.unlink()
+            else:
+                _keep_lines(tmp, keep_partial, path, e)
         raise
     return path
+
+
+def _keep_lines(tmp: epath.Path, partial: epath.Path, path: epath.Path,
+                error: BaseException) -> None:
+    """The complete lines of a failed write moved to `partial` (a torn last line cut
+    off locally) and logged; an OSError is re-raised as PartialWriteError saying so."""
+    try:
+        if is_local(tmp):
+            with open(tmp, "rb+") as f:
+                data = f.read()
+                f.truncate(data.rfind(b"\n") + 1)
+            lines = data[:data.rfind(b"\n") + 1].count(b"\n")
+        else:
+            lines = tmp.read_bytes().count(b"\n")
+        tmp.replace(partial)
+    except OSError:
+        if os.path.lexists(tmp) if is_local(tmp) else tmp.exists():
+            tmp.unlink()
+        return
+    logger.error("%s: writing stopped (%s) after %d complete lines; they are kept in %s",
+                 path, type(error).__name__, lines, partial)
+    if isinstance(error, OSError):
+        from .errors import PartialWriteError
+
+        raise PartialWriteError(f"{path}: writing failed after {lines} lines ({error}); "
+                                f"those lines are kept in {partial}, {path} is "
+                                "unchanged") from error
 
 
 # ----------------------------------------------------------------------------- deletes
@@ -235,12 +271,23 @@ def open_append(path: PathLike):
 def write_json_atomic(path: PathLike, obj: Any) -> epath.Path:
     """`obj` (`to_jsonable`) as indented, key-sorted JSON to `path`, atomically."""
     return _write(path, "w", lambda f: json.dump(to_jsonable(obj), f, indent=2,
-                                                 sort_keys=True))
+                                                 sort_keys=True, allow_nan=False))
 
 
-def write_lines_atomic(path: PathLike, lines) -> epath.Path:
-    """An iterable of text lines (without newlines) to `path`, atomically."""
-    return _write(path, "w", lambda f: f.writelines(f"{line}\n" for line in lines))
+def write_lines_atomic(path: PathLike, lines, keep_partial: bool = False) -> epath.Path:
+    """An iterable of text lines (without newlines) to `path`, atomically. With
+    `keep_partial`, a write that fails midway (the iterable raising, a full disk, Ctrl-C)
+    keeps the complete lines written so far in `partial_path(path)`, leaves `path` as it
+    was, and an OSError becomes PartialWriteError naming both files."""
+    return _write(path, "w", lambda f: f.writelines(f"{line}\n" for line in lines),
+                  keep_partial=partial_path(path) if keep_partial else None)
+
+
+def partial_path(path: PathLike) -> epath.Path:
+    """Where `write_lines_atomic(..., keep_partial=True)` keeps the lines of a failed
+    write: `<path>.partial`."""
+    path = epath.Path(path)
+    return path.parent / f"{path.name}.partial"
 
 
 def save_npy_atomic(path: PathLike, value: Any, dtype: Any = None) -> epath.Path:
@@ -253,6 +300,46 @@ def save_npz_atomic(path: PathLike, **arrays: Any) -> epath.Path:
     """Named arrays as one `.npz`, atomically."""
     return _write(path, "wb", lambda f: np.savez(f, **{k: np.asarray(v)
                                                      for k, v in arrays.items()}))
+
+
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def read_npy(path: PathLike, what: str = "prompt file", finite: bool = True) -> np.ndarray:
+    """The one array of a `.npy` file (never unpickled), with DataError naming `what` and
+    the file when it is missing, not a `.npy` file (a text file, an `.npz` archive), cut
+    short or corrupt, not floating point, or (`finite`) holding NaN / Inf: a NaN prompt
+    would otherwise score every option NaN and answer with the first label."""
+    from .errors import DataError
+
+    path = epath.Path(path)
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(NPY_MAGIC))
+            if head != NPY_MAGIC:
+                kind = "an .npz archive" if head.startswith(b"PK") else \
+                    "empty" if not head else f"no .npy file (it starts with {head!r})"
+                raise DataError(f"{what} {path}: {kind}; expected one .npy array "
+                                "(numpy.save)")
+            f.seek(0)
+            value = np.load(f, allow_pickle=False)
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"{what} {path} does not exist") from None
+    except (OSError, ValueError, EOFError, TypeError) as e:
+        raise DataError(f"{what} {path}: unreadable .npy: "
+                        f"{str(e).strip() or type(e).__name__}") from None
+    if not np.issubdtype(value.dtype, np.floating) and value.dtype.name != "bfloat16":
+        raise DataError(f"{what} {path}: dtype {value.dtype}, expected floating point")
+    if finite:
+        bad = ~np.isfinite(np.asarray(value, np.float32))
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise DataError(f"{what} {path}: {int(bad.sum())} of {bad.size} values are NaN "
+                            f"or Inf (the first at index {first}); refusing a non-finite "
+                            "prompt")
+    return value
 
 
 def read_json(path: PathLike) -> Any:

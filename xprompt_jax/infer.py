@@ -6,7 +6,7 @@
 Requests are JSONL objects naming a `"prompt"` (or a `"task"`) and the task's input fields;
 predictions are written in input order, one line per request line (`xprompt_jax.runs.infer`
 says more). Bad lines are reported with their line number and field, written as errors and
-skipped; exit status 2 if any line was skipped.
+skipped; exit status 2 if any line was skipped (the counts on stdout either way).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ def main(argv: Sequence[str]) -> None:
     result = gin_utils.call_configured(gin_utils.configured(infer), "xprompt_jax.infer")
     print(json.dumps({k: result[k] for k in ("answered", "skipped")}))
     if result["skipped"]:
-        print(f"xprompt_jax.infer: {result['skipped']} bad line(s) skipped (written as "
-              f"errors to the output): {result['errors'][0]}"
+        print(f"xprompt_jax.infer: {result['skipped']} bad line(s) of {result['input']} "
+              f"skipped (written as errors to the output): {result['errors'][0]}"
               f"{' ...' if result['skipped'] > 1 else ''}", file=sys.stderr)
         sys.exit(2)
 

@@ -117,15 +117,27 @@ def _read_weights(directory: str) -> np.ndarray:
     safetensors_path = os.path.join(directory, ADAPTER_SAFETENSORS)
     bin_path = os.path.join(directory, ADAPTER_BIN)
     if os.path.isfile(safetensors_path):
-        weights, path = _safetensors_numpy().load_file(safetensors_path), safetensors_path
+        try:
+            weights = _safetensors_numpy().load_file(safetensors_path)
+        except ImportError:
+            raise
+        except Exception as e:  # pylint: disable=broad-except  # safetensors: corrupt file
+            raise PeftAdapterError(f"{safetensors_path}: unreadable safetensors file "
+                                   f"({type(e).__name__}: {str(e).strip()[:200]}; cut short "
+                                   "or corrupt?)") from None
+        path = safetensors_path
     elif os.path.isfile(bin_path):
         try:
             import torch
         except ImportError as e:
             raise ImportError(f"{bin_path}: reading adapter_model.bin needs torch") from e
-        weights = {k: v.detach().float().cpu().numpy()
-                   for k, v in torch.load(bin_path, map_location="cpu",
-                                          weights_only=True).items()}
+        try:
+            weights = {k: v.detach().float().cpu().numpy()
+                       for k, v in torch.load(bin_path, map_location="cpu",
+                                              weights_only=True).items()}
+        except Exception as e:  # pylint: disable=broad-except  # torch: corrupt / not ours
+            raise PeftAdapterError(f"{bin_path}: unreadable adapter_model.bin "
+                                   f"({type(e).__name__}: {str(e).strip()[:200]})") from None
         path = bin_path
     else:
         raise PeftAdapterError(f"PEFT adapter {directory}: neither {ADAPTER_SAFETENSORS} nor "

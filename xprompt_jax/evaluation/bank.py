@@ -60,7 +60,8 @@ class PromptSelection:
 
 def majority_vote(predictions: Sequence[Sequence[str]]) -> List[str]:
     """`[K][n]` predictions -> `[n]`: the most frequent per example; a tie goes to the
-    tied prediction that the lowest-numbered prompt made."""
+    tied prediction that the lowest-numbered prompt made. A None prediction (non-finite
+    scores) is no vote; an example with no vote stays None."""
     if not predictions:
         raise ValueError("majority_vote needs at least one prompt's predictions")
     n = len(predictions[0])
@@ -68,7 +69,10 @@ def majority_vote(predictions: Sequence[Sequence[str]]) -> List[str]:
         raise ValueError("majority_vote: prompts have different numbers of predictions")
     out = []
     for i in range(n):
-        column = [p[i] for p in predictions]
+        column = [p[i] for p in predictions if p[i] is not None]
+        if not column:
+            out.append(None)
+            continue
         counts = collections.Counter(column)
         top = max(counts.values())
         out.append(next(c for c in column if counts[c] == top))
@@ -87,8 +91,9 @@ def bank_result(evaluator, variables: Mapping[str, Any]) -> Dict[str, Any]:
     metrics: Dict[str, float] = {}
     for name, r in zip(names, per):
         metrics.update({f"{name}/{m}": v for m, v in r["metrics"].items()})
-    for m in per[0]["metrics"]:
-        values = [r["metrics"][m] for r in per]
+    scored = [r for r in per if r["metrics"]]  # a non-finite prompt has no metrics
+    for m in (scored[0]["metrics"] if scored else {}):
+        values = [r["metrics"][m] for r in scored]
         metrics[f"mean/{m}"] = float(np.mean(values))
         metrics[f"best/{m}"] = float(np.max(values))
     metrics.update({f"ensemble/{m}": v for m, v in ensemble["metrics"].items()})

@@ -86,10 +86,11 @@ class EvalConfig:
 @dataclasses.dataclass
 class Predictions:
     """`texts[v][i]`: variant v's prediction for example i (a verbalizer for rank
-    classification, decoded text for generation); `scores[v][i]`: its verbalizer scores
-    (sum of target log-probabilities; rank classification only)."""
+    classification, decoded text for generation; None where its scores are not finite:
+    no answer); `scores[v][i]`: its verbalizer scores (sum of target log-probabilities;
+    rank classification only)."""
 
-    texts: List[List[str]]
+    texts: List[List[Optional[str]]]
     scores: Optional[List[List[np.ndarray]]] = None
 
 
@@ -251,7 +252,9 @@ class Evaluator:
                     if rank:
                         row = out[v, j, :len(labels[i])]
                         scores[v][i] = row
-                        texts[v][i] = labels[i][int(np.argmax(row))]  # first on ties
+                        # NaN/Inf scores are no answer (argmax would pick the first label).
+                        texts[v][i] = labels[i][int(np.argmax(row))] \
+                            if np.isfinite(row).all() else None  # first on ties
                     else:
                         texts[v][i] = self.tokens_to_text(out[v, j])
             if progress is not None:
@@ -274,7 +277,16 @@ class Evaluator:
         return self.label_map.get(text, text)
 
     def result_from_texts(self, texts: Sequence[str]) -> Dict[str, Any]:
-        """Postprocesses predicted texts and computes the task's metrics."""
+        """Postprocesses predicted texts and computes the task's metrics. A None text (an
+        example whose scores were not finite) makes the whole result non-finite: no
+        metrics, `main_metric` None and `nonfinite_scores` the count, so it is never
+        reported as an accuracy nor picked as the best checkpoint."""
+        missing = sum(t is None for t in texts)
+        if missing:
+            return {"mode": self.config.mode, "split": self.config.split, "metrics": {},
+                    "main_metric": None, "nonfinite_scores": missing,
+                    "num_examples": len(self.examples),
+                    "predictions_sample": list(texts[:5])}
         mapped = [self.map_text(t) for t in texts]
         predictions = [self._postprocess(t, ex, False) for t, ex in zip(mapped, self.examples)]
         metrics: Dict[str, float] = {}

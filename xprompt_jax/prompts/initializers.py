@@ -22,6 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..errors import DataError
+from ..fileio import read_npy
+
 Initializer = Callable[[jax.Array, Sequence[int]], jax.Array]
 
 
@@ -93,11 +96,14 @@ def class_labels(embedding, label_token_ids: Sequence[Sequence[int]],
 
 def from_array(value, name: str = "array") -> Initializer:
     value = np.asarray(value, np.float32)
+    if not np.isfinite(value).all():
+        raise DataError(f"prompt init from {name}: {int((~np.isfinite(value)).sum())} values "
+                        "are NaN or Inf; refusing a non-finite prompt")
 
     def init(rng, shape, dtype=jnp.float32):
         del rng
         if tuple(value.shape) != tuple(shape):
-            raise ValueError(f"prompt init from {name}: shape {tuple(value.shape)} does not "
+            raise DataError(f"prompt init from {name}: shape {tuple(value.shape)} does not "
                              f"match the prompt shape {tuple(shape)}")
         return jnp.asarray(value, dtype)
 
@@ -107,9 +113,7 @@ def from_array(value, name: str = "array") -> Initializer:
 def from_file(path: str) -> Initializer:
     """A `.npy` prompt (e.g. `numpy_checkpoints/checkpoint_<step>/prompt.prompt.npy`)."""
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"prompt init file not found: {path}")
-    return from_array(np.load(path), name=path)
+    return from_array(read_npy(path, "prompt init file"), name=path)
 
 
 def from_peft(path: str) -> Initializer:

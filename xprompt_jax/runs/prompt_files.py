@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import ConfigError
+from ..fileio import read_npy
 from ..prompts import bank as prompt_bank
 from ..prompts import initializers
 from ..prompts.soft_prompt import SoftPrompt
@@ -19,10 +20,7 @@ def stack_prompt_files(paths: Sequence[str]) -> np.ndarray:
     """`[K, m, e]` float32 of K `.npy` prompt files of one shape (never unpickled)."""
     arrays = []
     for path in paths:
-        try:
-            value = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"prompt file {path}: {e}") from None
+        value = read_npy(path, "prompt file")
         if value.ndim != 2:
             raise ConfigError(f"{path}: expected a [m, e] prompt, got shape {value.shape}")
         if arrays and value.shape != arrays[0].shape:

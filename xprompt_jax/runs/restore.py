@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..errors import CheckpointError
 from ..training.checkpointing import RunCheckpointer
 from ..training.frozen_model import abstract_variables
 from ..training.params import DEFAULT_TRAINABLE_REGEX, flatten, split_params, unflatten
@@ -101,12 +102,20 @@ def checked_trainable(model, saved, trainable_regex: str, what: str) -> Dict[str
     expected = flatten(abstract_trainable(model, trainable_regex))
     got = flatten(dict(saved))
     if set(got) != set(expected):
-        raise ValueError(f"{what} does not match the model's "
+        raise CheckpointError(f"{what} does not match the model's "
                          f"trainable params: missing {sorted(set(expected) - set(got))[:10]}, "
                          f"unexpected {sorted(set(got) - set(expected))[:10]} (same method gin "
                          "file and TRAINABLE_REGEX as the run?)")
     for key, spec in expected.items():
         if tuple(np.shape(got[key])) != tuple(spec.shape):
-            raise ValueError(f"{what}: parameter {key} has shape "
+            raise CheckpointError(f"{what}: parameter {key} has shape "
                              f"{tuple(np.shape(got[key]))}, the model expects {tuple(spec.shape)}")
+    for key in expected:
+        value = np.asarray(got[key])
+        bad = ~np.isfinite(np.asarray(value, np.float32)) if "float" in value.dtype.name \
+            else np.zeros((), bool)
+        if bad.any():
+            raise CheckpointError(f"{what}: parameter {key} holds {int(bad.sum())} NaN/Inf "
+                                  "values; a "
+                                  "non-finite prompt would answer every example alike")
     return unflatten({k: jnp.asarray(np.asarray(got[k]), expected[k].dtype) for k in expected})

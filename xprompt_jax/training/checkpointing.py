@@ -84,9 +84,9 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from .. import _moved
-from ..errors import CheckpointError, NonFiniteError
-from ..fileio import (barrier, fsync, host_array, is_local, is_writer, remove_written_dir,
-                      to_jsonable, write_json_atomic)
+from ..errors import CheckpointError, DataError, NonFiniteError
+from ..fileio import (barrier, fsync, host_array, is_local, is_writer, read_npy,
+                      remove_written_dir, to_jsonable, write_json_atomic)
 
 logger = logging.getLogger(__name__)
 
@@ -252,14 +252,13 @@ def load_numpy_prompt(path: PathLike, expected_shape: Optional[Sequence[Optional
     ValueError naming the file and both shapes.
     """
     file = _resolve_numpy_file(epath.Path(path), param_path)
-    with file.open("rb") as f:
-        value = np.load(f, allow_pickle=False)
+    value = read_npy(file, "numpy prompt")
     if expected_shape is not None:
         expected = tuple(expected_shape)
         ok = len(expected) == value.ndim and all(
             e is None or int(e) == s for e, s in zip(expected, value.shape))
         if not ok:
-            raise ValueError(f"numpy prompt {file}: shape {tuple(value.shape)} does not match "
+            raise DataError(f"numpy prompt {file}: shape {tuple(value.shape)} does not match "
                              f"the expected shape {expected}")
     return value
 

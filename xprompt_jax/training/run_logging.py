@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -18,11 +19,17 @@ logger = logging.getLogger("xprompt_jax")
 
 
 def _jsonable(value):
+    """A logged value as plain JSON; NaN / Inf as null (a bare NaN is no JSON: readers
+    of metrics.jsonl other than Python's would reject the line)."""
     if isinstance(value, (np.generic, np.ndarray)) or hasattr(value, "item"):
         try:
-            return np.asarray(value).item()
+            value = np.asarray(value).item()
         except ValueError:
-            return np.asarray(value).tolist()
+            value = np.asarray(value).tolist()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
     return value
 
 

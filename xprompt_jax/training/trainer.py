@@ -348,8 +348,17 @@ class Trainer:
                         main = eval_result.get("main_metric")
                         if main is not None and not np.isfinite(float(main)):
                             eval_result["main_metric"] = main = None  # never a metric
+                        if eval_result.get("nonfinite_scores"):
+                            log.message(f"step {step}: evaluation scores are not finite for "
+                                        f"{eval_result['nonfinite_scores']} of "
+                                        f"{eval_result['num_examples']} examples: no metric, "
+                                        "never the best checkpoint")
                         log.log(step, "eval", {"main_metric": main,
                                                "mode": eval_result["mode"],
+                                               **({"nonfinite_scores":
+                                                   eval_result["nonfinite_scores"]}
+                                                  if "nonfinite_scores" in eval_result
+                                                  else {}),
                                                **eval_result["metrics"]})
                         log.message(f"step {step} eval ({eval_result['mode']}): "
                                     f"{eval_result['metrics']}")

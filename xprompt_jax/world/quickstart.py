@@ -88,7 +88,7 @@ def read_jsonl(path: str) -> List[Dict[str, Any]]:
 def plot_training_curve(run_dir: str, path: str, references: Dict[str, float]) -> Optional[str]:
     """Train loss and dev accuracy against steps (from metrics.jsonl)."""
     records = read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
-    train = [r for r in records if r.get("split") == "train" and "loss" in r]
+    train = [r for r in records if r.get("split") == "train" and r.get("loss") is not None]
     evals = [r for r in records if r.get("split") == "eval" and r.get("main_metric") is not None]
     if not train and not evals:
         return None

@@ -28,7 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax.linen import partitioning as nn_partitioning
 
-from ..fileio import save_npz_atomic
+from ..errors import DataError
+from ..fileio import NPY_MAGIC, save_npz_atomic
 from ..prompts import initializers
 from ..prompts.soft_prompt import PROMPT_AXES
 from .masked_prompt import TOKEN_PRUNE_MODES
@@ -49,21 +50,37 @@ def save_masks(path, token_mask, piece_mask) -> str:
 
 def _check_shapes(token_mask: np.ndarray, piece_mask: np.ndarray, where: str) -> None:
     if token_mask.ndim != 1 or piece_mask.ndim != 2 or piece_mask.shape[0] != token_mask.shape[0]:
-        raise ValueError(f"{where}: expected token_mask [m] and piece_mask [m, k], got "
+        raise DataError(f"{where}: expected token_mask [m] and piece_mask [m, k], got "
                          f"{token_mask.shape} and {piece_mask.shape}")
 
 
 @functools.lru_cache(maxsize=32)
 def _load_cached(path: str, mtime_ns: int, size: int) -> Tuple[np.ndarray, np.ndarray]:
     del mtime_ns, size  # cache keys only: a rewritten file is read again
-    with np.load(path, allow_pickle=False) as data:
-        missing = {"token_mask", "piece_mask"} - set(data.files)
-        if missing:
-            raise ValueError(f"masks file {path} lacks {sorted(missing)} (has {data.files}); "
-                             "write it with `python -m xprompt_jax.prune`")
-        token_mask = np.asarray(data["token_mask"], np.float32)
-        piece_mask = np.asarray(data["piece_mask"], np.float32)
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != b"PK\x03\x04":  # a .npz is a zip archive; np.load would call a text
+        # file "pickled data" and return a lone .npy array
+        kind = "an .npy array" if head == NPY_MAGIC[:4] else "empty" if not head else \
+            f"no .npz archive (it starts with {head!r})"
+        raise DataError(f"masks file {path}: {kind}; expected the masks.npz that `python -m "
+                        "xprompt_jax.prune` writes")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = {"token_mask", "piece_mask"} - set(data.files)
+            if missing:
+                raise DataError(f"masks file {path} lacks {sorted(missing)} (has "
+                                f"{data.files}); write it with `python -m xprompt_jax.prune`")
+            token_mask = np.asarray(data["token_mask"], np.float32)
+            piece_mask = np.asarray(data["piece_mask"], np.float32)
+    except DataError:
+        raise
+    except Exception as e:  # pylint: disable=broad-except  # zipfile / numpy: corrupt
+        raise DataError(f"masks file {path}: unreadable .npz ({type(e).__name__}: "
+                        f"{str(e).strip()[:200]}; cut short or corrupt?)") from None
     _check_shapes(token_mask, piece_mask, path)
+    if not (np.isfinite(token_mask).all() and np.isfinite(piece_mask).all()):
+        raise DataError(f"masks file {path}: NaN or Inf in the masks")
     token_mask.setflags(write=False)
     piece_mask.setflags(write=False)
     return token_mask, piece_mask
@@ -74,7 +91,7 @@ def load_masks(path) -> Tuple[np.ndarray, np.ndarray]:
     version)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"XPrompt masks file not found: {path} (written by "
+        raise DataError(f"XPrompt masks file not found: {path} (written by "
                                 "`python -m xprompt_jax.prune --output_dir=...` as masks.npz)")
     stat = os.stat(path)
     return _load_cached(os.path.abspath(path), stat.st_mtime_ns, stat.st_size)
@@ -98,7 +115,7 @@ class FixedMaskPrompt(nn.Module):
                              "'<prune output_dir>/masks.npz')")
         token_mask, piece_mask = load_masks(self.masks_path)
         if token_mask.shape[0] != self.length:
-            raise ValueError(f"masks in {self.masks_path} are for {token_mask.shape[0]} prompt "
+            raise DataError(f"masks in {self.masks_path} are for {token_mask.shape[0]} prompt "
                              f"tokens but FixedMaskPrompt.length={self.length} (PROMPT_LENGTH)")
         return token_mask, piece_mask
 
@@ -109,7 +126,7 @@ class FixedMaskPrompt(nn.Module):
         token_mask, piece_mask = self.masks()
         num_pieces = piece_mask.shape[1]
         if embed_dim % num_pieces:
-            raise ValueError(f"XPrompt pieces: embedding size {embed_dim} is not divisible by "
+            raise DataError(f"XPrompt pieces: embedding size {embed_dim} is not divisible by "
                              f"the {num_pieces} pieces of {self.masks_path}")
         prompt = nn_partitioning.param_with_axes("prompt", self.init, (self.length, embed_dim),
                                                  jnp.float32, axes=PROMPT_AXES)

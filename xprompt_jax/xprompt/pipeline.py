@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import gin_utils
 from ..evaluation.metrics import metric_name
-from ..fileio import barrier, is_writer, read_json
+from ..fileio import barrier, is_writer, read_json, read_npy
 from ..runs.build import build_trainer
 from ..runs.config import RunConfig
 from ..runs.report import SectionFn
@@ -76,7 +76,8 @@ def run_pipeline(run: RunConfig, config: XPromptConfig = XPromptConfig(),
 
     initial = None
     if config.stage1_init_path:
-        initial = {"prompt": {"prompt": np.load(config.stage1_init_path, allow_pickle=False)}}
+        initial = {"prompt": {"prompt": read_npy(config.stage1_init_path,
+                                                 "stage-1 init prompt file")}}
     clock = StageClock()
     stage1_run = rewind.stage_run(run, os.path.join(model_dir, "stage1"),
                                      config.stage1_steps)
