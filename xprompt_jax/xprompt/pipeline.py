@@ -89,7 +89,10 @@ def run_pipeline(run: RunConfig, config: XPromptConfig = XPromptConfig(),
         mark_done(model_dir, "stage1", {"summary": trainer.run()})
     stage1_params, stage1_step = rewind.best_trainable(trainer)
     clock.mark("stage1")
-    stage1_summary = stage_done(model_dir, "stage1")["summary"] or {}
+    stage1_summary = dict(stage_done(model_dir, "stage1")["summary"] or {})
+    if stage1_summary.get("best_step") not in (None, stage1_step):  # its best is unreadable
+        stage1_summary["best_eval"] = (trainer.checkpointer.restore_meta(stage1_step)
+                                       or {}).get("eval")
     m, k = ctx.length, ctx.pieces
     scorer = ctx.scorer(stage1_params, config.per_example)
 
