@@ -220,3 +220,57 @@ def test_cli_subprocess_typo_exits_2_and_sigterm_exits_0_with_a_resume_line(tmp_
     # Run events reach stderr (a pipe here, no progress bar) and MODEL_DIR/train.log.
     assert "starting a run of 100000 steps in" in err and "step 1 loss" in err
     assert "SIGTERM received: stopped after step" in (model_dir / "train.log").read_text()
+
+
+def _run_train_ok(argv):
+    """Runs the train CLI in process and expects success (no SystemExit)."""
+    import gin
+    from absl import flags
+
+    from xprompt_jax import train
+
+    flags.FLAGS.unparse_flags()
+    gin.clear_config()
+    log = logging.getLogger("xprompt_jax")
+    saved = (list(log.handlers), log.level, log.propagate)
+    try:
+        cli.run_cli(train.main, ["train"] + list(argv), prog="xprompt_jax.train")
+    finally:
+        gin.clear_config()
+        flags.FLAGS.unparse_flags()
+        log.handlers[:], log.level, log.propagate = saved
+
+
+def test_failed_config_change_keeps_the_record_and_the_original_command_resumes(
+        tmp_path, capsys):
+    model_dir = tmp_path / "run"
+    _run_train_ok(_world_flags(model_dir))  # PROMPT_LENGTH 20 (world/run.gin), steps 1-2
+    record = (model_dir / "config.gin").read_bytes()
+    capsys.readouterr()
+    code, last = _run_train(_world_flags(model_dir, "--gin.PROMPT_LENGTH=10",
+                                         "--gin.TRAIN_STEPS=3", "--allow_config_change"),
+                            capsys)
+    assert code == 2
+    assert last == (f"xprompt_jax.train: error: checkpoint {model_dir}/checkpoints/2 has "
+                    "prompt/prompt [20, 128], the config asks for [10, 128] (and 1 more "
+                    "arrays): the checkpoint is intact, the settings differ from those it was "
+                    "trained with (run with them, or use a new MODEL_DIR)"), last
+    assert (model_dir / "config.gin").read_bytes() == record  # the record is untouched
+    assert not (model_dir / "config_changes.jsonl").exists()
+    assert not list(model_dir.glob("config.until_step_*"))
+    _run_train_ok(_world_flags(model_dir, "--gin.TRAIN_STEPS=3"))  # the original settings
+    assert "resumed from step 2" in (model_dir / "train.log").read_text()
+    assert json.loads((model_dir / "train_summary.json").read_text())["final_step"] == 3
+
+
+def test_deleted_config_record_is_warned_about_on_resume(tmp_path, caplog):
+    from xprompt_jax.runs.config_record import check_config
+
+    with caplog.at_level(logging.WARNING, logger="xprompt_jax"):
+        write = check_config(str(tmp_path), "PROMPT_LENGTH = 10\n", 50)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path}/config.gin is missing: resuming at step 50 without checking that the "
+        "config is the one the run trained with; the current config is recorded"]
+    assert not (tmp_path / "config.gin").exists()  # written only once the resume worked
+    write()
+    assert (tmp_path / "config.gin").read_text() == "PROMPT_LENGTH = 10\n"

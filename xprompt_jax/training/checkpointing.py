@@ -85,7 +85,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from .. import _moved
-from ..errors import CheckpointError, NonFiniteError
+from ..errors import CheckpointError, ConfigMismatchError, NonFiniteError
 from ..fileio import (barrier, fsync, host_array, is_local, is_writer, remove_written_dir,
                       to_jsonable, write_json_atomic)
 
@@ -162,8 +162,12 @@ def nonfinite_leaves(tree: Any) -> List[str]:
 
 
 def _is_closed_loop_callback(unraisable) -> bool:
+    """TensorStore reads still running when orbax gave up: their callbacks into a closed
+    event loop, and orbax's read coroutines closed with their error."""
     value = getattr(unraisable, "exc_value", None)
-    return isinstance(value, RuntimeError) and str(value) == "Event loop is closed"
+    text = str(value)
+    return (isinstance(value, RuntimeError) and text == "Event loop is closed") or \
+        text.startswith("Encountered error while reading array index")
 
 
 def quiet_failed_reads() -> None:
@@ -544,6 +548,12 @@ class RunCheckpointer:
                     raise
                 restored = load(local)  # saved by another topology: onto this process's device
         except Exception as e:  # pylint: disable=broad-except  (orbax / TensorStore errors)
+            mismatch = self._shape_mismatch(step, target) if target is not None else None
+            if mismatch:
+                raise ConfigMismatchError(
+                    f"checkpoint {self.checkpoint_path(step)} has {mismatch}: the checkpoint "
+                    "is intact, the settings differ from those it was trained with (run "
+                    "with them, or use a new MODEL_DIR)") from e
             raise CheckpointError(f"checkpoint {self.checkpoint_path(step)} cannot be read: "
                                   f"{unreadable_reason(e)}") from e
         state, meta = restored[STATE_ITEM], dict(restored[META_ITEM] or {})
@@ -553,6 +563,43 @@ class RunCheckpointer:
                                   f"not match the checksum saved with them (corrupt data)")
         self._good_steps.add(step)
         return state, meta
+
+    def _saved_shapes(self, step: int) -> Dict[str, Tuple[int, ...]]:
+        """{'/'-joined path: shape} of checkpoint `step`'s state, from its metadata ({} when
+        the metadata cannot be read)."""
+        path = os.path.join(self.checkpoint_path(step), STATE_ITEM)
+        try:
+            metadata = ocp.StandardCheckpointer().metadata(path)
+            tree = getattr(metadata, "item_metadata", metadata)
+            tree = getattr(tree, "tree", tree)
+            return {p: tuple(m.shape) for p, m in param_paths(tree).items()
+                    if hasattr(m, "shape")}
+        except Exception:  # pylint: disable=broad-except  (damaged: not a shape question)
+            return {}
+
+    def _shape_mismatch(self, step: int, target: Any) -> Optional[str]:
+        """'<param> [20, 128], the config asks for [10, 128]' when checkpoint `step` holds an
+        array of another shape than `target` (a changed prompt length or method), params
+        named before optimizer state; None when the shapes agree or cannot be read."""
+        saved = self._saved_shapes(step)
+        wanted = {p: tuple(getattr(v, "shape", ())) for p, v in param_paths(target).items()
+                  if hasattr(v, "shape")}
+        differ = [p for p in wanted if p in saved and saved[p] != wanted[p]]
+        params = lambda tree: sorted(p[len("train/params/"):] for p in tree
+                                     if p.startswith("train/params/"))
+        if not differ and saved and params(saved) and params(saved) != params(wanted):
+            names = lambda ps: ", ".join(ps[:4]) + (", ..." if len(ps) > 4 else "")
+            return (f"parameters {names(params(saved))}, the config asks for "
+                    f"{names(params(wanted))} (another method or TRAINABLE_REGEX)")
+        if not differ:
+            return None
+        differ.sort(key=lambda p: (not p.startswith("train/params/"), p))
+        path = differ[0]
+        name = path[len("train/params/"):] if path.startswith("train/params/") else path
+        shape = lambda s: "[" + ", ".join(str(d) for d in s) + "]"
+        more = f" (and {len(differ) - 1} more arrays)" if len(differ) > 1 else ""
+        return (f"{name} {shape(saved[path])}, the config asks for {shape(wanted[path])}"
+                f"{more}")
 
     def _local_target(self, step: int) -> Any:
         """The saved state's tree as `ShapeDtypeStruct`s on this process's first device, from
@@ -588,6 +635,8 @@ class RunCheckpointer:
         for step in reversed(steps):
             try:
                 state, meta = self.restore(step, target)
+            except ConfigMismatchError:
+                raise  # an intact checkpoint of other settings: no older one fits either
             except Exception as e:  # pylint: disable=broad-except
                 why = _why(e)
                 self._bad_steps[step] = why
@@ -617,6 +666,8 @@ class RunCheckpointer:
             if need_state or step not in self._good_steps:
                 try:
                     state, meta = self.restore(step, target)
+                except ConfigMismatchError:
+                    raise
                 except Exception as e:  # pylint: disable=broad-except
                     self._bad_steps[step] = _why(e)
                     continue

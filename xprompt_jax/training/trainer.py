@@ -158,6 +158,9 @@ class Trainer:
         self.data_config = data_config
         self.evaluator = evaluator
         self.step_callback = step_callback
+        # called (no arguments) once `run` restored its checkpoint (or found none), before
+        # the first step: e.g. the config record, written only when the resume worked
+        self.after_restore: Optional[Callable[[], None]] = None
         self.eval_callback = eval_callback
         check_feature_lengths(data_config.task_feature_lengths)
         batch_size = data_config.batch_size
@@ -291,6 +294,8 @@ class Trainer:
     def _run(self, signals: "_StopSignals") -> Dict[str, Any]:
         cfg = self.config
         meta = self.restore() or {}
+        if self.after_restore is not None:
+            self.after_restore()
         start = int(self.state.step)
         position = resume_position(meta, start, self._last_good())
         run_meta = {k: meta[k] for k in ("best_eval", "evals_without_improvement") if k in meta}
