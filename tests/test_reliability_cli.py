@@ -93,6 +93,34 @@ GIN_CASES = [
 ]
 
 
+# Values out of range, refused at parse time naming the macro (the rules are the
+# documented meaning of each setting: a rate > 0, a dropout probability < 1, ...).
+GIN_CASES += [
+    ([flag], "xprompt_jax.train: error: " + line) for flag, line in [
+        ("--gin.LEARNING_RATE=-0.3", "LEARNING_RATE = -0.3: LEARNING_RATE expects a finite "
+         "number > 0 (a negative rate climbs the loss)"),
+        ("--gin.LEARNING_RATE=1e400", "LEARNING_RATE = inf: LEARNING_RATE expects a finite "
+         "number > 0 (a negative rate climbs the loss)"),
+        ("--gin.DROPOUT_RATE=1.5", "DROPOUT_RATE = 1.5: DROPOUT_RATE expects a number in "
+         "[0, 1)"),
+        ("--gin.KEEP_CHECKPOINTS=0", "KEEP_CHECKPOINTS = 0: KEEP_CHECKPOINTS expects an int "
+         ">= 1, or None to keep all"),
+        ("--gin.PROMPT_LENGTH=0", "PROMPT_LENGTH = 0: PROMPT_LENGTH expects an int >= 1"),
+        ("--gin.MAX_EVAL_EXAMPLES='16'", "MAX_EVAL_EXAMPLES = '16': MAX_EVAL_EXAMPLES "
+         "expects an int >= 1, or None for the whole split (got a string)"),
+        ("--gin.MESH_SHAPE=(3,)", "MESH_SHAPE = (3,): MESH_SHAPE expects a pair of ints "
+         "(data, model), each >= 1 or one of them -1"),
+        ("--gin.EVAL_MODE='gen'", "EVAL_MODE = 'gen': EVAL_MODE expects 'generation' or "
+         "'rank_classification'"),
+        ("--gin.FROZEN_DTYPE='bf16'", "FROZEN_DTYPE = 'bf16': FROZEN_DTYPE expects None, "
+         "'float32', 'bfloat16' or 'float16'"),
+        ("--gin.TRAINABLE_REGEX='(('", "TRAINABLE_REGEX = '((': TRAINABLE_REGEX expects a "
+         "valid regular expression (a string)"),
+        ("--gin.prompt_length=10", "--gin.prompt_length: prompt_length is not a macro of the "
+         "included gin files; did you mean PROMPT_LENGTH?"),
+    ]]
+
+
 @pytest.mark.parametrize("extra,line", GIN_CASES)
 def test_bad_settings_give_one_line_and_exit_2(tmp_path, capsys, extra, line):
     code, last = _run_train(_world_flags(tmp_path / "run") + extra, capsys)
@@ -274,3 +302,13 @@ def test_deleted_config_record_is_warned_about_on_resume(tmp_path, caplog):
     assert not (tmp_path / "config.gin").exists()  # written only once the resume worked
     write()
     assert (tmp_path / "config.gin").read_text() == "PROMPT_LENGTH = 10\n"
+
+
+def test_macro_typo_in_the_users_own_gin_file_names_file_line_and_close_name(tmp_path,
+                                                                              capsys):
+    mine = tmp_path / "mine.gin"
+    mine.write_text("# my settings\nTRAIN_STEPS = 2\nLEARNING_RAT = 0.1\n")
+    code, last = _run_train(_world_flags(tmp_path / "run", f"--gin_file={mine}"), capsys)
+    assert (code, last) == (2, f"xprompt_jax.train: error: {mine}:3: LEARNING_RAT is not a "
+                               "macro that any gin file or setting reads; did you mean "
+                               "LEARNING_RATE?")
