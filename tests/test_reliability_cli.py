@@ -118,6 +118,13 @@ GIN_CASES += [
          "valid regular expression (a string)"),
         ("--gin.prompt_length=10", "--gin.prompt_length: prompt_length is not a macro of the "
          "included gin files; did you mean PROMPT_LENGTH?"),
+    ]] + [
+    # the world's test split is unlabelled like SuperGLUE's (targets '<unk>')
+    (["--gin.EVAL_PERIOD=1", flag], "xprompt_jax.train: error: " + line) for flag, line in [
+        ("--gin.EVAL_SPLIT='test'", "split 'test' of task 'world_rte' has no labels (every "
+         "target is '<unk>', T5's mark for an unlabelled example): its scores would mean "
+         "nothing; set EVAL_SPLIT (or EVAL_HELDOUT_SPLIT) to a labelled split, e.g. "
+         "'validation'"),
     ]]
 
 
