@@ -64,6 +64,7 @@ import quality_stats as qs  # noqa: E402  (bench/)
 import readme_block  # noqa: E402  (bench/)
 
 from xprompt_jax import gin_utils  # noqa: E402
+from xprompt_jax.fileio import runs_dir  # noqa: E402
 from xprompt_jax.world import quickstart  # noqa: E402
 
 BENCH_GIN = "world/bench.gin"
@@ -562,7 +563,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                         help="launch nothing: tabulate the finished runs of --output_dir "
                              "(the others are 'not run')")
     parser.add_argument("--output_dir", default=None,
-                        help="default ./xprompt_runs/bench-quality-<timestamp>")
+                        help="default $XPROMPT_RUNS_DIR/bench-quality-<timestamp> "
+                             "($XPROMPT_RUNS_DIR defaults to ~/xprompt_runs)")
     parser.add_argument("--results_dir", default=None,
                         help="also copy quality.json and quality.png here")
     parser.add_argument("--world_dir", default=None)
@@ -592,7 +594,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     output_dir = os.path.abspath(args.output_dir or
-                                 os.path.join("xprompt_runs", f"bench-quality-{stamp}"))
+                                 os.path.join(runs_dir(), f"bench-quality-{stamp}"))
     os.makedirs(output_dir, exist_ok=True)
     world_dir = writer.ensure_world_data(args.world_dir)
     print(f"output directory: {output_dir}\nworld data: {world_dir}\nregime: {regime.name}: "

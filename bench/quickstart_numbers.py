@@ -127,12 +127,16 @@ def write_readme(text: str, path: str = README) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
+    from xprompt_jax.fileio import runs_dir
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", nargs="+", type=int, default=[0, 1],
                         help="one run per entry: 0 = XLA's default, 1 = one thread")
     parser.add_argument("--run_dirs", nargs="*", default=None,
                         help="read these finished runs instead of running")
-    parser.add_argument("--output_dir", default="xprompt_runs/quickstart-numbers")
+    parser.add_argument("--output_dir", default=os.path.join(runs_dir(), "quickstart-numbers"),
+                        help="default $XPROMPT_RUNS_DIR/quickstart-numbers "
+                             "($XPROMPT_RUNS_DIR defaults to ~/xprompt_runs)")
     parser.add_argument("--machine", default=None,
                         help="how the README names the machine (default: CPU count)")
     parser.add_argument("--write_readme", action="store_true")

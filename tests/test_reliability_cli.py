@@ -93,6 +93,41 @@ GIN_CASES = [
 ]
 
 
+# Values out of range, refused at parse time naming the macro (the rules are the
+# documented meaning of each setting: a rate > 0, a dropout probability < 1, ...).
+GIN_CASES += [
+    ([flag], "xprompt_jax.train: error: " + line) for flag, line in [
+        ("--gin.LEARNING_RATE=-0.3", "LEARNING_RATE = -0.3: LEARNING_RATE expects a finite "
+         "number > 0 (a negative rate climbs the loss)"),
+        ("--gin.LEARNING_RATE=1e400", "LEARNING_RATE = inf: LEARNING_RATE expects a finite "
+         "number > 0 (a negative rate climbs the loss)"),
+        ("--gin.DROPOUT_RATE=1.5", "DROPOUT_RATE = 1.5: DROPOUT_RATE expects a number in "
+         "[0, 1)"),
+        ("--gin.KEEP_CHECKPOINTS=0", "KEEP_CHECKPOINTS = 0: KEEP_CHECKPOINTS expects an int "
+         ">= 1, or None to keep all"),
+        ("--gin.PROMPT_LENGTH=0", "PROMPT_LENGTH = 0: PROMPT_LENGTH expects an int >= 1"),
+        ("--gin.MAX_EVAL_EXAMPLES='16'", "MAX_EVAL_EXAMPLES = '16': MAX_EVAL_EXAMPLES "
+         "expects an int >= 1, or None for the whole split (got a string)"),
+        ("--gin.MESH_SHAPE=(3,)", "MESH_SHAPE = (3,): MESH_SHAPE expects a pair of ints "
+         "(data, model), each >= 1 or one of them -1"),
+        ("--gin.EVAL_MODE='gen'", "EVAL_MODE = 'gen': EVAL_MODE expects 'generation' or "
+         "'rank_classification'"),
+        ("--gin.FROZEN_DTYPE='bf16'", "FROZEN_DTYPE = 'bf16': FROZEN_DTYPE expects None, "
+         "'float32', 'bfloat16' or 'float16'"),
+        ("--gin.TRAINABLE_REGEX='(('", "TRAINABLE_REGEX = '((': TRAINABLE_REGEX expects a "
+         "valid regular expression (a string)"),
+        ("--gin.prompt_length=10", "--gin.prompt_length: prompt_length is not a macro of the "
+         "included gin files; did you mean PROMPT_LENGTH?"),
+    ]] + [
+    # the world's test split is unlabelled like SuperGLUE's (targets '<unk>')
+    (["--gin.EVAL_PERIOD=1", flag], "xprompt_jax.train: error: " + line) for flag, line in [
+        ("--gin.EVAL_SPLIT='test'", "split 'test' of task 'world_rte' has no labels (every "
+         "target is '<unk>', T5's mark for an unlabelled example): its scores would mean "
+         "nothing; set EVAL_SPLIT (or EVAL_HELDOUT_SPLIT) to a labelled split, e.g. "
+         "'validation'"),
+    ]]
+
+
 @pytest.mark.parametrize("extra,line", GIN_CASES)
 def test_bad_settings_give_one_line_and_exit_2(tmp_path, capsys, extra, line):
     code, last = _run_train(_world_flags(tmp_path / "run") + extra, capsys)
@@ -220,3 +255,67 @@ def test_cli_subprocess_typo_exits_2_and_sigterm_exits_0_with_a_resume_line(tmp_
     # Run events reach stderr (a pipe here, no progress bar) and MODEL_DIR/train.log.
     assert "starting a run of 100000 steps in" in err and "step 1 loss" in err
     assert "SIGTERM received: stopped after step" in (model_dir / "train.log").read_text()
+
+
+def _run_train_ok(argv):
+    """Runs the train CLI in process and expects success (no SystemExit)."""
+    import gin
+    from absl import flags
+
+    from xprompt_jax import train
+
+    flags.FLAGS.unparse_flags()
+    gin.clear_config()
+    log = logging.getLogger("xprompt_jax")
+    saved = (list(log.handlers), log.level, log.propagate)
+    try:
+        cli.run_cli(train.main, ["train"] + list(argv), prog="xprompt_jax.train")
+    finally:
+        gin.clear_config()
+        flags.FLAGS.unparse_flags()
+        log.handlers[:], log.level, log.propagate = saved
+
+
+def test_failed_config_change_keeps_the_record_and_the_original_command_resumes(
+        tmp_path, capsys):
+    model_dir = tmp_path / "run"
+    _run_train_ok(_world_flags(model_dir))  # PROMPT_LENGTH 20 (world/run.gin), steps 1-2
+    record = (model_dir / "config.gin").read_bytes()
+    capsys.readouterr()
+    code, last = _run_train(_world_flags(model_dir, "--gin.PROMPT_LENGTH=10",
+                                         "--gin.TRAIN_STEPS=3", "--allow_config_change"),
+                            capsys)
+    assert code == 2
+    assert last == (f"xprompt_jax.train: error: checkpoint {model_dir}/checkpoints/2 has "
+                    "prompt/prompt [20, 128], the config asks for [10, 128] (and 1 more "
+                    "arrays): the checkpoint is intact, the settings differ from those it was "
+                    "trained with (run with them, or use a new MODEL_DIR)"), last
+    assert (model_dir / "config.gin").read_bytes() == record  # the record is untouched
+    assert not (model_dir / "config_changes.jsonl").exists()
+    assert not list(model_dir.glob("config.until_step_*"))
+    _run_train_ok(_world_flags(model_dir, "--gin.TRAIN_STEPS=3"))  # the original settings
+    assert "resumed from step 2" in (model_dir / "train.log").read_text()
+    assert json.loads((model_dir / "train_summary.json").read_text())["final_step"] == 3
+
+
+def test_deleted_config_record_is_warned_about_on_resume(tmp_path, caplog):
+    from xprompt_jax.runs.config_record import check_config
+
+    with caplog.at_level(logging.WARNING, logger="xprompt_jax"):
+        write = check_config(str(tmp_path), "PROMPT_LENGTH = 10\n", 50)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path}/config.gin is missing: resuming at step 50 without checking that the "
+        "config is the one the run trained with; the current config is recorded"]
+    assert not (tmp_path / "config.gin").exists()  # written only once the resume worked
+    write()
+    assert (tmp_path / "config.gin").read_text() == "PROMPT_LENGTH = 10\n"
+
+
+def test_macro_typo_in_the_users_own_gin_file_names_file_line_and_close_name(tmp_path,
+                                                                              capsys):
+    mine = tmp_path / "mine.gin"
+    mine.write_text("# my settings\nTRAIN_STEPS = 2\nLEARNING_RAT = 0.1\n")
+    code, last = _run_train(_world_flags(tmp_path / "run", f"--gin_file={mine}"), capsys)
+    assert (code, last) == (2, f"xprompt_jax.train: error: {mine}:3: LEARNING_RAT is not a "
+                               "macro that any gin file or setting reads; did you mean "
+                               "LEARNING_RATE?")

@@ -318,3 +318,81 @@ def test_a_diverging_but_finite_prompt_is_warned_about_once():
         watch.check(step, norm, log)
     assert log.lines == ["warning: step 4: the trainable parameters' norm grew from 2 to 201 "
                          "(diverging? LEARNING_RATE too high?)"]
+
+
+def _truncate_arrays(step_dir):
+    """Cuts the array data files (the OCDBT `d/` folder) of a checkpoint's state to 10 bytes."""
+    files = [os.path.join(r, n) for r, _, ns in os.walk(step_dir / "state") for n in ns
+             if os.path.basename(r) == "d"]
+    assert files
+    for path in files:
+        os.truncate(path, 10)
+
+
+def _run_with_metrics(model_dir, metrics):
+    """Checkpoints of a tiny SoftPrompt run (the fixture model's prompt shape) saved with
+    the given {step: metric}; each step's prompt is filled with the step number."""
+    from xprompt_jax.training.checkpointing import RunCheckpointer
+    from xprompt_jax.training.trainer import run_payload
+
+    with RunCheckpointer(str(model_dir), keep=None, save_numpy=False) as checkpointer:
+        for step, metric in metrics.items():
+            prompt = jnp.full((4, 8), float(step), jnp.float32)  # tiny model: length 4, emb 8
+            checkpointer.save(step, run_payload({"params": {"prompt": {"prompt": prompt}},
+                                                 "step": step}, {}), meta={}, metric=metric)
+
+
+def test_corrupt_best_checkpoint_gives_way_to_the_next_best_with_one_line(
+        tmp_path, caplog, capfd):
+    from xprompt_jax.runs.restore import restore_trainable
+    from xprompt_jax.training.checkpointing import RunCheckpointer
+
+    # step 2 is the best (80); step 3 ties it (80): the next best once 2 cannot be read.
+    _run_with_metrics(tmp_path, {1: 60.0, 2: 80.0, 3: 80.0, 4: 70.0})
+    _truncate_arrays(tmp_path / "checkpoints" / "2")
+    capfd.readouterr()
+    with caplog.at_level(logging.WARNING):
+        restored = restore_trainable(tiny_prompted_model(), str(tmp_path), "best")
+    assert restored.step == 3
+    np.testing.assert_array_equal(np.asarray(restored.trainable["prompt"]["prompt"]),
+                                  np.full((4, 8), 3.0, np.float32))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
+                and r.name.startswith("xprompt_jax")]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith(
+        "the best checkpoint step 2 (metric 80) cannot be read (a data file is shorter than "
+        "recorded (truncated) ("), warnings[0]
+    assert warnings[0].endswith("); using step 3 (metric 80) instead (the bad checkpoint is "
+                                "kept)")
+    assert "tensorstore_spec" not in warnings[0]
+    assert "Event loop is closed" not in capfd.readouterr().err  # TensorStore noise dropped
+    assert (tmp_path / "checkpoints" / "2").exists()  # kept for inspection
+
+    # Both tied steps damaged: the next lower metric (step 4, 70), never the unreadable ones.
+    _truncate_arrays(tmp_path / "checkpoints" / "3")
+    checkpointer = RunCheckpointer(str(tmp_path), read_only=True)
+    assert checkpointer.readable_best_step() == 4
+    assert checkpointer.best_step() == 4 and checkpointer.best_metric() == 70.0
+    # An explicit step that cannot be read is one line naming it.
+    from xprompt_jax.errors import CheckpointError
+    with pytest.raises(CheckpointError, match=r"checkpoints/2 cannot be read: a data file is "
+                                              r"shorter than recorded"):
+        restore_trainable(tiny_prompted_model(), str(tmp_path), 2)
+
+
+def test_trainer_restore_best_skips_an_unreadable_best(tmp_path, task_name, pretrained,
+                                                       reference_run, caplog):
+    """The XPrompt pipeline's stage-1 prompt comes from `Trainer.restore_best`: with no
+    metric recorded the newest checkpoint is the best; damaged, the older one is used."""
+    from xprompt_jax.xprompt import rewind
+
+    model_dir = _copy_run(reference_run, tmp_path)
+    _flip(model_dir / "checkpoints" / "4")
+    step2 = np.load(model_dir / "numpy_checkpoints" / "checkpoint_2" / "prompt.prompt.npy")
+    trainer = _trainer(model_dir, task_name, pretrained, steps=4, save_period=2)
+    with caplog.at_level(logging.WARNING):
+        params, step = rewind.best_trainable(trainer)
+    assert step == 2
+    np.testing.assert_array_equal(np.asarray(params["prompt"]["prompt"]), step2)
+    assert any(r.getMessage().startswith("the best checkpoint step 4 cannot be read (")
+               and "using step 2 instead" in r.getMessage() for r in caplog.records)

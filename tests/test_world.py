@@ -264,7 +264,8 @@ def test_world_gin_file_matches_the_shipped_model():
     assert os.path.isdir(paths.checkpoint_path())
 
 
-def test_a_stopped_quickstart_names_the_folder_to_resume(tmp_path, world_dir, monkeypatch):
+def test_a_stopped_quickstart_names_the_folder_to_resume(tmp_path, world_dir, monkeypatch,
+                                                         capsys):
     """A signal stops the quickstart's training. Its default folder is new on every run, so
     the same command would start over: the line says to rerun with --output_dir=<that
     folder>. With --output_dir given, the same command resumes, and the line says so."""
@@ -277,18 +278,29 @@ def test_a_stopped_quickstart_names_the_folder_to_resume(tmp_path, world_dir, mo
                                   signal_name="SIGTERM")
 
     monkeypatch.setattr(train_lib, "train", stopped)
-    monkeypatch.chdir(tmp_path)
+    checkout = tmp_path / "checkout"  # the working directory: a newcomer's git checkout
+    checkout.mkdir()
+    monkeypatch.chdir(checkout)
+    monkeypatch.delenv("XPROMPT_RUNS_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     kwargs = dict(world_dir=world_dir, references=False, steps=4,
                   method=job.METHODS["prompt_tuning"])
     with pytest.raises(TrainingInterrupted) as info:
         job.run(None, **kwargs)
-    (made,) = (tmp_path / "xprompt_runs").iterdir()  # the timestamped folder of this run
+    assert list(checkout.iterdir()) == []  # nothing written into the working directory
+    assert f"run directory: {tmp_path / 'home' / 'xprompt_runs'}/quickstart-" in \
+        capsys.readouterr().out
+    (made,) = (tmp_path / "home" / "xprompt_runs").iterdir()  # this run's timestamped folder
     assert str(info.value) == ("SIGTERM: saved step 3 (data position 3) to ckpt; rerun with "
                                f"--output_dir={made} to resume from step 3 (without it the "
                                "quickstart starts a new folder)")
     with pytest.raises(TrainingInterrupted) as info:
         job.run(str(tmp_path / "named"), **kwargs)
     assert str(info.value).endswith("; rerun the same command to resume from step 3")
+    monkeypatch.setenv("XPROMPT_RUNS_DIR", str(tmp_path / "runs"))  # the user's choice
+    with pytest.raises(TrainingInterrupted):
+        job.run(None, **kwargs)
+    assert [p.name.split("-")[0] for p in (tmp_path / "runs").iterdir()] == ["quickstart"]
 
 
 @pytest.mark.slow

@@ -32,6 +32,11 @@ class CheckpointError(XPromptError, ValueError):
     """A checkpoint cannot be read or does not fit the configured model."""
 
 
+class ConfigMismatchError(CheckpointError):
+    """An intact checkpoint holds arrays of other shapes than the configured model (another
+    prompt length or method): the settings differ, the checkpoint is not damaged."""
+
+
 class NonFiniteError(XPromptError, FloatingPointError):
     """The loss or the trainable parameters became NaN/Inf (names the step and the last
     good checkpoint; nothing non-finite was written)."""

@@ -31,6 +31,17 @@ logger = logging.getLogger("xprompt_jax")
 
 
 # ----------------------------------------------------------------------------- processes
+RUNS_DIR_ENV = "XPROMPT_RUNS_DIR"
+
+
+def runs_dir() -> str:
+    """Where the quickstart and the benches put a run when no folder is named:
+    `$XPROMPT_RUNS_DIR`, else `~/xprompt_runs`; never the working directory, which for a
+    newcomer is the repository checkout (untracked files in `git status`)."""
+    return os.path.abspath(os.path.expanduser(
+        os.environ.get(RUNS_DIR_ENV) or os.path.join("~", "xprompt_runs")))
+
+
 def is_writer() -> bool:
     """Process 0 writes exports, logs, reports and run records."""
     return jax.process_index() == 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import os
 import re
 import sys
@@ -144,6 +145,8 @@ def _parse_gin(gin_files, gin_bindings, gin_search_paths, finalize) -> None:
             raise GinConfigError(f"error in gin binding {binding!r}: {type(e).__name__}: {e}") \
                 from e
     check_macro_bindings(gin_bindings, file_macros)
+    check_file_macros([_resolve(f, search_paths) for f in gin_files], file_macros)
+    check_macro_values()
     if finalize:
         gin.finalize()
 
@@ -152,7 +155,10 @@ def _parse_gin(gin_files, gin_bindings, gin_search_paths, finalize) -> None:
 # Macros read by code (`tasks.sources.gin_macro`) rather than by a gin file; modules that
 # read one may add its name here (the data-dir macros and WORLD_DIR are found by themselves).
 CODE_MACROS = set()
-_MACRO_BINDING = re.compile(r"\s*([A-Z][A-Z0-9_]*)\s*=")
+# A binding of a bare name (no '.' or '/'): a macro, whatever its case (gin makes
+# `prompt_length = 10` a new macro that nothing reads).
+_MACRO_BINDING = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=")
+_FILE_MACRO = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*=")
 
 
 def macro_values() -> dict:
@@ -265,15 +271,118 @@ def check_macro_bindings(gin_bindings: Sequence[str], file_macros: dict) -> None
             continue
         name = match.group(1)
         if name not in known:
-            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
-            hint = f"; did you mean {close[0]}?" if close else ""
             raise GinConfigError(f"--gin.{name}: {name} is not a macro of the included gin "
-                                 f"files{hint}")
+                                 f"files{_did_you_mean(name, known)}")
         default, value = file_macros.get(name), values.get(name)
         if not _type_ok(default, value):
             raise GinConfigError(f"--gin.{name}={value!r}: {name} expects "
                                  f"{_type_name(default)} (the gin files set {default!r}), "
                                  f"got {_type_name(value)}")
+
+
+def _did_you_mean(name: str, known) -> str:
+    """'; did you mean X?' for the closest known macro (case first: `prompt_length` ->
+    PROMPT_LENGTH), '' when none is close."""
+    same_case = [k for k in sorted(known) if k.upper() == name.upper()]
+    close = same_case or difflib.get_close_matches(name.upper(), sorted(known), n=1,
+                                                   cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _is_package_file(path: str) -> bool:
+    try:
+        package = os.path.realpath(packaged_gin_dir())
+    except GinConfigError:
+        return False
+    return os.path.realpath(path).startswith(package + os.sep)
+
+
+def check_file_macros(gin_files: Sequence[str], file_macros: dict) -> None:
+    """A macro set in one of the user's own gin files (any file outside the package's
+    gin folder) must be one that something reads: a `%NAME` of any gin file, a macro of
+    the package's files, or one read by code. A typo (`LEARNING_RAT = 0.1`) would otherwise
+    set nothing. Raises GinConfigError naming file:line and the close name."""
+    del file_macros  # (they include the user's own: a typo would count as known)
+    referenced = referenced_macros()
+    if not referenced:
+        return  # macros only (no run config reads them): nothing to check against
+    known = referenced | _code_macros()
+    for path in gin_files:
+        if _is_package_file(path):
+            continue
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except (OSError, UnicodeDecodeError):
+            continue  # gin read it already; nothing more to check here
+        for number, line in enumerate(lines, 1):
+            match = _FILE_MACRO.match(line)  # at column 0: a top-level binding
+            if match and match.group(1) not in known:
+                name = match.group(1)
+                raise GinConfigError(f"{path}:{number}: {name} is not a macro that any gin "
+                                     f"file or setting reads{_did_you_mean(name, known)}")
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _regex(value) -> bool:
+    try:
+        re.compile(value)
+    except (re.error, TypeError):
+        return False
+    return isinstance(value, str)
+
+
+def _mesh(value) -> bool:
+    return (isinstance(value, (tuple, list)) and len(value) == 2
+            and all(_int(v) and (v >= 1 or v == -1) for v in value)
+            and list(value).count(-1) <= 1)
+
+
+# What a macro must hold to mean anything ({name: (test, what is expected)}); checked on
+# every parse, whichever file or flag set it. References (`%OTHER`, `@fn()`) are not checked.
+MACRO_RULES = {
+    "LEARNING_RATE": (lambda v: _number(v) and math.isfinite(v) and v > 0,
+                      "a finite number > 0 (a negative rate climbs the loss)"),
+    "DROPOUT_RATE": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "KEEP_CHECKPOINTS": (lambda v: v is None or (_int(v) and v >= 1),
+                         "an int >= 1, or None to keep all"),
+    "PROMPT_LENGTH": (lambda v: _int(v) and v >= 1, "an int >= 1"),
+    "BATCH_SIZE": (lambda v: _int(v) and v >= 1, "an int >= 1"),
+    "MAX_EVAL_EXAMPLES": (lambda v: v is None or (_int(v) and v >= 1),
+                          "an int >= 1, or None for the whole split"),
+    "EVAL_MODE": (lambda v: v in ("generation", "rank_classification"),
+                  "'generation' or 'rank_classification'"),
+    "FROZEN_DTYPE": (lambda v: v in (None, "float32", "bfloat16", "float16"),
+                     "None, 'float32', 'bfloat16' or 'float16'"),
+    "MESH_SHAPE": (_mesh, "a pair of ints (data, model), each >= 1 or one of them -1"),
+    "TRAINABLE_REGEX": (_regex, "a valid regular expression (a string)"),
+}
+
+
+def check_macro_values() -> None:
+    """Raises GinConfigError naming the macro when a value of `MACRO_RULES` is out of range
+    or of the wrong kind (e.g. LEARNING_RATE = -0.3, DROPOUT_RATE = 1.5)."""
+    for name, value in macro_values().items():
+        rule = MACRO_RULES.get(name)
+        if rule is None or _is_reference(value) or hasattr(value, "selector"):
+            continue
+        test, expected = rule
+        try:
+            ok = bool(test(value))
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            numeric = expected.startswith(("a finite", "a number", "an int"))
+            got = f" (got {_type_name(value)})" if numeric and not _number(value) \
+                and value is not None else ""
+            raise GinConfigError(f"{name} = {value!r}: {name} expects {expected}{got}")
 
 
 def required_macros_unset() -> List[str]:

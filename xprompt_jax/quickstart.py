@@ -28,7 +28,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                     "world with the shipped tiny T5 and writes report.md / report.json / "
                     "plots to a run directory.")
     parser.add_argument("--output_dir", default=None,
-                        help="run directory (default ./xprompt_runs/quickstart-<timestamp>)")
+                        help="run directory (default $XPROMPT_RUNS_DIR/quickstart-<timestamp>, "
+                             "$XPROMPT_RUNS_DIR defaulting to ~/xprompt_runs)")
     parser.add_argument("--task", default=job.DEFAULT_TASK, choices=job.TASKS)
     parser.add_argument("--method", default=job.DEFAULT_METHOD, choices=sorted(job.METHODS))
     parser.add_argument("--world_dir", default=None,

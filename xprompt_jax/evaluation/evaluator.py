@@ -39,6 +39,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..training import data as data_lib
 from . import bank as bank_lib
 from . import metrics as metrics_lib
@@ -94,6 +95,15 @@ class Predictions:
     scores: Optional[List[List[np.ndarray]]] = None
 
 
+def _unlabelled(example: Mapping[str, Any]) -> bool:
+    """T5's preprocessors give an unlabelled example (a GLUE / SuperGLUE test split, label
+    -1) the target '<unk>'."""
+    target = example.get("targets_pretokenized")
+    if isinstance(target, bytes):
+        target = target.decode("utf-8", "replace")
+    return target == "<unk>"
+
+
 class Evaluator:
     """Evaluates a model's variables on a seqio task's split (see module docstring).
 
@@ -121,6 +131,12 @@ class Evaluator:
             self.task, config.split, self.feature_lengths, config.max_examples)
         if not self.examples and examples is None:
             raise ValueError(f"task {task_name!r} split {config.split!r} has no examples")
+        if examples is None and all(_unlabelled(e) for e in self.examples):
+            raise ConfigError(
+                f"split {config.split!r} of task {task_name!r} has no labels (every target is "
+                "'<unk>', T5's mark for an unlabelled example): its scores would mean nothing;"
+                " set EVAL_SPLIT (or EVAL_HELDOUT_SPLIT) to a labelled split, e.g. "
+                "'validation'")
         self.label_map = None if label_map is None else {str(k): str(v)
                                                          for k, v in label_map.items()}
         target_labels = label_strings_fn or metrics_lib.default_label_strings_fn(task_name)

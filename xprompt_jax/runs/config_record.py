@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 from ..errors import ConfigError
 from ..fileio import is_writer, open_append, write_text_atomic
@@ -47,12 +47,17 @@ def config_differences(old: str, new: str) -> list:
     return out
 
 
-def record_config(model_dir: str, config_text: str, resume_step: Optional[int],
-                  allow_config_change: bool = False) -> None:
-    """Writes MODEL_DIR/config.gin atomically; a resume (`resume_step` not None) with a
-    config that differs from the saved one raises ConfigError, or with
-    `allow_config_change` records the change (module docstring)."""
+def check_config(model_dir: str, config_text: str, resume_step: Optional[int],
+                 allow_config_change: bool = False) -> Callable[[], None]:
+    """Checks `config_text` against MODEL_DIR/config.gin: a resume (`resume_step` not None)
+    with a config that differs from the saved one raises ConfigError unless
+    `allow_config_change`. Writes nothing: returns the function that writes the record
+    (config.gin, and for an accepted change the old file and config_changes.jsonl; module
+    docstring). Call it only once the run restored its checkpoint under the new config, so
+    a change that cannot resume (e.g. another prompt length) leaves the record as it was and
+    the original command still resumes. Calling it again does nothing."""
     path = os.path.join(model_dir, CONFIG_FILE)
+    old, changes = None, []
     if resume_step is not None and os.path.exists(path):
         with open(path) as f:
             old = f.read()
@@ -62,6 +67,16 @@ def record_config(model_dir: str, config_text: str, resume_step: Optional[int],
             raise ConfigError(f"{path}: resuming at step {resume_step} with a different "
                               f"config ({shown}); use the saved settings, a new MODEL_DIR, "
                               "or --allow_config_change to record the change")
+    elif resume_step is not None:
+        logger.warning("%s is missing: resuming at step %d without checking that the config "
+                       "is the one the run trained with; the current config is recorded",
+                       path, resume_step)
+    done = []
+
+    def write() -> None:
+        if done:
+            return
+        done.append(True)
         if changes and is_writer():
             logger.warning("config changed at step %d (--allow_config_change): %s",
                            resume_step, "; ".join(changes))
@@ -70,5 +85,13 @@ def record_config(model_dir: str, config_text: str, resume_step: Optional[int],
             with open_append(os.path.join(model_dir, CONFIG_CHANGES_FILE)) as f:
                 f.write(json.dumps({"step": resume_step, "time": time.time(),
                                     "changes": changes}) + "\n")
-    if is_writer():
-        write_text_atomic(path, config_text)
+        if is_writer():
+            write_text_atomic(path, config_text)
+
+    return write
+
+
+def record_config(model_dir: str, config_text: str, resume_step: Optional[int],
+                  allow_config_change: bool = False) -> None:
+    """`check_config`, then writes the record at once."""
+    check_config(model_dir, config_text, resume_step, allow_config_change)()

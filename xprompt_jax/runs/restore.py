@@ -51,17 +51,19 @@ def restore_trainable(model, model_dir: str, checkpoint: Union[str, int] = "best
     if t5x_path is not None:
         return _restore_t5x(model, t5x_path, trainable_regex)
     checkpointer = RunCheckpointer(model_dir, read_only=True)
-    if checkpoint == "best":
-        step = checkpointer.best_step() or checkpointer.latest_step()
-    elif checkpoint == "latest":
-        step = checkpointer.latest_step()
+    if checkpoint == "best":  # an unreadable best gives way to the next best, with a warning
+        best = checkpointer.restore_best_good()
+        if best is None:
+            raise CheckpointError(f"no checkpoint in {model_dir}")
+        step, restored = best[0], best[1:]
     else:
-        step = int(checkpoint)
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint in {model_dir}")
-    restored = checkpointer.restore(step)
-    if restored is None:
-        raise FileNotFoundError(f"checkpoint {step} not found in {model_dir}")
+        step = checkpointer.latest_step() if checkpoint == "latest" else int(checkpoint)
+        if step is None:
+            raise CheckpointError(f"no checkpoint in {model_dir}")
+        if step not in checkpointer.all_steps():
+            raise CheckpointError(f"no checkpoint for step {step} in {model_dir} (available:"
+                                  f" {checkpointer.all_steps()})")
+        restored = checkpointer.restore(step)
     saved, collections = restored_params_and_collections(restored[0])
     trainable = checked_trainable(model, saved, trainable_regex,
                                   f"checkpoint {step} in {model_dir}")

@@ -10,7 +10,7 @@ from typing import Any, Dict, Mapping, Sequence
 from ..fileio import is_writer, jsonable_loose, write_json_atomic
 from .build import build_trainer
 from .config import RunConfig
-from .config_record import record_config
+from .config_record import check_config
 from .report import SectionFn, prompt_interpretability, run_markdown, run_report, write_report
 
 logger = logging.getLogger("xprompt_jax")
@@ -32,8 +32,10 @@ def train(run: RunConfig, *, config_text: str = "", allow_config_change: bool = 
     trainer = build_trainer(run, step_callback=recorder)
     model_dir = trainer.config.model_dir
     os.makedirs(model_dir, exist_ok=True)
-    record_config(model_dir, config_text, trainer.checkpointer.latest_step(),
-                  allow_config_change)
+    # written once the checkpoint restored under this config (a change that cannot resume
+    # leaves the record as it was)
+    trainer.after_restore = check_config(model_dir, config_text,
+                                         trainer.checkpointer.latest_step(), allow_config_change)
     summary = trainer.run()
     if is_writer():
         write_json_atomic(os.path.join(model_dir, SUMMARY_FILE), jsonable_loose(summary))

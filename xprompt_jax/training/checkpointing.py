@@ -71,6 +71,7 @@ import logging
 import math
 import os
 import re
+import sys
 import time
 import uuid
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -84,7 +85,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from .. import _moved
-from ..errors import CheckpointError, DataError, NonFiniteError
+from ..errors import CheckpointError, ConfigMismatchError, DataError, NonFiniteError
 from ..fileio import (barrier, fsync, host_array, is_local, is_writer, read_npy,
                       remove_written_dir, to_jsonable, write_json_atomic)
 
@@ -158,6 +159,59 @@ def nonfinite_leaves(tree: Any) -> List[str]:
                 np.isfinite(value.astype(np.float32))):
             bad.append(path)
     return bad
+
+
+def _is_closed_loop_callback(unraisable) -> bool:
+    """TensorStore reads still running when orbax gave up: their callbacks into a closed
+    event loop, and orbax's read coroutines closed with their error."""
+    value = getattr(unraisable, "exc_value", None)
+    text = str(value)
+    return (isinstance(value, RuntimeError) and text == "Event loop is closed") or \
+        text.startswith("Encountered error while reading array index")
+
+
+def quiet_failed_reads() -> None:
+    """After orbax gives up on a damaged checkpoint, TensorStore still completes the other
+    reads it had started, each calling back into orbax's event loop, which is closed by
+    then: Python prints a "RuntimeError: Event loop is closed" traceback for each (dozens
+    of lines that say nothing about the checkpoint). Those, and only those, are dropped;
+    installed once per process."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_xprompt_quiet", False):
+        return
+
+    def hook(unraisable):
+        if not _is_closed_loop_callback(unraisable):
+            previous(unraisable)
+
+    hook._xprompt_quiet = True
+    sys.unraisablehook = hook
+
+
+def unreadable_reason(error: BaseException) -> str:
+    """Why a checkpoint did not restore, in a few words (TensorStore's messages carry a
+    full JSON spec): the kind of damage and the file it was found in."""
+    text = f"{type(error).__name__}: {error}"
+    file = re.search(r'local file "([^"]+)"', text)
+    where = f" ({file.group(1)})" if file else ""
+    lower = text.lower()
+    if "byte range" in lower and "not valid for value of size" in lower or \
+            "out_of_range" in lower or "truncated" in lower:
+        return "a data file is shorter than recorded (truncated)" + where
+    if "not_found" in lower or isinstance(error, FileNotFoundError) or \
+            "no such file" in lower:
+        return "files are missing" + where
+    if "json" in lower or "expecting" in lower or "decode" in lower:
+        return "its metadata is not valid JSON" + where
+    if "data_loss" in lower or "checksum" in lower or "crc" in lower:
+        return "a data file is damaged" + where
+    return _first_line(error)
+
+
+def _why(error: BaseException) -> str:
+    """The reason part of a failed restore (without the path `restore` puts first)."""
+    text = _first_line(error, limit=400)
+    return text.split(" cannot be read: ", 1)[1] if " cannot be read: " in text else text
 
 
 def _first_line(error: BaseException, limit: int = 200) -> str:
@@ -330,6 +384,7 @@ class RunCheckpointer:
             self._cleanup_numpy_tmp()
         self._metrics: Dict[int, Optional[float]] = {}
         self._bad_steps: Dict[int, str] = {}   # step -> why restoring it failed
+        self._good_steps: set = set()          # saved or restored intact by this process
         self._load_metrics()
 
     def _make_manager(self) -> ocp.CheckpointManager:
@@ -357,17 +412,25 @@ class RunCheckpointer:
         """The metric saved with `step` (None if none was given or the step is gone)."""
         return self._metrics.get(int(step))
 
+    def ranked_steps(self) -> List[int]:
+        """The retained steps best first: those with a metric by metric (ties: the earlier
+        step first), then those without one (None / NaN), newest first. Steps found
+        unreadable in this process are left out."""
+        steps = [s for s in self.all_steps() if s not in self._bad_steps]
+        scored = [s for s in steps if self._metrics.get(s) is not None
+                  and not math.isnan(self._metrics[s])]
+        sign = -1.0 if self.best_mode == "max" else 1.0
+        scored.sort(key=lambda s: (sign * self._metrics[s], s))
+        return scored + sorted((s for s in steps if s not in scored), reverse=True)
+
     def best_step(self) -> Optional[int]:
-        """The retained step with the best metric (None if no checkpoint has a metric)."""
-        best, best_value = None, None
-        for step in self.all_steps():  # ascending: ties keep the earlier step
-            value = self._metrics.get(step)
-            if value is None or math.isnan(value):
-                continue
-            if best_value is None or (value > best_value if self.best_mode == "max"
-                                      else value < best_value):
-                best, best_value = step, value
-        return best
+        """The retained step with the best metric (None if no checkpoint has a metric);
+        a step found unreadable in this process never counts (see `restore_best_good`)."""
+        ranked = self.ranked_steps()
+        if not ranked or self._metrics.get(ranked[0]) is None \
+                or math.isnan(self._metrics[ranked[0]]):
+            return None
+        return ranked[0]
 
     def best_metric(self) -> Optional[float]:
         step = self.best_step()
@@ -432,6 +495,7 @@ class RunCheckpointer:
         self._manager.wait_until_finished()
         self._manager.check_for_errors()
         self._metrics[step] = metric
+        self._good_steps.add(step)
         self._prune()
         self._write_best_record()
         return True
@@ -466,6 +530,8 @@ class RunCheckpointer:
         if step not in steps:
             raise FileNotFoundError(f"no checkpoint for step {step} in {self.checkpoints_dir}"
                                     f" (available: {steps})")
+        quiet_failed_reads()
+
         def load(target):
             restore_arg = (ocp.args.StandardRestore() if target is None
                            else ocp.args.StandardRestore(target))
@@ -473,18 +539,66 @@ class RunCheckpointer:
                 STATE_ITEM: restore_arg, META_ITEM: ocp.args.JsonRestore()}))
 
         try:
-            restored = load(target)
-        except ValueError as e:
-            local = self._local_target(step) if target is None else None
-            if local is None or "topology" not in str(e).lower():
-                raise
-            restored = load(local)  # saved by another topology: onto this process's device
+            try:
+                restored = load(target)
+            except ValueError as e:
+                local = self._local_target(step) if target is None else None
+                if local is None or "topology" not in str(e).lower():
+                    raise
+                restored = load(local)  # saved by another topology: onto this process's device
+        except Exception as e:  # pylint: disable=broad-except  (orbax / TensorStore errors)
+            mismatch = self._shape_mismatch(step, target) if target is not None else None
+            if mismatch:
+                raise ConfigMismatchError(
+                    f"checkpoint {self.checkpoint_path(step)} has {mismatch}: the checkpoint "
+                    "is intact, the settings differ from those it was trained with (run "
+                    "with them, or use a new MODEL_DIR)") from e
+            raise CheckpointError(f"checkpoint {self.checkpoint_path(step)} cannot be read: "
+                                  f"{unreadable_reason(e)}") from e
         state, meta = restored[STATE_ITEM], dict(restored[META_ITEM] or {})
         expected = meta.pop(CHECKSUM_KEY, None)
         if expected is not None and state_checksum(state) != expected:
             raise CheckpointError(f"checkpoint {self.checkpoint_path(step)}: its arrays do "
                                   f"not match the checksum saved with them (corrupt data)")
+        self._good_steps.add(step)
         return state, meta
+
+    def _saved_shapes(self, step: int) -> Dict[str, Tuple[int, ...]]:
+        """{'/'-joined path: shape} of checkpoint `step`'s state, from its metadata ({} when
+        the metadata cannot be read)."""
+        path = os.path.join(self.checkpoint_path(step), STATE_ITEM)
+        try:
+            metadata = ocp.StandardCheckpointer().metadata(path)
+            tree = getattr(metadata, "item_metadata", metadata)
+            tree = getattr(tree, "tree", tree)
+            return {p: tuple(m.shape) for p, m in param_paths(tree).items()
+                    if hasattr(m, "shape")}
+        except Exception:  # pylint: disable=broad-except  (damaged: not a shape question)
+            return {}
+
+    def _shape_mismatch(self, step: int, target: Any) -> Optional[str]:
+        """'<param> [20, 128], the config asks for [10, 128]' when checkpoint `step` holds an
+        array of another shape than `target` (a changed prompt length or method), params
+        named before optimizer state; None when the shapes agree or cannot be read."""
+        saved = self._saved_shapes(step)
+        wanted = {p: tuple(getattr(v, "shape", ())) for p, v in param_paths(target).items()
+                  if hasattr(v, "shape")}
+        differ = [p for p in wanted if p in saved and saved[p] != wanted[p]]
+        params = lambda tree: sorted(p[len("train/params/"):] for p in tree
+                                     if p.startswith("train/params/"))
+        if not differ and saved and params(saved) and params(saved) != params(wanted):
+            names = lambda ps: ", ".join(ps[:4]) + (", ..." if len(ps) > 4 else "")
+            return (f"parameters {names(params(saved))}, the config asks for "
+                    f"{names(params(wanted))} (another method or TRAINABLE_REGEX)")
+        if not differ:
+            return None
+        differ.sort(key=lambda p: (not p.startswith("train/params/"), p))
+        path = differ[0]
+        name = path[len("train/params/"):] if path.startswith("train/params/") else path
+        shape = lambda s: "[" + ", ".join(str(d) for d in s) + "]"
+        more = f" (and {len(differ) - 1} more arrays)" if len(differ) > 1 else ""
+        return (f"{name} {shape(saved[path])}, the config asks for {shape(wanted[path])}"
+                f"{more}")
 
     def _local_target(self, step: int) -> Any:
         """The saved state's tree as `ShapeDtypeStruct`s on this process's first device, from
@@ -520,8 +634,10 @@ class RunCheckpointer:
         for step in reversed(steps):
             try:
                 state, meta = self.restore(step, target)
+            except ConfigMismatchError:
+                raise  # an intact checkpoint of other settings: no older one fits either
             except Exception as e:  # pylint: disable=broad-except
-                why = _first_line(e)
+                why = _why(e)
                 self._bad_steps[step] = why
                 errors.append(f"step {step}: {why}")
                 older = [s for s in steps if s < step]
@@ -539,6 +655,56 @@ class RunCheckpointer:
                                   + "; ".join(errors) + " (if the model or prompt config "
                                   "changed, use a new MODEL_DIR)")
         return None
+
+    def _best_good(self, target: Any, need_state: bool
+                   ) -> Optional[Tuple[int, Any, Dict[str, Any]]]:
+        ranked = self.ranked_steps()
+        first = ranked[0] if ranked else None
+        for step in ranked:
+            state = meta = None
+            if need_state or step not in self._good_steps:
+                try:
+                    state, meta = self.restore(step, target)
+                except ConfigMismatchError:
+                    raise
+                except Exception as e:  # pylint: disable=broad-except
+                    self._bad_steps[step] = _why(e)
+                    continue
+            if step != first:
+                self._warn_best_fallback(first, step)
+            return step, state, meta
+        if self._bad_steps and ranked:
+            raise CheckpointError(f"no readable checkpoint in {self.checkpoints_dir}: " +
+                                  "; ".join(f"step {s}: {w}" for s, w in
+                                            sorted(self._bad_steps.items())))
+        return None
+
+    def _warn_best_fallback(self, bad: int, used: int) -> None:
+        def described(step):
+            metric = self._metrics.get(step)
+            return f"step {step}" + ("" if metric is None else f" (metric {metric:g})")
+        logger.warning("the best checkpoint %s cannot be read (%s); using %s instead (the "
+                       "bad checkpoint is kept)", described(bad), self._bad_steps.get(bad),
+                       described(used))
+
+    def restore_best_good(self, target: Any = None
+                          ) -> Optional[Tuple[int, Any, Dict[str, Any]]]:
+        """`(step, state, meta)` of the best checkpoint that restores and passes its
+        checksum (`ranked_steps` order: an unreadable best gives way to the next best,
+        with the same or a worse metric, then to the newest without a metric) with one
+        warning naming the bad step and why; None if there is no checkpoint. Raises
+        CheckpointError when none can be read."""
+        return self._best_good(target, need_state=True)
+
+    def readable_best_step(self, target: Any = None) -> Optional[int]:
+        """`best_step` once checked to restore (steps this process saved or restored count
+        as checked); an unreadable best gives way as in `restore_best_good`. None when no
+        checkpoint has a metric."""
+        if self.best_step() is None:
+            return None
+        found = self._best_good(target, need_state=False)
+        step = None if found is None else found[0]
+        return step if step is not None and self._metrics.get(step) is not None else None
 
     def _quarantine(self, step: int) -> None:
         """Moves the bad checkpoint `step` to corrupt_checkpoints/<step>-<time> (kept)."""
@@ -609,6 +775,7 @@ class RunCheckpointer:
     def _steps_to_keep(self) -> set:
         steps = self.all_steps()
         keep = set(steps if self.keep is None else steps[-self.keep:])
+        keep |= set(self._bad_steps) & set(steps)  # kept for inspection, never deleted
         best = self.best_step()
         if self.keep_best and best is not None:
             keep.add(best)

@@ -33,7 +33,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -158,6 +158,9 @@ class Trainer:
         self.data_config = data_config
         self.evaluator = evaluator
         self.step_callback = step_callback
+        # called (no arguments) once `run` restored its checkpoint (or found none), before
+        # the first step: e.g. the config record, written only when the resume worked
+        self.after_restore: Optional[Callable[[], None]] = None
         self.eval_callback = eval_callback
         check_feature_lengths(data_config.task_feature_lengths)
         batch_size = data_config.batch_size
@@ -231,12 +234,28 @@ class Trainer:
             if restored is None:
                 return None
             _, payload, meta = restored
+            # An unreadable best must not keep its place (and push intact checkpoints of the
+            # same metric out of the keep-N window): found now, it gives way at once.
+            self.checkpointer.readable_best_step(target=self._abstract_payload())
         else:
             payload, meta = self.checkpointer.restore(step, target=self._abstract_payload())
         self.state = payload["train"]
         for name, value in payload.get("collections", {}).items():
             self.frozen[name] = jax.device_put(value, self.replicated)
         return meta or {}
+
+    def restore_best(self) -> Optional[Tuple[int, Dict[str, Any]]]:
+        """Restores the best checkpoint that can be read (an unreadable best gives way to
+        the next best, with one warning: `RunCheckpointer.restore_best_good`); returns
+        (its step, its meta), None without checkpoints."""
+        restored = self.checkpointer.restore_best_good(target=self._abstract_payload())
+        if restored is None:
+            return None
+        step, payload, meta = restored
+        self.state = payload["train"]
+        for name, value in payload.get("collections", {}).items():
+            self.frozen[name] = jax.device_put(value, self.replicated)
+        return int(step), meta or {}
 
     def evaluate(self, trainable=None) -> Optional[Dict[str, Any]]:
         if self.evaluator is None:
@@ -275,6 +294,8 @@ class Trainer:
     def _run(self, signals: "_StopSignals") -> Dict[str, Any]:
         cfg = self.config
         meta = self.restore() or {}
+        if self.after_restore is not None:
+            self.after_restore()
         start = int(self.state.step)
         position = resume_position(meta, start, self._last_good())
         run_meta = {k: meta[k] for k in ("best_eval", "evals_without_improvement") if k in meta}
@@ -397,11 +418,16 @@ class Trainer:
         finally:
             self.checkpointer.wait()
             log.close()
+        best_step = self.checkpointer.best_step()
+        if best_step is not None:  # never name a best checkpoint that cannot be read
+            best_step = self.checkpointer.readable_best_step(target=self._abstract_payload())
+            if best_step is not None and (best_eval or {}).get("step") != best_step:
+                saved = (self.checkpointer.restore_meta(best_step) or {}).get("eval")
+                best_eval = None if saved is None else {"step": best_step, **saved}
         if step > start:
-            log.message(f"finished at step {step}; best checkpoint: "
-                        f"{self.checkpointer.best_step()}")
+            log.message(f"finished at step {step}; best checkpoint: {best_step}")
         return {"final_step": step, "stopped_early": stopped_early, "best_eval": best_eval,
-                "best_step": self.checkpointer.best_step(), "last_train_metrics": last_metrics,
+                "best_step": best_step, "last_train_metrics": last_metrics,
                 "num_trainable_params": self.num_trainable, "skipped_steps": skipped}
 
 

@@ -25,6 +25,7 @@ import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from ..errors import TrainingInterrupted
+from ..fileio import runs_dir
 from ..markdown import cell
 from ..runs.report import Section
 
@@ -56,7 +57,7 @@ DEFAULT_METHOD = "xprompt"
 
 def default_output_dir() -> str:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return os.path.join("xprompt_runs", f"quickstart-{stamp}")
+    return os.path.join(runs_dir(), f"quickstart-{stamp}")
 
 
 def gin_args(method: Method, run_dir: str, task: str, world_dir: str, seed: int,

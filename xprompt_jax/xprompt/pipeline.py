@@ -26,7 +26,7 @@ from ..runs.config import RunConfig
 from ..runs.report import SectionFn
 from ..training import run_lock
 from ..training.run_logging import progress_bar
-from ..runs.config_record import record_config
+from ..runs.config_record import check_config
 from . import pruning, report as report_lib, rewind, search, stages
 from .config import XPromptConfig
 from .context import XPromptContext
@@ -66,8 +66,8 @@ def run_pipeline(run: RunConfig, config: XPromptConfig = XPromptConfig(),
         "search", "rewind"] + [f"ablations/{v}" for v in config.ablations]
     inputs = stages.stage_inputs(config_text, config, stage_names)
     stage1_dir = os.path.join(model_dir, "stage1")
-    record_config(stage1_dir, stages.stage1_record(config_text, config),
-                  _stage1_step(stage1_dir), allow_config_change)
+    write_stage1_record = check_config(stage1_dir, stages.stage1_record(config_text, config),
+                                       _stage1_step(stage1_dir), allow_config_change)
     stages.record_inputs(model_dir, "stage1", inputs["stage1"])
     for stage, changes, kept in stages.supersede_changed(model_dir, inputs):
         logger.warning("XPrompt: %s changed since stage %r ran (%s): redoing it; the earlier "
@@ -82,6 +82,7 @@ def run_pipeline(run: RunConfig, config: XPromptConfig = XPromptConfig(),
     stage1_run = rewind.stage_run(run, os.path.join(model_dir, "stage1"),
                                      config.stage1_steps)
     trainer = build_trainer(stage1_run, initial_trainable=initial)
+    trainer.after_restore = write_stage1_record  # once stage 1's checkpoint restored
     ctx = XPromptContext.from_trainer(run, trainer, model_dir)
 
     # ---- stage 1: prompt tuning
@@ -89,8 +90,12 @@ def run_pipeline(run: RunConfig, config: XPromptConfig = XPromptConfig(),
         logger.info("XPrompt stage 1/4: prompt tuning (%s)", trainer.config.model_dir)
         mark_done(model_dir, "stage1", {"summary": trainer.run()})
     stage1_params, stage1_step = rewind.best_trainable(trainer)
+    write_stage1_record()  # (a finished stage 1 is not rerun: its best checkpoint restored)
     clock.mark("stage1")
-    stage1_summary = stage_done(model_dir, "stage1")["summary"] or {}
+    stage1_summary = dict(stage_done(model_dir, "stage1")["summary"] or {})
+    if stage1_summary.get("best_step") not in (None, stage1_step):  # its best is unreadable
+        stage1_summary["best_eval"] = (trainer.checkpointer.restore_meta(stage1_step)
+                                       or {}).get("eval")
     m, k = ctx.length, ctx.pieces
     scorer = ctx.scorer(stage1_params, config.per_example)
 

@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import jax
 import numpy as np
 
+from ..errors import CheckpointError
 from ..prompts.bank import PromptBank
 from ..runs.build import build_trainer
 from ..training.bank_training import BankConfig
@@ -41,11 +42,10 @@ from .stages import mark_done, stage_done
 
 def best_trainable(trainer) -> Tuple[Dict[str, Any], int]:
     """Trainable params of the run's best checkpoint (latest if no eval was recorded)."""
-    step = trainer.checkpointer.best_step() or trainer.checkpointer.latest_step()
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint in {trainer.config.model_dir}")
-    trainer.restore(step)
-    return jax.device_get(trainer.state.params), int(step)
+    restored = trainer.restore_best()  # an unreadable best gives way to the next best
+    if restored is None:
+        raise CheckpointError(f"no checkpoint in {trainer.config.model_dir}")
+    return jax.device_get(trainer.state.params), restored[0]
 
 
 def stage_run(run, model_dir: str, steps: Optional[int], **changes):
