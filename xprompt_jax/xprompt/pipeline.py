@@ -68,11 +68,6 @@ def run_pipeline(run: RunConfig, config: XPromptConfig = XPromptConfig(),
     stage1_dir = os.path.join(model_dir, "stage1")
     write_stage1_record = check_config(stage1_dir, stages.stage1_record(config_text, config),
                                        _stage1_step(stage1_dir), allow_config_change)
-    stages.record_inputs(model_dir, "stage1", inputs["stage1"])
-    for stage, changes, kept in stages.supersede_changed(model_dir, inputs):
-        logger.warning("XPrompt: %s changed since stage %r ran (%s): redoing it; the earlier "
-                       "result is kept in %s", ", ".join(changes), stage,
-                       stage, ", ".join(kept) or "(process 0's copy)")
 
     initial = None
     if config.stage1_init_path:
@@ -91,6 +86,13 @@ def run_pipeline(run: RunConfig, config: XPromptConfig = XPromptConfig(),
         mark_done(model_dir, "stage1", {"summary": trainer.run()})
     stage1_params, stage1_step = rewind.best_trainable(trainer)
     write_stage1_record()  # (a finished stage 1 is not rerun: its best checkpoint restored)
+    # Only now, with stage 1 restored under these settings: later stages whose inputs
+    # changed are set aside (a refused or failed change leaves them as they were).
+    stages.record_inputs(model_dir, "stage1", inputs["stage1"])
+    for stage, changes, kept in stages.supersede_changed(model_dir, inputs):
+        logger.warning("XPrompt: %s changed since stage %r ran: redoing it; the earlier "
+                       "result is kept in %s", ", ".join(changes), stage,
+                       ", ".join(kept) or "(process 0's copy)")
     clock.mark("stage1")
     stage1_summary = dict(stage_done(model_dir, "stage1")["summary"] or {})
     if stage1_summary.get("best_step") not in (None, stage1_step):  # its best is unreadable
