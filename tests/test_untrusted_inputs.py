@@ -384,6 +384,7 @@ def test_hf_index_shards_outside_the_folder_are_refused(tmp_path, shard):
     import json
 
     import numpy as np
+    pytest.importorskip("safetensors", reason="the `hf` extra (not in the T5X environment)")
     from safetensors.numpy import save_file
 
     from xprompt_jax.checkpoints import hf_files
@@ -665,6 +666,7 @@ def test_the_t5x_environment_pins_what_the_docs_say_and_checks_the_snapshots():
 
 def test_appended_logs_and_adapter_files_are_not_written_through_symlinks(tmp_path):
     import numpy as np
+    pytest.importorskip("safetensors", reason="the `hf` extra (not in the T5X environment)")
 
     from xprompt_jax.checkpoints import peft_adapter
     from xprompt_jax.training.run_logging import append_log_line
