@@ -40,24 +40,9 @@ def _trainer(model_dir, task_name, pretrained, *, steps, optimizer=None, **confi
 
 
 def _nan_at(bad_step):
-    """An optax transform whose update at the (1-based) `bad_step`-th call is NaN: the
-    hand-built fault, independent of the trainer. The call count lives on the host (an
-    io_callback), so a dropped update does not roll it back."""
-    from jax.experimental import io_callback
-
-    calls = {"n": 0}
-
-    def factor():
-        calls["n"] += 1
-        return np.float32(np.nan if calls["n"] == bad_step else 1.0)
-
-    def update_fn(updates, state, params=None):
-        del params
-        f = io_callback(factor, jax.ShapeDtypeStruct((), jnp.float32))
-        return jax.tree_util.tree_map(lambda u: u * f, updates), state
-
-    return optax.chain(optax.sgd(0.1),
-                       optax.GradientTransformation(lambda p: optax.EmptyState(), update_fn))
+    """Plain SGD whose update at the (1-based) `bad_step`-th call is NaN: the hand-built
+    fault, independent of the trainer (a NaN gradient times SGD's learning rate)."""
+    return _nan_gradient_at(bad_step, optax.sgd(0.1))
 
 
 def _prompt(trainer):
@@ -101,7 +86,8 @@ def test_skip_step_drops_the_bad_update_and_counts_it(tmp_path, task_name, pretr
 
 def _nan_gradient_at(bad_step, inner):
     """`inner` fed a NaN gradient at its (1-based) `bad_step`-th call: with Adafactor the
-    NaN reaches its second-moment state, which the guard must roll back too."""
+    NaN reaches its second-moment state, which the guard must roll back too. The call count
+    lives on the host (an io_callback), so a dropped update does not roll it back."""
     from jax.experimental import io_callback
 
     calls = {"n": 0}
