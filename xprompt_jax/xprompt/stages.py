@@ -106,14 +106,14 @@ def stage1_config_text(config_text: str) -> str:
     macros only they read (those are checked stage by stage, `STAGE_FIELDS`)."""
     statements = _statements(config_text)
     xprompt = [s for s in statements
-               if s.split("=", 1)[0].strip().split(".")[-2:-1] == ["XPromptConfig"]
-               or s.split("=", 1)[0].strip() in ("XPROMPT", "pipeline.run_pipeline.config")]
+               if _name(s).split(".")[-2:-1] == ["XPromptConfig"]
+               or _name(s) in ("XPROMPT", "pipeline.run_pipeline.config")]
     refs = {ref for s in xprompt for ref in _macro_refs(s.split("=", 1)[-1])}
     others = [s for s in statements if s not in xprompt]
-    used_elsewhere = {ref for s in others if not _defines(s, refs)
+    used_elsewhere = {ref for s in others if _name(s) not in refs
                       for ref in _macro_refs(s.split("=", 1)[-1])}
     only_xprompt = refs - used_elsewhere - {"XPROMPT"}
-    kept = [s for s in others if not _defines(s, only_xprompt)]
+    kept = [s for s in others if _name(s) not in only_xprompt]
     return "\n".join(kept) + "\n"
 
 
@@ -121,8 +121,9 @@ def _macro_refs(value: str) -> set:
     return set(re.findall(r"%([A-Za-z_][\w./]*)", value))
 
 
-def _defines(statement: str, names) -> bool:
-    return statement.split("=", 1)[0].strip() in names
+def _name(statement: str) -> str:
+    """What a gin statement binds (`MACRO` or `scope.fn.param`)."""
+    return statement.split("=", 1)[0].strip()
 
 
 def stage1_record(config_text: str, config: Any) -> str:
@@ -134,7 +135,7 @@ def stage1_record(config_text: str, config: Any) -> str:
 
 def _run_lines(config_text: str) -> list:
     return [s for s in _statements(stage1_config_text(config_text))
-            if s.split("=", 1)[0].strip() not in NOT_RESULT_MACROS]
+            if _name(s) not in NOT_RESULT_MACROS]
 
 
 def stage_inputs(config_text: str, config: Any, stages) -> Dict[str, Dict[str, Any]]:
