@@ -11,7 +11,10 @@ INFO lines to stderr (`configure_logging`), so a run whose output goes to a file
 shows its start, resume, evaluations, stages and progress. With `--verbose` the traceback is
 printed as well. Other exceptions (bugs) keep their traceback and exit 1 as usual.
 gin wraps exceptions raised inside configurables in its own message; the original
-`XPromptError` is found on the exception's `__cause__` / `__context__` chain.
+`XPromptError` is found on the exception's `__cause__` / `__context__` chain. A full disk,
+a read-only folder (OSError ENOSPC / EROFS / EACCES, naming the path) and running out of
+memory (naming what to lower) are reported the same way, exit 1 (`errors.as_user_error`).
+The line is capped at `errors.MAX_LINE_CHARS` characters.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import sys
 import traceback
 from typing import Callable, List, Optional, Sequence
 
-from .errors import XPromptError, one_line
+from .errors import XPromptError, as_user_error, capped, one_line
 
 VERBOSE_FLAGS = ("--verbose", "--verbose=true", "--verbose=True", "-v")
 
@@ -34,14 +37,9 @@ def split_verbose(argv: Sequence[str]) -> tuple:
 
 
 def find_our_error(error: BaseException) -> Optional[XPromptError]:
-    """`error` itself or the first `XPromptError` on its cause/context chain."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, XPromptError):
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
+    """`error` itself or the first error on its cause/context chain a user can act on, as
+    an `XPromptError` (ours; a full disk or read-only folder; out of memory)."""
+    return as_user_error(error)
 
 
 def _prog(argv: Sequence[str]) -> str:
@@ -112,5 +110,5 @@ def run_cli(main: Callable[[List[str]], object], argv: Sequence[str],
         _flush_log_handlers()  # log lines first; not logging.shutdown(): that closes
         # every handler of the process (absl's, a test runner's), not only ours
         kind = "error" if ours.exit_code else "stopped"
-        print(f"{prog}: {kind}: {one_line(ours)}", file=sys.stderr, flush=True)
+        print(f"{prog}: {kind}: {capped(one_line(ours))}", file=sys.stderr, flush=True)
         sys.exit(ours.exit_code)

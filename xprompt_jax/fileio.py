@@ -150,8 +150,12 @@ def _write(path: PathLike, mode: str, write,
     file it points to. `keep_partial`: where a write that fails midway leaves what it
     wrote (`_keep_lines`) instead of deleting it."""
     path = epath.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     local = is_local(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        _raise_storage_error(e, path)
+        raise
     for _ in range(100):
         tmp = _tmp(path)
         try:
@@ -159,6 +163,9 @@ def _write(path: PathLike, mode: str, write,
             break
         except FileExistsError:
             continue
+        except OSError as e:
+            _raise_storage_error(e, path)
+            raise
     else:
         raise FileExistsError(f"could not create a temporary file beside {path}")
     try:
@@ -172,8 +179,18 @@ def _write(path: PathLike, mode: str, write,
                 tmp.unlink()
             else:
                 _keep_lines(tmp, keep_partial, path, e)
+        _raise_storage_error(e, path)
         raise
     return path
+
+
+def _raise_storage_error(error: BaseException, path: epath.Path) -> None:
+    """A full disk or read-only folder while writing `path` as one line naming `path` (the
+    OSError itself names only the temporary beside it); other errors are left alone."""
+    from .errors import STORAGE_ERRNOS, storage_error
+
+    if isinstance(error, OSError) and error.errno in STORAGE_ERRNOS:
+        raise storage_error(error, path) from error
 
 
 def _keep_lines(tmp: epath.Path, partial: epath.Path, path: epath.Path,
@@ -275,8 +292,39 @@ def open_append(path: PathLike):
     """A local text file opened for appending (created if missing, with the mode the
     umask gives); a symlink planted at `path` is refused (OSError), never written
     through."""
-    fd = os.open(os.fspath(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW, 0o666)
-    return os.fdopen(fd, "a")
+    try:
+        fd = os.open(os.fspath(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW,
+                     0o666)
+    except OSError as e:
+        _raise_storage_error(e, path)
+        raise
+    return _Appending(os.fdopen(fd, "a"), path)
+
+
+class _Appending:
+    """The file of `open_append`: as a context manager, a full disk or read-only folder
+    while writing or closing becomes one line naming the file (a file object's own OSError
+    names none); the lines appended before stay."""
+
+    def __init__(self, f, path):
+        self._f, self._path = f, path
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, tb):
+        try:
+            self._f.close()
+        except OSError as e:
+            error = error or e
+        if error is not None:
+            _raise_storage_error(error, epath.Path(self._path))
+            if error is not None and kind is None:
+                raise error
+        return False
 
 
 def write_json_atomic(path: PathLike, obj: Any) -> epath.Path:

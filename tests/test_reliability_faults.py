@@ -1,0 +1,129 @@
+"""Failures of the machine and mistakes a newcomer makes, each as one line on stderr
+through the CLIs' error boundary (`cli.run_cli`): out of memory, a full disk or read-only
+folder, over-long messages. Faults are injected (tests may run as root, where chmod does
+not stop a write)."""
+
+import errno
+import json
+import os
+import pathlib
+
+import pytest
+
+from xprompt_jax import cli, fileio
+from xprompt_jax.errors import ConfigError, ResourceError
+
+
+def _one_line(capsys, main, argv=("prog",)):
+    """(exit code, stderr lines) of `main` run through the CLI boundary."""
+    with pytest.raises(SystemExit) as info:
+        cli.run_cli(main, list(argv), prog="prog")
+    return info.value.code, capsys.readouterr().err.strip().splitlines()
+
+
+def _raises(error, wrap=True):
+    def main(argv):
+        del argv
+        if wrap:  # as gin re-raises an exception from inside a configurable
+            raise RuntimeError("In call to configurable 'train'") from error
+        raise error
+    return main
+
+
+def _xla_resource_exhausted():
+    """The exception jax raises when a device allocation fails (jax.errors.JaxRuntimeError,
+    jaxlib's XlaRuntimeError), with XLA's status text."""
+    from jax.errors import JaxRuntimeError
+
+    return JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate "
+                           "17179869184 bytes.\nBufferAssignment OOM Debugging.\n" + "x" * 900)
+
+
+@pytest.mark.parametrize("make", [_xla_resource_exhausted, lambda: MemoryError()],
+                         ids=["xla", "host"])
+def test_out_of_memory_is_one_line_naming_what_to_lower(capsys, make):
+    code, lines = _one_line(capsys, _raises(make()))
+    assert code == 1 and len(lines) == 1, lines
+    line = lines[0]
+    assert line.startswith("prog: error: out of memory; lower BATCH_SIZE"), line
+    for setting in ("BATCH_SIZE", "FROZEN_DTYPE='bfloat16'", "REMAT_POLICY"):
+        assert setting in line
+    assert len(line) <= len("prog: error: ") + 500
+
+
+def test_an_unrelated_runtime_error_keeps_its_traceback(capsys):
+    from jax.errors import JaxRuntimeError
+
+    with pytest.raises(JaxRuntimeError):  # INTERNAL is a bug somewhere, not a setting
+        cli.run_cli(_raises(JaxRuntimeError("INTERNAL: something"), wrap=False), ["prog"])
+
+
+def test_every_one_line_error_is_capped(capsys):
+    code, lines = _one_line(capsys, _raises(ConfigError("a" * 40000)))
+    assert code == 2 and len(lines) == 1
+    assert len(lines[0]) == len("prog: error: ") + 500, len(lines[0])
+    # 500 = 472 kept + len(" ... [39528 more characters]") (28); 40000 - 472 = 39528
+    assert lines[0].endswith("a ... [39528 more characters]")
+
+
+@pytest.mark.parametrize("err,meaning", [
+    (errno.ENOSPC, "no space left on device (disk full)"),
+    (errno.EROFS, "read-only file system"),
+    (errno.EACCES, "permission denied")])
+def test_a_full_or_read_only_disk_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch,
+                                                                        capsys, err, meaning):
+    target = tmp_path / "run" / "report.json"
+    fileio.write_json_atomic(target, {"kept": 1})
+
+    def fail(f):
+        raise OSError(err, os.strerror(err))
+
+    monkeypatch.setattr(fileio, "fsync", fail)
+    code, lines = _one_line(capsys, lambda argv: fileio.write_json_atomic(target, {"new": 2}))
+    assert code == 1
+    assert lines == [f"prog: error: cannot write {target}: {meaning} [errno {err}]; what was "
+                     "written before is kept"]
+    assert json.loads(target.read_text()) == {"kept": 1}
+    assert sorted(p.name for p in target.parent.iterdir()) == ["report.json"]  # no temporary
+
+
+def test_a_full_disk_while_appending_names_the_file_and_keeps_the_lines(tmp_path, capsys):
+    path = tmp_path / "metrics.jsonl"
+    with fileio.open_append(path) as f:
+        f.write('{"step": 1}\n')
+
+    def main(argv):
+        del argv
+        with fileio.open_append(path) as f:
+            f.write('{"step": 2}\n')
+            raise OSError(errno.ENOSPC, "No space left on device")  # as a flush would
+
+    code, lines = _one_line(capsys, main)
+    assert (code, lines) == (1, [f"prog: error: cannot write {path}: no space left on device "
+                                 "(disk full) [errno 28]; what was written before is kept"])
+    assert path.read_text().startswith('{"step": 1}\n')
+
+
+def test_a_read_only_home_names_the_variable_that_moves_the_folder(tmp_path, monkeypatch,
+                                                                   capsys):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("XPROMPT_RUNS_DIR", raising=False)
+    run = pathlib.Path(fileio.runs_dir()) / "quickstart-1" / "config.gin"
+
+    def read_only(path, mode="w"):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(fileio, "open_exclusive", read_only)
+    code, lines = _one_line(capsys, lambda argv: fileio.write_text_atomic(run, "x"))
+    assert code == 1 and len(lines) == 1, lines
+    assert lines[0] == (f"prog: error: cannot write {run}: read-only file system [errno 30]; "
+                        f"{run} is a default location under HOME: set XPROMPT_RUNS_DIR to a "
+                        "writable folder; what was written before is kept")
+
+
+def test_an_oserror_from_a_library_is_one_line_naming_its_file(capsys):
+    error = PermissionError(errno.EACCES, "Permission denied", "/ckpt/checkpoint_5")
+    code, lines = _one_line(capsys, _raises(error))
+    assert (code, lines) == (1, ["prog: error: /ckpt/checkpoint_5: permission denied "
+                                 "[errno 13]"])
+    assert isinstance(cli.find_our_error(error), ResourceError)
