@@ -117,6 +117,26 @@ def task_info(task_name: str) -> TaskInfo:
     return _TASKS[task_name]
 
 
+def require_task(name: str, module: Optional[str] = None) -> None:
+    """Raises ConfigError naming MIXTURE_OR_TASK_NAME and the closest registered task or
+    mixture names (difflib) when seqio knows no task or mixture `name`; `module`: the
+    MIXTURE_OR_TASK_MODULE that was imported to register it."""
+    import difflib
+
+    from xprompt_jax.errors import ConfigError
+
+    known = set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names())
+    if name in known:
+        return
+    close = difflib.get_close_matches(str(name), sorted(known), n=3, cutoff=0.6)
+    hint = (f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else
+            f"; `python -m xprompt_jax.tasks` lists this package's tasks")
+    where = f" after importing {module}" if module else ""
+    raise ConfigError(f"MIXTURE_OR_TASK_NAME = {name!r}: no seqio task or mixture of that "
+                      f"name is registered{where}{hint} (a task of your own: set "
+                      "MIXTURE_OR_TASK_MODULE to the module that registers it)")
+
+
 def registered_task_names() -> List[str]:
     """Every task name registered by this package (sorted)."""
     return sorted(_TASKS)

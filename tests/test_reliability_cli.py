@@ -118,6 +118,12 @@ GIN_CASES += [
          "valid regular expression (a string)"),
         ("--gin.prompt_length=10", "--gin.prompt_length: prompt_length is not a macro of the "
          "included gin files; did you mean PROMPT_LENGTH?"),
+        # the closest registered names (difflib), before anything is built or written
+        ("--gin.MIXTURE_OR_TASK_NAME='world_rtee'", "MIXTURE_OR_TASK_NAME = 'world_rtee': no "
+         "seqio task or mixture of that name is registered after importing "
+         "xprompt_jax.tasks; did you mean 'world_rte' or 'world_rte_prefixed' or "
+         "'world_wic_prefixed'? (a task of your own: set MIXTURE_OR_TASK_MODULE to the "
+         "module that registers it)"),
     ]] + [
     # the world's test split is unlabelled like SuperGLUE's (targets '<unk>')
     (["--gin.EVAL_PERIOD=1", flag], "xprompt_jax.train: error: " + line) for flag, line in [

@@ -127,3 +127,51 @@ def test_an_oserror_from_a_library_is_one_line_naming_its_file(capsys):
     assert (code, lines) == (1, ["prog: error: /ckpt/checkpoint_5: permission denied "
                                  "[errno 13]"])
     assert isinstance(cli.find_our_error(error), ResourceError)
+
+
+def _run_cli_in_process(module, argv, capsys):
+    """(exit code, stderr lines) of the CLI `module` (its `main`) run in process, as the
+    console scripts run it."""
+    import importlib
+    import logging
+
+    import gin
+    from absl import flags
+
+    main = importlib.import_module(module).main
+    flags.FLAGS.unparse_flags()
+    gin.clear_config()
+    log = logging.getLogger("xprompt_jax")
+    saved = (list(log.handlers), log.level, log.propagate)
+    try:
+        with pytest.raises(SystemExit) as info:
+            cli.run_cli(main, [module] + list(argv), prog=module)
+    finally:
+        gin.clear_config()
+        flags.FLAGS.unparse_flags()
+        log.handlers[:], log.level, log.propagate = saved
+    return info.value.code, capsys.readouterr().err.strip().splitlines()
+
+
+WORLD = ["--gin_file=models/world_tiny.gin", "--gin_file=world/run.gin"]
+
+
+@pytest.mark.parametrize("module,files", [
+    ("xprompt_jax.evaluate", ["prompt_tuning.gin", "runs/eval.gin"]),
+    ("xprompt_jax.infer", ["prompt_tuning.gin", "runs/infer.gin"]),
+    ("xprompt_jax.xprompt.__main__", ["xprompt.gin"]),
+])
+def test_a_mistyped_task_names_the_closest_tasks_in_every_cli(tmp_path, capsys, module, files):
+    (tmp_path / "in.jsonl").write_text('{"inputs": "x"}\n')
+    argv = WORLD + [f"--gin_file={f}" for f in files] + [
+        f"--gin.MODEL_DIR='{tmp_path / 'run'}'", "--gin.MIXTURE_OR_TASK_NAME='world_rtee'"]
+    if "infer" in module:
+        argv += [f"--gin.INFER_INPUT='{tmp_path / 'in.jsonl'}'",
+                 f"--gin.INFER_OUTPUT='{tmp_path / 'out.jsonl'}'",
+                 f"--gin.INFER_PROMPTS={{'world_rtee': '{tmp_path / 'p.npy'}'}}"]
+    code, lines = _run_cli_in_process(module, argv, capsys)
+    assert code == 2 and "Traceback" not in "\n".join(lines)
+    assert lines[-1].startswith(f"{module}: error: MIXTURE_OR_TASK_NAME = 'world_rtee': no "
+                                "seqio task or mixture of that name is registered"), lines[-1]
+    assert "did you mean 'world_rte' or" in lines[-1]
+    assert not (tmp_path / "run").exists()

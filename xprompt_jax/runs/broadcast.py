@@ -49,7 +49,7 @@ def evaluate_broadcast(run: RunConfig, prompt_file: str, token: int = 0,
                        lengths: Optional[Sequence[int]] = None) -> Dict[str, Any]:
     """Scores P_c = [P_token] * l for each l of `lengths` (default 1..n) and the full
     prompt; writes the results to MODEL_DIR (module docstring)."""
-    import_task_module(run.task_module)
+    import_task_module(run.task_module, run.task_name)
     prompt = stack_prompt_files([prompt_file])[0]                      # [n, e]
     if prompt.shape[1] != run.model.config.emb_dim:
         raise ConfigError(f"{prompt_file}: embedding size {prompt.shape[1]}; the model's is "

@@ -62,7 +62,7 @@ def build_trainer(run: RunConfig, *, initial_trainable: Optional[Mapping[str, An
                   step_callback: Optional[Callable[[int, Dict[str, Any]], None]] = None
                   ) -> Trainer:
     """The trainer of `run` (module docstring)."""
-    import_task_module(run.task_module)
+    import_task_module(run.task_module, run.task_name)
     check_feature_lengths(run.feature_lengths)  # before loading anything
     run = run_steps(run)
     model, optimizer, loss = run.model, run.optimizer, run.loss

@@ -43,7 +43,7 @@ def evaluate_ensemble(run: RunConfig, *, checkpoint: Union[str, int] = "best",
     """Scores every prompt of the ensemble and their majority vote; writes the report."""
     gin_utils.check_required("ensemble", {"model": run.model, "model_dir": run.model_dir,
                                           "mixture_or_task_name": run.task_name})
-    import_task_module(run.task_module)
+    import_task_module(run.task_module, run.task_name)
     step = None
     if prompt_files:
         model, trainable = bank_model_from_files(run.model, prompt_files)

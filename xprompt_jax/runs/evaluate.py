@@ -41,7 +41,7 @@ def evaluate(run: RunConfig, *, checkpoint: Union[str, int] = "best",
     """Evaluates the run in `run.model_dir` (module docstring); returns the results."""
     gin_utils.check_required("evaluate", {"model": run.model, "model_dir": run.model_dir,
                                           "mixture_or_task_name": run.task_name})
-    import_task_module(run.task_module)
+    import_task_module(run.task_module, run.task_name)
     frozen, variables, step = restored_variables(run, checkpoint)
     evaluator = build_evaluator(run)
     with frozen.activate():

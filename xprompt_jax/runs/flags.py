@@ -70,7 +70,13 @@ def configure_from_argv(argv: Sequence[str],
     return FLAGS
 
 
-def import_task_module(module: Optional[str]) -> None:
-    """Imports the module that registers the run's task (T5X's MIXTURE_OR_TASK_MODULE)."""
+def import_task_module(module: Optional[str], task_name: Optional[str] = None) -> None:
+    """Imports the module that registers the run's task (T5X's MIXTURE_OR_TASK_MODULE),
+    then checks that `task_name` (MIXTURE_OR_TASK_NAME; None: a job without a task) is
+    registered: a mistyped name is one line with the closest names, before any work."""
     if module:
         importlib.import_module(module)
+    if task_name:
+        from ..tasks import registry
+
+        registry.require_task(task_name, module)

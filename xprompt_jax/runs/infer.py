@@ -348,10 +348,12 @@ def infer(run: RunConfig, *, input_path: str, output_path: str, prompts: Mapping
                                            run.frozen.initial_checkpoint_path})
     if infer_mode not in MODES:
         raise ConfigError(f"INFER_MODE={infer_mode!r}; expected one of {MODES}")
-    import_task_module(run.task_module)
+    import_task_module(run.task_module, run.task_name)
     spec = parse_prompt_spec(prompts)
     names = [n for n, _, _ in spec]
     task_of = {n: t for n, _, t in spec}
+    for task in dict.fromkeys(task_of.values()):  # INFER_PROMPTS may name other tasks
+        import_task_module(None, task)
     if not os.path.isfile(input_path):
         raise DataError(f"INFER_INPUT {input_path!r} does not exist")
     if is_writer():

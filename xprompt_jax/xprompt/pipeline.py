@@ -22,6 +22,7 @@ from .. import gin_utils
 from ..evaluation.metrics import metric_name
 from ..fileio import barrier, is_writer, read_json, read_npy
 from ..runs.build import build_trainer
+from ..runs.flags import import_task_module
 from ..runs.config import RunConfig
 from ..runs.report import SectionFn
 from ..training import run_lock
@@ -58,6 +59,7 @@ def run_pipeline(run: RunConfig, config: XPromptConfig = XPromptConfig(),
     after it, and its earlier folder kept as `<stage>.superseded_<n>`."""
     model_dir = run.model_dir
     gin_utils.check_required("run_pipeline", {"model_dir": model_dir})
+    import_task_module(run.task_module, run.task_name)  # a mistyped task: before any folder
     if is_writer():
         os.makedirs(model_dir, exist_ok=True)
     run_lock.acquire(model_dir)  # one pipeline per MODEL_DIR (released at exit)

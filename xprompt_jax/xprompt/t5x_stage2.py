@@ -145,7 +145,7 @@ def prune_t5x_checkpoint(run: RunConfig, config: XPromptConfig, *, t5x_checkpoin
     if config.mask_variant == "length":
         raise ConfigError("MASK_VARIANT='length' is a fresh prompt of the surviving length: "
                           "run gin/t5x/prompt_tuning.gin with PROMPT_LENGTH instead")
-    import_task_module(run.task_module)
+    import_task_module(run.task_module, run.task_name)
     output_dir = os.path.abspath(os.fspath(output_dir))
     model, stage1_prompt = _stage1_model(run, t5x_checkpoint, prompt_file)
     run = run.replace(model=model, frozen=dataclasses.replace(
