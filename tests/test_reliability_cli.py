@@ -118,6 +118,14 @@ GIN_CASES += [
          "valid regular expression (a string)"),
         ("--gin.prompt_length=10", "--gin.prompt_length: prompt_length is not a macro of the "
          "included gin files; did you mean PROMPT_LENGTH?"),
+        # unquoted, as a newcomer types it: gin parses values as Python literals (T5X's
+        # documented form is --gin.MODEL_DIR="'/data/run'")
+        ("--gin.MODEL_DIR=/data/run", "error in gin binding 'MODEL_DIR = /data/run': "
+         "/data/run is no value gin can parse; a string needs quotes inside the shell's "
+         "quotes: write --gin.MODEL_DIR=\"'/data/run'\""),
+        ("--gin.EVAL_SPLIT=validation", "error in gin binding 'EVAL_SPLIT = validation': "
+         "validation is no value gin can parse; a string needs quotes inside the shell's "
+         "quotes: write --gin.EVAL_SPLIT=\"'validation'\""),
         # the closest registered names (difflib), before anything is built or written
         ("--gin.MIXTURE_OR_TASK_NAME='world_rtee'", "MIXTURE_OR_TASK_NAME = 'world_rtee': no "
          "seqio task or mixture of that name is registered after importing "

@@ -67,6 +67,18 @@ def rewrite_gin_args(argv: Sequence[str]) -> List[str]:
     return out
 
 
+def _unquoted_string_hint(binding: str) -> str:
+    """For `NAME = /data/run` (a shell ate the quotes, or none were typed): how to write a
+    string value, which gin parses as a Python literal and so needs quotes of its own, as
+    T5X users write it: --gin.MODEL_DIR="'/data/run'"."""
+    name, sep, value = binding.partition("=")
+    name, value = name.strip(), value.strip()
+    if not sep or not value or value[0] in "'\"@%[{(" or re.fullmatch(r"[-+.\d eE]+", value):
+        return ""
+    return (f"; a string needs quotes inside the shell's quotes: write "
+            f"--gin.{name}=\"{value!r}\"")
+
+
 def _names_location(path: str) -> bool:
     """Whether a `--gin_file` value names a location (absolute, `./x`, `../x`) rather than
     a name to look up in the search paths."""
@@ -142,8 +154,10 @@ def _parse_gin(gin_files, gin_bindings, gin_search_paths, finalize) -> None:
         try:
             gin.parse_config(binding)
         except Exception as e:
-            raise GinConfigError(f"error in gin binding {binding!r}: {type(e).__name__}: {e}") \
-                from e
+            hint = _unquoted_string_hint(binding)
+            what = f"{type(e).__name__}: {e}" if not hint else \
+                f"{binding.partition('=')[2].strip()} is no value gin can parse"
+            raise GinConfigError(f"error in gin binding {binding!r}: {what}{hint}") from e
     check_macro_bindings(gin_bindings, file_macros)
     check_file_macros([_resolve(f, search_paths) for f in gin_files], file_macros)
     check_macro_values()
