@@ -175,3 +175,18 @@ def test_a_mistyped_task_names_the_closest_tasks_in_every_cli(tmp_path, capsys, 
                                 "seqio task or mixture of that name is registered"), lines[-1]
     assert "did you mean 'world_rte' or" in lines[-1]
     assert not (tmp_path / "run").exists()
+
+
+def test_a_gin_include_cycle_is_a_short_line_naming_its_files(tmp_path, capsys):
+    (tmp_path / "a.gin").write_text("# a\ninclude 'b.gin'\nX = 1\n")
+    (tmp_path / "b.gin").write_text("include 'a.gin'\n")
+    argv = WORLD + ["--gin_file=prompt_tuning.gin", f"--gin_search_paths={tmp_path}",
+                    "--gin_file=a.gin", f"--gin.MODEL_DIR='{tmp_path / 'run'}'"]
+    code, lines = _run_cli_in_process("xprompt_jax.train", argv, capsys)
+    assert code == 2 and len(lines) == 1, lines[:3]  # before: one 38,368-character line
+    a, b = tmp_path / "a.gin", tmp_path / "b.gin"
+    assert lines[0] in (
+        f"xprompt_jax.train: error: gin files include each other in a circle: {a}:2 includes "
+        f"'b.gin' -> {b}:1 includes 'a.gin' (remove one of these includes)",
+        f"xprompt_jax.train: error: gin files include each other in a circle: {b}:1 includes "
+        f"'a.gin' -> {a}:2 includes 'b.gin' (remove one of these includes)"), lines[0]

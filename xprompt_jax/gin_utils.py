@@ -67,6 +67,22 @@ def rewrite_gin_args(argv: Sequence[str]) -> List[str]:
     return out
 
 
+_INCLUDE_FRAME = re.compile(r'In file "([^"]+)", line (\d+)\s+include\s+(\S[^\n]*)')
+
+
+def _include_cycle(message: str) -> str:
+    """'a.gin:1 includes 'b.gin' -> b.gin:1 includes 'a.gin'' when gin's message (one
+    'In file ..., line N / include ...' pair per level, thousands for a cycle that ran into
+    Python's recursion limit) shows a file including itself through others; '' if not."""
+    frames, seen = [], set()
+    for path, line, include in _INCLUDE_FRAME.findall(message):
+        if path in seen:
+            return " -> ".join(f"{p}:{n} includes {inc.strip()}" for p, n, inc in frames)
+        seen.add(path)
+        frames.append((path, line, include))
+    return ""
+
+
 def _unquoted_string_hint(binding: str) -> str:
     """For `NAME = /data/run` (a shell ate the quotes, or none were typed): how to write a
     string value, which gin parses as a Python literal and so needs quotes of its own, as
@@ -148,6 +164,10 @@ def _parse_gin(gin_files, gin_bindings, gin_search_paths, finalize) -> None:
         try:
             gin.parse_config_file(resolved, skip_unknown=False)
         except Exception as e:  # gin raises many types; keep the message, add the file
+            cycle = _include_cycle(str(e))
+            if cycle:
+                raise GinConfigError(f"gin files include each other in a circle: {cycle} "
+                                     "(remove one of these includes)") from None
             raise GinConfigError(f"error in gin file {resolved}: {type(e).__name__}: {e}") from e
     file_macros = macro_values()
     for binding in gin_bindings:
