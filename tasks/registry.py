@@ -130,7 +130,7 @@ def require_task(name: str, module: Optional[str] = None) -> None:
         return
     close = difflib.get_close_matches(str(name), sorted(known), n=3, cutoff=0.6)
     hint = (f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else
-            f"; `python -m xprompt_jax.tasks` lists this package's tasks")
+            "; `python -m xprompt_jax.tasks` lists this package's tasks")
     where = f" after importing {module}" if module else ""
     raise ConfigError(f"MIXTURE_OR_TASK_NAME = {name!r}: no seqio task or mixture of that "
                       f"name is registered{where}{hint} (a task of your own: set "

@@ -190,3 +190,28 @@ def test_a_gin_include_cycle_is_a_short_line_naming_its_files(tmp_path, capsys):
         f"'b.gin' -> {b}:1 includes 'a.gin' (remove one of these includes)",
         f"xprompt_jax.train: error: gin files include each other in a circle: {b}:1 includes "
         f"'a.gin' -> {a}:2 includes 'b.gin' (remove one of these includes)"), lines[0]
+
+
+@pytest.mark.parametrize("damage,problem", [
+    (lambda text: text[:len(text) // 2], "invalid JSON at line "),
+    (lambda text: "", "empty"),
+    (lambda text: text.replace("token", "t\udce9ken"), "not valid UTF-8 at byte "),
+], ids=["cut_short", "empty", "not_utf8"])
+def test_a_damaged_pipeline_record_is_one_line_naming_the_file(tmp_path, capsys, damage,
+                                                                 problem):
+    from xprompt_jax.xprompt import stages
+
+    model_dir = tmp_path / "xp"
+    inputs = {"search": {"PRUNE_LEVELS": ["token"], "after": {"scores": 1}}}
+    record = model_dir / "search" / stages.INPUTS_FILE
+    fileio.write_json_atomic(record, inputs["search"])
+    record.write_bytes(damage(record.read_text()).encode("utf-8", "surrogateescape"))
+    before = record.read_bytes()
+    code, lines = _one_line(capsys, lambda argv: stages.supersede_changed(str(model_dir),
+                                                                          inputs))
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(f"prog: error: XPrompt search inputs record {record}: "
+                               f"{problem}"), lines[0]
+    assert lines[0].endswith("the file is damaged (cut short or edited: delete or restore "
+                             "it)") or "UTF-8" in problem
+    assert record.read_bytes() == before and sorted(os.listdir(model_dir)) == ["search"]

@@ -401,6 +401,33 @@ def read_npy(path: PathLike, what: str = "prompt file", finite: bool = True) -> 
     return value
 
 
-def read_json(path: PathLike) -> Any:
-    with epath.Path(path).open() as f:
-        return json.load(f)
+def read_json(path: PathLike, what: str = "JSON file") -> Any:
+    """The JSON value of `path`; a file cut short, edited by hand or not UTF-8 is a
+    DataError naming `what`, the file and the line and column at fault (every record a
+    run, a pipeline stage or a checkpoint keeps is read through here)."""
+    path = epath.Path(path)
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        from .errors import DataError
+
+        raise DataError(f"{what} {path} does not exist") from None
+    return parse_json(text, path, what)
+
+
+def parse_json(text: Union[str, bytes], path: PathLike, what: str = "JSON file") -> Any:
+    """`text` (the contents of `path`) parsed as JSON, with `read_json`'s DataError."""
+    from .errors import DataError
+
+    try:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        return json.loads(text)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{what} {path}: not valid UTF-8 at byte {e.start}; the file is "
+                        "damaged (delete or restore it)") from None
+    except json.JSONDecodeError as e:
+        problem = "empty" if not text.strip() else \
+            f"invalid JSON at line {e.lineno} column {e.colno} ({e.msg})"
+        raise DataError(f"{what} {path}: {problem}; the file is damaged (cut short or "
+                        "edited: delete or restore it)") from None

@@ -24,10 +24,10 @@ shared.T where the head is tied); `load_hf_params` builds that kernel. A separat
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Dict, Mapping, Tuple
 
+from ..fileio import parse_json
 from . import paths
 
 # transformers ACT2FN name -> name understood by xprompt_jax.models.layers.activation_fn
@@ -52,7 +52,7 @@ def _to_dict(config_or_path) -> Dict[str, Any]:
             path = paths.join(path, "config.json")
         if not paths.exists(path):
             raise FileNotFoundError(f"Hugging Face config not found: {path}")
-        return json.loads(paths.read_text(path))
+        return parse_json(paths.read_text(path), path, "Hugging Face config")
     to_dict = getattr(config_or_path, "to_dict", None)
     if callable(to_dict):  # a transformers PretrainedConfig
         d = dict(to_dict())

@@ -10,11 +10,11 @@ SelfAttention/q/kernel', `[in, out]`); `layout` says which.
 
 from __future__ import annotations
 
-import json
 from typing import Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
+from ..fileio import parse_json
 from . import paths
 
 TORCH = "torch"
@@ -96,7 +96,7 @@ def _reader_for(name: str):
 
 
 def _read_index(index_file: str) -> Tuple[Dict[str, np.ndarray], str]:
-    index = json.loads(paths.read_text(index_file))
+    index = parse_json(paths.read_text(index_file), index_file, "safetensors index")
     weight_map = index.get("weight_map")
     if not isinstance(weight_map, Mapping):
         raise ValueError(f"{index_file} has no 'weight_map'")

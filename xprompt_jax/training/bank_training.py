@@ -202,7 +202,7 @@ class BestPerTaskPrompts:
         self.composition = composition
         self.best: Dict[str, Dict[str, Any]] = {}
         if os.path.exists(self._json()):
-            self.best = read_json(self._json())
+            self.best = read_json(self._json(), "best-per-task record")
 
     def _json(self) -> str:
         return os.path.join(self.model_dir, "best_per_task.json")

@@ -25,7 +25,7 @@ import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from ..errors import TrainingInterrupted
-from ..fileio import runs_dir
+from ..fileio import read_json, runs_dir
 from ..markdown import cell
 from ..runs.report import Section
 
@@ -157,7 +157,7 @@ class _Job:
         """Summary of a training run (train_summary.json + metrics.jsonl)."""
         del body
         path = os.path.join(self.run_dir, "train_summary.json")
-        summary = json.load(open(path)) if os.path.exists(path) else {}
+        summary = read_json(path, "training summary") if os.path.exists(path) else {}
         best = summary.get("best_eval") or {}
         evals = [r for r in read_jsonl(os.path.join(self.run_dir, "metrics.jsonl"))
                  if r.get("split") == "eval"]
@@ -289,8 +289,7 @@ def run(output_dir: Optional[str] = None, task: str = DEFAULT_TASK,
         gin_utils.call_configured(
             lambda: train(configured_run(), config_text=gin.config_str(),
                           report_sections=[job.prompt_tuning_section]), "quickstart")
-        with open(os.path.join(run_dir, "report.json")) as f:
-            quick = json.load(f)["quickstart"]
+        quick = read_json(os.path.join(run_dir, "report.json"), "report")["quickstart"]
         return dict(quick, dev_accuracy=quick["dev_accuracy_best"])
 
     try:

@@ -114,7 +114,7 @@ def run_pipeline(run: RunConfig, config: XPromptConfig = XPromptConfig(),
                                   ctx.score_batches(), n, bar)
         write_result(scores_path, scores.to_json())
         mark_done(model_dir, "scores", {"num_examples": scores.num_examples})
-    scores = ImportanceScores.from_json(read_json(scores_path))
+    scores = ImportanceScores.from_json(read_json(scores_path, "XPrompt importance scores"))
     clock.mark("scores")
 
     # ---- masking curve (Figure 2): the stage-1 prompt with tokens masked in three orders
@@ -129,7 +129,7 @@ def run_pipeline(run: RunConfig, config: XPromptConfig = XPromptConfig(),
                 ctx, stage1_params, scores.token, config.curve_ratios,
                 config.curve_random_seeds, config.batched_search))
             mark_done(model_dir, "curve", {"ratios": list(config.curve_ratios)})
-        curve = read_json(curve_path)
+        curve = read_json(curve_path, "XPrompt masking curve")
         clock.mark("masking_curve")
 
     # ---- pruning search
@@ -143,7 +143,7 @@ def run_pipeline(run: RunConfig, config: XPromptConfig = XPromptConfig(),
                                                 config.mask_seed)
         write_result(search_path, result)
         mark_done(model_dir, "search", {"chosen": result["chosen"].get("name")})
-    search_result = read_json(search_path)
+    search_result = read_json(search_path, "XPrompt search table")
     token_mask = np.asarray(search_result["chosen"]["token_mask"], np.float32)
     piece_mask = np.asarray(search_result["chosen"]["piece_mask"], np.float32)
     clock.mark("search")

@@ -28,7 +28,7 @@ def done_path(model_dir: str, stage: str) -> str:
 def stage_done(model_dir: str, stage: str) -> Optional[Dict[str, Any]]:
     """The stage's marker (None while it has not finished)."""
     path = done_path(model_dir, stage)
-    return read_json(path) if os.path.exists(path) else None
+    return read_json(path, f"XPrompt {stage} stage marker") if os.path.exists(path) else None
 
 
 def write_result(path: str, data: Any) -> None:
@@ -196,7 +196,8 @@ def supersede_changed(model_dir: str, inputs: Mapping[str, Mapping[str, Any]]) -
             continue
         dirs = [os.path.join(model_dir, d) for d in stage_dirs(stage)]
         path = os.path.join(dirs[0], INPUTS_FILE)
-        recorded = read_json(path) if os.path.exists(path) else None
+        recorded = read_json(path, f"XPrompt {stage} inputs record") \
+            if os.path.exists(path) else None
         if stale:
             changes = ["an earlier stage"]
         elif recorded is not None and recorded != current:
@@ -224,6 +225,7 @@ def _rename_aside(path: str) -> str:
 def record_inputs(model_dir: str, stage: str, inputs: Mapping[str, Any]) -> None:
     """Records what a stage is computed from, before it starts (process 0)."""
     path = os.path.join(model_dir, stage_dirs(stage)[0], INPUTS_FILE)
-    if is_writer() and (not os.path.exists(path) or read_json(path) != dict(inputs)):
+    if is_writer() and (not os.path.exists(path) or
+                        read_json(path, f"XPrompt {stage} inputs record") != dict(inputs)):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         write_json_atomic(path, dict(inputs))
