@@ -125,6 +125,8 @@ def test_rerun_checks_each_stage_against_what_it_was_computed_from(
     assert counted["trained"] == [] and counted["scored"] == 0
 
     # Another task or learning rate: stage 1 is another experiment; refused, files untouched.
+    # (The other task is registered: an unknown name is refused earlier, as a typo.)
+    synthetic_tasks.register(t5_vocab_path, "xprompt_test_other")
     before = sorted(os.listdir(model_dir))
     for change, shown in (("MIXTURE_OR_TASK_NAME = 'xprompt_test_other'", "xprompt_test_other"),
                           ("LEARNING_RATE = 0.01", "LEARNING_RATE = 0.01")):
