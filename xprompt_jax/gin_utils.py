@@ -89,7 +89,8 @@ def _unquoted_string_hint(binding: str) -> str:
     T5X users write it: --gin.MODEL_DIR="'/data/run'"."""
     name, sep, value = binding.partition("=")
     name, value = name.strip(), value.strip()
-    if not sep or not value or value[0] in "'\"@%[{(" or re.fullmatch(r"[-+.\d eE]+", value):
+    if not sep or not re.fullmatch(r"[\w./~:+-]+", value) or value[0] in "'\"@%" or \
+            re.fullmatch(r"[-+.\d eE]+", value):  # not a bare word or path
         return ""
     return (f"; a string needs quotes inside the shell's quotes: write "
             f"--gin.{name}=\"{value!r}\"")
