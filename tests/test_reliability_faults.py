@@ -153,7 +153,11 @@ def _run_cli_in_process(module, argv, capsys):
     return info.value.code, capsys.readouterr().err.strip().splitlines()
 
 
-WORLD = ["--gin_file=models/world_tiny.gin", "--gin_file=world/run.gin"]
+def _world(method, *more):
+    """The world model's flags (the method's gin file before world/run.gin, which sets
+    the task) and `more` gin files."""
+    return ["--gin_file=models/world_tiny.gin", f"--gin_file={method}",
+            "--gin_file=world/run.gin"] + [f"--gin_file={f}" for f in more]
 
 
 @pytest.mark.parametrize("module,files", [
@@ -163,7 +167,7 @@ WORLD = ["--gin_file=models/world_tiny.gin", "--gin_file=world/run.gin"]
 ])
 def test_a_mistyped_task_names_the_closest_tasks_in_every_cli(tmp_path, capsys, module, files):
     (tmp_path / "in.jsonl").write_text('{"inputs": "x"}\n')
-    argv = WORLD + [f"--gin_file={f}" for f in files] + [
+    argv = _world(*files) + [
         f"--gin.MODEL_DIR='{tmp_path / 'run'}'", "--gin.MIXTURE_OR_TASK_NAME='world_rtee'"]
     if "infer" in module:
         argv += [f"--gin.INFER_INPUT='{tmp_path / 'in.jsonl'}'",
@@ -180,8 +184,8 @@ def test_a_mistyped_task_names_the_closest_tasks_in_every_cli(tmp_path, capsys, 
 def test_a_gin_include_cycle_is_a_short_line_naming_its_files(tmp_path, capsys):
     (tmp_path / "a.gin").write_text("# a\ninclude 'b.gin'\nX = 1\n")
     (tmp_path / "b.gin").write_text("include 'a.gin'\n")
-    argv = WORLD + ["--gin_file=prompt_tuning.gin", f"--gin_search_paths={tmp_path}",
-                    "--gin_file=a.gin", f"--gin.MODEL_DIR='{tmp_path / 'run'}'"]
+    argv = _world("prompt_tuning.gin", "a.gin") + [f"--gin_search_paths={tmp_path}",
+                                                    f"--gin.MODEL_DIR='{tmp_path / 'run'}'"]
     code, lines = _run_cli_in_process("xprompt_jax.train", argv, capsys)
     assert code == 2 and len(lines) == 1, lines[:3]  # before: one 38,368-character line
     a, b = tmp_path / "a.gin", tmp_path / "b.gin"
@@ -215,3 +219,23 @@ def test_a_damaged_pipeline_record_is_one_line_naming_the_file(tmp_path, capsys,
     assert lines[0].endswith("the file is damaged (cut short or edited: delete or restore "
                              "it)") or "UTF-8" in problem
     assert record.read_bytes() == before and sorted(os.listdir(model_dir)) == ["search"]
+
+
+@pytest.mark.parametrize("how", ["env", "gin"])
+def test_a_world_directory_that_is_a_file_is_one_line_naming_it(tmp_path, capsys,
+                                                                 monkeypatch, how):
+    world = tmp_path / "world.txt"
+    world.write_text("not a folder\n")
+    argv = _world("prompt_tuning.gin") + [f"--gin.MODEL_DIR='{tmp_path / 'run'}'",
+                                          "--gin.TRAIN_STEPS=1", "--gin.EVAL_PERIOD=None",
+                                          "--gin.BATCH_SIZE=8"]
+    if how == "env":
+        monkeypatch.setenv("XPROMPT_WORLD_DIR", str(world))
+    else:
+        argv.append(f"--gin.WORLD_DIR='{world}'")
+    code, lines = _run_cli_in_process("xprompt_jax.train", argv, capsys)
+    assert code == 2 and "Traceback" not in "\n".join(lines), lines[-5:]
+    assert lines[-1] == (f"xprompt_jax.train: error: world data directory {world} (WORLD_DIR, "
+                         "or $XPROMPT_WORLD_DIR) is a file, not a folder; name a folder (it "
+                         "is created if missing)")
+    assert world.read_text() == "not a folder\n"

@@ -23,6 +23,7 @@ def _define_flags(flags) -> None:
     if "force" not in flags.FLAGS:
         flags.DEFINE_bool("force", False, "take over MODEL_DIR even if another live run "
                           "holds its lock")
+    if "allow_config_change" not in flags.FLAGS:  # also defined by the XPrompt CLI
         flags.DEFINE_bool("allow_config_change", False, "resume with a config that differs "
                           "from MODEL_DIR/config.gin (both are recorded)")
 

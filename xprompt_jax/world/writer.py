@@ -26,6 +26,7 @@ import shutil
 import tempfile
 from typing import Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
+from ..errors import ConfigError
 from . import tasks as tasks_lib
 
 WORLD_VERSION = 1
@@ -162,6 +163,9 @@ def ensure_world_data(directory: Optional[str] = None, seed: int = DEFAULT_SEED,
     directory = os.path.abspath(directory or default_world_dir(seed))
     if is_current(directory, seed, sizes):
         return directory
+    if os.path.lexists(directory) and not os.path.isdir(directory):
+        raise ConfigError(f"world data directory {directory} (WORLD_DIR, or ${DIR_ENV_VAR}) "
+                          "is a file, not a folder; name a folder (it is created if missing)")
     parent = os.path.dirname(directory)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".world-", dir=parent)
@@ -174,8 +178,10 @@ def ensure_world_data(directory: Optional[str] = None, seed: int = DEFAULT_SEED,
                 _replace_written_files(tmp, directory)
                 return directory
             if os.listdir(directory):
-                raise FileExistsError(f"{directory} exists and is not a world data directory "
-                                      f"(no {METADATA_FILE}); refusing to overwrite it")
+                raise ConfigError(f"world data directory {directory} (WORLD_DIR, or "
+                                  f"${DIR_ENV_VAR}) holds other files and no {METADATA_FILE}: "
+                                  "not world data; refusing to write into it (name an empty "
+                                  "or new folder)")
             os.rmdir(directory)
         try:
             os.replace(tmp, directory)
