@@ -239,3 +239,36 @@ def test_a_world_directory_that_is_a_file_is_one_line_naming_it(tmp_path, capsys
                          "or $XPROMPT_WORLD_DIR) is a file, not a folder; name a folder (it "
                          "is created if missing)")
     assert world.read_text() == "not a folder\n"
+
+
+def test_a_batch_that_does_not_split_over_the_devices_names_the_nearest_sizes(tmp_path,
+                                                                              capsys):
+    """The tests run on 8 host devices (conftest): BATCH_SIZE 12 is refused before anything
+    is loaded or written, naming the device count and the multiples of 8 around it."""
+    import jax
+
+    assert jax.device_count() == 8
+    argv = _world("prompt_tuning.gin") + [f"--gin.MODEL_DIR='{tmp_path / 'run'}'",
+                                          "--gin.TRAIN_STEPS=1", "--gin.EVAL_PERIOD=None",
+                                          "--gin.BATCH_SIZE=12"]
+    code, lines = _run_cli_in_process("xprompt_jax.train", argv, capsys)
+    assert code == 2 and "Traceback" not in "\n".join(lines)
+    assert lines[-1] == ("xprompt_jax.train: error: BATCH_SIZE = 12 cannot be split evenly "
+                         "over the 8 devices of the mesh's data axis (mesh {'data': 8, "
+                         "'model': 1}, 8 devices); use a multiple of 8, e.g. 8 or 16, or set "
+                         "MESH_SHAPE")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("batch,devices,nearest", [(4, 8, "e.g. 8,"), (17, 4, "e.g. 16 or 20,"),
+                                                   (30, 4, "e.g. 28 or 32,")])
+def test_the_nearest_batch_sizes_are_the_multiples_of_the_data_axis_around(batch, devices,
+                                                                           nearest):
+    import types
+
+    from xprompt_jax.training import partitioning
+
+    mesh = types.SimpleNamespace(shape={"data": devices, "model": 1})
+    with pytest.raises(ConfigError, match=f"use a multiple of {devices}, {nearest} or set"):
+        partitioning.check_batch_size(batch, mesh)
+    partitioning.check_batch_size(devices * 3, mesh)  # a multiple: accepted

@@ -17,6 +17,8 @@ import numpy as np
 from flax import traverse_util
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ..errors import ConfigError
+
 LogicalRules = Sequence[Tuple[str, Optional[str]]]
 
 PROMPT_AXIS_RULES: LogicalRules = (
@@ -62,21 +64,37 @@ def make_mesh(mesh_shape: Sequence[int] = (-1, 1),
     devices = list(jax.devices() if devices is None else devices)
     shape = list(mesh_shape)
     if len(shape) != len(axis_names):
-        raise ValueError(f"mesh_shape {tuple(mesh_shape)} does not match axis names "
-                         f"{tuple(axis_names)}")
+        raise ConfigError(f"MESH_SHAPE {tuple(mesh_shape)} does not match axis names "
+                          f"{tuple(axis_names)}")
     if shape.count(-1) > 1:
-        raise ValueError(f"mesh_shape {tuple(mesh_shape)} has more than one -1")
+        raise ConfigError(f"MESH_SHAPE {tuple(mesh_shape)} has more than one -1")
     known = int(np.prod([s for s in shape if s != -1]))
     if -1 in shape:
         if len(devices) % known:
-            raise ValueError(f"{len(devices)} devices cannot fill mesh_shape {tuple(mesh_shape)}")
+            raise ConfigError(f"MESH_SHAPE {tuple(mesh_shape)}: {len(devices)} devices cannot "
+                              f"fill it ({len(devices)} is no multiple of {known})")
         shape[shape.index(-1)] = len(devices) // known
     if int(np.prod(shape)) != len(devices):
         if int(np.prod(shape)) > len(devices):
-            raise ValueError(f"mesh_shape {tuple(shape)} needs {int(np.prod(shape))} devices, "
-                             f"only {len(devices)} available")
+            raise ConfigError(f"MESH_SHAPE {tuple(shape)} needs {int(np.prod(shape))} devices, "
+                              f"only {len(devices)} available")
         devices = devices[: int(np.prod(shape))]
     return Mesh(np.asarray(devices).reshape(shape), tuple(axis_names))
+
+
+def check_batch_size(batch_size: int, mesh: Mesh, what: str = "BATCH_SIZE",
+                     data_axis: str = "data") -> None:
+    """Raises ConfigError naming `what`, the devices of the mesh's data axis and the nearest
+    sizes that work when `batch_size` examples cannot be split evenly over them (each
+    device holds batch_size / devices examples of every batch)."""
+    devices = int(mesh.shape[data_axis])
+    if batch_size % devices == 0:
+        return
+    lower, upper = batch_size // devices * devices, -(-batch_size // devices) * devices
+    nearest = f"{lower} or {upper}" if lower else f"{upper}"
+    raise ConfigError(f"{what} = {batch_size} cannot be split evenly over the {devices} devices "
+                      f"of the mesh's data axis (mesh {dict(mesh.shape)}, {jax.device_count()} "
+                      f"devices); use a multiple of {devices}, e.g. {nearest}, or set MESH_SHAPE")
 
 
 def _axes_names(value) -> Optional[Tuple[str, ...]]:

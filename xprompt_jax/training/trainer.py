@@ -166,6 +166,8 @@ class Trainer:
         batch_size = data_config.batch_size
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"BATCH_SIZE={batch_size!r}: expected an int >= 1")
+        if batch_transform is None:  # (a bank's batches hold each example once per prompt)
+            partitioning.check_batch_size(batch_size, frozen_config.mesh())
         run_lock.acquire(config.model_dir, force=config.force)  # before any work or write
         if update_mask is not None:
             optimizer = optax.chain(optimizer, _mask_updates(update_mask))
