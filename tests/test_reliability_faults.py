@@ -272,3 +272,38 @@ def test_the_nearest_batch_sizes_are_the_multiples_of_the_data_axis_around(batch
     with pytest.raises(ConfigError, match=f"use a multiple of {devices}, {nearest} or set"):
         partitioning.check_batch_size(batch, mesh)
     partitioning.check_batch_size(devices * 3, mesh)  # a multiple: accepted
+
+
+def test_a_truncated_pretrained_checkpoint_is_one_short_line(tmp_path, fixtures_dir):
+    """A data file of a copy of the fixture checkpoint cut to a third: one line naming the
+    checkpoint, the damage and the setting; none of TensorStore's leftover reads (each a
+    "RuntimeError: Event loop is closed" traceback, printed while the process goes on; a
+    subprocess, as pytest catches those itself)."""
+    import shutil
+    import subprocess
+    import sys
+
+    broken = tmp_path / "ckpt"
+    shutil.copytree(fixtures_dir / "t5x_tiny_orbax" / "checkpoint_3", broken)
+    data = sorted((p for p in (broken / "state").rglob("*") if p.is_file() and
+                   p.parent.name == "d"), key=lambda p: -p.stat().st_size)[0]
+    with open(data, "r+b") as f:
+        f.truncate(data.stat().st_size // 3)
+    script = (  # a caller that goes on after the error (a notebook, a pipeline)
+        "import gc, sys, time\n"
+        "from xprompt_jax.errors import XPromptError, one_line\n"
+        "from xprompt_jax.checkpoints.pretrained import load_pretrained_params\n"
+        "try:\n"
+        f"    load_pretrained_params({str(broken)!r})\n"
+        "except XPromptError as e:\n"
+        "    print(one_line(e), file=sys.stderr)\n"
+        "time.sleep(1.0)\n"  # the outstanding reads finish and call back
+        "gc.collect()\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    lines = [line for line in out.stderr.splitlines()
+             if line.strip() and not line.startswith(("I0000", "WARNING: All log"))]
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert lines == [f"pretrained checkpoint {broken} (t5x) cannot be read: a data file is "
+                     f"shorter than recorded (truncated) ({broken}/state/) "
+                     "(INITIAL_CHECKPOINT_PATH)"], lines[:20]

@@ -9,6 +9,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import CheckpointError, ConfigError, XPromptError
+from .read_errors import quiet_failed_reads, unreadable_reason
 
 HF_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json",
             "pytorch_model.bin", "pytorch_model.bin.index.json", "flax_model.msgpack")
@@ -40,16 +41,14 @@ def load_pretrained_params(path: str, checkpoint_format: str = "auto",
         raise CheckpointError(f"pretrained checkpoint {path} does not exist "
                               "(INITIAL_CHECKPOINT_PATH)")
     load = load_hf_params if fmt == "hf" else load_t5x_params
+    quiet_failed_reads()  # a damaged file: one line, not TensorStore's leftover reads
     try:
         return load(path, shardings=shardings, dtype=dtype)
     except XPromptError:
         raise
     except Exception as e:  # tensorstore / orbax / msgpack / safetensors errors
-        text = f"{type(e).__name__}: {str(e).strip()}".splitlines()[0]
-        if len(text) > 240:
-            text = text[:237] + "..."
         raise CheckpointError(f"pretrained checkpoint {path} ({fmt}) cannot be read: "
-                              f"{text}") from e
+                              f"{unreadable_reason(e)} (INITIAL_CHECKPOINT_PATH)") from e
 
 
 def load_embedding(path: str, checkpoint_format: str = "auto") -> np.ndarray:

@@ -71,7 +71,6 @@ import logging
 import math
 import os
 import re
-import sys
 import time
 import uuid
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -85,6 +84,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from .. import _moved
+from ..checkpoints.read_errors import first_line as _first_line
+from ..checkpoints.read_errors import quiet_failed_reads, unreadable_reason
 from ..errors import CheckpointError, ConfigMismatchError, DataError, NonFiniteError
 from ..fileio import (barrier, fsync, host_array, is_local, is_writer, read_npy,
                       remove_written_dir, to_jsonable, write_json_atomic)
@@ -161,62 +162,10 @@ def nonfinite_leaves(tree: Any) -> List[str]:
     return bad
 
 
-def _is_closed_loop_callback(unraisable) -> bool:
-    """TensorStore reads still running when orbax gave up: their callbacks into a closed
-    event loop, and orbax's read coroutines closed with their error."""
-    value = getattr(unraisable, "exc_value", None)
-    text = str(value)
-    return (isinstance(value, RuntimeError) and text == "Event loop is closed") or \
-        text.startswith("Encountered error while reading array index")
-
-
-def quiet_failed_reads() -> None:
-    """After orbax gives up on a damaged checkpoint, TensorStore still completes the other
-    reads it had started, each calling back into orbax's event loop, which is closed by
-    then: Python prints a "RuntimeError: Event loop is closed" traceback for each (dozens
-    of lines that say nothing about the checkpoint). Those, and only those, are dropped;
-    installed once per process."""
-    previous = sys.unraisablehook
-    if getattr(previous, "_xprompt_quiet", False):
-        return
-
-    def hook(unraisable):
-        if not _is_closed_loop_callback(unraisable):
-            previous(unraisable)
-
-    hook._xprompt_quiet = True
-    sys.unraisablehook = hook
-
-
-def unreadable_reason(error: BaseException) -> str:
-    """Why a checkpoint did not restore, in a few words (TensorStore's messages carry a
-    full JSON spec): the kind of damage and the file it was found in."""
-    text = f"{type(error).__name__}: {error}"
-    file = re.search(r'local file "([^"]+)"', text)
-    where = f" ({file.group(1)})" if file else ""
-    lower = text.lower()
-    if "byte range" in lower and "not valid for value of size" in lower or \
-            "out_of_range" in lower or "truncated" in lower:
-        return "a data file is shorter than recorded (truncated)" + where
-    if "not_found" in lower or isinstance(error, FileNotFoundError) or \
-            "no such file" in lower:
-        return "files are missing" + where
-    if "json" in lower or "expecting" in lower or "decode" in lower:
-        return "its metadata is not valid JSON" + where
-    if "data_loss" in lower or "checksum" in lower or "crc" in lower:
-        return "a data file is damaged" + where
-    return _first_line(error)
-
-
 def _why(error: BaseException) -> str:
     """The reason part of a failed restore (without the path `restore` puts first)."""
     text = _first_line(error, limit=400)
     return text.split(" cannot be read: ", 1)[1] if " cannot be read: " in text else text
-
-
-def _first_line(error: BaseException, limit: int = 200) -> str:
-    text = f"{type(error).__name__}: {str(error).strip()}".splitlines()[0]
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def abstract_like(tree: Any) -> Any:
