@@ -307,3 +307,50 @@ def test_a_truncated_pretrained_checkpoint_is_one_short_line(tmp_path, fixtures_
     assert lines == [f"pretrained checkpoint {broken} (t5x) cannot be read: a data file is "
                      f"shorter than recorded (truncated) ({broken}/state/) "
                      "(INITIAL_CHECKPOINT_PATH)"], lines[:20]
+
+
+def test_a_prompt_file_too_large_for_float32_is_blamed_not_the_learning_rate(tmp_path,
+                                                                             capsys):
+    """A finite prompt file of values ~1e30: its norm (sqrt of 2,560 squares ~1e60)
+    overflows float32, so step 1 was non-finite and blamed on LEARNING_RATE; now refused
+    when read, naming the file."""
+    import numpy as np
+
+    prompt = tmp_path / "huge.npy"
+    np.save(prompt, np.full((20, 128), 1e30, np.float32))
+    argv = _world("prompt_tuning.gin", "prompts/from_file.gin") + [
+        f"--gin.PROMPT_FILE='{prompt}'", f"--gin.MODEL_DIR='{tmp_path / 'run'}'",
+        "--gin.TRAIN_STEPS=1", "--gin.EVAL_PERIOD=None", "--gin.BATCH_SIZE=8"]
+    code, lines = _run_cli_in_process("xprompt_jax.train", argv, capsys)
+    assert code == 2 and "Traceback" not in "\n".join(lines)
+    assert lines[-1] == (f"xprompt_jax.train: error: prompt init file {prompt}: values up to "
+                         "1e+30; the prompt's norm overflows float32, so training or scoring "
+                         "with it would be non-finite (expected values on the scale of the "
+                         "model's embeddings)")
+    assert "LEARNING_RATE" not in lines[-1]
+
+
+def test_an_initial_prompt_from_an_array_too_large_for_float32_names_its_source():
+    import numpy as np
+
+    from xprompt_jax.errors import DataError
+    from xprompt_jax.prompts import initializers
+
+    # 1e19 per value: each square (1e38) is below float32's max (3.4e38), the sum of 40 not
+    with pytest.raises(DataError, match=r"prompt init from PEFT adapter /a: values up to "
+                                        r"1e\+19; the prompt's norm overflows float32"):
+        initializers.from_array(np.full((4, 10), 1e19), name="PEFT adapter /a")
+    initializers.from_array(np.full((4, 10), 1e18), name="ok")  # sum 4e37: accepted
+
+
+@pytest.mark.parametrize("metrics,cause", [
+    ({"loss": 0.287, "grad_norm": 0.0, "trainable_norm": float("inf")}, "PROMPT_INIT"),
+    ({"loss": float("nan"), "grad_norm": float("nan"), "trainable_norm": 3.0},
+     "LEARNING_RATE"),
+    ({"loss": 2.0, "grad_norm": float("inf"), "trainable_norm": float("inf")},
+     "LEARNING_RATE"),
+])
+def test_a_non_finite_step_names_the_likelier_cause(metrics, cause):
+    from xprompt_jax.training import trainer
+
+    assert cause in trainer._nonfinite_cause(metrics)  # pylint: disable=protected-access

@@ -367,8 +367,10 @@ NPY_MAGIC = b"\x93NUMPY"
 def read_npy(path: PathLike, what: str = "prompt file", finite: bool = True) -> np.ndarray:
     """The one array of a `.npy` file (never unpickled), with DataError naming `what` and
     the file when it is missing, not a `.npy` file (a text file, an `.npz` archive), cut
-    short or corrupt, not floating point, or (`finite`) holding NaN / Inf: a NaN prompt
-    would otherwise score every option NaN and answer with the first label."""
+    short or corrupt, not floating point, or (`finite`) holding NaN / Inf or values so large
+    that its norm overflows float32: a NaN prompt would otherwise score every option NaN
+    and answer with the first label, a huge one stop training at step 1 blaming the
+    learning rate."""
     from .errors import DataError
 
     path = epath.Path(path)
@@ -398,6 +400,14 @@ def read_npy(path: PathLike, what: str = "prompt file", finite: bool = True) -> 
             raise DataError(f"{what} {path}: {int(bad.sum())} of {bad.size} values are NaN "
                             f"or Inf (the first at index {first}); refusing a non-finite "
                             "prompt")
+        with np.errstate(over="ignore"):  # the norm training logs and checks each step
+            norm = np.sqrt(np.sum(np.square(np.asarray(value, np.float32)), dtype=np.float32))
+        if not np.isfinite(norm):
+            raise DataError(f"{what} {path}: values up to "
+                            f"{float(np.abs(np.asarray(value, np.float32)).max()):.3g}; the "
+                            "prompt's norm overflows float32, so training or scoring with it "
+                            "would be non-finite (expected values on the scale of the model's "
+                            "embeddings)")
     return value
 
 

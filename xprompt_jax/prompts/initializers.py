@@ -95,10 +95,20 @@ def class_labels(embedding, label_token_ids: Sequence[Sequence[int]],
 
 
 def from_array(value, name: str = "array") -> Initializer:
+    """`value` as the initial prompt; refused (DataError naming `name`, e.g. the file) when
+    it holds NaN / Inf, or values so large that the prompt's norm overflows float32: the
+    first training step would then be non-finite and be blamed on the learning rate."""
     value = np.asarray(value, np.float32)
     if not np.isfinite(value).all():
         raise DataError(f"prompt init from {name}: {int((~np.isfinite(value)).sum())} values "
                         "are NaN or Inf; refusing a non-finite prompt")
+    with np.errstate(over="ignore"):
+        norm = np.sqrt(np.sum(np.square(value), dtype=np.float32))
+    if not np.isfinite(norm):
+        raise DataError(f"prompt init from {name}: values up to {float(np.abs(value).max()):.3g}"
+                        "; the prompt's norm overflows float32, so training would be "
+                        "non-finite from step 1 (expected values on the scale of the model's "
+                        "embeddings)")
 
     def init(rng, shape, dtype=jnp.float32):
         del rng

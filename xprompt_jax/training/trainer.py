@@ -70,6 +70,19 @@ def resume_position(meta: Mapping[str, Any], start: int, where: str) -> int:
     return int(position)
 
 
+def _nonfinite_cause(metrics: Mapping[str, Any]) -> str:
+    """The likelier cause of a non-finite step, from what was non-finite: a loss or
+    gradient that overflowed points to the learning rate (or the data), a loss and gradient
+    that are finite while the trainable norm is not to trainable values too large for
+    float32 (e.g. an initial prompt of huge values)."""
+    finite = {k: bool(np.isfinite(float(metrics[k]))) for k in ("loss", "grad_norm")}
+    if all(finite.values()) and not np.isfinite(float(metrics["trainable_norm"])):
+        return ("the trainable values' norm overflows float32 while the loss and gradient "
+                "are finite: the prompt holds values too large (check PROMPT_INIT / "
+                "PROMPT_FILE or the restored prompt)")
+    return "LEARNING_RATE too high?"
+
+
 @dataclasses.dataclass
 class TrainerConfig:
     """Run settings (T5X names in comments: TRAIN_STEPS, EVAL_PERIOD, ...)."""
@@ -343,7 +356,7 @@ class Trainer:
                             raise NonFiniteError(
                                 f"step {step}: non-finite training (loss {loss}, gradient "
                                 f"norm {float(metrics['grad_norm'])}); stopped before "
-                                f"writing anything of it (LEARNING_RATE too high? "
+                                f"writing anything of it ({_nonfinite_cause(metrics)}; "
                                 f"ON_NONFINITE='skip_step' drops such updates); last good "
                                 f"checkpoint: {self._last_good()}")
                         skipped += 1
