@@ -354,3 +354,77 @@ def test_a_non_finite_step_names_the_likelier_cause(metrics, cause):
     from xprompt_jax.training import trainer
 
     assert cause in trainer._nonfinite_cause(metrics)  # pylint: disable=protected-access
+
+
+# Our macros and the random bad values fed to them: each must be accepted or refused with
+# one of our one-line errors by the checks a run makes before loading anything (gin
+# parsing with its macro rules, the run's config objects, the feature lengths, the mesh).
+FUZZED_MACROS = ["LEARNING_RATE", "PROMPT_LENGTH", "BATCH_SIZE", "TRAIN_STEPS", "EVAL_PERIOD",
+                 "DROPOUT_RATE", "MESH_SHAPE", "KEEP_CHECKPOINTS", "MAX_EVAL_EXAMPLES",
+                 "EVAL_MODE", "FROZEN_DTYPE", "TRAINABLE_REGEX", "LOG_PERIOD", "RANDOM_SEED",
+                 "TASK_FEATURE_LENGTHS", "EVAL_SPLIT", "EVAL_BATCH_SIZE", "PATIENCE",
+                 "SAVE_PERIOD", "NUM_MICROBATCHES", "LABEL_SMOOTHING", "Z_LOSS",
+                 "TRAIN_EPOCHS", "LOSS_NORMALIZATION", "LABEL_PARSING", "MAIN_METRIC",
+                 "RECORD_PROMPT_NORM", "EVAL_HELDOUT_SPLIT", "MIXTURE_OR_TASK_NAME"]
+
+
+def _bad_value(rng) -> str:
+    """A random gin value: strings, negative / huge / tiny numbers, NaN, lists, dicts, None,
+    booleans, tuples of the wrong length."""
+
+    scalar = [lambda: repr(rng.choice(["", "x", "1", "None", "validation", "bf16", "(("])),
+              lambda: str(rng.randint(-10**6, 10**6)), lambda: str(-rng.randint(1, 9)),
+              lambda: f"{rng.choice([-1, 1]) * 10.0 ** rng.randint(-320, 320):g}",
+              lambda: repr(rng.uniform(-2, 2)), lambda: "float('nan')",
+              lambda: "float('inf')", lambda: rng.choice(["None", "True", "False", "0"]),
+              lambda: str(2 ** rng.randint(31, 70))]
+    kind = rng.randrange(4)
+    if kind == 0:
+        return rng.choice(scalar)()
+    items = [rng.choice(scalar)() for _ in range(rng.randint(0, 3))]
+    if kind == 1:
+        return f"[{', '.join(items)}]"
+    if kind == 2:
+        return f"({', '.join(items)}{',' if len(items) == 1 else ''})"
+    return "{" + ", ".join(f"{rng.choice(['inputs', 'targets', 'x'])!r}: {v}"
+                           for v in items) + "}"
+
+
+def test_fuzzed_gin_values_are_accepted_or_one_line_errors():
+    import random
+
+    import gin
+
+    from xprompt_jax import gin_utils
+    from xprompt_jax.errors import XPromptError, one_line
+    from xprompt_jax.runs.build import check_feature_lengths
+    from xprompt_jax.runs.config import configured_run
+    from xprompt_jax.runs.flags import import_task_module
+    from xprompt_jax.training import partitioning
+
+    rng = random.Random(0)
+    outcomes = {"accepted": 0, "refused": 0}
+    files = ["models/world_tiny.gin", "prompt_tuning.gin", "world/run.gin"]
+    try:
+        for macro in FUZZED_MACROS:
+            for _ in range(12):
+                value = _bad_value(rng)
+                gin.clear_config()
+                try:
+                    gin_utils.parse_gin(files, ["MODEL_DIR = '/nowhere'",
+                                                f"{macro} = {value}"], finalize=False)
+                    run = configured_run()
+                    import_task_module(run.task_module, run.task_name)
+                    check_feature_lengths(run.feature_lengths)
+                    mesh = run.frozen.mesh()
+                    partitioning.check_batch_size(run.data.batch_size, mesh)
+                    outcomes["accepted"] += 1
+                except XPromptError as e:
+                    line = one_line(e)
+                    assert line and "\n" not in line, (macro, value, line)
+                    outcomes["refused"] += 1
+                except Exception as e:  # pylint: disable=broad-except
+                    raise AssertionError(f"{macro} = {value}: {type(e).__name__}: {e}") from e
+    finally:
+        gin.clear_config()
+    assert outcomes["refused"] > outcomes["accepted"] > 0, outcomes

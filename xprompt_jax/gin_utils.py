@@ -398,6 +398,17 @@ MACRO_RULES = {
                      "None, 'float32', 'bfloat16' or 'float16'"),
     "MESH_SHAPE": (_mesh, "a pair of ints (data, model), each >= 1 or one of them -1"),
     "TRAINABLE_REGEX": (_regex, "a valid regular expression (a string)"),
+    "NUM_MICROBATCHES": (lambda v: _int(v) and v >= 1, "an int >= 1"),
+    "EVAL_BATCH_SIZE": (lambda v: _int(v) and v >= 1, "an int >= 1"),
+    # T5X's label smoothing is a probability mass moved off the target; z-loss a weight
+    "LABEL_SMOOTHING": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "Z_LOSS": (lambda v: _number(v) and math.isfinite(v) and v >= 0, "a finite number >= 0"),
+    "TRAIN_EPOCHS": (lambda v: v is None or (_number(v) and math.isfinite(v) and v > 0),
+                     "a finite number > 0, or None to count TRAIN_STEPS"),
+    "LOSS_NORMALIZATION": (lambda v: v in ("mean_tokens", "sum", "mean_examples") or
+                           (_number(v) and math.isfinite(v) and v > 0),
+                           "'mean_tokens', 'sum', 'mean_examples' or a divisor > 0"),
+    "LABEL_PARSING": (lambda v: v in ("t5", "lenient"), "'t5' or 'lenient'"),
 }
 
 

@@ -75,13 +75,14 @@ class EvalConfig:
 
     def __post_init__(self):
         if self.mode not in MODES:
-            raise ValueError(f"eval mode {self.mode!r}; expected one of {MODES}")
+            raise ConfigError(f"eval mode {self.mode!r} (EVAL_MODE): expected one of {MODES}")
         if self.label_parsing not in LABEL_PARSING:
-            raise ValueError(f"label parsing {self.label_parsing!r}; expected one of "
-                             f"{LABEL_PARSING}")
+            raise ConfigError(f"label parsing {self.label_parsing!r} (LABEL_PARSING): expected "
+                              f"one of {LABEL_PARSING}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) \
                 or self.batch_size < 1:
-            raise ValueError(f"eval batch size {self.batch_size!r}: expected an int >= 1")
+            raise ConfigError(f"eval batch size {self.batch_size!r} (EVAL_BATCH_SIZE): expected "
+                              "an int >= 1")
 
 
 @dataclasses.dataclass
