@@ -428,3 +428,56 @@ def test_fuzzed_gin_values_are_accepted_or_one_line_errors():
     finally:
         gin.clear_config()
     assert outcomes["refused"] > outcomes["accepted"] > 0, outcomes
+
+
+# TensorStore's error for a checkpoint write on a full disk (orbax raises it as a
+# ValueError; copied from a run on a 600 KiB tmpfs, its JSON spec cut short).
+TENSORSTORE_DISK_FULL = (
+    'RESOURCE_EXHAUSTED: Error opening "zarr" driver: Error writing "train.opt_state.0.v_row.'
+    'prompt.prompt/.zarray" in OCDBT database at local file "/runs/r/checkpoints/6.orbax-'
+    'checkpoint-tmp/state.orbax-checkpoint-tmp/ocdbt.process_0/": Failed writing: "/runs/r/'
+    'checkpoints/6.orbax-checkpoint-tmp/state.orbax-checkpoint-tmp/ocdbt.process_0/d/c7083121'
+    '2b09592037c34b1bfc25e4c7": Failed to write 194 bytes to file 15: No space left on device '
+    '[tensorstore_spec=\'{"context":{"cache_pool":{}},"create":true,"driver":"zarr"}\']')
+
+
+def test_a_full_disk_reported_by_tensorstore_is_one_line_naming_the_file(capsys):
+    code, lines = _one_line(capsys, _raises(ValueError(TENSORSTORE_DISK_FULL)))
+    assert (code, lines) == (1, [
+        "prog: error: cannot write /runs/r/checkpoints/6.orbax-checkpoint-tmp/state.orbax-"
+        "checkpoint-tmp/ocdbt.process_0/d/c70831212b09592037c34b1bfc25e4c7: no space left on "
+        "device (disk full) [errno 28]; what was written before is kept"])
+    assert "RESOURCE_EXHAUSTED" in TENSORSTORE_DISK_FULL  # and still no out-of-memory line
+
+
+@pytest.mark.slow  # ~30 s (a training subprocess); the mapping itself is tested above
+def test_a_full_disk_while_training_is_one_line_and_keeps_the_checkpoints(tmp_path):
+    """A real full disk: MODEL_DIR on a 600 KiB tmpfs (root only; skipped where mounting is
+    not allowed), a checkpoint every step until the disk is full."""
+    import subprocess
+    import sys
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(disk)],
+            capture_output=True).returncode:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        root = pathlib.Path(__file__).resolve().parents[1]
+        cmd = [sys.executable, "-m", "xprompt_jax.train"] + _world("prompt_tuning.gin") + [
+            f"--gin.MODEL_DIR='{disk / 'run'}'", "--gin.TRAIN_STEPS=60",
+            "--gin.EVAL_PERIOD=None", "--gin.BATCH_SIZE=8", "--gin.SAVE_PERIOD=1",
+            "--gin.KEEP_CHECKPOINTS=None"]
+        out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300,
+                             env=dict(os.environ, JAX_PLATFORMS="cpu",
+                                      XLA_FLAGS="--xla_force_host_platform_device_count=1"))
+        ours = [line for line in out.stderr.splitlines() if line.startswith("xprompt_jax")]
+        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]
+        assert len(ours) == 1 and ours[0].startswith(
+            f"xprompt_jax.train: error: cannot write {disk / 'run'}/"), ours
+        assert "no space left on device (disk full) [errno 28]" in ours[0]
+        saved = [p.name for p in (disk / "run" / "checkpoints").iterdir() if p.name.isdigit()]
+        assert saved  # the checkpoints written before the disk filled are kept
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)

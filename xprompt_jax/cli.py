@@ -66,6 +66,15 @@ class _StderrHandler(logging.StreamHandler):
         del value
 
 
+class _QuietThreadReports(logging.Filter):
+    """orbax logs an error raised in one of its writer threads (a full disk while saving a
+    checkpoint) with its whole traceback, once per thread, before the same error reaches
+    the caller, where it is reported on one line: those thread reports are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "_SignalingThread.run() raised an exception" not in str(record.getMessage())
+
+
 def configure_logging() -> None:
     """INFO lines of the `xprompt_jax` loggers (start, resume, evals, stages, progress
     without a terminal) to stderr. Our own handler: importing jax / tensorflow installs a
@@ -73,6 +82,7 @@ def configure_logging() -> None:
     log = logging.getLogger("xprompt_jax")
     if any(getattr(h, "_xprompt_cli", False) for h in log.handlers):
         return
+    logging.getLogger("absl").addFilter(_QuietThreadReports())
     handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     handler._xprompt_cli = True  # pylint: disable=protected-access

@@ -12,6 +12,7 @@ all raise these types.
 from __future__ import annotations
 
 import os
+import re
 from typing import Optional
 
 
@@ -148,6 +149,24 @@ def storage_error(error: OSError, path=None) -> "ResourceError":
                          "what was written before is kept")
 
 
+# How a library that does its own I/O (TensorStore, under orbax's checkpoints) words these
+# errnos in the message of a ValueError; the file is the one it names as failing.
+_STORAGE_TEXTS = {"no space left on device": 28, "disk quota exceeded": 122,
+                  "read-only file system": 30}
+_FAILED_FILE = re.compile(r'(?:Failed writing|Error writing[^"]*in [^"]*at local file):? "([^"]+)"')
+
+
+def _storage_error_in_text(error: BaseException) -> Optional["ResourceError"]:
+    text = str(error)
+    lower = text.lower()
+    for words, number in _STORAGE_TEXTS.items():
+        if words in lower:
+            found = _FAILED_FILE.search(text) or re.search(r'local file "([^"]+)"', text)
+            where = found.group(1) if found else "a file"
+            return storage_error(OSError(number, STORAGE_ERRNOS[number]), where)
+    return None
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     """Host MemoryError, or XLA's RESOURCE_EXHAUSTED (jaxlib's XlaRuntimeError /
     JaxRuntimeError; matched by name so that this module imports nothing heavy)."""
@@ -167,6 +186,9 @@ def as_user_error(error: BaseException) -> Optional[XPromptError]:
             return error
         if isinstance(error, OSError) and error.errno in STORAGE_ERRNOS:
             return storage_error(error)
+        text_error = _storage_error_in_text(error) if isinstance(error, ValueError) else None
+        if text_error is not None:
+            return text_error
         if is_out_of_memory(error):
             detail = str(error).strip().splitlines()[0] if str(error).strip() else \
                 type(error).__name__
