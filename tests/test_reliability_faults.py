@@ -481,3 +481,37 @@ def test_a_full_disk_while_training_is_one_line_and_keeps_the_checkpoints(tmp_pa
         assert saved  # the checkpoints written before the disk filled are kept
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_a_read_only_home_names_the_folder_and_its_variable_in_the_quickstart(tmp_path):
+    """HOME on a read-only tmpfs (root only; skipped where mounting is not allowed): the
+    quickstart's run folder, then (with XPROMPT_RUNS_DIR set) the world data cache."""
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    home.mkdir()
+    if os.geteuid() != 0 or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(home)],
+            capture_output=True).returncode:
+        pytest.skip("mounting a read-only tmpfs needs root")
+    try:
+        root = pathlib.Path(__file__).resolve().parents[1]
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("XPROMPT_RUNS_DIR", "XPROMPT_WORLD_DIR", "XDG_CACHE_HOME")}
+        env.update(HOME=str(home), JAX_PLATFORMS="cpu")
+        for extra, folder, variable in (
+                ({}, home / "xprompt_runs", "XPROMPT_RUNS_DIR"),
+                ({"XPROMPT_RUNS_DIR": str(tmp_path / "runs")}, home / ".cache",
+                 "XPROMPT_WORLD_DIR")):
+            out = subprocess.run([sys.executable, "-m", "xprompt_jax.quickstart"], cwd=root,
+                                 capture_output=True, text=True, timeout=300,
+                                 env=dict(env, **extra))
+            ours = [line for line in out.stderr.splitlines()
+                    if line.startswith("xprompt_jax")]
+            assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]
+            assert ours == [f"xprompt_jax.quickstart: error: {folder}: read-only file system "
+                            f"[errno 30]; {folder} is a default location under HOME: set "
+                            f"{variable} to a writable folder"], ours
+    finally:
+        subprocess.run(["umount", str(home)], check=False)
