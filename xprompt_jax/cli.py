@@ -3,7 +3,9 @@
     def console_entry():
         cli.run_cli(main, sys.argv)
 
-`run_cli` takes `--verbose` (anywhere in argv) out of the arguments, calls `main(argv)`,
+`run_cli` takes `--verbose` (anywhere in argv) out of the arguments, turns on JAX's
+persistent compilation cache (`compile_cache.enable`: `--nocompilation_cache` turns it
+off), calls `main(argv)`,
 and turns an `XPromptError` (data, config, checkpoint, non-finite, locked run dir) into
 `<prog>: error: <message on one line>` on stderr and its exit code (2; 0 for a run that
 was interrupted by SIGTERM/SIGINT after saving). It also sends the `xprompt_jax` loggers'
@@ -22,6 +24,7 @@ import sys
 import traceback
 from typing import Callable, List, Optional, Sequence
 
+from . import compile_cache
 from .errors import XPromptError, one_line
 
 VERBOSE_FLAGS = ("--verbose", "--verbose=true", "--verbose=True", "-v")
@@ -98,6 +101,7 @@ def run_cli(main: Callable[[List[str]], object], argv: Sequence[str],
     argv, verbose = split_verbose(list(argv))
     prog = prog or _prog(argv)
     configure_logging()
+    argv = compile_cache.enable(argv)
     try:
         main(argv)
     except KeyboardInterrupt:  # outside a training loop (which saves and stops itself)
