@@ -28,8 +28,8 @@ def test_a_second_identical_run_compiles_nothing_new(tmp_path, fixtures_dir):
     cache = tmp_path / "xdg" / "xprompt_jax" / "jax_cache"
 
     def train(name, *extra):
-        cmd = ([sys.executable, "-m", "xprompt_jax.train", *_flags(tmp_path / name, fixtures_dir, 2),
-                *extra])
+        cmd = [sys.executable, "-m", "xprompt_jax.train",
+               *_flags(tmp_path / name, fixtures_dir, 2), *extra]
         return subprocess.run(cmd, check=True, env=env, cwd=ROOT, capture_output=True,
                               text=True, timeout=600).stderr
 
