@@ -289,3 +289,44 @@ def test_export_run_of_an_xprompt_run_writes_the_surviving_tokens(tmp_path):
     assert record["peft"]["dropped_tokens"] == [1, 4]
     assert adapter.config["base_model_name_or_path"] == "google/t5-v1_1-small"
     np.testing.assert_allclose(np.load(out / "prompt.npy"), masked, rtol=0, atol=1e-7)
+
+
+BF16_READ = """
+import sys
+import numpy as np
+from xprompt_jax.checkpoints import hf_files
+assert 'jax' not in sys.modules and 'ml_dtypes' not in sys.modules
+weights, _ = hf_files.read_weight_file(sys.argv[1])
+print(weights['shared.weight'].dtype, float(weights['shared.weight'].astype(np.float32).sum()))
+from xprompt_jax.checkpoints.peft_adapter import read_peft_adapter
+adapter = read_peft_adapter(sys.argv[2])
+print(adapter.prompt.dtype, float(adapter.prompt.sum()))
+"""
+
+
+def test_bfloat16_files_read_in_a_fresh_process(tmp_path):
+    """bf16 safetensors (a checkpoint and an adapter) read in a process that has imported
+    only our readers (jax, which registers numpy's bfloat16 on import, not yet loaded)."""
+    import os
+    import subprocess
+    import sys
+
+    import ml_dtypes
+    from safetensors.numpy import save_file
+
+    table = np.random.RandomState(0).normal(size=(5, 4)).astype(ml_dtypes.bfloat16)
+    save_file({"shared.weight": table}, str(tmp_path / "model.safetensors"))
+    prompt = np.random.RandomState(1).normal(size=(3, 4)).astype(ml_dtypes.bfloat16)
+    write_peft_adapter(tmp_path / "adapter", np.zeros((3, 4), np.float32))
+    save_file({"prompt_embeddings": prompt}, str(tmp_path / "adapter" /
+                                                 "adapter_model.safetensors"))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    out = subprocess.run([sys.executable, "-c", BF16_READ, str(tmp_path / "model.safetensors"),
+                          str(tmp_path / "adapter")], capture_output=True, text=True, env=env,
+                         cwd=root, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.split("\n")
+    assert lines[0].split() == ["bfloat16", repr(float(table.astype(np.float32).sum()))]
+    assert lines[1].split() == ["float32", repr(float(prompt.astype(np.float32).sum()))]

@@ -31,6 +31,7 @@ import numpy as np
 
 from ..errors import CheckpointError
 from ..fileio import write_bytes_atomic, write_text_atomic
+from . import hf_files
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_SAFETENSORS = "adapter_model.safetensors"
@@ -114,34 +115,26 @@ def write_peft_adapter(directory: str, prompt, *, base_model_name_or_path: Optio
 
 
 def _read_weights(directory: str) -> np.ndarray:
-    safetensors_path = os.path.join(directory, ADAPTER_SAFETENSORS)
-    bin_path = os.path.join(directory, ADAPTER_BIN)
-    if os.path.isfile(safetensors_path):
-        try:
-            weights = _safetensors_numpy().load_file(safetensors_path)
-        except ImportError:
-            raise
-        except Exception as e:  # pylint: disable=broad-except  # safetensors: corrupt file
-            raise PeftAdapterError(f"{safetensors_path}: unreadable safetensors file "
-                                   f"({type(e).__name__}: {str(e).strip()[:200]}; cut short "
-                                   "or corrupt?)") from None
-        path = safetensors_path
-    elif os.path.isfile(bin_path):
-        try:
-            import torch
-        except ImportError as e:
-            raise ImportError(f"{bin_path}: reading adapter_model.bin needs torch") from e
-        try:
-            weights = {k: v.detach().float().cpu().numpy()
-                       for k, v in torch.load(bin_path, map_location="cpu",
-                                              weights_only=True).items()}
-        except Exception as e:  # pylint: disable=broad-except  # torch: corrupt / not ours
-            raise PeftAdapterError(f"{bin_path}: unreadable adapter_model.bin "
-                                   f"({type(e).__name__}: {str(e).strip()[:200]})") from None
-        path = bin_path
-    else:
+    path = None
+    for name in (ADAPTER_SAFETENSORS, ADAPTER_BIN):
+        if os.path.isfile(os.path.join(directory, name)):
+            path = os.path.join(directory, name)
+            break
+    if path is None:
         raise PeftAdapterError(f"PEFT adapter {directory}: neither {ADAPTER_SAFETENSORS} nor "
                                f"{ADAPTER_BIN} found")
+    if path.endswith(".safetensors"):
+        _safetensors_numpy()  # the [hf] extra's clear ImportError
+    try:
+        # The Hugging Face weight reader (bfloat16 included, whatever was imported before).
+        weights, _ = hf_files.read_weight_file(path)
+    except ImportError:
+        raise
+    except Exception as e:  # pylint: disable=broad-except  # safetensors / torch: corrupt file
+        what = "safetensors file" if path.endswith(".safetensors") else "adapter_model.bin"
+        hint = "; cut short or corrupt?" if path.endswith(".safetensors") else ""
+        raise PeftAdapterError(f"{path}: unreadable {what} ({type(e).__name__}: "
+                               f"{str(e).strip()[:200]}{hint})") from None
     if WEIGHT_KEY not in weights:
         raise PeftAdapterError(f"{path}: no {WEIGHT_KEY!r} tensor (found {sorted(weights)[:5]}); "
                                "not a prompt-tuning adapter")
