@@ -10,6 +10,7 @@
 
 import json
 import re
+import shutil
 
 import flax.linen as nn
 import gin
@@ -220,12 +221,15 @@ def test_round_trip_and_clear_errors(tmp_path):
     np.testing.assert_array_equal(read.prompt, prompt)
     assert read.config["base_model_name_or_path"] == "google/t5-v1_1-small"
 
-    # PEFT's seq2seq default also prompts the decoder: refused, naming the field.
+    # Two stored prompts whose config says one: refused, naming the fields.
     config = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "adapter_config.json").write_text(
         json.dumps({**config, "num_transformer_submodules": 2}))
-    with pytest.raises(PeftAdapterError, match="num_transformer_submodules is 2"):
+    import shutil
+    shutil.copy(tmp_path / "a" / "adapter_model.safetensors", tmp_path / "b")
+    with pytest.raises(PeftAdapterError, match=r"shape \(3, 8\).*num_virtual_tokens=3, "
+                                               "token_dim=8, num_transformer_submodules=2"):
         read_peft_adapter(tmp_path / "b")
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "adapter_config.json").write_text(json.dumps({**config, "peft_type": "LORA"}))
@@ -236,7 +240,6 @@ def test_round_trip_and_clear_errors(tmp_path):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "adapter_config.json").write_text(
         json.dumps({**config, "num_virtual_tokens": 4}))
-    import shutil
     shutil.copy(tmp_path / "a" / "adapter_model.safetensors", tmp_path / "d")
     with pytest.raises(PeftAdapterError, match=r"shape \(3, 8\).*num_virtual_tokens=4"):
         read_peft_adapter(tmp_path / "d")
@@ -289,6 +292,71 @@ def test_export_run_of_an_xprompt_run_writes_the_surviving_tokens(tmp_path):
     assert record["peft"]["dropped_tokens"] == [1, 4]
     assert adapter.config["base_model_name_or_path"] == "google/t5-v1_1-small"
     np.testing.assert_allclose(np.load(out / "prompt.npy"), masked, rtol=0, atol=1e-7)
+
+
+def _random_prompt_weights(module, seed):
+    """Every parameter of a PEFT prompt encoder set to N(0, 0.3) (as after training)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in module.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
+
+
+def test_peft_seq2seq_default_adapter_gives_its_encoder_half(tmp_path, hf_dir, ours, caplog):
+    """PEFT's seq2seq default (num_transformer_submodules=2) stores 2n rows. In the
+    installed PEFT the second half is never fed to T5: perturbing it leaves the logits
+    bitwise unchanged and it receives no gradient. The import keeps the first n rows (with
+    one INFO line) and gives PEFT's logits; adapters of PEFT < 0.4.0, which prefixed the
+    decoder with that half, are refused."""
+    config, params = ours
+    enc, dec, tgt = _batch(2)
+    base = transformers.T5ForConditionalGeneration.from_pretrained(hf_dir)
+    peft_model = peft.get_peft_model(base, peft.PromptTuningConfig(
+        task_type=peft.TaskType.SEQ_2_SEQ_LM, num_virtual_tokens=M))
+    assert peft_model.peft_config["default"].num_transformer_submodules == 2
+    embedding = peft_model.prompt_encoder["default"].embedding
+    assert tuple(embedding.weight.shape) == (2 * M, EMB)
+    _random_prompt_weights(embedding, 5)
+    reference = _peft_logits(peft_model, enc, dec)
+    labels = torch.tensor(np.where(tgt > 0, tgt, -100))
+    loss = peft_model(input_ids=torch.tensor(enc), attention_mask=torch.tensor(enc > 0).long(),
+                      labels=labels).loss
+    loss.backward()
+    grad = embedding.weight.grad.numpy()
+    assert np.abs(grad[:M]).max() > 0 and np.abs(grad[M:]).max() == 0
+    adapter_dir = tmp_path / "default_adapter"
+    peft_model.save_pretrained(str(adapter_dir))
+    saved = embedding.weight.detach().numpy().copy()
+    with torch.no_grad():
+        embedding.weight[M:] += 10.0
+    np.testing.assert_array_equal(_peft_logits(peft_model, enc, dec), reference)
+
+    adapter_config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    assert adapter_config["num_transformer_submodules"] == 2
+    with caplog.at_level("INFO", logger="xprompt_jax"):
+        read = read_peft_adapter(adapter_dir)
+    np.testing.assert_array_equal(read.prompt, saved[:M])
+    notes = [r.getMessage() for r in caplog.records if "num_transformer_submodules=2" in
+             r.getMessage()]
+    assert len(notes) == 1 and f"ignoring rows {M}-{2 * M - 1}" in notes[0]
+    model = PromptedT5(config, prompt=SoftPrompt(M, initializers.from_peft(str(adapter_dir))))
+    variables = {"params": {**params, "prompt": {"prompt": jnp.asarray(read.prompt)}}}
+    _assert_close(_our_logits(model, variables, enc, dec, tgt), reference)
+
+    # Written by a PEFT that prompted the decoder: refused, naming the version.
+    for name, edit in (("old_version", {"peft_version": "0.3.0"}), ("no_revision", None)):
+        old = tmp_path / name
+        shutil.copytree(adapter_dir, old)
+        old_config = dict(adapter_config)
+        if edit is None:
+            old_config.pop("revision")
+            old_config.pop("peft_version", None)
+        else:
+            old_config.update(edit)
+        (old / "adapter_config.json").write_text(json.dumps(old_config))
+        with pytest.raises(PeftAdapterError, match=r"num_transformer_submodules is 2 and the "
+                                                   r"adapter was written by PEFT (0\.3\.0|< 0\.4\.0)"):
+            read_peft_adapter(old)
 
 
 BF16_READ = """
