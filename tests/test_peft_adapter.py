@@ -359,6 +359,36 @@ def test_peft_seq2seq_default_adapter_gives_its_encoder_half(tmp_path, hf_dir, o
             read_peft_adapter(old)
 
 
+@pytest.mark.parametrize("encoder,submodules", [("MLP", None), ("LSTM", 1)])
+def test_peft_p_tuning_adapter_imported_gives_peft_logits(tmp_path, hf_dir, ours, encoder,
+                                                          submodules):
+    """A P-Tuning adapter (PromptEncoderConfig, MLP or LSTM reparameterisation): PEFT saves
+    the encoder's output; imported as a plain prompt it gives the logits of the live PEFT
+    model (the one running its MLP / LSTM)."""
+    config, params = ours
+    enc, dec, tgt = _batch(3)
+    base = transformers.T5ForConditionalGeneration.from_pretrained(hf_dir)
+    extra = {} if submodules is None else {"num_transformer_submodules": submodules}
+    peft_model = peft.get_peft_model(base, peft.PromptEncoderConfig(
+        task_type=peft.TaskType.SEQ_2_SEQ_LM, num_virtual_tokens=M, encoder_hidden_size=16,
+        encoder_reparameterization_type=encoder, **extra))
+    prompt_encoder = peft_model.prompt_encoder["default"]
+    _random_prompt_weights(prompt_encoder, 7)
+    reference = _peft_logits(peft_model, enc, dec)
+    adapter_dir = tmp_path / f"p_tuning_{encoder}"
+    peft_model.save_pretrained(str(adapter_dir))
+    assert json.loads((adapter_dir / "adapter_config.json").read_text())["peft_type"] == \
+        "P_TUNING"
+
+    read = read_peft_adapter(adapter_dir)
+    raw = prompt_encoder.embedding.weight.detach().numpy()[:M]
+    assert read.prompt.shape == (M, EMB)
+    assert np.abs(read.prompt - raw).max() > 0.1  # the projected prompt, not the raw table
+    model = PromptedT5(config, prompt=SoftPrompt(M, initializers.from_peft(str(adapter_dir))))
+    variables = {"params": {**params, "prompt": {"prompt": jnp.asarray(read.prompt)}}}
+    _assert_close(_our_logits(model, variables, enc, dec, tgt), reference)
+
+
 BF16_READ = """
 import sys
 import numpy as np

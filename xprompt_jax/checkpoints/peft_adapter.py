@@ -1,9 +1,9 @@
 """Hugging Face PEFT prompt-tuning adapters, in and out.
 
 A PEFT prompt adapter directory (what `PeftModel.save_pretrained` writes for a
-`PromptTuningConfig`) holds:
+`PromptTuningConfig` or a P-Tuning `PromptEncoderConfig`) holds:
 
-- `adapter_config.json`: `peft_type` PROMPT_TUNING, `task_type` SEQ_2_SEQ_LM,
+- `adapter_config.json`: `peft_type` PROMPT_TUNING or P_TUNING, `task_type` SEQ_2_SEQ_LM,
   `num_virtual_tokens` n, `token_dim` e, `num_transformer_submodules` (1: one prompt for
   the encoder input, as in Lester et al. and this package; 2, PEFT's seq2seq default:
   2n rows, see below), `num_attention_heads`, `num_layers`, `base_model_name_or_path`,
@@ -21,6 +21,9 @@ dropout), so an `[n, e]` prompt means the same in both.
   decoder half dropped with an INFO line. PEFT 0.1.0-0.3.0 prefixed the decoder input with
   those rows: an adapter written by them (its config has `peft_version` < 0.4.0, or lacks
   the `revision` field that PEFT 0.4.0 added to every config) is refused.
+- P_TUNING: the MLP / LSTM prompt encoder is a training-time reparameterisation; PEFT saves
+  its output (`get_prompt_embedding_to_save`: the projected prompt) as `prompt_embeddings`
+  and runs a loaded adapter on exactly that, so it imports as a plain prompt.
 
 `write_peft_adapter(dir, prompt)` writes an encoder-only PROMPT_TUNING adapter;
 `read_peft_adapter(dir)` reads one back as `[n, e]` float32. Needs `safetensors` (the
@@ -50,8 +53,9 @@ ADAPTER_SAFETENSORS = "adapter_model.safetensors"
 ADAPTER_BIN = "adapter_model.bin"
 WEIGHT_KEY = "prompt_embeddings"
 PEFT_TYPE = "PROMPT_TUNING"
-# Adapter types whose saved `prompt_embeddings` is the prompt PEFT runs.
-PROMPT_PEFT_TYPES = (PEFT_TYPE,)
+# Adapter types whose saved `prompt_embeddings` is the prompt PEFT runs (P_TUNING: the
+# prompt encoder's output, see the module docstring).
+PROMPT_PEFT_TYPES = (PEFT_TYPE, "P_TUNING")
 TASK_TYPE = "SEQ_2_SEQ_LM"
 # The first PEFT release whose seq2seq prompt tuning / P-tuning leaves the decoder input
 # alone (huggingface/peft "Add seq2seq prompt tuning support", released in 0.4.0).
