@@ -210,7 +210,8 @@ def test_peft_trained_adapter_imported_gives_peft_logits(tmp_path, hf_dir, ours)
     finally:
         gin.clear_config()
     np.testing.assert_array_equal(init(None, (M, EMB)), embedding.weight.detach().numpy())
-    with pytest.raises(ValueError, match="does not match the prompt shape"):
+    with pytest.raises(ValueError, match=f"PROMPT_LENGTH={M + 1} conflicts with PEFT adapter "
+                                         f".*num_virtual_tokens={M}"):
         init(None, (M + 1, EMB))
 
 
@@ -387,6 +388,32 @@ def test_peft_p_tuning_adapter_imported_gives_peft_logits(tmp_path, hf_dir, ours
     model = PromptedT5(config, prompt=SoftPrompt(M, initializers.from_peft(str(adapter_dir))))
     variables = {"params": {**params, "prompt": {"prompt": jnp.asarray(read.prompt)}}}
     _assert_close(_our_logits(model, variables, enc, dec, tgt), reference)
+
+
+def test_prompt_length_comes_from_the_adapter(tmp_path):
+    """prompts/from_peft.gin after prompt_tuning.gin (PROMPT_LENGTH 100): the model's prompt
+    gets the adapter's length; a conflicting PROMPT_LENGTH flag is one line naming both."""
+    from xprompt_jax.errors import DataError
+
+    prompt = np.random.RandomState(1).normal(size=(7, 8)).astype(np.float32)  # tiny: emb 8
+    write_peft_adapter(tmp_path / "a", prompt)
+    files = ["models/t5_1_1_tiny.gin", "prompt_tuning.gin", "prompts/from_peft.gin"]
+    for flags, expected in (([], 7), (["PROMPT_LENGTH = 7"], 7), (["PROMPT_LENGTH = 20"], 20)):
+        gin.clear_config()
+        try:
+            gin_utils.parse_gin(files, [f"PEFT_ADAPTER = {str(tmp_path / 'a')!r}", *flags],
+                                finalize=False)
+            soft_prompt = gin.query_parameter("%MODEL").scoped_configurable_fn().prompt
+        finally:
+            gin.clear_config()
+        assert soft_prompt.length == expected
+        if expected == 7:
+            np.testing.assert_array_equal(soft_prompt.init(None, (7, 8)), prompt)
+        else:
+            with pytest.raises(DataError, match=re.escape(
+                    f"PROMPT_LENGTH=20 conflicts with PEFT adapter {tmp_path / 'a'}: "
+                    "num_virtual_tokens=7")):
+                soft_prompt.init(None, (20, 8))
 
 
 BF16_READ = """
