@@ -455,3 +455,57 @@ def test_bfloat16_files_read_in_a_fresh_process(tmp_path):
     lines = out.stdout.split("\n")
     assert lines[0].split() == ["bfloat16", repr(float(table.astype(np.float32).sum()))]
     assert lines[1].split() == ["float32", repr(float(prompt.astype(np.float32).sum()))]
+
+
+def _cache_snapshot(cache, repo_id, commit):
+    """The snapshot folder huggingface_hub lays out for `repo_id` at `commit` (refs/main
+    names it)."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    return snapshot
+
+
+def test_hub_names_resolve_from_the_local_hf_cache(tmp_path, hf_dir, monkeypatch):
+    """`google/...` names (INITIAL_CHECKPOINT_PATH, a PEFT adapter) are read from a cache laid
+    out as huggingface_hub lays it out, found through HF_HUB_CACHE or HF_HOME as
+    transformers finds it; a name not cached is one line naming it and the cache."""
+    from xprompt_jax.checkpoints.pretrained import load_pretrained_params
+    from xprompt_jax.errors import CheckpointError
+
+    home = tmp_path / "hf_home"
+    cache = home / "hub"
+    snapshot = _cache_snapshot(cache, "google/t5-tiny-cached", "a" * 40)
+    transformers.T5ForConditionalGeneration.from_pretrained(hf_dir).save_pretrained(snapshot)
+    # A stale snapshot that refs/main does not name (what an update leaves behind).
+    (snapshot.parent / ("b" * 40)).mkdir()
+    adapter_prompt = np.random.RandomState(2).normal(size=(4, EMB)).astype(np.float32)
+    write_peft_adapter(_cache_snapshot(cache, "someone/t5-adapter", "c" * 40), adapter_prompt)
+    # transformers' own offline resolution of the name in this cache: the reference.
+    reference = transformers.T5ForConditionalGeneration.from_pretrained(
+        "google/t5-tiny-cached", cache_dir=str(cache), local_files_only=True)
+    shared = reference.shared.weight.detach().numpy()
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+    monkeypatch.chdir(tmp_path)  # no local folder of that name
+    for env, value in (("HF_HOME", home), ("HF_HUB_CACHE", cache)):
+        monkeypatch.setenv(env, str(value))
+        params = load_pretrained_params("google/t5-tiny-cached")
+        np.testing.assert_array_equal(np.asarray(params["token_embedder"]["embedding"]), shared)
+        np.testing.assert_array_equal(read_peft_adapter("someone/t5-adapter").prompt,
+                                      adapter_prompt)
+        monkeypatch.delenv(env)
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    with pytest.raises(CheckpointError) as info:
+        load_pretrained_params("google/t5-v1_1-base")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("INITIAL_CHECKPOINT_PATH 'google/t5-v1_1-base': neither a local "
+                              f"path nor a model in the Hugging Face cache {cache}")
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"PEFT adapter 'someone/other': neither a local path nor a model in the Hugging "
+            f"Face cache {cache}")):
+        read_peft_adapter("someone/other")

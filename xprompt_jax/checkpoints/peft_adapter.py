@@ -26,7 +26,8 @@ dropout), so an `[n, e]` prompt means the same in both.
   and runs a loaded adapter on exactly that, so it imports as a plain prompt.
 
 `write_peft_adapter(dir, prompt)` writes an encoder-only PROMPT_TUNING adapter;
-`read_peft_adapter(dir)` reads one back as `[n, e]` float32. Needs `safetensors` (the
+`read_peft_adapter(dir)` reads one back as `[n, e]` float32 (`dir` may be a Hugging Face
+Hub name in the local cache, as for `PeftModel.from_pretrained`). Needs `safetensors` (the
 `[hf]` extra).
 """
 
@@ -43,7 +44,7 @@ import numpy as np
 
 from ..errors import CheckpointError
 from ..fileio import write_bytes_atomic, write_text_atomic
-from . import hf_files
+from . import hf_cache, hf_files
 
 logger = logging.getLogger("xprompt_jax")
 _NOTED = set()  # adapters whose ignored decoder half was already reported
@@ -182,7 +183,7 @@ def _writer_prompts_decoder(config: Dict[str, Any]) -> Optional[str]:
 def read_peft_adapter(directory: str) -> PeftPrompt:
     """Reads a PEFT prompt-tuning / P-tuning adapter directory: the encoder prompt
     `[n, e]` (module docstring)."""
-    directory = os.path.abspath(os.fspath(directory))
+    directory = os.path.abspath(os.fspath(hf_cache.resolve(directory, "PEFT adapter")))
     config_path = os.path.join(directory, ADAPTER_CONFIG)
     if not os.path.isfile(config_path):
         raise PeftAdapterError(f"PEFT adapter config not found: {config_path}")
