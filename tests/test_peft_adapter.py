@@ -509,3 +509,90 @@ def test_hub_names_resolve_from_the_local_hf_cache(tmp_path, hf_dir, monkeypatch
             f"PEFT adapter 'someone/other': neither a local path nor a model in the Hugging "
             f"Face cache {cache}")):
         read_peft_adapter("someone/other")
+
+
+def test_evaluate_a_peft_adapter_without_a_run(tmp_path, monkeypatch):
+    """`python -m xprompt_jax.evaluate ... --gin_file=runs/eval_peft.gin`: a PEFT adapter
+    (seq2seq default, two prompt halves) evaluated on world_boolq with no training run, the
+    frozen model being the adapter's base model, a Hub name read from the HF cache. The
+    reference: real PEFT's rank classification (sum of the label's token log-probabilities,
+    argmax) on the same examples."""
+    import os
+
+    from xprompt_jax.evaluation.evaluator import EvalConfig, Evaluator
+    import xprompt_jax.world.seqio_tasks  # noqa: F401  # registers world_boolq
+
+    cache = tmp_path / "hub"
+    repo_id = "xprompt-test/world-t5"
+    snapshot = _cache_snapshot(cache, repo_id, "d" * 40)
+    torch.manual_seed(3)
+    hf_config = transformers.T5Config(  # models/world_tiny.gin's sizes
+        vocab_size=768, d_model=128, d_kv=16, num_heads=8, d_ff=256, num_layers=3,
+        num_decoder_layers=2, relative_attention_num_buckets=32,
+        relative_attention_max_distance=128, dropout_rate=0.0, feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    model = transformers.T5ForConditionalGeneration(hf_config)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "layer_norm" not in name:
+                param.normal_(0.0, 0.3)
+    model.save_pretrained(snapshot)
+    base = transformers.T5ForConditionalGeneration.from_pretrained(
+        repo_id, cache_dir=str(cache), local_files_only=True)
+    peft_model = peft.get_peft_model(base, peft.PromptTuningConfig(
+        task_type=peft.TaskType.SEQ_2_SEQ_LM, num_virtual_tokens=5))
+    _random_prompt_weights(peft_model.prompt_encoder["default"].embedding, 11)
+    adapter_dir = tmp_path / "adapter"
+    peft_model.save_pretrained(str(adapter_dir))
+    assert json.loads((adapter_dir / "adapter_config.json").read_text())[
+        "base_model_name_or_path"] == repo_id
+
+    out_dir = tmp_path / "eval_out"  # not a run: only where eval_results.json goes
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    # The CLI's main (`python -m xprompt_jax.evaluate`), in this process to save the start-up.
+    from xprompt_jax import evaluate as evaluate_cli
+    gin.clear_config()
+    import time; _t = time.time()
+    try:
+        evaluate_cli.main([
+            "evaluate", "--gin_file=models/world_tiny.gin", "--gin_file=prompt_tuning.gin",
+            "--gin_file=runs/eval_peft.gin", f"--gin.PEFT_ADAPTER='{adapter_dir}'",
+            "--gin.MIXTURE_OR_TASK_NAME='world_boolq'",
+            "--gin.TASK_FEATURE_LENGTHS={'inputs': 48, 'targets': 4}",
+            "--gin.MAX_EVAL_EXAMPLES=16", "--gin.EVAL_MODE='rank_classification'",
+            f"--gin.MODEL_DIR='{out_dir}'"])
+    finally:
+        gin.clear_config()
+    print("TIME main", time.time() - _t)
+    result = json.loads((out_dir / "eval_results.json").read_text())
+    assert result["peft_adapter"] == str(adapter_dir) and result["checkpoint_step"] is None
+    assert sorted(os.listdir(out_dir)) == ["eval_results.json"]
+
+    evaluator = Evaluator(None, "world_boolq", {"inputs": 48, "targets": 4},
+                          EvalConfig(mode="rank_classification", split=result["split"],
+                                     max_examples=16))
+    labels, option_ids = evaluator.rank_options()
+    assert all(len(ids) == 2 for ex_ids in option_ids for ids in ex_ids)  # 'False' / 'True'
+    inputs = np.zeros((len(labels), 48), np.int64)
+    for i, example in enumerate(evaluator.examples):
+        tokens = list(example["inputs"][:48])
+        inputs[i, :len(tokens)] = tokens
+    peft_model.eval()
+    scores = []
+    with torch.no_grad():
+        for k in range(2):  # every example's k-th label, one batch
+            targets = torch.tensor([ex_ids[k] for ex_ids in option_ids])
+            logits = peft_model(input_ids=torch.tensor(inputs),
+                                attention_mask=torch.tensor(inputs > 0).long(),
+                                labels=targets).logits
+            log_probs = torch.log_softmax(logits.double(), -1)
+            scores.append(log_probs.gather(-1, targets[..., None])[..., 0].sum(-1).numpy())
+    best = np.argmax(np.stack(scores, -1), -1)  # first on ties, as ours
+    predictions = [ex_labels[j] for ex_labels, j in zip(labels, best)]
+    assert len(set(predictions)) > 1  # the scores depend on the example: a real check
+    # The task's own postprocessor reads a label as its class, as for the targets.
+    classes = [evaluator.task.postprocess_fn(p, example=ex, is_target=False)
+               for p, ex in zip(predictions, evaluator.examples)]
+    accuracy = 100.0 * np.mean([c == t for c, t in zip(classes, evaluator.targets)])
+    assert result["predictions_sample"] == predictions[:5]
+    assert result["metrics"]["accuracy"] == pytest.approx(accuracy, abs=1e-9)
