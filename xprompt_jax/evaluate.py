@@ -3,7 +3,9 @@
 
 Loads the frozen model from INITIAL_CHECKPOINT_PATH, the trainable params from the run's
 best / latest / given checkpoint (EVAL_CHECKPOINT), evaluates, and writes
-MODEL_DIR/eval_results.json (`xprompt_jax.runs.evaluate`).
+MODEL_DIR/eval_results.json (`xprompt_jax.runs.evaluate`). With `runs/eval_peft.gin` instead
+of `runs/eval.gin` it evaluates a Hugging Face PEFT adapter (PEFT_ADAPTER), no run needed
+(docs/peft.md).
 """
 
 from __future__ import annotations
