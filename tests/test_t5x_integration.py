@@ -563,3 +563,31 @@ def test_t5x_train_refuses_a_frozen_model_that_was_never_loaded(tmp_path):
     assert len(errors) == 1 and "INITIAL_CHECKPOINT_PATH" in errors[0], out.stderr[-3000:]
     assert "Traceback" not in out.stderr
     assert not _checkpoint_steps(model_dir)
+
+
+@needs_t5x
+@pytest.mark.slow
+def test_t5x_train_on_the_world_model_needs_no_vocabulary_flag(tmp_path):
+    """models/world_tiny.gin names the world's own vocabulary: t5x/train.py with it and a
+    world task runs offline with no --gin.SENTENCEPIECE_MODEL flag and XPROMPT_T5_VOCAB
+    unset (before: the default T5 vocabulary on gs://t5-data, unreachable offline)."""
+    from xprompt_jax.world import paths
+
+    model_dir = tmp_path / "world_pt"
+    env = _env()
+    env.pop("XPROMPT_T5_VOCAB", None)
+    env["XPROMPT_WORLD_DIR"] = str(tmp_path / "world")
+    step = int(pathlib.Path(paths.checkpoint_path()).name.split("_")[1])
+    cmd = [sys.executable, "-m", "t5x.train", f"--gin_search_paths={GIN_T5X},{ROOT / 'gin'}",
+           "--gin_file=prompt_tuning.gin", "--gin_file=models/world_tiny.gin",
+           f"--gin.MODEL_DIR='{model_dir}'", "--gin.MIXTURE_OR_TASK_NAME='world_rte'",
+           f"--gin.TRAIN_STEPS={step + 2}", "--gin.BATCH_SIZE=4", "--gin.PROMPT_LENGTH=4",
+           "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 4}",
+           "--gin.EVAL_PERIOD=2", "--gin.SAVE_PERIOD=2",
+           "--gin.train.train_eval_dataset_cfg=None", "--gin.train.infer_eval_dataset_cfg=None"]
+    out = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True,
+                         timeout=900)
+    assert out.returncode == 0, out.stderr[-4000:]
+    config = (model_dir / "config.gin").read_text()
+    assert "SENTENCEPIECE_MODEL = @paths.vocab_path()" in config, config
+    assert _checkpoint_steps(model_dir)[-1] == step + 2
