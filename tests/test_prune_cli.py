@@ -381,3 +381,34 @@ def test_prune_writes_to_a_remote_filesystem_and_the_rewind_reads_from_it(
                            batch["decoder_input_tokens"], batch["decoder_target_tokens"],
                            enable_dropout=False)
     np.testing.assert_array_equal(np.asarray(variables["params"]["prompt"]["prompt"]), rewound)
+
+
+def test_prune_help_and_bad_flags_and_pieces_that_do_not_fit_are_one_line(tmp_path,
+                                                                         fixtures_dir):
+    """`prune --help` prints the usage and every flag (absl's parser alone knew no --help:
+    a traceback); an unknown flag is one line; NUM_PIECES (xprompt.gin: 16) that does not
+    divide the tiny size's emb_dim 8 is one line naming NUM_PIECES and the sizes that fit
+    (before: a ValueError traceback from inside the model)."""
+    from xprompt_jax.errors import ConfigError
+
+    help_out = subprocess.run([sys.executable, "-m", "xprompt_jax.prune", "--help"],
+                              env=_env(), cwd=tmp_path, capture_output=True, text=True,
+                              timeout=300)
+    assert help_out.returncode == 0, help_out.stderr[-2000:]
+    for flag in ("--t5x_checkpoint", "--output_dir", "--prompt_file", "--gin_file",
+                 "--gin_search_paths"):
+        assert flag in help_out.stdout, flag
+    assert "Traceback" not in help_out.stderr
+    bad = subprocess.run([sys.executable, "-m", "xprompt_jax.prune", "--t5x_checkpont=x"],
+                         env=_env(), cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines()[-1].startswith(
+        "xprompt_jax.prune: error: Unknown command line flag 't5x_checkpont'")
+
+    params = _params_with_prompt(fixtures_dir)
+    ckpt = write_t5x_run_checkpoint(tmp_path / "run", params, step=3)
+    model = tiny_prompted_model().clone(prompt=MaskedSoftPrompt(length=M, num_pieces=16))
+    with pytest.raises(ConfigError, match=r"NUM_PIECES=16 does not divide the model's "
+                                          r"embedding size 8 .*<one of \[2, 4, 8\]>"):
+        t5x_stage2._stage1_model(run_config(model, tmp_path / "o"), str(ckpt), None)
