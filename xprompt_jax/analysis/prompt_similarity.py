@@ -6,7 +6,6 @@ a PNG with matplotlib's Agg canvas (no pyplot, no display needed).
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import numpy as np
