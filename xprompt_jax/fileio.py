@@ -126,6 +126,18 @@ def is_local(path: PathLike) -> bool:
     return "://" not in str(path)
 
 
+def absolute(path: PathLike) -> str:
+    """`path` made absolute where it is local; a URL (`gs://bucket/run`) as it is
+    (`os.path.abspath` would turn it into the local folder `./gs:/bucket/run`)."""
+    text = os.fspath(path) if isinstance(path, os.PathLike) else str(path)
+    return text if not is_local(text) else os.path.abspath(text)
+
+
+def is_file(path: PathLike) -> bool:
+    """Whether `path` is a file (local or remote)."""
+    return epath.Path(path).is_file()
+
+
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
@@ -162,9 +174,11 @@ def _write(path: PathLike, mode: str, write,
     else:
         raise FileExistsError(f"could not create a temporary file beside {path}")
     try:
-        with f:
-            write(f)
-            fsync(f)
+        # a local file is its own context; epath's remote open is a context manager that
+        # gives the file only on entering it
+        with f as handle:
+            write(handle)
+            fsync(handle)
         tmp.replace(path)
     except BaseException as e:
         if os.path.lexists(tmp) if local else tmp.exists():
@@ -304,13 +318,25 @@ def partial_path(path: PathLike) -> epath.Path:
 def save_npy_atomic(path: PathLike, value: Any, dtype: Any = None) -> epath.Path:
     """One array as `.npy` (never pickled), atomically; `dtype` casts it first."""
     value = np.asarray(value) if dtype is None else np.asarray(value, dtype)
-    return _write(path, "wb", lambda f: np.save(f, value, allow_pickle=False))
+    buffer = io.BytesIO()  # serialised first: remote files may not seek or tell
+    np.save(buffer, value, allow_pickle=False)
+    return write_bytes_atomic(path, buffer.getvalue())
+
+
+def save_figure(fig, path: PathLike, **savefig_kwargs: Any) -> epath.Path:
+    """A matplotlib figure as a file (format from the suffix), atomically, local or remote
+    (matplotlib itself writes local files only)."""
+    fmt = savefig_kwargs.pop("format", None) or epath.Path(path).suffix.lstrip(".") or "png"
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=fmt, **savefig_kwargs)
+    return write_bytes_atomic(path, buffer.getvalue())
 
 
 def save_npz_atomic(path: PathLike, **arrays: Any) -> epath.Path:
     """Named arrays as one `.npz`, atomically."""
-    return _write(path, "wb", lambda f: np.savez(f, **{k: np.asarray(v)
-                                                     for k, v in arrays.items()}))
+    buffer = io.BytesIO()  # a zip archive seeks and tells; remote files may not
+    np.savez(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
+    return write_bytes_atomic(path, buffer.getvalue())
 
 
 NPY_MAGIC = b"\x93NUMPY"

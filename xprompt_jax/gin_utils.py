@@ -96,14 +96,45 @@ def search_working_dir_last(search_paths: Sequence[str] = ()) -> List[str]:
     """Makes gin look up `include`d files in `search_paths` first (in order), then in the
     search paths added before, and in the working directory last; returns the order.
 
-    gin keeps one process-wide list whose first entry, '', is the working directory."""
+    gin keeps one process-wide list whose first entry, '', is the working directory.
+    Also makes gin's package-resource lookup tolerate folders that are not packages (see
+    `tolerate_plain_folders`)."""
     from gin import config as gin_config
 
+    tolerate_plain_folders()
     prefixes = gin_config._LOCATION_PREFIXES  # pylint: disable=protected-access
     first = [os.path.abspath(p) for p in search_paths if p]
     rest = [p for p in prefixes if p and os.path.abspath(p) not in first]
     prefixes[:] = list(dict.fromkeys(first)) + rest + [""]
     return list(prefixes)
+
+
+def _resource_exists(original):
+    def exists(config_path: str) -> bool:
+        try:
+            return original(config_path)
+        except TypeError:  # a namespace package: no origin, so no file inside it
+            return False
+
+    exists.tolerates_plain_folders = True
+    exists.__wrapped__ = original
+    return exists
+
+
+def tolerate_plain_folders() -> None:
+    """gin's second file reader looks `models/t5_1_1_base.gin` up as the file
+    `t5_1_1_base.gin` of the Python package `models`; a plain folder named `models` (or
+    `runs`) in the working directory is a namespace package without a location, and gin's
+    check fails with `TypeError: expected str, ... not NoneType` instead of trying the
+    next search path (or saying the file was not found). Wraps that check so such a
+    folder only means "not here". Idempotent."""
+    from gin import config as gin_config
+
+    readers = gin_config._FILE_READERS  # pylint: disable=protected-access
+    for i, (reader, exists) in enumerate(readers):
+        if getattr(reader, "__module__", "") == "gin.resource_reader" and \
+                not getattr(exists, "tolerates_plain_folders", False):
+            readers[i] = (reader, _resource_exists(exists))
 
 
 class _QuietSearchMisses(logging.Filter):

@@ -43,12 +43,13 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Union
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
 from .. import gin_utils
 from ..analysis.param_counts import param_counts
 from ..analysis.prompt_similarity import plot_prompt_similarity
 from ..errors import ConfigError
-from ..fileio import (check_name, is_writer, jsonable_loose, save_npy_atomic,
+from ..fileio import (absolute, check_name, is_writer, jsonable_loose, save_npy_atomic,
                       write_json_atomic, write_text_atomic)
 from ..models.prompted import projected_prompt
 from ..prompts import bank as bank_lib
@@ -58,7 +59,7 @@ from ..training.params import DEFAULT_TRAINABLE_REGEX
 from .build import bank_config
 from .config import RunConfig
 from .frozen import load_frozen_model
-from .restore import SHAPE_FEATURE_LENGTHS, restore_trainable
+from .restore import SHAPE_FEATURE_LENGTHS, restore_trainable, t5x_run_checkpoint
 
 PROMPT_FILE = "prompt.npy"
 BANK_PROMPTS_DIR = "prompts"  # a bank's prompts/<name>.npy
@@ -179,7 +180,7 @@ def export_prompt(model, variables: Mapping[str, Any], output_dir: str, *,
     prompt = projected_prompt(model, variables)
     counts = param_counts(model, variables, trainable_regex)
     method = type(model.prompt).__name__
-    output_dir = os.path.abspath(os.fspath(output_dir))
+    output_dir = absolute(output_dir)  # a gs:// URL stays one
     files = {"prompt": os.path.join(output_dir, PROMPT_FILE),
              "inference_gin": os.path.join(output_dir, INFERENCE_GIN),
              "json": os.path.join(output_dir, EXPORT_JSON)}
@@ -198,7 +199,7 @@ def export_prompt(model, variables: Mapping[str, Any], output_dir: str, *,
         peft_tokens, record["peft"] = peft_prompt(model, variables, prompt)
         record["peft"]["base_model_name_or_path"] = peft_base_model
     if is_writer():
-        os.makedirs(output_dir, exist_ok=True)
+        epath.Path(output_dir).mkdir(parents=True, exist_ok=True)
         if export_format == "peft":
             from ..checkpoints.peft_adapter import write_peft_adapter
 
@@ -245,7 +246,7 @@ def export_bank(model, variables: Mapping[str, Any], output_dir: str, *,
     prompts = bank_prompts(model, variables)
     counts = param_counts(model, variables, trainable_regex)
     method = f"PromptBank({type(bank.prompt).__name__})"
-    output_dir = os.path.abspath(os.fspath(output_dir))
+    output_dir = absolute(output_dir)
     entries = []
     for i, name in enumerate(names):
         entries.append({
@@ -335,9 +336,10 @@ def export_run(run: RunConfig, *, output_dir: Optional[str] = None,
     # The saved non-trainable collections (XPrompt masks) shape the exported prompt.
     restored = restore_trainable(model, run.model_dir, checkpoint, regex)
     variables = {"params": restored.trainable, **restored.collections}
-    extra = {"checkpoint_step": restored.step, "model_dir": os.path.abspath(run.model_dir)}
+    extra = {"checkpoint_step": restored.step, "model_dir": absolute(run.model_dir)}
     if verify:
-        variables, extra["verify_max_abs_logit_diff"] = verified_variables(run, restored)
+        variables, extra["verify_max_abs_logit_diff"] = verified_variables(
+            run, restored, t5x_run_checkpoint(run.model_dir, checkpoint))
     output_dir = output_dir or os.path.join(run.model_dir, "export")
     if bank_lib.num_prompts(model):
         if export_format != "npy":
@@ -350,12 +352,21 @@ def export_run(run: RunConfig, *, output_dir: Optional[str] = None,
                          peft_base_model=peft_base_model or run.frozen.initial_checkpoint_path)
 
 
-def verified_variables(run: RunConfig, restored) -> tuple:
+def verified_variables(run: RunConfig, restored, t5x_checkpoint: Optional[str] = None
+                       ) -> tuple:
     """(full variables, max |logit difference|): the frozen model loaded, the trained
-    module's logits compared with the exported prompt's in a plain SoftPrompt model."""
-    if not run.frozen.initial_checkpoint_path:
-        raise ConfigError("--verify needs INITIAL_CHECKPOINT_PATH (the frozen model)")
-    frozen = load_frozen_model(run.model, run.frozen, SHAPE_FEATURE_LENGTHS)
+    module's logits compared with the exported prompt's in a plain SoftPrompt model.
+
+    The frozen model comes from INITIAL_CHECKPOINT_PATH; for a `t5x/train.py` run without
+    it, from the run's own checkpoint `t5x_checkpoint` (a T5X run checkpoint holds the
+    whole model: the frozen weights it was trained on and the prompt)."""
+    frozen_config = run.frozen
+    if not frozen_config.initial_checkpoint_path:
+        if not t5x_checkpoint:
+            raise ConfigError("--verify needs INITIAL_CHECKPOINT_PATH (the frozen model)")
+        frozen_config = dataclasses.replace(frozen_config, initial_checkpoint_path=t5x_checkpoint,
+                                            checkpoint_format="t5x")
+    frozen = load_frozen_model(run.model, frozen_config, SHAPE_FEATURE_LENGTHS)
     variables = frozen.variables(restored.trainable, restored.collections)
     # Op by op, outside the mesh context: no fusion, so the two must agree exactly.
     if bank_lib.num_prompts(run.model):
