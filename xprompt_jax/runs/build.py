@@ -5,8 +5,8 @@ frozen model (`frozen.load_pretrained`), builds the evaluator (`build_evaluator`
 PromptBank model, the bank's parts (per-prompt optimizer, batch transform, per-prompt
 numpy export, best prompt per task); with SWEEP, the bank of the sweep's entries
 (`sweep_run`), each starting from the solo run's init. What a stage passes in code - a
-rewound prompt (`initial_trainable`), fixed masks (`extra_variables`), an update mask, a step callback - are
-arguments here, never gin bindings.
+rewound prompt (`initial_trainable`), fixed masks (`extra_variables`), an update mask, a
+step callback - are arguments here, never gin bindings.
 """
 
 from __future__ import annotations
