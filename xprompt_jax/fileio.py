@@ -94,13 +94,13 @@ def jsonable_loose(obj: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------- names
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+=-]{0,127}")
 
 
 def check_name(name: Any, what: str) -> str:
     """`name` if it may become a file name and a gin comment: 1-128 of letters, digits,
-    `_ . + -`, starting with a letter or digit, no '..' (so no path separators, newlines,
-    quotes or shell characters). Raises ConfigError naming `what` (the names of prompts
+    `_ . + = -` (`=`: a sweep entry's `learning_rate=0.1`), starting with a letter or
+    digit, no '..' (so no path separators, newlines, quotes or shell characters). Raises ConfigError naming `what` (the names of prompts
     and tasks come from data and settings that other people write)."""
     from .errors import ConfigError
 
@@ -108,7 +108,7 @@ def check_name(name: Any, what: str) -> str:
         shown = repr(name)
         shown = shown if len(shown) <= 80 else shown[:77] + "..."
         raise ConfigError(f"{what} {shown} is not a valid name: use 1-128 letters, digits, "
-                          "'_', '.', '+' or '-', starting with a letter or digit")
+                          "'_', '.', '+', '=' or '-', starting with a letter or digit")
     return name
 
 

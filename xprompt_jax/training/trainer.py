@@ -70,6 +70,12 @@ def resume_position(meta: Mapping[str, Any], start: int, where: str) -> int:
     return int(position)
 
 
+def seed_rngs(seed: int):
+    """(init rng, dropout rng) of a run with RANDOM_SEED `seed`."""
+    init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
+    return init_rng, dropout_rng
+
+
 @dataclasses.dataclass
 class TrainerConfig:
     """Run settings (T5X names in comments: TRAIN_STEPS, EVAL_PERIOD, ...)."""
@@ -171,7 +177,7 @@ class Trainer:
             optimizer = optax.chain(optimizer, _mask_updates(update_mask))
         self.optimizer = optimizer
 
-        init_rng, self.dropout_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+        init_rng, self.dropout_rng = seed_rngs(config.seed)
         initialized = initialize(model, pretrained_params, data_config.task_feature_lengths,
                                  frozen_config, init_rng, extra_variables=extra_variables,
                                  initial_trainable=initial_trainable)
