@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
-from .. import gin_utils
+from .. import gin_utils, interrupts
 from ..evaluation import domain_shift
 from ..fileio import is_writer, jsonable_loose, write_json_atomic, write_text_atomic
 from .build import build_evaluator
@@ -39,6 +39,13 @@ def evaluate(run: RunConfig, *, checkpoint: Union[str, int] = "best",
              transfer_label_maps: Optional[Mapping[str, Mapping[str, str]]] = None
              ) -> Dict[str, Any]:
     """Evaluates the run in `run.model_dir` (module docstring); returns the results."""
+    with interrupts.phase(f"evaluation of {run.model_dir}",
+                          f"nothing was written ({RESULTS_FILE} is written at the end); "
+                          "rerun the same command to evaluate"):
+        return _evaluate(run, checkpoint, transfer_tasks, transfer_label_maps)
+
+
+def _evaluate(run: RunConfig, checkpoint, transfer_tasks, transfer_label_maps):
     gin_utils.check_required("evaluate", {"model": run.model, "model_dir": run.model_dir,
                                           "mixture_or_task_name": run.task_name})
     import_task_module(run.task_module)

@@ -41,7 +41,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from etils import epath
 
-from .. import gin_utils
+from .. import gin_utils, interrupts
 from ..errors import ConfigError, DataError, one_line
 from ..evaluation.evaluator import MODES, EvalConfig, Evaluator
 from ..evaluation.metrics import default_label_strings_fn
@@ -430,7 +430,10 @@ def infer(run: RunConfig, *, input_path: str, output_path: str, prompts: Mapping
                 yield json.dumps(to_jsonable(records[line_no]), allow_nan=False)
 
     with frozen.activate(), progress_bar(num_lines, "infer: requests",
-                                         enabled=progress) as bar:
+                                         enabled=progress) as bar, interrupts.phase(
+            f"answering {input_path}", f"the answers written so far are kept in "
+            f"{output_path}.partial, an earlier {output_path} is unchanged; rerun the same "
+            "command to answer every line"):
         if is_writer():
             # Lines are written as their chunk is answered; a failure midway (a full
             # disk, Ctrl-C, a later chunk's error) keeps the answers written so far in
