@@ -248,3 +248,35 @@ def test_a_full_disk_midway_through_an_export_leaves_no_partial_export(
                              "an earlier export there is unchanged"), lines[-1]
     assert list(fresh.iterdir()) == []  # no prompt.npy, no partial folder
     assert {p.name: p.read_bytes() for p in earlier.iterdir()} == before
+
+
+def test_a_torn_last_metrics_line_is_dropped_on_resume_and_readers_skip_it(
+        trained, tmp_path, capsys, caplog):
+    import shutil
+
+    from xprompt_jax import train
+    from xprompt_jax.world import quickstart
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    metrics = run / "metrics.jsonl"
+    whole = metrics.read_bytes()
+    assert whole.endswith(b"\n") and whole.count(b"\n") == 2  # steps 1 and 2
+    torn = b'{"step": 3, "split": "train", "lo'  # a write cut off by a kill
+    metrics.write_bytes(whole + torn)
+    # readers (the quickstart report's) skip it with a warning instead of failing
+    with caplog.at_level(logging.WARNING, logger="xprompt_jax"):
+        records = quickstart.read_jsonl(str(metrics))
+    assert [r["step"] for r in records] == [1, 2]
+    assert f"{metrics}: skipped 1 line(s) that are no JSON record (line 3" in caplog.text
+    assert quickstart.plot_training_curve(str(run), str(tmp_path / "curve.png"), {})
+    # the resume drops it (one warning) and appends whole records after step 2
+    code, lines = _run_cli(train, _flags(run, 3), capsys, "xprompt_jax.train")
+    assert code is None
+    warning = [line for line in lines if "dropped a torn" in line]
+    assert len(warning) == 1 and warning[0].endswith(
+        f"{metrics}: dropped a torn last line ({len(torn)} bytes, a write cut off: "
+        f"{torn.decode()!r}); the 2 complete lines before it are kept"), lines
+    data = metrics.read_bytes()
+    assert data.startswith(whole) and torn not in data
+    assert [json.loads(line)["step"] for line in data.splitlines()] == [1, 2, 3]
