@@ -280,3 +280,33 @@ def test_a_torn_last_metrics_line_is_dropped_on_resume_and_readers_skip_it(
     data = metrics.read_bytes()
     assert data.startswith(whole) and torn not in data
     assert [json.loads(line)["step"] for line in data.splitlines()] == [1, 2, 3]
+
+
+def test_evaluate_scores_the_prompt_file_it_is_given(trained, tmp_path, capsys):
+    import numpy as np
+
+    from xprompt_jax import evaluate
+
+    def run_evaluate(*extra):
+        code, lines = _run_cli(evaluate, _flags(trained, 2, "--gin_file=runs/eval.gin",
+                                                *extra), capsys, "xprompt_jax.evaluate")
+        assert code is None, lines[-5:]
+        return json.loads((trained / "eval_results.json").read_text())
+
+    checkpoint = run_evaluate("--gin.EVAL_CHECKPOINT='latest'")  # step 2
+    # the trained prompt written by hand (numpy, from the run's numpy checkpoint of step 2)
+    trained_prompt = np.load(trained / "numpy_checkpoints" / "checkpoint_2" /
+                             "prompt.prompt.npy")
+    np.save(tmp_path / "trained.npy", trained_prompt)
+    np.save(tmp_path / "zeros.npy", np.zeros_like(trained_prompt))
+    results = {}
+    for name in ("trained", "zeros"):
+        results[name] = run_evaluate("--gin_file=prompts/from_file.gin",
+                                     f"--gin.PROMPT_FILE='{tmp_path / name}.npy'")
+        assert results[name]["prompt_file"] == f"{tmp_path / name}.npy"
+        assert results[name]["checkpoint_step"] is None
+    def answers(result):
+        return result["metrics"], result["predictions_sample"]
+
+    assert answers(results["trained"]) == answers(checkpoint)
+    assert answers(results["zeros"]) != answers(checkpoint), checkpoint  # the file is scored
