@@ -190,6 +190,7 @@ def _keep_lines(tmp: epath.Path, partial: epath.Path, path: epath.Path,
             lines = data[:data.rfind(b"\n") + 1].count(b"\n")
         else:
             lines = tmp.read_bytes().count(b"\n")
+        partial = _unused(partial)  # an older partial output is kept, never replaced
         tmp.replace(partial)
     except OSError:
         if os.path.lexists(tmp) if is_local(tmp) else tmp.exists():
@@ -203,6 +204,15 @@ def _keep_lines(tmp: epath.Path, partial: epath.Path, path: epath.Path,
         raise PartialWriteError(f"{path}: writing failed after {lines} lines ({error}); "
                                 f"those lines are kept in {partial}, {path} is "
                                 "unchanged") from error
+
+
+def _unused(path: epath.Path) -> epath.Path:
+    """`path`, or `<path>.1`, `<path>.2`, ... : the first name not taken."""
+    candidate, n = path, 0
+    while candidate.exists() or (is_local(candidate) and os.path.lexists(candidate)):
+        n += 1
+        candidate = path.parent / f"{path.name}.{n}"
+    return candidate
 
 
 # ----------------------------------------------------------------------------- deletes
@@ -355,7 +365,7 @@ def _remove_stage(stage: epath.Path) -> None:
 
 def partial_path(path: PathLike) -> epath.Path:
     """Where `write_lines_atomic(..., keep_partial=True)` keeps the lines of a failed
-    write: `<path>.partial`."""
+    write: `<path>.partial` (`<path>.partial.1`, ... when an older one is there: kept)."""
     path = epath.Path(path)
     return path.parent / f"{path.name}.partial"
 
