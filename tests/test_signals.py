@@ -310,3 +310,27 @@ def test_evaluate_scores_the_prompt_file_it_is_given(trained, tmp_path, capsys):
 
     assert answers(results["trained"]) == answers(checkpoint)
     assert answers(results["zeros"]) != answers(checkpoint), checkpoint  # the file is scored
+
+
+def test_a_second_failed_write_keeps_the_older_partial_output(tmp_path):
+    import errno
+
+    from xprompt_jax.errors import PartialWriteError
+    from xprompt_jax.fileio import write_lines_atomic
+
+    out = tmp_path / "predictions.jsonl"
+
+    def lines(prefix, n):  # n complete lines, then the disk is full
+        for i in range(n):
+            yield f"{prefix} {i}"
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    for prefix, n, kept in (("first", 3, "predictions.jsonl.partial"),
+                            ("second", 2, "predictions.jsonl.partial.1")):
+        with pytest.raises(PartialWriteError) as info:
+            write_lines_atomic(out, lines(prefix, n), keep_partial=True)
+        assert f"after {n} lines" in str(info.value)
+        assert f"those lines are kept in {tmp_path / kept}," in str(info.value)
+    assert (tmp_path / "predictions.jsonl.partial").read_text() == "first 0\nfirst 1\nfirst 2\n"
+    assert (tmp_path / "predictions.jsonl.partial.1").read_text() == "second 0\nsecond 1\n"
+    assert not out.exists()
