@@ -288,6 +288,20 @@ class Trainer:
         finally:
             run_lock.release(cfg.model_dir)
 
+    def _readable_best_eval(self, best_eval: Optional[Dict[str, Any]]):
+        """The best evaluation a resumed run compares new ones with: the recorded one, or,
+        when its checkpoint cannot be read (an unreadable best gives way to the next best
+        readable one, `restore_best_good`), the evaluation of that fallback checkpoint, so
+        that an evaluation beating the fallback counts as an improvement and is kept."""
+        if not best_eval or best_eval.get("step") is None:
+            return best_eval
+        readable = self.checkpointer.readable_best_step(target=self._abstract_payload())
+        if readable == best_eval["step"]:
+            return best_eval
+        saved = None if readable is None else (
+            self.checkpointer.restore_meta(readable) or {}).get("eval")
+        return None if saved is None else {"step": readable, **saved}
+
     def _last_good(self) -> str:
         step = self.checkpointer.latest_step()
         return ("none (no checkpoint was saved)" if step is None else
@@ -301,7 +315,7 @@ class Trainer:
         start = int(self.state.step)
         position = resume_position(meta, start, self._last_good())
         run_meta = {k: meta[k] for k in ("best_eval", "evals_without_improvement") if k in meta}
-        best_eval = run_meta.get("best_eval")
+        best_eval = self._readable_best_eval(run_meta.get("best_eval"))
         stale = int(run_meta.get("evals_without_improvement", 0))
         skipped = int(meta.get("skipped_steps", 0))
         iterator = TrainBatchIterator(self.data_config, position=position)
