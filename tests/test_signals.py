@@ -334,3 +334,24 @@ def test_a_second_failed_write_keeps_the_older_partial_output(tmp_path):
     assert (tmp_path / "predictions.jsonl.partial").read_text() == "first 0\nfirst 1\nfirst 2\n"
     assert (tmp_path / "predictions.jsonl.partial.1").read_text() == "second 0\nsecond 1\n"
     assert not out.exists()
+
+
+def test_sigterm_during_xprompt_importance_scoring_names_the_stage_and_keeps_stage_1(
+        tmp_path, capsys, monkeypatch):
+    from xprompt_jax.xprompt import __main__ as xprompt_cli
+    from xprompt_jax.xprompt import scoring, stages
+
+    monkeypatch.setattr(scoring.ImportanceScorer, "score",
+                        lambda self, *a, **k: _kill_self(signal.SIGTERM))
+    model_dir = tmp_path / "xp"
+    argv = ["--gin_file=models/world_tiny.gin", "--gin_file=xprompt.gin",
+            "--gin_file=world/run.gin", f"--gin.MODEL_DIR='{model_dir}'",
+            "--gin.TRAIN_STEPS=2", "--gin.EVAL_PERIOD=2", "--gin.BATCH_SIZE=8",
+            "--gin.MAX_EVAL_EXAMPLES=16", "--gin.NUM_SCORE_EXAMPLES=8"]
+    code, lines = _run_cli(xprompt_cli, argv, capsys, "xprompt_jax.xprompt")
+    assert code == 143, lines[-3:]
+    assert lines[-1] == (f"xprompt_jax.xprompt: stopped: SIGTERM during XPrompt stage 2 "
+                         f"(importance scores): the finished stages are kept in {model_dir}; "
+                         "rerun the same command to continue from this stage"), lines[-3:]
+    assert stages.stage_done(str(model_dir), "stage1") is not None
+    assert stages.stage_done(str(model_dir), "scores") is None
