@@ -155,6 +155,7 @@ class _SecondSignal:
                 _last_line.acquire()  # never released: the process ends here
                 if self._closed:  # the CLI is ending on its own, with its own line
                     _last_line.release()
+                    os.close(read_fd)
                     return
                 prog = _prog[-1] if _prog else "xprompt_jax"
                 _print(f"{prog}: stopped at once by a second signal: "
