@@ -86,7 +86,41 @@ def _print(text: str) -> None:
 
 def _raise(signum, frame):
     del frame
+    leave_closed_terminal(signum)
     raise Interrupted(signum)
+
+
+_terminal_fds: List[int] = []
+
+
+def note_terminal() -> None:
+    """Records which of stdout / stderr are a terminal now (after a hangup a terminal may
+    no longer say that it is one)."""
+    _terminal_fds[:] = [fd for fd in (1, 2) if _isatty(fd)]
+
+
+def _isatty(fd: int) -> bool:
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False
+
+
+def leave_closed_terminal(signum: int) -> None:
+    """After SIGHUP (the terminal was closed) stdout / stderr that were that terminal write
+    to /dev/null: every write there would fail (EIO) and end the run before it saved."""
+    if signum != getattr(signal, "SIGHUP", None) or not _terminal_fds:
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    for fd in _terminal_fds:
+        try:
+            os.dup2(devnull, fd)
+        except OSError:
+            pass
+    os.close(devnull)
 
 
 def ignored_by_user(signum: int) -> bool:
@@ -104,6 +138,7 @@ def handled(prog: str) -> Iterator[None]:
         yield
         return
     previous = {s: signal.getsignal(s) for s in SIGNALS if not ignored_by_user(s)}
+    note_terminal()
     for signum in previous:
         signal.signal(signum, _raise)
     _prog.append(prog)

@@ -195,11 +195,11 @@ class RunLogger:
         metrics = {k: _jsonable(v) for k, v in metrics.items()}
         metrics["examples_per_sec"] = rate
         self.log(step, "train", metrics)
-        if self._bar is not None:
-            self._bar.n = step
-            self._bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}",
-                                  ex_s=f"{rate:.1f}")
-            self._bar.refresh()
+        bar = self._bar
+        if bar is not None:
+            bar.n = step
+            self._on_terminal(lambda: bar.set_postfix(
+                loss=f"{metrics.get('loss', float('nan')):.4f}", ex_s=f"{rate:.1f}"))
         elif self.is_writer:
             logger.info("step %d loss %.4f examples/s %.1f", step, metrics.get("loss", np.nan),
                         rate)
@@ -210,14 +210,24 @@ class RunLogger:
         else the `xprompt_jax` logger) and MODEL_DIR/train.log."""
         if not self.is_writer:
             return
-        if self._bar is not None:
-            self._bar.write(text)
-        else:
+        bar = self._bar
+        if bar is None or not self._on_terminal(lambda: bar.write(text)):
             logger.info(text)
         append_log_line(self.model_dir, text)
 
+    def _on_terminal(self, write) -> bool:
+        """Runs a write of the progress bar; a terminal that went away (closed: EIO) ends
+        the bar instead of the run (events go on to the logger and train.log)."""
+        try:
+            write()
+            return True
+        except OSError:
+            self._bar = None
+            return False
+
     def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
+        bar = self._bar
+        if bar is not None:
+            self._on_terminal(bar.close)
         for writer in self._writers.values():
             writer.close()

@@ -505,6 +505,7 @@ class _StopSignals:
 
     def _handler(self, signum, frame):
         del frame
+        interrupts.leave_closed_terminal(signum)  # SIGHUP: the save must not fail on it
         self.name = signal.Signals(signum).name
         self._restore()
 
@@ -516,6 +517,7 @@ class _StopSignals:
     def __enter__(self) -> "_StopSignals":
         self._phase.__enter__()
         if self.enabled:
+            interrupts.note_terminal()
             for signum in self.SIGNALS:
                 if not interrupts.ignored_by_user(signum):
                     self._previous[signum] = signal.signal(signum, self._handler)
