@@ -1,9 +1,10 @@
-"""Signals in every CLI, on the embedded world: SIGHUP (a closed terminal) saves and stops
-training like SIGTERM; a signal outside the training loop gives one line naming the phase
-and what is kept (exit 128 + signal); a second signal ends a run at once even while the
-main thread is inside a long XLA call. Real signals, real handlers: subprocesses where the
-process must end, `os.kill` of the test process itself where `run_cli` turns it into
-SystemExit."""
+"""Signals and interrupted writes in every CLI, on the embedded world: SIGHUP (a closed
+terminal) saves and stops training like SIGTERM; a signal outside the training loop gives
+one line naming the phase and what is kept (exit 128 + signal); a second signal ends a run
+at once even while the main thread is inside a long XLA call. Real signals, real
+handlers: subprocesses where the process must end, `os.kill` of the test process itself
+where `run_cli` turns it into SystemExit. Also what a cut-off write leaves: staged exports,
+a torn metrics.jsonl line, an older `.partial` kept; and `evaluate` of a PROMPT_FILE."""
 
 import json
 import logging
@@ -370,3 +371,42 @@ def test_sigterm_during_xprompt_importance_scoring_names_the_stage_and_keeps_sta
                          "rerun the same command to continue from this stage"), lines[-3:]
     assert stages.stage_done(str(model_dir), "stage1") is not None
     assert stages.stage_done(str(model_dir), "scores") is None
+
+
+def test_sigterm_during_infer_keeps_the_answers_written_and_says_where(
+        tmp_path, capsys, monkeypatch):
+    import numpy as np
+
+    from xprompt_jax import infer as infer_cli
+    from xprompt_jax.runs import infer
+
+    monkeypatch.setattr(infer, "CHUNK_LINES", 2)
+    predict, calls = infer.Evaluator.predict, []
+
+    def third_chunk_gets_sigterm(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            _kill_self(signal.SIGTERM)
+        return predict(self, *args, **kwargs)
+
+    monkeypatch.setattr(infer.Evaluator, "predict", third_chunk_gets_sigterm)
+    prompt = tmp_path / "p.npy"
+    np.save(prompt, np.random.RandomState(0).uniform(-0.5, 0.5, (4, 128)).astype(np.float32))
+    request = {"task": "world_rte", "premise": "mia owns a lily .",
+               "hypothesis": "mia has a flower ."}
+    requests, out = tmp_path / "req.jsonl", tmp_path / "out.jsonl"
+    requests.write_text("".join(json.dumps(dict(request, idx=i)) + "\n" for i in range(6)))
+    argv = ["--gin_file=models/world_tiny.gin", "--gin_file=prompt_tuning.gin",
+            "--gin_file=world/run.gin", "--gin_file=runs/infer.gin",
+            f"--gin.INFER_PROMPTS={{'world_rte': '{prompt}'}}",
+            f"--gin.INFER_INPUT='{requests}'", f"--gin.INFER_OUTPUT='{out}'"]
+    code, lines = _run_cli(infer_cli, argv, capsys, "xprompt_jax.infer")
+    assert code == 143
+    assert lines[-1] == (f"xprompt_jax.infer: stopped: SIGTERM during answering {requests}: "
+                         f"the answers written so far are kept in {out}.partial (the line "
+                         f"above names it), an earlier {out} is unchanged; rerun the same "
+                         "command to answer every line"), lines[-3:]
+    assert f"they are kept in {out}.partial" in lines[-2]
+    kept = [json.loads(line) for line in (tmp_path / "out.jsonl.partial").read_text()
+            .splitlines()]
+    assert [r["line"] for r in kept] == [1, 2, 3, 4] and not out.exists()
