@@ -13,14 +13,16 @@ one process), so that what process 0 wrote before it is visible to all after it.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import math
 import os
 import re
+import shutil
 import uuid
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Iterator, Mapping, Optional, Union
 
 import jax
 import numpy as np
@@ -202,6 +204,7 @@ def _keep_lines(tmp: epath.Path, partial: epath.Path, path: epath.Path,
             lines = data[:data.rfind(b"\n") + 1].count(b"\n")
         else:
             lines = tmp.read_bytes().count(b"\n")
+        partial = _unused(partial)  # an older partial output is kept, never replaced
         tmp.replace(partial)
     except OSError:
         if os.path.lexists(tmp) if is_local(tmp) else tmp.exists():
@@ -215,6 +218,15 @@ def _keep_lines(tmp: epath.Path, partial: epath.Path, path: epath.Path,
         raise PartialWriteError(f"{path}: writing failed after {lines} lines ({error}); "
                                 f"those lines are kept in {partial}, {path} is "
                                 "unchanged") from error
+
+
+def _unused(path: epath.Path) -> epath.Path:
+    """`path`, or `<path>.1`, `<path>.2`, ... : the first name not taken."""
+    candidate, n = path, 0
+    while candidate.exists() or (is_local(candidate) and os.path.lexists(candidate)):
+        n += 1
+        candidate = path.parent / f"{path.name}.{n}"
+    return candidate
 
 
 # ----------------------------------------------------------------------------- deletes
@@ -308,9 +320,66 @@ def write_lines_atomic(path: PathLike, lines, keep_partial: bool = False) -> epa
                   keep_partial=partial_path(path) if keep_partial else None)
 
 
+@contextlib.contextmanager
+def staged_files(directory: PathLike, what: str, last: str = "") -> Iterator[str]:
+    """A set of files that appear in `directory` together or not at all (an export).
+
+    Yields a new folder `<directory>/<what>.partial-<random>` to write the files into
+    (sub-folders allowed). When the block ends normally every file is moved into place in
+    `directory` (`last`, a file name, moved last: the record saying the set is complete)
+    and the folder removed; when it raises (Ctrl-C, a signal, a full disk) the folder is
+    removed and nothing in `directory` changed: an earlier set there stays whole. An
+    OSError becomes PartialWriteError saying so. A process killed outright leaves the
+    folder, named as the partial set it is."""
+    directory = epath.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    stage = directory / f"{what}.partial-{uuid.uuid4().hex[:12]}"
+    stage.mkdir()
+    try:
+        yield os.fspath(stage)
+        names = sorted(_files_below(stage), key=lambda name: (name == last, name))
+        for name in names:
+            target = directory / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            (stage / name).replace(target)
+    except BaseException as e:
+        _remove_stage(stage)
+        if isinstance(e, OSError):
+            from .errors import PartialWriteError
+
+            raise PartialWriteError(f"{directory}: writing the {what} failed ({e}); nothing "
+                                    f"of it was kept, an earlier {what} there is "
+                                    "unchanged") from e
+        raise
+    _remove_stage(stage)
+
+
+def _files_below(folder: epath.Path, prefix: str = "") -> list:
+    """The files under `folder`, as paths relative to it (walked folder by folder: no
+    recursive glob, which gs:// refuses)."""
+    out = []
+    for entry in folder.iterdir():
+        if entry.is_dir():
+            out += _files_below(entry, f"{prefix}{entry.name}/")
+        else:
+            out.append(f"{prefix}{entry.name}")
+    return out
+
+
+def _remove_stage(stage: epath.Path) -> None:
+    """Removes a staging folder this process created (never following a link in it)."""
+    try:
+        if is_local(stage):
+            shutil.rmtree(os.fspath(stage))
+        elif stage.exists():
+            stage.rmtree()
+    except OSError as e:
+        logger.warning("could not remove %s: %s", stage, e)
+
+
 def partial_path(path: PathLike) -> epath.Path:
     """Where `write_lines_atomic(..., keep_partial=True)` keeps the lines of a failed
-    write: `<path>.partial`."""
+    write: `<path>.partial` (`<path>.partial.1`, ... when an older one is there: kept)."""
     path = epath.Path(path)
     return path.parent / f"{path.name}.partial"
 

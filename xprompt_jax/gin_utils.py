@@ -27,6 +27,8 @@ import gin
 
 from .errors import ConfigError
 
+logger = logging.getLogger("xprompt_jax")
+
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 # An installed wheel ships the repository's top-level `gin/` as `xprompt_jax/gin/`
 # (setup.py `package_dir`); a checkout (plain or `pip install -e`) has it beside the package.
@@ -178,6 +180,7 @@ def _parse_gin(gin_files, gin_bindings, gin_search_paths, finalize) -> None:
     check_macro_bindings(gin_bindings, file_macros)
     check_file_macros([_resolve(f, search_paths) for f in gin_files], file_macros)
     check_macro_values()
+    warn_about_macro_values()
     if finalize:
         gin.finalize()
 
@@ -414,6 +417,40 @@ def check_macro_values() -> None:
             got = f" (got {_type_name(value)})" if numeric and not _number(value) \
                 and value is not None else ""
             raise GinConfigError(f"{name} = {value!r}: {name} expects {expected}{got}")
+
+
+# Values that are legal but almost surely a slip (a wrong exponent, a wrong unit): one
+# warning naming the macro and the papers' value, before any work ({name: (test, text)}).
+# LEARNING_RATE above 1e3: the papers train soft prompts at 0.3 (Lester et al. 2021 and
+# XPrompt: "a constant learning rate of 0.3"; EPT's grid ends at 0.3). Adafactor's and Adam's
+# steps scale with the rate, so at > 1e3 (3,000x the papers') one step moves a prompt
+# coordinate by about the rate itself, orders of magnitude beyond T5's embedding scale: the
+# prompt diverges at once. Rates up to 1e3 (10, 100) are left to experiments.
+MACRO_WARNINGS = {
+    "LEARNING_RATE": (lambda v: _number(v) and v > 1e3,
+                      "far above the rate soft prompts are trained with (0.3 for prompt "
+                      "tuning: Lester et al. 2021, XPrompt; EPT's grid ends at 0.3); the "
+                      "prompt will diverge. Warned above 1e3"),
+}
+
+
+def warn_about_macro_values() -> List[str]:
+    """Logs (and returns) one warning per value of `MACRO_WARNINGS` that is legal but
+    almost surely a slip (e.g. LEARNING_RATE = 1e12)."""
+    warnings = []
+    for name, value in macro_values().items():
+        rule = MACRO_WARNINGS.get(name)
+        if rule is None or _is_reference(value) or hasattr(value, "selector"):
+            continue
+        test, text = rule
+        try:
+            slip = bool(test(value))
+        except (TypeError, ValueError):
+            slip = False
+        if slip:
+            warnings.append(f"{name} = {value!r}: {text}")
+            logger.warning("warning: %s", warnings[-1])
+    return warnings
 
 
 def required_macros_unset() -> List[str]:
