@@ -45,7 +45,6 @@ import importlib.util
 import json
 import os
 import shutil
-import stat
 import subprocess
 import sys
 import time
@@ -63,7 +62,7 @@ import quality_claims  # noqa: E402  (bench/)
 import quality_stats as qs  # noqa: E402  (bench/)
 import readme_block  # noqa: E402  (bench/)
 
-from xprompt_jax import gin_utils  # noqa: E402
+from xprompt_jax import compile_cache, gin_utils  # noqa: E402
 from xprompt_jax.fileio import runs_dir  # noqa: E402
 from xprompt_jax.world import quickstart  # noqa: E402
 
@@ -280,35 +279,15 @@ def _reuse_stages(src_dir: str, run_dir: str, stages: Sequence[str]) -> List[str
     return copied
 
 
-def private_cache_dir() -> str:
-    """`$XDG_CACHE_HOME/xprompt_jax/jax_cache` (default `~/.cache/...`), created for the
-    user alone (mode 0700). JAX loads compiled code from its persistent cache, so whoever
-    can write there controls code that later runs execute: the folder must be the user's,
-    not a symlink and writable by nobody else (checked here; RuntimeError otherwise)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    path = os.path.join(base, "xprompt_jax", "jax_cache")
-    try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-    except FileExistsError:
-        pass  # a file or a dangling symlink: refused below
-    info = os.lstat(path)
-    if stat.S_ISLNK(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
-        raise RuntimeError(f"{path}: the JAX compilation cache folder must be a folder of "
-                           "yours that nobody else can write (it holds compiled code the "
-                           "runs load); fix its owner / mode or set "
-                           "$JAX_COMPILATION_CACHE_DIR")
-    return path
-
-
 def run_env(run_dir: str) -> Dict[str, str]:
     """The runs' environment: JAX's persistent compilation cache shared by every run of
-    the benchmark (`private_cache_dir()`, not the output directory, which others may be
-    able to write, unless $JAX_COMPILATION_CACHE_DIR is set), so the same train / eval step
+    the benchmark (the CLIs' own, `compile_cache.private_dir()`, not the output directory,
+    which others may be able to write, unless $JAX_COMPILATION_CACHE_DIR is set), so the same train / eval step
     compiles once, not once per run; results are unchanged (the same executables)."""
     del run_dir  # the cache no longer lives under the output directory
     env = dict(os.environ)
     if not env.get("JAX_COMPILATION_CACHE_DIR"):
-        env["JAX_COMPILATION_CACHE_DIR"] = private_cache_dir()
+        env["JAX_COMPILATION_CACHE_DIR"] = compile_cache.private_dir()
     env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     env.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
     return env

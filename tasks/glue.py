@@ -103,7 +103,8 @@ def make_source(task: str, source: str, data_dir: Optional[str] = None,
     else:
         split_map = _DEFAULT_SPLITS
     if source in TFDS_VERSIONS:
-        return sources.tfds_source(f"glue/{task}:{TFDS_VERSIONS[source]}", split_map)
+        return sources.tfds_source(f"glue/{task}:{TFDS_VERSIONS[source]}", split_map,
+                                   local_kind="glue")
     if source == "local":
         split_files = (_local_split_files(split_map) if task == "mnli"
                        else {s: readers.GLUE_SPLIT_FILES[s] for s in split_map})

@@ -61,10 +61,52 @@ def resolve_data_dir(kind: str) -> str:
     return str(value)
 
 
-def tfds_source(tfds_name: str,
-                splits: Sequence[str] | Mapping[str, str]) -> seqio.TfdsDataSource:
-    """A TFDS source with explicit splits (no TFDS metadata access at import)."""
-    return seqio.TfdsDataSource(tfds_name=tfds_name, splits=splits)
+class TfdsSource(seqio.TfdsDataSource):
+    """`seqio.TfdsDataSource` whose load failures say what to do offline.
+
+    Without TFDS's prepared data, TFDS tries to download and prepare the dataset; offline
+    that fails deep inside TFDS (`KeyError: splits is empty`, a missing download module,
+    a connection error) without naming the way out: our `_local` variant of the task,
+    which reads the official files from a local folder."""
+
+    def __init__(self, tfds_name: str, splits, local_kind: Optional[str] = None):
+        super().__init__(tfds_name=tfds_name, splits=splits)
+        self._local_kind = local_kind
+
+    def _explained(self, error: Exception) -> DataError:
+        where = os.environ.get("TFDS_DATA_DIR") or "TFDS's default ~/tensorflow_datasets"
+        hint = "prepare the dataset with TFDS (tfds build) into TFDS_DATA_DIR"
+        if self._local_kind in DATA_DIR_SETTINGS:
+            macro, env, human = DATA_DIR_SETTINGS[self._local_kind]
+            hint = (f"offline, use the task's `_local` variant (the same name ending in "
+                    f"`_local`, e.g. xprompt_super_glue_rte_local) with {env}=<folder of the "
+                    f"official {human} files> (or --gin.{macro}), or {hint}")
+        text = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        return DataError(f"TFDS could not load {self.tfds_dataset.name} (data dir: {where}; "
+                         f"{type(error).__name__}: {text}): {hint}")
+
+    def get_dataset(self, *args, **kwargs):
+        try:
+            return super().get_dataset(*args, **kwargs)
+        except DataError:
+            raise
+        except Exception as e:  # pylint: disable=broad-except  # TFDS raises many kinds
+            raise self._explained(e) from e
+
+    def list_shards(self, split: str):
+        try:
+            return super().list_shards(split)
+        except DataError:
+            raise
+        except Exception as e:  # pylint: disable=broad-except
+            raise self._explained(e) from e
+
+
+def tfds_source(tfds_name: str, splits: Sequence[str] | Mapping[str, str],
+                local_kind: Optional[str] = None) -> seqio.TfdsDataSource:
+    """A TFDS source with explicit splits (no TFDS metadata access at import); its load
+    errors name the `_local` variant of `local_kind` ('superglue' / 'glue'), if any."""
+    return TfdsSource(tfds_name, splits, local_kind)
 
 
 # Parsed files, keyed by (reader, path, mtime, size); a small LRU.

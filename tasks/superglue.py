@@ -81,7 +81,7 @@ def make_source(task: str, source: str,
     """The raw data source of ``task`` (TFDS-shaped examples)."""
     if source == "v102":
         return sources.tfds_source(f"super_glue/{_TFDS_CONFIG[task]}:{TFDS_VERSION}",
-                                   SPLITS)
+                                   SPLITS, local_kind="superglue")
     if source == "local":
         return sources.LocalDataSource(
             name=f"super_glue/{task} (local)", kind="superglue",

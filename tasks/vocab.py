@@ -40,7 +40,42 @@ def t5_vocab_path(path: Optional[str] = None) -> str:
     return DEFAULT_VOCAB_PATH
 
 
-class LazySentencePieceVocabulary(seqio.SentencePieceVocabulary):
+def unreadable_vocabulary(path: str, error: Exception) -> Exception:
+    """The error for a SentencePiece model that cannot be read: for the default T5
+    vocabulary on gs:// (unreachable offline) one naming the setting that points at a local
+    copy; else `error` itself."""
+    if path != DEFAULT_VOCAB_PATH:
+        return error
+    from xprompt_jax.errors import DataError
+
+    text = str(error).strip().splitlines()[0][:160] if str(error).strip() else ""
+    return DataError(f"cannot read the T5 vocabulary {DEFAULT_VOCAB_PATH} ({type(error).__name__}"
+                     f": {text}): offline, set {VOCAB_ENV_VAR}=/path/to/sentencepiece.model (a "
+                     "local copy of it), or the gin binding "
+                     "xprompt_jax.tasks.t5_vocab_path.path")
+
+
+class _NamesTheVocabularySetting:
+    """Mixin: loading the default T5 vocabulary fails with `unreadable_vocabulary`."""
+
+    def _model_context(self):
+        path = self.sentencepiece_model_file
+        try:
+            return super()._model_context()
+        except Exception as e:  # pylint: disable=broad-except  # gfile / network errors
+            error = unreadable_vocabulary(path, e)
+            if error is e:
+                raise
+            raise error from e
+
+
+class T5Vocabulary(_NamesTheVocabularySetting, seqio.SentencePieceVocabulary):
+    """`seqio.SentencePieceVocabulary` (equal to one of the same file and extra ids, as
+    T5X's vocabulary check needs) that names XPROMPT_T5_VOCAB when the default T5
+    vocabulary on gs:// cannot be read. The model's vocabulary of gin/t5x."""
+
+
+class LazySentencePieceVocabulary(_NamesTheVocabularySetting, seqio.SentencePieceVocabulary):
     """A ``seqio.SentencePieceVocabulary`` whose model path is resolved on first use.
 
     Once resolved it is indistinguishable from (and compares equal to) a plain
@@ -65,7 +100,7 @@ class LazySentencePieceVocabulary(seqio.SentencePieceVocabulary):
 
     def _model_context(self):
         self._resolve()
-        return super()._model_context()
+        return super()._model_context()  # the mixin names XPROMPT_T5_VOCAB on failure
 
     @property
     def sentencepiece_model_file(self) -> str:

@@ -183,3 +183,40 @@ def test_restore_rejects_a_checkpoint_of_another_method(tmp_path, pretrained):
         checkpointer.save(1, run_payload({"params": trainable, "step": 1}, {}), meta={})
     with pytest.raises(ValueError, match="missing.*prompt/down/kernel"):
         restore_trainable(model, str(tmp_path), "latest")
+
+
+def test_export_verify_of_a_t5x_run_reads_the_frozen_model_from_its_checkpoint(
+        tmp_path, pretrained):
+    """A `t5x/train.py` run's checkpoint holds the whole model (the frozen weights it was
+    trained on and the prompt): `export --verify` on it needs no INITIAL_CHECKPOINT_PATH
+    (before: "--verify needs INITIAL_CHECKPOINT_PATH"). The frozen weights are the run's:
+    here they differ from the fixture's, and the check compares the trained module's
+    logits with the exported prompt's on those same weights (difference 0)."""
+    from test_prune_cli import write_t5x_run_checkpoint
+    from training_utils import run_config
+
+    model = tiny_prompted_model().clone(prompt=EPTPrompt(length=3, hidden=2))
+    variables = _trained_variables(model, pretrained, seed=5)
+    # the run's frozen weights: the fixture's, one of them changed (as another checkpoint)
+    params = dict(variables["params"])
+    params["token_embedder"] = {"embedding": np.asarray(
+        pretrained["token_embedder"]["embedding"]) * np.float32(1.5)}
+    params = jax.tree_util.tree_map(np.asarray, params)
+    write_t5x_run_checkpoint(tmp_path / "run", params, step=7)
+    run = run_config(model, tmp_path / "run")
+    assert not run.frozen.initial_checkpoint_path
+    record = export.export_run(run, output_dir=str(tmp_path / "export"), checkpoint="latest",
+                               verify=True, plot=False)
+    assert record["checkpoint_step"] == 7 and record["verify_max_abs_logit_diff"] == 0.0
+    expected = np.asarray(model.apply({"params": params}, method=model.prompt_tokens))
+    np.testing.assert_array_equal(np.load(tmp_path / "export" / "prompt.npy"), expected)
+
+    # the frozen model it verified with is the run's: its logits, not the fixture's
+    restored = restore_trainable(model, str(tmp_path / "run"), "latest")
+    full, _ = export.verified_variables(run, restored, str(tmp_path / "run" / "checkpoint_7"))
+    np.testing.assert_array_equal(np.asarray(full["params"]["token_embedder"]["embedding"]),
+                                  params["token_embedder"]["embedding"])
+    from xprompt_jax.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="INITIAL_CHECKPOINT_PATH"):
+        export.verified_variables(run, restored)  # not a T5X run: the setting is named

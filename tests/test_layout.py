@@ -19,8 +19,9 @@ PACKAGE = ROOT / "xprompt_jax"
 
 # Layers, bottom first: a module may import its own layer or lower ones, never higher.
 LAYERS = [
-    ("xprompt_jax.errors", "xprompt_jax.fileio", "xprompt_jax.markdown", "xprompt_jax._moved",
-     "xprompt_jax.terminal", "xprompt_jax.gin_utils", "xprompt_jax.cli", "xprompt_jax"),
+    ("xprompt_jax.errors", "xprompt_jax.interrupts", "xprompt_jax.fileio", "xprompt_jax.markdown",
+     "xprompt_jax._moved", "xprompt_jax.terminal", "xprompt_jax.gin_utils",
+     "xprompt_jax.compile_cache", "xprompt_jax.cli", "xprompt_jax"),
     ("xprompt_jax.models",),
     ("xprompt_jax.checkpoints",),
     ("xprompt_jax.tasks",),

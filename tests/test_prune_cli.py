@@ -299,3 +299,116 @@ def test_t5x_rewind_prompt_treats_pruned_tokens_as_the_prune_cli_searched():
         finally:
             gin.clear_config()
     assert modes == ["zero", "zero"]
+
+
+@pytest.fixture
+def ram_filesystem(monkeypatch):
+    """TensorFlow's in-memory filesystem `ram://` (offline, not local) through etils.epath,
+    the layer all our file reads and writes use.
+
+    epath knows gs://, s3://, az:// and hf:// only: `epath.Path('ram://b/x')` raises
+    KeyError, and registering the prefix alone (`epath.register_path_cls`) turns it into
+    the local path `ram:/b/x`. Here epath gets `ram` as one more scheme with the backend
+    it uses for gs:// (tf.io.gfile), so our code runs exactly its gs:// path, on memory."""
+    tf = pytest.importorskip("tensorflow")
+    from etils.epath import gpath, register
+
+    monkeypatch.setattr(gpath, "_URI_PREFIXES", gpath._URI_PREFIXES + ("ram://",))
+    monkeypatch.setattr(gpath, "_URI_SCHEMES", gpath._URI_SCHEMES | {"ram"})
+    monkeypatch.setitem(gpath._URI_MAP_ROOT, "ram://", "/ram/")
+    monkeypatch.setitem(gpath._PREFIX_TO_BACKEND, "ram", gpath._PREFIX_TO_BACKEND["gs"])
+    monkeypatch.setitem(register._URI_PREFIXES_TO_CLS, "ram://", gpath.PosixGPath)
+    root = f"ram://xprompt_test/{os.getpid()}_{np.random.randint(1 << 30)}"
+    yield root, tf.io.gfile
+    if tf.io.gfile.exists(root):
+        tf.io.gfile.rmtree(root)
+
+
+def _gfile_npy(gfile, path):
+    with gfile.GFile(path, "rb") as f:
+        return np.load(f, allow_pickle=False)
+
+
+@pytest.mark.slow
+def test_prune_writes_to_a_remote_filesystem_and_the_rewind_reads_from_it(
+        tmp_path, monkeypatch, fixtures_dir, t5_vocab_path, ram_filesystem):
+    """Stage 2 -> stage 3 with every XPrompt file on a non-local filesystem (`ram://`, as a
+    pod keeps its runs on gs://): the prompt file is read from it, masks, rewound prompt,
+    scores, search table, report and plots are written to it (before: a local folder
+    `./gs:/...`), and the rewind's FixedMaskPrompt reads masks and init from it."""
+    root, gfile = ram_filesystem
+    synthetic_tasks.register(t5_vocab_path)
+    monkeypatch.chdir(tmp_path)
+    params = _params_with_prompt(fixtures_dir, seed=4)
+    ckpt = write_t5x_run_checkpoint(tmp_path / "run", params, step=5)
+    stage1 = np.random.RandomState(5).uniform(-0.5, 0.5, (M, E)).astype(np.float32)
+    prompt_file = f"{root}/run/numpy_checkpoints/checkpoint_5/prompt.prompt.npy"
+    gfile.makedirs(os.path.dirname(prompt_file))
+    with gfile.GFile(prompt_file, "wb") as f:
+        np.save(f, stage1)
+    out = f"{root}/prune"
+    gin.clear_config()
+    try:
+        gin_utils.parse_gin(["models/t5_1_1_tiny.gin", "xprompt.gin"],
+                            PRUNE_BINDINGS + [f"MODEL_DIR = '{out}'",
+                                              "PRUNE_LEVELS = ('token',)"], finalize=False)
+        report = t5x_stage2.prune_configured(str(ckpt), out, prompt_file)
+    finally:
+        gin.clear_config()
+    assert report["outputs"]["masks"] == f"{out}/masks.npz"
+    assert report["stage1"]["best_step"] == 5  # from the prompt file's checkpoint_5 folder
+    assert not any(p.name.startswith(("ram:", "gs:")) for p in tmp_path.iterdir())
+    written = set(gfile.listdir(out))
+    assert {"masks.npz", "rewound_prompt.npy", "scores.json", "search.json", "report.json",
+            "report.md", "importance_heatmap.png"} <= written, written
+    with gfile.GFile(f"{out}/masks.npz", "rb") as f, np.load(f) as masks:
+        token_mask, piece_mask = masks["token_mask"], masks["piece_mask"]
+    rewound = _gfile_npy(gfile, f"{out}/rewound_prompt.npy")
+    np.testing.assert_array_equal(rewound,
+                                  stage1 * pruning.value_mask(token_mask, piece_mask, E))
+    with gfile.GFile(f"{out}/importance_heatmap.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+    # stage 3: the rewind's prompt module reads both files from the remote filesystem
+    fixed = FixedMaskPrompt(length=M, masks_path=f"{out}/masks.npz", token_prune_mode="zero",
+                            init=initializers.from_file(f"{out}/rewound_prompt.npy"))
+    got_token, got_piece = fixed.masks()
+    np.testing.assert_array_equal(got_token, token_mask)
+    np.testing.assert_array_equal(got_piece, piece_mask)
+    model = tiny_prompted_model(prompt_length=M).clone(prompt=fixed)
+    batch = _batch()
+    variables = model.init(jax.random.PRNGKey(0), batch["encoder_input_tokens"],
+                           batch["decoder_input_tokens"], batch["decoder_target_tokens"],
+                           enable_dropout=False)
+    np.testing.assert_array_equal(np.asarray(variables["params"]["prompt"]["prompt"]), rewound)
+
+
+def test_prune_help_and_bad_flags_and_pieces_that_do_not_fit_are_one_line(tmp_path,
+                                                                         fixtures_dir):
+    """`prune --help` prints the usage and every flag (absl's parser alone knew no --help:
+    a traceback); an unknown flag is one line; NUM_PIECES (xprompt.gin: 16) that does not
+    divide the tiny size's emb_dim 8 is one line naming NUM_PIECES and the sizes that fit
+    (before: a ValueError traceback from inside the model)."""
+    from xprompt_jax.errors import ConfigError
+
+    help_out = subprocess.run([sys.executable, "-m", "xprompt_jax.prune", "--help"],
+                              env=_env(), cwd=tmp_path, capture_output=True, text=True,
+                              timeout=300)
+    assert help_out.returncode == 0, help_out.stderr[-2000:]
+    for flag in ("--t5x_checkpoint", "--output_dir", "--prompt_file", "--gin_file",
+                 "--gin_search_paths"):
+        assert flag in help_out.stdout, flag
+    assert "Traceback" not in help_out.stderr
+    bad = subprocess.run([sys.executable, "-m", "xprompt_jax.prune", "--t5x_checkpont=x"],
+                         env=_env(), cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines()[-1].startswith(
+        "xprompt_jax.prune: error: Unknown command line flag 't5x_checkpont'")
+
+    params = _params_with_prompt(fixtures_dir)
+    ckpt = write_t5x_run_checkpoint(tmp_path / "run", params, step=3)
+    model = tiny_prompted_model().clone(prompt=MaskedSoftPrompt(length=M, num_pieces=16))
+    with pytest.raises(ConfigError, match=r"NUM_PIECES=16 does not divide the model's "
+                                          r"embedding size 8 .*<one of \[2, 4, 8\]>"):
+        t5x_stage2._stage1_model(run_config(model, tmp_path / "o"), str(ckpt), None)

@@ -382,3 +382,37 @@ def test_trainer_restore_best_skips_an_unreadable_best(tmp_path, task_name, pret
     np.testing.assert_array_equal(np.asarray(params["prompt"]["prompt"]), step2)
     assert any(r.getMessage().startswith("the best checkpoint step 4 cannot be read (")
                and "using step 2 instead" in r.getMessage() for r in caplog.records)
+
+
+class _ScriptedEvaluator:
+    """Dev evaluations with given accuracies, one per call (the fault scenario: which
+    checkpoint is best is fixed by hand, independent of the model)."""
+
+    def __init__(self, accuracies):
+        self.accuracies = list(accuracies)
+
+    def evaluate(self, variables):
+        del variables
+        accuracy = self.accuracies.pop(0)
+        return {"main_metric": accuracy, "metrics": {"accuracy": accuracy},
+                "mode": "rank_classification", "num_examples": 8}
+
+
+def test_early_stopping_after_a_best_fallback_compares_with_the_fallback(
+        tmp_path, task_name, pretrained):
+    # steps 1-3 evaluate to 50, 80, 60: step 2 is best; then step 2 is damaged
+    first = _trainer(tmp_path, task_name, pretrained, steps=3, eval_period=1, patience=2,
+                     keep_checkpoints=5)
+    first.evaluator = _ScriptedEvaluator([50.0, 80.0, 60.0])
+    assert first.run()["best_step"] == 2
+    _flip(tmp_path / "checkpoints" / "2")
+    # resumed to step 5 with 70, 65: 70 beats the readable best (step 3, 60), so it is an
+    # improvement (patience 2 is not used up) and step 4 becomes the best
+    resumed = _trainer(tmp_path, task_name, pretrained, steps=5, eval_period=1, patience=2,
+                       keep_checkpoints=5)
+    resumed.evaluator = _ScriptedEvaluator([70.0, 65.0])
+    summary = resumed.run()
+    assert summary["final_step"] == 5 and not summary["stopped_early"]
+    assert summary["best_step"] == 4 and summary["best_eval"]["main_metric"] == 70.0
+    meta = resumed.checkpointer.restore_meta(5)
+    assert meta["best_eval"]["step"] == 4 and meta["evals_without_improvement"] == 1

@@ -149,3 +149,57 @@ def test_mixture_rates_use_train_sizes(tasks):
                          shuffle=True, num_epochs=1)
     ex = next(ds.as_numpy_iterator())
     assert ex["targets"][0] == 32099
+
+
+def test_offline_tfds_failure_names_the_local_variant_and_its_variable(tasks, monkeypatch,
+                                                                      tmp_path):
+    """The README's `xprompt_super_glue_rte` reads TFDS; offline without TFDS's prepared
+    data TFDS fails inside its download (`KeyError: splits is empty`, as a user met it).
+    The error names the `_local` variant and XPROMPT_SUPERGLUE_DIR."""
+    import seqio
+
+    from xprompt_jax.errors import DataError
+
+    def offline(self, *args, **kwargs):
+        raise KeyError("splits is empty")  # what TFDS raised for the user, offline
+
+    monkeypatch.setattr(seqio.TfdsDataSource, "get_dataset", offline)
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+    task = seqio.get_mixture_or_task("xprompt_super_glue_rte")
+    with pytest.raises(DataError) as err:
+        task.source.get_dataset("validation", shuffle=False)
+    text = str(err.value)
+    assert "\n" not in text and "super_glue/rte" in text and "splits is empty" in text
+    assert "xprompt_super_glue_rte_local" in text and "XPROMPT_SUPERGLUE_DIR" in text
+    assert str(tmp_path) in text
+    glue = seqio.get_mixture_or_task("lester_glue_rte_v200")
+    with pytest.raises(DataError, match="XPROMPT_GLUE_DIR"):
+        glue.source.get_dataset("validation", shuffle=False)
+
+
+def test_an_unreadable_default_vocabulary_names_xprompt_t5_vocab(tasks, monkeypatch, tmp_path):
+    """With XPROMPT_T5_VOCAB unset the vocabulary is T5's on gs://t5-data, unreachable
+    offline: the error names the variable (before: only the file). Offline is stood for by
+    a default path that cannot be read. A vocabulary given by the user keeps its own
+    error. The gin/t5x model vocabulary (T5Vocabulary) equals seqio's for T5X's check."""
+    import seqio
+
+    from xprompt_jax.errors import DataError
+
+    vocab_module = tasks.vocab
+    unreachable = str(tmp_path / "t5-data" / "sentencepiece.model")
+    monkeypatch.setattr(vocab_module, "DEFAULT_VOCAB_PATH", unreachable)
+    monkeypatch.delenv("XPROMPT_T5_VOCAB", raising=False)
+    for vocab in (vocab_module.LazySentencePieceVocabulary(),
+                  vocab_module.T5Vocabulary(unreachable, extra_ids=100)):
+        with pytest.raises(DataError) as err:
+            vocab.encode("hello")
+        assert "XPROMPT_T5_VOCAB=/path/to/sentencepiece.model" in str(err.value)
+        assert unreachable in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(Exception) as err:
+        vocab_module.T5Vocabulary(str(tmp_path / "mine.model"), extra_ids=100).encode("x")
+    assert not isinstance(err.value, DataError)
+    ours = vocab_module.T5Vocabulary(str(T5_SPM), extra_ids=100)
+    theirs = seqio.SentencePieceVocabulary(str(T5_SPM), extra_ids=100)
+    assert ours == theirs and theirs == ours and ours.encode("hello") == theirs.encode("hello")
+    assert pickle.loads(pickle.dumps(ours)) == theirs

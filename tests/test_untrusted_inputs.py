@@ -102,6 +102,40 @@ def test_t5x_gin_files_search_the_working_directory_last(tmp_path, monkeypatch, 
     assert gin_utils.search_working_dir_last() == ["/t5x/search/path", ""]
 
 
+def test_a_plain_models_or_runs_folder_in_the_working_directory_breaks_no_lookup(
+        tmp_path, monkeypatch, clean_gin):
+    """gin's package-resource reader takes `models/x.gin` for the file x.gin of the Python
+    package `models`; an ordinary folder `models` (or `runs`) in the working directory is
+    a namespace package without a location, and gin's check raised `TypeError: expected
+    str, bytes or os.PathLike object, not NoneType` instead of trying the next search path
+    (t5x/train.py searches the working directory first)."""
+    from gin import config as gin_config
+
+    for name in ("models", "runs"):
+        (tmp_path / name).mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # `python -m ...` has the cwd on sys.path
+    readers = gin_config._FILE_READERS  # pylint: disable=protected-access
+    saved = list(readers)
+    try:
+        # gin's own check, as t5x/train.py has it before any file of ours is read
+        readers[:] = [(r, getattr(e, "__wrapped__", e)) for r, e in readers]
+        gin_config._LOCATION_PREFIXES[:] = ["", gin_utils.packaged_gin_dir()]
+        with pytest.raises(TypeError, match="NoneType"):
+            gin.parse_config_file("models/t5_1_1_tiny.gin")
+        gin.clear_config()
+        gin_utils.tolerate_plain_folders()
+        gin.parse_config_file("models/t5_1_1_tiny.gin")  # found in the next search path
+        assert gin.query_parameter("t5_config.T5Config.emb_dim") == 8
+        gin.clear_config()
+        (tmp_path / "mine.gin").write_text("include 'runs/no_such_file.gin'\n")
+        with pytest.raises(gin_utils.GinConfigError, match="runs/no_such_file.gin") as err:
+            gin_utils.parse_gin(["./mine.gin"], finalize=False)
+        assert "NoneType" not in str(err.value)
+    finally:
+        readers[:] = saved
+
+
 # ----------------------------------------------------------------------------- run lock
 def _contend(model_dir, start, done, results):
     import time

@@ -3,18 +3,23 @@
     def console_entry():
         cli.run_cli(main, sys.argv)
 
-`run_cli` takes `--verbose` (anywhere in argv) out of the arguments, calls `main(argv)`,
+`run_cli` takes `--verbose` (anywhere in argv) out of the arguments, turns on JAX's
+persistent compilation cache (`compile_cache.enable`: `--nocompilation_cache` turns it
+off), calls `main(argv)`,
 and turns an `XPromptError` (data, config, checkpoint, non-finite, locked run dir) into
 `<prog>: error: <message on one line>` on stderr and its exit code (2; 0 for a run that
-was interrupted by SIGTERM/SIGINT after saving). It also sends the `xprompt_jax` loggers'
-INFO lines to stderr (`configure_logging`), so a run whose output goes to a file still
-shows its start, resume, evaluations, stages and progress. With `--verbose` the traceback is
-printed as well. Other exceptions (bugs) keep their traceback and exit 1 as usual.
-gin wraps exceptions raised inside configurables in its own message; the original
-`XPromptError` is found on the exception's `__cause__` / `__context__` chain. A full disk,
-a read-only folder (OSError ENOSPC / EROFS / EACCES, naming the path) and running out of
-memory (naming what to lower) are reported the same way, exit 1 (`errors.as_user_error`).
-The line is capped at `errors.MAX_LINE_CHARS` characters.
+was interrupted by SIGTERM/SIGINT/SIGHUP after saving). SIGTERM, SIGHUP and SIGINT anywhere
+else end the CLI with `<prog>: stopped: <SIGNAL> during <phase>: <what is kept>` and exit
+128 + the signal's number; a second signal ends it at once (`interrupts`). It also sends
+the `xprompt_jax` loggers' INFO lines to stderr (`configure_logging`), so a run whose
+output goes to a file still shows its start, resume, evaluations, stages and progress.
+With `--verbose` the traceback is printed as well. Other exceptions (bugs) keep their
+traceback and exit 1 as usual. gin wraps exceptions raised inside configurables in its own
+message; the original `XPromptError` is found on the exception's `__cause__` /
+`__context__` chain. A full disk, a read-only folder (OSError ENOSPC / EROFS / EACCES,
+naming the path) and running out of memory (naming what to lower) are reported the same
+way, exit 1 (`errors.as_user_error`). The line is capped at `errors.MAX_LINE_CHARS`
+characters.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import sys
 import traceback
 from typing import Callable, List, Optional, Sequence
 
+from . import compile_cache, interrupts
 from .errors import XPromptError, as_user_error, capped, one_line
 
 VERBOSE_FLAGS = ("--verbose", "--verbose=true", "--verbose=True", "-v")
@@ -106,10 +112,16 @@ def run_cli(main: Callable[[List[str]], object], argv: Sequence[str],
     argv, verbose = split_verbose(list(argv))
     prog = prog or _prog(argv)
     configure_logging()
+    argv = compile_cache.enable(argv)
     try:
-        main(argv)
-    except KeyboardInterrupt:  # outside a training loop (which saves and stops itself)
-        print(f"{prog}: interrupted", file=sys.stderr)
+        with interrupts.handled(prog):
+            main(argv)
+    except interrupts.Interrupted as e:  # outside a training loop (which saves and stops)
+        _flush_log_handlers()
+        interrupts.print_last_line(f"{prog}: stopped: {e.where}")
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:  # SIGINT with no handler of ours (not the main thread)
+        interrupts.print_last_line(f"{prog}: interrupted")
         sys.exit(130)
     except Exception as e:  # pylint: disable=broad-except
         ours = find_our_error(e)
@@ -120,5 +132,5 @@ def run_cli(main: Callable[[List[str]], object], argv: Sequence[str],
         _flush_log_handlers()  # log lines first; not logging.shutdown(): that closes
         # every handler of the process (absl's, a test runner's), not only ours
         kind = "error" if ours.exit_code else "stopped"
-        print(f"{prog}: {kind}: {capped(one_line(ours))}", file=sys.stderr, flush=True)
+        interrupts.print_last_line(f"{prog}: {kind}: {capped(one_line(ours))}")
         sys.exit(ours.exit_code)

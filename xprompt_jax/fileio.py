@@ -13,14 +13,16 @@ one process), so that what process 0 wrote before it is visible to all after it.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import math
 import os
 import re
+import shutil
 import uuid
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Iterator, Mapping, Optional, Union
 
 import jax
 import numpy as np
@@ -94,13 +96,13 @@ def jsonable_loose(obj: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------- names
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+=-]{0,127}")
 
 
 def check_name(name: Any, what: str) -> str:
     """`name` if it may become a file name and a gin comment: 1-128 of letters, digits,
-    `_ . + -`, starting with a letter or digit, no '..' (so no path separators, newlines,
-    quotes or shell characters). Raises ConfigError naming `what` (the names of prompts
+    `_ . + = -` (`=`: a sweep entry's `learning_rate=0.1`), starting with a letter or
+    digit, no '..' (so no path separators, newlines, quotes or shell characters). Raises ConfigError naming `what` (the names of prompts
     and tasks come from data and settings that other people write)."""
     from .errors import ConfigError
 
@@ -108,7 +110,7 @@ def check_name(name: Any, what: str) -> str:
         shown = repr(name)
         shown = shown if len(shown) <= 80 else shown[:77] + "..."
         raise ConfigError(f"{what} {shown} is not a valid name: use 1-128 letters, digits, "
-                          "'_', '.', '+' or '-', starting with a letter or digit")
+                          "'_', '.', '+', '=' or '-', starting with a letter or digit")
     return name
 
 
@@ -124,6 +126,18 @@ def fsync(f) -> None:
 def is_local(path: PathLike) -> bool:
     """Whether `path` is on a local filesystem (not `gs://...` or another URL scheme)."""
     return "://" not in str(path)
+
+
+def absolute(path: PathLike) -> str:
+    """`path` made absolute where it is local; a URL (`gs://bucket/run`) as it is
+    (`os.path.abspath` would turn it into the local folder `./gs:/bucket/run`)."""
+    text = os.fspath(path) if isinstance(path, os.PathLike) else str(path)
+    return text if not is_local(text) else os.path.abspath(text)
+
+
+def is_file(path: PathLike) -> bool:
+    """Whether `path` is a file (local or remote)."""
+    return epath.Path(path).is_file()
 
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -169,9 +183,11 @@ def _write(path: PathLike, mode: str, write,
     else:
         raise FileExistsError(f"could not create a temporary file beside {path}")
     try:
-        with f:
-            write(f)
-            fsync(f)
+        # a local file is its own context; epath's remote open is a context manager that
+        # gives the file only on entering it
+        with f as handle:
+            write(handle)
+            fsync(handle)
         tmp.replace(path)
     except BaseException as e:
         if os.path.lexists(tmp) if local else tmp.exists():
@@ -205,6 +221,7 @@ def _keep_lines(tmp: epath.Path, partial: epath.Path, path: epath.Path,
             lines = data[:data.rfind(b"\n") + 1].count(b"\n")
         else:
             lines = tmp.read_bytes().count(b"\n")
+        partial = _unused(partial)  # an older partial output is kept, never replaced
         tmp.replace(partial)
     except OSError:
         if os.path.lexists(tmp) if is_local(tmp) else tmp.exists():
@@ -218,6 +235,15 @@ def _keep_lines(tmp: epath.Path, partial: epath.Path, path: epath.Path,
         raise PartialWriteError(f"{path}: writing failed after {lines} lines ({error}); "
                                 f"those lines are kept in {partial}, {path} is "
                                 "unchanged") from error
+
+
+def _unused(path: epath.Path) -> epath.Path:
+    """`path`, or `<path>.1`, `<path>.2`, ... : the first name not taken."""
+    candidate, n = path, 0
+    while candidate.exists() or (is_local(candidate) and os.path.lexists(candidate)):
+        n += 1
+        candidate = path.parent / f"{path.name}.{n}"
+    return candidate
 
 
 # ----------------------------------------------------------------------------- deletes
@@ -342,9 +368,66 @@ def write_lines_atomic(path: PathLike, lines, keep_partial: bool = False) -> epa
                   keep_partial=partial_path(path) if keep_partial else None)
 
 
+@contextlib.contextmanager
+def staged_files(directory: PathLike, what: str, last: str = "") -> Iterator[str]:
+    """A set of files that appear in `directory` together or not at all (an export).
+
+    Yields a new folder `<directory>/<what>.partial-<random>` to write the files into
+    (sub-folders allowed). When the block ends normally every file is moved into place in
+    `directory` (`last`, a file name, moved last: the record saying the set is complete)
+    and the folder removed; when it raises (Ctrl-C, a signal, a full disk) the folder is
+    removed and nothing in `directory` changed: an earlier set there stays whole. An
+    OSError becomes PartialWriteError saying so. A process killed outright leaves the
+    folder, named as the partial set it is."""
+    directory = epath.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    stage = directory / f"{what}.partial-{uuid.uuid4().hex[:12]}"
+    stage.mkdir()
+    try:
+        yield os.fspath(stage)
+        names = sorted(_files_below(stage), key=lambda name: (name == last, name))
+        for name in names:
+            target = directory / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            (stage / name).replace(target)
+    except BaseException as e:
+        _remove_stage(stage)
+        if isinstance(e, OSError):
+            from .errors import PartialWriteError
+
+            raise PartialWriteError(f"{directory}: writing the {what} failed ({e}); nothing "
+                                    f"of it was kept, an earlier {what} there is "
+                                    "unchanged") from e
+        raise
+    _remove_stage(stage)
+
+
+def _files_below(folder: epath.Path, prefix: str = "") -> list:
+    """The files under `folder`, as paths relative to it (walked folder by folder: no
+    recursive glob, which gs:// refuses)."""
+    out = []
+    for entry in folder.iterdir():
+        if entry.is_dir():
+            out += _files_below(entry, f"{prefix}{entry.name}/")
+        else:
+            out.append(f"{prefix}{entry.name}")
+    return out
+
+
+def _remove_stage(stage: epath.Path) -> None:
+    """Removes a staging folder this process created (never following a link in it)."""
+    try:
+        if is_local(stage):
+            shutil.rmtree(os.fspath(stage))
+        elif stage.exists():
+            stage.rmtree()
+    except OSError as e:
+        logger.warning("could not remove %s: %s", stage, e)
+
+
 def partial_path(path: PathLike) -> epath.Path:
     """Where `write_lines_atomic(..., keep_partial=True)` keeps the lines of a failed
-    write: `<path>.partial`."""
+    write: `<path>.partial` (`<path>.partial.1`, ... when an older one is there: kept)."""
     path = epath.Path(path)
     return path.parent / f"{path.name}.partial"
 
@@ -352,13 +435,25 @@ def partial_path(path: PathLike) -> epath.Path:
 def save_npy_atomic(path: PathLike, value: Any, dtype: Any = None) -> epath.Path:
     """One array as `.npy` (never pickled), atomically; `dtype` casts it first."""
     value = np.asarray(value) if dtype is None else np.asarray(value, dtype)
-    return _write(path, "wb", lambda f: np.save(f, value, allow_pickle=False))
+    buffer = io.BytesIO()  # serialised first: remote files may not seek or tell
+    np.save(buffer, value, allow_pickle=False)
+    return write_bytes_atomic(path, buffer.getvalue())
+
+
+def save_figure(fig, path: PathLike, **savefig_kwargs: Any) -> epath.Path:
+    """A matplotlib figure as a file (format from the suffix), atomically, local or remote
+    (matplotlib itself writes local files only)."""
+    fmt = savefig_kwargs.pop("format", None) or epath.Path(path).suffix.lstrip(".") or "png"
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=fmt, **savefig_kwargs)
+    return write_bytes_atomic(path, buffer.getvalue())
 
 
 def save_npz_atomic(path: PathLike, **arrays: Any) -> epath.Path:
     """Named arrays as one `.npz`, atomically."""
-    return _write(path, "wb", lambda f: np.savez(f, **{k: np.asarray(v)
-                                                     for k, v in arrays.items()}))
+    buffer = io.BytesIO()  # a zip archive seeks and tells; remote files may not
+    np.savez(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
+    return write_bytes_atomic(path, buffer.getvalue())
 
 
 NPY_MAGIC = b"\x93NUMPY"

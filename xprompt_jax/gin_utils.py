@@ -27,6 +27,8 @@ import gin
 
 from .errors import ConfigError
 
+logger = logging.getLogger("xprompt_jax")
+
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 # An installed wheel ships the repository's top-level `gin/` as `xprompt_jax/gin/`
 # (setup.py `package_dir`); a checkout (plain or `pip install -e`) has it beside the package.
@@ -125,14 +127,45 @@ def search_working_dir_last(search_paths: Sequence[str] = ()) -> List[str]:
     """Makes gin look up `include`d files in `search_paths` first (in order), then in the
     search paths added before, and in the working directory last; returns the order.
 
-    gin keeps one process-wide list whose first entry, '', is the working directory."""
+    gin keeps one process-wide list whose first entry, '', is the working directory.
+    Also makes gin's package-resource lookup tolerate folders that are not packages (see
+    `tolerate_plain_folders`)."""
     from gin import config as gin_config
 
+    tolerate_plain_folders()
     prefixes = gin_config._LOCATION_PREFIXES  # pylint: disable=protected-access
     first = [os.path.abspath(p) for p in search_paths if p]
     rest = [p for p in prefixes if p and os.path.abspath(p) not in first]
     prefixes[:] = list(dict.fromkeys(first)) + rest + [""]
     return list(prefixes)
+
+
+def _resource_exists(original):
+    def exists(config_path: str) -> bool:
+        try:
+            return original(config_path)
+        except TypeError:  # a namespace package: no origin, so no file inside it
+            return False
+
+    exists.tolerates_plain_folders = True
+    exists.__wrapped__ = original
+    return exists
+
+
+def tolerate_plain_folders() -> None:
+    """gin's second file reader looks `models/t5_1_1_base.gin` up as the file
+    `t5_1_1_base.gin` of the Python package `models`; a plain folder named `models` (or
+    `runs`) in the working directory is a namespace package without a location, and gin's
+    check fails with `TypeError: expected str, ... not NoneType` instead of trying the
+    next search path (or saying the file was not found). Wraps that check so such a
+    folder only means "not here". Idempotent."""
+    from gin import config as gin_config
+
+    readers = gin_config._FILE_READERS  # pylint: disable=protected-access
+    for i, (reader, exists) in enumerate(readers):
+        if getattr(reader, "__module__", "") == "gin.resource_reader" and \
+                not getattr(exists, "tolerates_plain_folders", False):
+            readers[i] = (reader, _resource_exists(exists))
 
 
 class _QuietSearchMisses(logging.Filter):
@@ -182,6 +215,7 @@ def _parse_gin(gin_files, gin_bindings, gin_search_paths, finalize) -> None:
     check_macro_bindings(gin_bindings, file_macros)
     check_file_macros([_resolve(f, search_paths) for f in gin_files], file_macros)
     check_macro_values()
+    warn_about_macro_values()
     if finalize:
         gin.finalize()
 
@@ -429,6 +463,40 @@ def check_macro_values() -> None:
             got = f" (got {_type_name(value)})" if numeric and not _number(value) \
                 and value is not None else ""
             raise GinConfigError(f"{name} = {value!r}: {name} expects {expected}{got}")
+
+
+# Values that are legal but almost surely a slip (a wrong exponent, a wrong unit): one
+# warning naming the macro and the papers' value, before any work ({name: (test, text)}).
+# LEARNING_RATE above 1e3: the papers train soft prompts at 0.3 (Lester et al. 2021 and
+# XPrompt: "a constant learning rate of 0.3"; EPT's grid ends at 0.3). Adafactor's and Adam's
+# steps scale with the rate, so at > 1e3 (3,000x the papers') one step moves a prompt
+# coordinate by about the rate itself, orders of magnitude beyond T5's embedding scale: the
+# prompt diverges at once. Rates up to 1e3 (10, 100) are left to experiments.
+MACRO_WARNINGS = {
+    "LEARNING_RATE": (lambda v: _number(v) and v > 1e3,
+                      "far above the rate soft prompts are trained with (0.3 for prompt "
+                      "tuning: Lester et al. 2021, XPrompt; EPT's grid ends at 0.3); the "
+                      "prompt will diverge. Warned above 1e3"),
+}
+
+
+def warn_about_macro_values() -> List[str]:
+    """Logs (and returns) one warning per value of `MACRO_WARNINGS` that is legal but
+    almost surely a slip (e.g. LEARNING_RATE = 1e12)."""
+    warnings = []
+    for name, value in macro_values().items():
+        rule = MACRO_WARNINGS.get(name)
+        if rule is None or _is_reference(value) or hasattr(value, "selector"):
+            continue
+        test, text = rule
+        try:
+            slip = bool(test(value))
+        except (TypeError, ValueError):
+            slip = False
+        if slip:
+            warnings.append(f"{name} = {value!r}: {text}")
+            logger.warning("warning: %s", warnings[-1])
+    return warnings
 
 
 def required_macros_unset() -> List[str]:

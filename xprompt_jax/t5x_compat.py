@@ -226,3 +226,161 @@ def numpy_export_fn(model_dir: str, save_regexes: Regexes = DEFAULT_PROMPT_REGEX
 
     return export
 
+
+
+# ----------------------------------------------------------------------------- refusals
+def _refuse(error) -> None:
+    """Ends a T5X script with `error` on one line (no traceback) and its exit code: T5X's
+    main is not ours, so our usual top-level handler (`cli.run_cli`) is not around it."""
+    import sys
+
+    from .errors import one_line
+
+    message = f"xprompt_jax: error: {one_line(error)}"
+    logger.error("%s", message)
+    print(message, file=sys.stderr, flush=True)
+    raise SystemExit(getattr(error, "exit_code", 2))
+
+
+def _has_t5x_checkpoint(model_dir) -> bool:
+    """Whether MODEL_DIR holds a T5X checkpoint that t5x/train.py resumes from."""
+    _import_t5x("frozen_model_checkpoint")
+    from t5x import checkpoints
+
+    if not model_dir:
+        return False
+    try:
+        return bool(checkpoints.all_steps(os.fspath(model_dir)))
+    except Exception:  # noqa: BLE001 - a missing or unreadable directory: nothing to resume
+        return False
+
+
+def frozen_model_checkpoint(path: Optional[str], model_dir: Optional[str] = None):
+    """The pretrained checkpoint the frozen model is read from (T5X's
+    `utils.RestoreCheckpointConfig.path`), checked before T5X builds anything.
+
+    A prompt is only meaningful on a pretrained model: without INITIAL_CHECKPOINT_PATH,
+    t5x/train.py would initialise the "frozen" model at random and train a prompt on it
+    (its only hint: `Initializing parameters from scratch.`). Refused in one line, unless
+    MODEL_DIR already holds a checkpoint of this run (a resume reads the frozen model
+    from there)."""
+    if path:
+        return os.fspath(path)
+    if _has_t5x_checkpoint(model_dir):
+        return None  # resumed: T5X restores MODEL_DIR's latest checkpoint first
+    from .errors import ConfigError
+
+    _refuse(ConfigError(
+        "INITIAL_CHECKPOINT_PATH is not set and MODEL_DIR "
+        f"{model_dir!r} holds no checkpoint to resume: the frozen model would be initialised "
+        "at random; pass --gin.INITIAL_CHECKPOINT_PATH=\"'<pretrained T5X checkpoint_<step> "
+        "directory>'\""))
+
+
+# ----------------------------------------------------------------------------- preemption
+_PREEMPTIBLE_TRAINERS: dict = {}
+_STOP_SIGNALLED = [False]
+
+
+def _skip_repeated_saves_after_a_stop() -> None:
+    """After a stop in T5X's last "epoch" (the last EVAL_PERIOD steps), t5x/train.py saves
+    the step "before early stopping" and then again as the end of training; orbax refuses
+    the second save of the same step (StepAlreadyExistsError) and the run would fail after
+    saving. Once a SIGTERM was received, a save of a step that is already saved is skipped
+    (T5X's orbax checkpoint manager; the legacy one overwrites). Installed once."""
+    from t5x import checkpoints
+    from t5x import utils as t5x_utils
+
+    manager = checkpoints.OrbaxCheckpointManagerInterface
+    if getattr(manager.save, "skips_repeated_saves", False):
+        return
+    save = manager.save
+
+    def save_once(self, train_state, *args, **kwargs):
+        if _STOP_SIGNALLED[0]:
+            step = int(t5x_utils.get_local_data(train_state.step))
+            if step in self.all_steps():
+                logger.info("step %d is saved already (stopping)", step)
+                return False
+        return save(self, train_state, *args, **kwargs)
+
+    save_once.skips_repeated_saves = True
+    manager.save = save_once
+
+
+def _preemptible_trainer_class():
+    """`t5x.trainer.Trainer` whose `stop_training` also turns true on SIGTERM. Built on
+    use (t5x is imported lazily) on gin's configurable version of T5X's Trainer, so the
+    gin bindings of `trainer.Trainer` (learning_rate_fn, num_microbatches) apply."""
+    _import_t5x("preemptible_trainer")
+    import signal
+    import threading
+
+    import jax
+    import numpy as np
+    from t5x import trainer as t5x_trainer
+
+    base = gin_utils.configured(t5x_trainer.Trainer)
+    if base in _PREEMPTIBLE_TRAINERS:
+        return _PREEMPTIBLE_TRAINERS[base]
+    _skip_repeated_saves_after_a_stop()
+
+    class PreemptibleTrainer(base):
+        """T5X's Trainer, plus: SIGTERM (a TPU preemption, `kill`) asks T5X's loop to stop.
+
+        t5x/train.py checks `trainer.stop_training` before each chunk of `stats_period`
+        steps and, when it is true, saves a checkpoint ("Saving a checkpoint before early
+        stopping...") and returns normally (exit code 0); a rerun of the same command
+        resumes from that checkpoint. T5X's actions assign `stop_training` after every
+        chunk, so the signal is kept apart and OR-ed in rather than overwritten. With
+        several processes, every process stops at the same chunk: the flag is gathered
+        across processes (any process signalled stops all)."""
+
+        def __init__(self, *args, **kwargs):
+            self._stop_requested = False
+            self._signal_name: Optional[str] = None
+            self._previous_handler = None
+            super().__init__(*args, **kwargs)
+            if threading.current_thread() is threading.main_thread():
+                self._previous_handler = signal.signal(signal.SIGTERM, self._on_signal)
+            else:  # pragma: no cover - T5X builds its trainer in the main thread
+                logger.warning("not in the main thread: SIGTERM will not save a checkpoint")
+
+        def _on_signal(self, signum, frame):
+            del frame
+            if self._signal_name is None:
+                self._signal_name = signal.Signals(signum).name
+                _STOP_SIGNALLED[0] = True
+                logger.warning("%s received: saving a checkpoint at the end of the current "
+                               "stats period and stopping (rerun the same command to "
+                               "resume)", self._signal_name)
+
+        @property
+        def stop_training(self) -> bool:
+            stop = bool(self._stop_requested or self._signal_name is not None)
+            if jax.process_count() > 1:
+                from jax.experimental import multihost_utils
+
+                stop = bool(np.any(multihost_utils.process_allgather(np.int32(stop))))
+            return stop
+
+        @stop_training.setter
+        def stop_training(self, value) -> None:
+            self._stop_requested = bool(value)
+
+        def close(self):
+            if self._previous_handler is not None and \
+                    threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, self._previous_handler)
+                self._previous_handler = None
+            super().close()
+
+    _PREEMPTIBLE_TRAINERS[base] = PreemptibleTrainer
+    return PreemptibleTrainer
+
+
+def preemptible_trainer(**kwargs):
+    """T5X's `train.trainer_cls` that saves a checkpoint and exits 0 on SIGTERM (see
+    `PreemptibleTrainer` above); its other arguments are T5X's `trainer.Trainer`'s, and
+    gin bindings of `trainer.Trainer` (learning_rate_fn, num_microbatches) still apply."""
+    return _preemptible_trainer_class()(**kwargs)

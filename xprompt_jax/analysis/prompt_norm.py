@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 
 from ..fileio import open_append
+from ..training.run_logging import read_metrics
 
 NORM_JSONL = "prompt_mean_norm.jsonl"
 NORM_PNG = "prompt_mean_norm.png"
@@ -46,13 +47,8 @@ class PromptNormRecorder:
 def read_norms(model_dir: str) -> Tuple[np.ndarray, np.ndarray]:
     """(steps, mu_t) from prompt_mean_norm.jsonl; a later record of a step wins."""
     by_step: Dict[int, float] = {}
-    path = os.path.join(model_dir, NORM_JSONL)
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                if line.strip():
-                    rec = json.loads(line)
-                    by_step[int(rec["step"])] = float(rec["prompt_mean_norm"])
+    for rec in read_metrics(os.path.join(model_dir, NORM_JSONL)):  # a torn line skipped
+        by_step[int(rec["step"])] = float(rec["prompt_mean_norm"])
     steps = np.array(sorted(by_step), dtype=np.int64)
     return steps, np.array([by_step[s] for s in steps], dtype=np.float64)
 

@@ -6,7 +6,6 @@ a PNG with matplotlib's Agg canvas (no pyplot, no display needed).
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import numpy as np
@@ -64,7 +63,7 @@ def plot_prompt_similarity(prompt, path: str, title: Optional[str] = None,
                 ax.text(j, i, f"{sim[i, j]:.2f}", ha="center", va="center", fontsize=7,
                         color="black")
     fig.tight_layout()
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fig.savefig(path, format="png", dpi=100)
+    from ..fileio import save_figure
+
+    save_figure(fig, path, format="png", dpi=100)  # local or remote (gs://)
     return path

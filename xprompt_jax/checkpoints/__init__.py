@@ -5,8 +5,9 @@
 - `load_hf_params` / `load_hf_checkpoint` / `config_from_hf`: Hugging Face T5
   (safetensors, PyTorch .bin, Flax msgpack, or an in-memory state dict).
 - `check_params_match` / `expected_param_shapes`: name and shape checks against a model.
-- `pretrained.load_pretrained_params` (format detected from the path) and
-  `pretrained.load_embedding` (only the token embedding, for prompt initializers).
+- `pretrained.load_pretrained_params` (format detected from the path; a Hugging Face Hub
+  name is read from the local HF cache, `hf_cache`) and `pretrained.load_embedding` (only
+  the token embedding, for prompt initializers).
 """
 
 from .hf import load_hf_checkpoint, load_hf_params

@@ -46,6 +46,11 @@ def to_numpy(x) -> np.ndarray:
 
 
 def _read_safetensors(path: str) -> Dict[str, np.ndarray]:
+    # safetensors' numpy reader asks numpy for dtype 'bfloat16', which exists only once
+    # ml_dtypes has registered it: jax does that on import, but this reader must not depend
+    # on jax having been imported first (a fresh process reading a bf16 file failed with
+    # "data type 'bfloat16' not understood").
+    import ml_dtypes  # noqa: F401  # pylint: disable=unused-import
     from safetensors.numpy import load, load_file
     if paths.is_remote(path):
         return dict(load(paths.read_bytes(path)))

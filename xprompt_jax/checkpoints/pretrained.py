@@ -1,5 +1,6 @@
 """Pretrained T5 weights for the frozen model: T5X (legacy / orbax) or Hugging Face,
-detected from the path, placed straight onto their shardings when given."""
+detected from the path, placed straight onto their shardings when given. A Hugging Face Hub
+name (`google/t5-v1_1-base`) is read from the local Hugging Face cache (`hf_cache`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import CheckpointError, ConfigError, XPromptError
+from . import hf_cache
 from .read_errors import quiet_failed_reads, unreadable_reason
 
 HF_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json",
@@ -33,6 +35,7 @@ def load_pretrained_params(path: str, checkpoint_format: str = "auto",
 
     if not isinstance(path, (str, os.PathLike)):
         raise ConfigError(f"INITIAL_CHECKPOINT_PATH={path!r}: expected a path")
+    path = hf_cache.resolve(path, "INITIAL_CHECKPOINT_PATH")
     fmt = detect_format(path) if checkpoint_format == "auto" else checkpoint_format
     if fmt not in ("hf", "t5x"):
         raise ConfigError(f"CHECKPOINT_FORMAT={checkpoint_format!r}; expected 'auto', 't5x' "

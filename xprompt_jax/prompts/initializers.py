@@ -8,8 +8,9 @@ Names (also accepted by `make_initializer`):
 - `class_labels`: row i = mean embedding of the subwords of label i; remaining rows
   sampled vocab (Lester et al.).
 - `from_file`: a `.npy` array (shape checked).
-- `from_peft`: the prompt of a Hugging Face PEFT prompt-tuning adapter directory
-  (`adapter_config.json` + `adapter_model.safetensors`, encoder prompt; shape checked).
+- `from_peft`: the prompt of a Hugging Face PEFT prompt-tuning or P-tuning adapter
+  directory (`adapter_config.json` + `adapter_model.safetensors`, encoder prompt; shape
+  checked); `peft_prompt_length` gives its length.
 - `from_text`: the embeddings of a tokenized text, repeated/truncated to m rows.
 """
 
@@ -127,12 +128,31 @@ def from_file(path: str) -> Initializer:
 
 
 def from_peft(path: str) -> Initializer:
-    """The `[n, e]` prompt of a PEFT prompt-tuning adapter directory (`PeftModel.
-    save_pretrained` with `num_transformer_submodules=1`); n must equal the prompt length."""
+    """The `[n, e]` encoder prompt of a PEFT prompt-tuning or P-tuning adapter directory
+    (`checkpoints/peft_adapter.py`); n must equal the prompt length (PROMPT_LENGTH)."""
     from ..checkpoints.peft_adapter import read_peft_adapter
 
     adapter = read_peft_adapter(path)
-    return from_array(adapter.prompt, name=f"PEFT adapter {adapter.path}")
+    init = from_array(adapter.prompt, name=f"PEFT adapter {adapter.path}")
+    n = adapter.prompt.shape[0]
+
+    def checked(rng, shape, dtype=jnp.float32):
+        if len(shape) == 2 and shape[0] != n:
+            raise DataError(f"PROMPT_LENGTH={shape[0]} conflicts with PEFT adapter "
+                            f"{adapter.path}: num_virtual_tokens={n}; leave PROMPT_LENGTH "
+                            f"unset (prompts/from_peft.gin reads it from the adapter) or set "
+                            f"it to {n}")
+        return init(rng, shape, dtype)
+
+    return checked
+
+
+def peft_prompt_length(path: str) -> int:
+    """The prompt length of a PEFT adapter (its encoder prompt's rows: num_virtual_tokens),
+    what prompts/from_peft.gin binds PROMPT_LENGTH to."""
+    from ..checkpoints.peft_adapter import read_peft_adapter
+
+    return int(read_peft_adapter(path).prompt.shape[0])
 
 
 def from_text(embedding, token_ids: Sequence[int]) -> Initializer:

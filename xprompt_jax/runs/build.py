@@ -3,9 +3,10 @@
 `build_trainer(run, ...)` imports the task module, turns TRAIN_EPOCHS into steps, loads the
 frozen model (`frozen.load_pretrained`), builds the evaluator (`build_evaluator`) and, for a
 PromptBank model, the bank's parts (per-prompt optimizer, batch transform, per-prompt
-numpy export, best prompt per task). What a stage passes in code - a rewound prompt
-(`initial_trainable`), fixed masks (`extra_variables`), an update mask, a step callback - are
-arguments here, never gin bindings.
+numpy export, best prompt per task); with SWEEP, the bank of the sweep's entries
+(`sweep_run`), each starting from the solo run's init. What a stage passes in code - a
+rewound prompt (`initial_trainable`), fixed masks (`extra_variables`), an update mask, a
+step callback - are arguments here, never gin bindings.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from ..evaluation.bank import PromptSelection
 from ..evaluation.evaluator import Evaluator
 from ..evaluation.multitask import MultiTaskEvaluator
 from ..prompts import bank as prompt_bank
+from ..errors import ConfigError
 from ..training import bank_training
+from ..training import sweep as sweep_lib
 from ..training.epochs import train_steps_from_epochs
 from ..training.trainer import Trainer, check_feature_lengths
 from .config import RunConfig
@@ -56,6 +59,18 @@ def run_steps(run: RunConfig) -> RunConfig:
     return run.with_trainer(num_steps=steps).replace(train_epochs=None)
 
 
+def sweep_run(run: RunConfig) -> RunConfig:
+    """`run` with SWEEP expanded (training/sweep.py): the model's prompt as a bank of one
+    entry per configuration, trained in ensemble mode, entries named by their
+    configurations, the optimizer vectorised over the entries' hyperparameters."""
+    configs = sweep_lib.sweep_configurations(run.sweep)
+    return run.replace(
+        model=sweep_lib.bank_model(run.model, len(configs)),
+        optimizer=sweep_lib.sweep_optimizer(run.optimizer, configs),
+        bank=bank_training.BankConfig("ensemble",
+                                      prompt_names=sweep_lib.entry_names(configs)))
+
+
 def build_trainer(run: RunConfig, *, initial_trainable: Optional[Mapping[str, Any]] = None,
                   extra_variables: Optional[Mapping[str, Any]] = None,
                   update_mask: Optional[Mapping[str, Any]] = None,
@@ -65,17 +80,29 @@ def build_trainer(run: RunConfig, *, initial_trainable: Optional[Mapping[str, An
     import_task_module(run.task_module, run.task_name)
     check_feature_lengths(run.feature_lengths)  # before loading anything
     run = run_steps(run)
+    solo = None
+    if run.sweep is not None:  # every entry starts where the solo run would
+        if initial_trainable is not None:
+            raise ConfigError("SWEEP with a given initial prompt is not supported yet")
+        solo, run = run, sweep_run(run)
     model, optimizer, loss = run.model, run.optimizer, run.loss
     evaluator = build_evaluator(run) if run.trainer.eval_period else None
     bank_parts: Dict[str, Any] = {}
     if prompt_bank.num_prompts(model):  # a PromptBank: each prompt trains as if alone
         bank = bank_config(run)
-        optimizer = bank_training.per_prompt_optimizer(optimizer)
+        if solo is None:  # a sweep's optimizer is per entry already
+            optimizer = bank_training.per_prompt_optimizer(optimizer)
         loss = dataclasses.replace(
             loss, normalization=bank_training.bank_loss_normalization(loss.normalization))
         bank_parts = bank_training.bank_trainer_parts(model, bank, run.model_dir)
+    pretrained = load_pretrained(model, run.frozen, run.feature_lengths)
+    if solo is not None:
+        initial_trainable = sweep_lib.bank_initial_trainable(
+            sweep_lib.solo_initial_trainable(solo.model, pretrained, run.feature_lengths,
+                                             run.frozen, run.trainer.seed),
+            prompt_bank.num_prompts(model))
     return Trainer(model, optimizer, run.data, run.trainer, frozen_config=run.frozen,
-                   pretrained_params=load_pretrained(model, run.frozen, run.feature_lengths),
+                   pretrained_params=pretrained,
                    evaluator=evaluator, loss_config=loss, extra_variables=extra_variables,
                    initial_trainable=initial_trainable, update_mask=update_mask,
                    step_callback=step_callback, **bank_parts)

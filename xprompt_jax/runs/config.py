@@ -36,7 +36,8 @@ class RunConfig:
     task is used (MIXTURE_OR_TASK_MODULE); `train_epochs` (TRAIN_EPOCHS) replaces
     `trainer.num_steps` by ceil(epochs * n_train / batch size); `record_prompt_norm`
     keeps EPT's mu_t of every step; `bank`: how a PromptBank model trains (ensemble.gin,
-    mixed_tasks.gin; None: every example once per prompt)."""
+    mixed_tasks.gin; None: every example once per prompt); `sweep`: SWEEP, the optimizer
+    hyperparameters of a sweep trained as one bank (training/sweep.py; None: no sweep)."""
 
     model: Any
     trainer: TrainerConfig
@@ -49,6 +50,7 @@ class RunConfig:
     train_epochs: Optional[float] = None
     record_prompt_norm: bool = False
     bank: Optional[BankConfig] = None
+    sweep: Any = None
 
     @property
     def model_dir(self) -> str:

@@ -44,12 +44,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import gin_utils
+from .. import gin_utils, interrupts
 from ..analysis.param_counts import param_counts
 from ..analysis.prompt_similarity import plot_prompt_similarity
 from ..errors import ConfigError
-from ..fileio import (check_name, is_writer, jsonable_loose, save_npy_atomic,
-                      write_json_atomic, write_text_atomic)
+from ..fileio import (absolute, check_name, is_writer, jsonable_loose, save_npy_atomic,
+                      staged_files, write_json_atomic, write_text_atomic)
 from ..models.prompted import projected_prompt
 from ..prompts import bank as bank_lib
 from ..prompts import initializers
@@ -58,7 +58,7 @@ from ..training.params import DEFAULT_TRAINABLE_REGEX
 from .build import bank_config
 from .config import RunConfig
 from .frozen import load_frozen_model
-from .restore import SHAPE_FEATURE_LENGTHS, restore_trainable
+from .restore import SHAPE_FEATURE_LENGTHS, restore_trainable, t5x_run_checkpoint
 
 PROMPT_FILE = "prompt.npy"
 BANK_PROMPTS_DIR = "prompts"  # a bank's prompts/<name>.npy
@@ -179,7 +179,7 @@ def export_prompt(model, variables: Mapping[str, Any], output_dir: str, *,
     prompt = projected_prompt(model, variables)
     counts = param_counts(model, variables, trainable_regex)
     method = type(model.prompt).__name__
-    output_dir = os.path.abspath(os.fspath(output_dir))
+    output_dir = absolute(output_dir)  # a gs:// URL stays one
     files = {"prompt": os.path.join(output_dir, PROMPT_FILE),
              "inference_gin": os.path.join(output_dir, INFERENCE_GIN),
              "json": os.path.join(output_dir, EXPORT_JSON)}
@@ -198,21 +198,27 @@ def export_prompt(model, variables: Mapping[str, Any], output_dir: str, *,
         peft_tokens, record["peft"] = peft_prompt(model, variables, prompt)
         record["peft"]["base_model_name_or_path"] = peft_base_model
     if is_writer():
-        os.makedirs(output_dir, exist_ok=True)
-        if export_format == "peft":
-            from ..checkpoints.peft_adapter import write_peft_adapter
+        # All files or none: an interrupted or failed export leaves an earlier one whole.
+        with staged_files(output_dir, "export", last=EXPORT_JSON) as stage:
+            def staged(key):
+                return os.path.join(stage, os.path.basename(files[key]))
 
-            files.update(write_peft_adapter(
-                output_dir, peft_tokens, base_model_name_or_path=peft_base_model,
-                num_attention_heads=model.config.num_heads,
-                num_layers=model.config.num_encoder_layers))
-        save_npy_atomic(files["prompt"], prompt)
-        write_text_atomic(files["inference_gin"],
-                          inference_gin_text(files["prompt"], prompt.shape[0], method))
-        if plot:
-            plot_prompt_similarity(prompt, files["similarity_png"],
-                                   title=f"{method}: prompt token cosine similarity")
-        write_json_atomic(files["json"], jsonable_loose(record))
+            if export_format == "peft":
+                from ..checkpoints.peft_adapter import write_peft_adapter
+
+                written = write_peft_adapter(
+                    stage, peft_tokens, base_model_name_or_path=peft_base_model,
+                    num_attention_heads=model.config.num_heads,
+                    num_layers=model.config.num_encoder_layers)
+                files.update({k: os.path.join(output_dir, os.path.basename(v))
+                              for k, v in written.items()})
+            save_npy_atomic(staged("prompt"), prompt)
+            write_text_atomic(staged("inference_gin"),
+                              inference_gin_text(files["prompt"], prompt.shape[0], method))
+            if plot:
+                plot_prompt_similarity(prompt, staged("similarity_png"),
+                                       title=f"{method}: prompt token cosine similarity")
+            write_json_atomic(staged("json"), jsonable_loose(record))
     return {**record, "prompt": prompt}
 
 
@@ -245,7 +251,7 @@ def export_bank(model, variables: Mapping[str, Any], output_dir: str, *,
     prompts = bank_prompts(model, variables)
     counts = param_counts(model, variables, trainable_regex)
     method = f"PromptBank({type(bank.prompt).__name__})"
-    output_dir = os.path.abspath(os.fspath(output_dir))
+    output_dir = absolute(output_dir)
     entries = []
     for i, name in enumerate(names):
         entries.append({
@@ -266,14 +272,19 @@ def export_bank(model, variables: Mapping[str, Any], output_dir: str, *,
         **dict(extra_info or {}),
     }
     if is_writer():
-        for i, entry in enumerate(entries):
-            save_npy_atomic(entry["file"], prompts[i])
-            write_text_atomic(entry["inference_gin"], (
-                f"# Prompt id {i} ({entry['name']}) of a {method} run (composition: "
-                f"{record['composition']}), as it\n# enters the encoder. Include it "
-                "without mixed_tasks.gin / ensemble.gin: inputs carry no id token.\n")
-                + inference_gin_text(entry["file"], prompts.shape[1], method))
-        write_json_atomic(record["files"]["json"], jsonable_loose(record))
+        # All files or none: an interrupted or failed export leaves an earlier one whole.
+        with staged_files(output_dir, "export", last=EXPORT_JSON) as stage:
+            def staged(path):
+                return os.path.join(stage, os.path.relpath(path, output_dir))
+
+            for i, entry in enumerate(entries):
+                save_npy_atomic(staged(entry["file"]), prompts[i])
+                write_text_atomic(staged(entry["inference_gin"]), (
+                    f"# Prompt id {i} ({entry['name']}) of a {method} run (composition: "
+                    f"{record['composition']}), as it\n# enters the encoder. Include it "
+                    "without mixed_tasks.gin / ensemble.gin: inputs carry no id token.\n")
+                    + inference_gin_text(entry["file"], prompts.shape[1], method))
+            write_json_atomic(staged(record["files"]["json"]), jsonable_loose(record))
     return {**record, "arrays": {name: prompts[i] for i, name in enumerate(names)}}
 
 
@@ -329,16 +340,26 @@ def export_run(run: RunConfig, *, output_dir: Optional[str] = None,
                ) -> Dict[str, Any]:
     """Exports the prompt of the run in `run.model_dir` (module docstring); for a PromptBank
     model every entry (`export_bank`, named by the run's bank settings)."""
+    output_dir = output_dir or os.path.join(run.model_dir, "export")
+    with interrupts.phase(f"the export to {output_dir}",
+                          "nothing of this export was written, an earlier export there is "
+                          "unchanged; rerun the same command to export"):
+        return _export_run(run, output_dir, checkpoint, verify, plot, export_format,
+                           peft_base_model)
+
+
+def _export_run(run: RunConfig, output_dir: str, checkpoint, verify: bool, plot: bool,
+                export_format: str, peft_base_model: Optional[str]) -> Dict[str, Any]:
     model = run.model
     gin_utils.check_required("export", {"model": model, "model_dir": run.model_dir})
     regex = run.frozen.trainable_regex
     # The saved non-trainable collections (XPrompt masks) shape the exported prompt.
     restored = restore_trainable(model, run.model_dir, checkpoint, regex)
     variables = {"params": restored.trainable, **restored.collections}
-    extra = {"checkpoint_step": restored.step, "model_dir": os.path.abspath(run.model_dir)}
+    extra = {"checkpoint_step": restored.step, "model_dir": absolute(run.model_dir)}
     if verify:
-        variables, extra["verify_max_abs_logit_diff"] = verified_variables(run, restored)
-    output_dir = output_dir or os.path.join(run.model_dir, "export")
+        variables, extra["verify_max_abs_logit_diff"] = verified_variables(
+            run, restored, t5x_run_checkpoint(run.model_dir, checkpoint))
     if bank_lib.num_prompts(model):
         if export_format != "npy":
             raise ValueError(f"--format={export_format}: a PromptBank exports .npy prompts "
@@ -350,12 +371,21 @@ def export_run(run: RunConfig, *, output_dir: Optional[str] = None,
                          peft_base_model=peft_base_model or run.frozen.initial_checkpoint_path)
 
 
-def verified_variables(run: RunConfig, restored) -> tuple:
+def verified_variables(run: RunConfig, restored, t5x_checkpoint: Optional[str] = None
+                       ) -> tuple:
     """(full variables, max |logit difference|): the frozen model loaded, the trained
-    module's logits compared with the exported prompt's in a plain SoftPrompt model."""
-    if not run.frozen.initial_checkpoint_path:
-        raise ConfigError("--verify needs INITIAL_CHECKPOINT_PATH (the frozen model)")
-    frozen = load_frozen_model(run.model, run.frozen, SHAPE_FEATURE_LENGTHS)
+    module's logits compared with the exported prompt's in a plain SoftPrompt model.
+
+    The frozen model comes from INITIAL_CHECKPOINT_PATH; for a `t5x/train.py` run without
+    it, from the run's own checkpoint `t5x_checkpoint` (a T5X run checkpoint holds the
+    whole model: the frozen weights it was trained on and the prompt)."""
+    frozen_config = run.frozen
+    if not frozen_config.initial_checkpoint_path:
+        if not t5x_checkpoint:
+            raise ConfigError("--verify needs INITIAL_CHECKPOINT_PATH (the frozen model)")
+        frozen_config = dataclasses.replace(frozen_config, initial_checkpoint_path=t5x_checkpoint,
+                                            checkpoint_format="t5x")
+    frozen = load_frozen_model(run.model, frozen_config, SHAPE_FEATURE_LENGTHS)
     variables = frozen.variables(restored.trainable, restored.collections)
     # Op by op, outside the mesh context: no fusion, so the two must agree exactly.
     if bank_lib.num_prompts(run.model):

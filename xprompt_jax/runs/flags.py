@@ -46,6 +46,23 @@ def checkpoint_step(value: str) -> Union[str, int]:
                           "number") from None
 
 
+HELP_ARGS = ("--help", "-h", "--helpshort", "--helpfull", "-?")
+
+
+def print_help(FLAGS) -> None:
+    """The CLI's usage (its module docstring) and its flags, for `--help`: absl's flag
+    parser alone (without `absl.app`) knows no help flag."""
+    import __main__
+
+    usage = (getattr(__main__, "__doc__", None) or "").strip()
+    if usage:
+        print(usage, end="\n\n")
+    parts = [FLAGS.main_module_help()]
+    for module in (__name__, distributed.__name__):  # --gin_* and the multi-process flags
+        parts.append(FLAGS.module_help(module))
+    print("\n\n".join(part for part in parts if part.strip()))
+
+
 def configure_from_argv(argv: Sequence[str],
                         extra_flags: Optional[Callable] = None):
     """Parses t5x/train.py-style flags (plus `extra_flags(flags)`) and the gin they name;
@@ -57,7 +74,16 @@ def configure_from_argv(argv: Sequence[str],
     if extra_flags:
         extra_flags(flags)
     FLAGS = flags.FLAGS
-    FLAGS(gin_utils.rewrite_gin_args(list(argv)))
+    argv = list(argv)
+    if any(arg in HELP_ARGS for arg in argv[1:]):
+        print_help(FLAGS)
+        raise SystemExit(0)
+    try:
+        FLAGS(gin_utils.rewrite_gin_args(argv))
+    except flags.Error as e:  # an unknown flag, a bad value: one line naming it
+        from ..errors import ConfigError
+
+        raise ConfigError(f"{e} (--help lists the flags)") from None
     distributed.initialize_from_flags(FLAGS)
     if FLAGS.tfds_data_dir:
         import seqio

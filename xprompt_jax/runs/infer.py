@@ -28,7 +28,8 @@ INFER_OUTPUT is checked before the model is loaded (not the request file by any 
 a folder; its folder is created if missing and must be writable). It is replaced
 atomically when every line is answered; if the run fails midway (a full disk, Ctrl-C, an
 error in a later chunk), the answers written so far are kept in `<INFER_OUTPUT>.partial`
-(complete lines only) and an earlier INFER_OUTPUT is left whole.
+(complete lines only; `.partial.1`, ... when an older one is there, which is kept) and an
+earlier INFER_OUTPUT is left whole.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from etils import epath
 
-from .. import gin_utils
+from .. import gin_utils, interrupts
 from ..errors import ConfigError, DataError, one_line
 from ..evaluation.evaluator import MODES, EvalConfig, Evaluator
 from ..evaluation.metrics import default_label_strings_fn
@@ -432,7 +433,10 @@ def infer(run: RunConfig, *, input_path: str, output_path: str, prompts: Mapping
                 yield json.dumps(to_jsonable(records[line_no]), allow_nan=False)
 
     with frozen.activate(), progress_bar(num_lines, "infer: requests",
-                                         enabled=progress) as bar:
+                                         enabled=progress) as bar, interrupts.phase(
+            f"answering {input_path}", f"the answers written so far are kept in "
+            f"{output_path}.partial (the line above names it), an earlier {output_path} is "
+            "unchanged; rerun the same command to answer every line"):
         if is_writer():
             # Lines are written as their chunk is answered; a failure midway (a full
             # disk, Ctrl-C, a later chunk's error) keeps the answers written so far in

@@ -7,6 +7,7 @@ import logging
 import os
 from typing import Any, Dict, Mapping, Sequence
 
+from .. import interrupts
 from ..fileio import is_writer, jsonable_loose, write_json_atomic
 from .build import build_trainer
 from .config import RunConfig
@@ -37,6 +38,15 @@ def train(run: RunConfig, *, config_text: str = "", allow_config_change: bool = 
     trainer.after_restore = check_config(model_dir, config_text,
                                          trainer.checkpointer.latest_step(), allow_config_change)
     summary = trainer.run()
+    with interrupts.phase("writing the summary and report of the finished training",
+                          f"the training finished and its checkpoints are kept in "
+                          f"{model_dir}; rerun the same command to write the report"):
+        _write_outputs(run, trainer, summary, recorder, report_sections)
+    return summary
+
+
+def _write_outputs(run: RunConfig, trainer, summary, recorder, report_sections) -> None:
+    model_dir = trainer.config.model_dir
     if is_writer():
         write_json_atomic(os.path.join(model_dir, SUMMARY_FILE), jsonable_loose(summary))
     if recorder is not None and is_writer():
@@ -45,7 +55,6 @@ def train(run: RunConfig, *, config_text: str = "", allow_config_change: bool = 
         recorder.write(model_dir)
         prompt_norm.plot_prompt_norm(model_dir, title=run.task_name)
     write_run_report(trainer, summary, report_sections)
-    return summary
 
 
 def write_run_report(trainer, summary: Mapping[str, Any],

@@ -20,6 +20,8 @@ model.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
@@ -28,7 +30,34 @@ import optax
 
 ScalarOrSchedule = Union[float, Callable[[Any], Any]]
 
-__all__ = ["adafactor", "adamw", "sgd", "with_gradient_clipping", "create", "OPTIMIZERS"]
+__all__ = ["adafactor", "adamw", "sgd", "with_gradient_clipping", "create", "OPTIMIZERS",
+           "BuiltOptimizer"]
+
+
+class BuiltOptimizer(optax.GradientTransformation):
+    """An optax transformation that remembers how it was built: `builder` (the plain
+    builder function below) and `arguments` (every argument, gin's bindings included), so
+    a sweep can rebuild it with other hyperparameters (`training/sweep.py`). Behaves as
+    the `GradientTransformation` it wraps."""
+
+    builder: Callable[..., optax.GradientTransformation]
+    arguments: dict
+
+
+def _rebuildable(builder):
+    """Makes `builder` return a `BuiltOptimizer` (same init / update)."""
+    signature = inspect.signature(builder)
+
+    @functools.wraps(builder)
+    def build(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        tx = builder(**bound.arguments)
+        out = BuiltOptimizer(tx.init, tx.update)
+        out.builder, out.arguments = builder, dict(bound.arguments)
+        return out
+
+    return build
 
 
 # --------------------------------------------------------------------------------------
@@ -147,6 +176,7 @@ def _skip_nan_updates(inner: optax.GradientTransformation) -> optax.GradientTran
 # Adafactor
 # --------------------------------------------------------------------------------------
 
+@_rebuildable
 def adafactor(learning_rate: ScalarOrSchedule = 0.3,
               decay_rate: float = 0.8,
               step_offset: int = 0,
@@ -269,6 +299,7 @@ def with_gradient_clipping(tx: optax.GradientTransformation,
     return optax.chain(optax.clip_by_global_norm(max_grad_norm), tx)
 
 
+@_rebuildable
 def adamw(learning_rate: ScalarOrSchedule = 0.3,
           b1: float = 0.9,
           b2: float = 0.999,
@@ -291,6 +322,7 @@ def adamw(learning_rate: ScalarOrSchedule = 0.3,
     return with_gradient_clipping(tx, max_grad_norm)
 
 
+@_rebuildable
 def sgd(learning_rate: ScalarOrSchedule = 0.3,
         momentum: Optional[float] = None,
         nesterov: bool = False,
@@ -302,7 +334,7 @@ def sgd(learning_rate: ScalarOrSchedule = 0.3,
     gradient before momentum). `max_grad_norm` clips the raw gradients by global norm first.
     """
     tx = optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov)
-    if weight_decay:
+    if not isinstance(weight_decay, (int, float)) or weight_decay:  # arrays: sweep values
         tx = optax.chain(optax.add_decayed_weights(weight_decay), tx)
     return with_gradient_clipping(tx, max_grad_norm)
 

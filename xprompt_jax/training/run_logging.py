@@ -9,7 +9,7 @@ import math
 import os
 import sys
 import time
-from typing import Any, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 
@@ -92,6 +92,55 @@ def append_log_line(model_dir: str, text: str) -> None:
         f.write(f"{stamp} {text}\n")
 
 
+METRICS_FILE = "metrics.jsonl"
+
+
+def repair_torn_last_line(path: str) -> int:
+    """Drops a torn last line of a JSONL file (a write cut off by a kill or a full disk:
+    no newline at its end) with one warning; returns the bytes dropped (0: none). Every
+    complete line is kept, so appending goes on after the last whole record."""
+    try:
+        with open(path, "rb+") as f:
+            data = f.read()
+            if not data or data.endswith(b"\n"):
+                return 0
+            keep = data.rfind(b"\n") + 1
+            f.truncate(keep)
+    except FileNotFoundError:
+        return 0
+    dropped = len(data) - keep
+    logger.warning("%s: dropped a torn last line (%d bytes, a write cut off: %r); the %d "
+                   "complete lines before it are kept", path, dropped,
+                   data[keep:keep + 40].decode("utf-8", "replace"),
+                   data[:keep].count(b"\n"))
+    return dropped
+
+
+def read_metrics(path: str) -> List[Dict[str, Any]]:
+    """The records of a metrics.jsonl file (none if it is missing). A line that is no JSON
+    object (a torn last line of a killed write, a damaged line) is skipped with one
+    warning naming the file and line; a reader never fails on it."""
+    if not os.path.exists(path):
+        return []
+    records, bad = [], []
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if isinstance(record, dict):
+                records.append(record)
+            else:
+                bad.append(number)
+    if bad:
+        logger.warning("%s: skipped %d line(s) that are no JSON record (line %s%s; a write "
+                       "cut off?)", path, len(bad), bad[0], " ..." if len(bad) > 1 else "")
+    return records
+
+
 class RunLogger:
     """Writes `metrics.jsonl` and TensorBoard events (`tensorboard/<split>`) under model_dir."""
 
@@ -101,7 +150,9 @@ class RunLogger:
         self.model_dir = model_dir
         self.is_writer = is_writer()
         os.makedirs(model_dir, exist_ok=True)
-        self.jsonl_path = os.path.join(model_dir, "metrics.jsonl")
+        self.jsonl_path = os.path.join(model_dir, METRICS_FILE)
+        if self.is_writer:  # a killed run's cut-off record, not glued to the next one
+            repair_torn_last_line(self.jsonl_path)
         self._writers = {}
         self._tensorboard = tensorboard and self.is_writer
         bar = progress_bar(total_steps, description, progress, unit="step")
@@ -144,11 +195,11 @@ class RunLogger:
         metrics = {k: _jsonable(v) for k, v in metrics.items()}
         metrics["examples_per_sec"] = rate
         self.log(step, "train", metrics)
-        if self._bar is not None:
-            self._bar.n = step
-            self._bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}",
-                                  ex_s=f"{rate:.1f}")
-            self._bar.refresh()
+        bar = self._bar
+        if bar is not None:
+            bar.n = step
+            self._on_terminal(lambda: bar.set_postfix(
+                loss=f"{metrics.get('loss', float('nan')):.4f}", ex_s=f"{rate:.1f}"))
         elif self.is_writer:
             logger.info("step %d loss %.4f examples/s %.1f", step, metrics.get("loss", np.nan),
                         rate)
@@ -159,14 +210,24 @@ class RunLogger:
         else the `xprompt_jax` logger) and MODEL_DIR/train.log."""
         if not self.is_writer:
             return
-        if self._bar is not None:
-            self._bar.write(text)
-        else:
+        bar = self._bar
+        if bar is None or not self._on_terminal(lambda: bar.write(text)):
             logger.info(text)
         append_log_line(self.model_dir, text)
 
+    def _on_terminal(self, write) -> bool:
+        """Runs a write of the progress bar; a terminal that went away (closed: EIO) ends
+        the bar instead of the run (events go on to the logger and train.log)."""
+        try:
+            write()
+            return True
+        except OSError:
+            self._bar = None
+            return False
+
     def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
+        bar = self._bar
+        if bar is not None:
+            self._on_terminal(bar.close)
         for writer in self._writers.values():
             writer.close()

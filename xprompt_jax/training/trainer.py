@@ -16,10 +16,11 @@ Reliability (docs: Reliability):
 - NaN/Inf: the jitted step drops a non-finite update; `on_nonfinite='stop'` (default)
   ends the run with `NonFiniteError` naming the step and the last good checkpoint,
   'skip_step' counts the skip and goes on (at most `max_consecutive_skips` in a row);
-- SIGTERM / SIGINT (and a TPU preemption notice under `jax.distributed`): the current
-  step finishes, a checkpoint with the data position is written, and `run` raises
-  `TrainingInterrupted` (the CLIs exit 0 saying how to resume); a second signal acts as
-  usual. All processes agree on the stop step (`multihost_utils`, no-ops in one process);
+- SIGTERM / SIGINT / SIGHUP (a closed terminal; not under `nohup`) and a TPU preemption
+  notice under `jax.distributed`: the current step finishes, a checkpoint with the data
+  position is written, and `run` raises `TrainingInterrupted` (the CLIs exit 0 saying how
+  to resume); under a CLI a second signal ends the process at once (`interrupts`). All
+  processes agree on the stop step (`multihost_utils`, no-ops in one process);
 - with no SAVE_PERIOD a checkpoint is also written every `save_interval_s` seconds
   (default 300), so a crash or `kill -9` loses at most about five minutes.
 """
@@ -40,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .. import _moved
+from .. import _moved, interrupts
 from ..errors import CheckpointError, ConfigError, NonFiniteError, TrainingInterrupted
 from . import partitioning, run_lock
 from .checkpointing import RunCheckpointer
@@ -81,6 +82,12 @@ def _nonfinite_cause(metrics: Mapping[str, Any]) -> str:
                 "are finite: the prompt holds values too large (check PROMPT_INIT / "
                 "PROMPT_FILE or the restored prompt)")
     return "LEARNING_RATE too high?"
+
+
+def seed_rngs(seed: int):
+    """(init rng, dropout rng) of a run with RANDOM_SEED `seed`."""
+    init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
+    return init_rng, dropout_rng
 
 
 @dataclasses.dataclass
@@ -186,7 +193,7 @@ class Trainer:
             optimizer = optax.chain(optimizer, _mask_updates(update_mask))
         self.optimizer = optimizer
 
-        init_rng, self.dropout_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+        init_rng, self.dropout_rng = seed_rngs(config.seed)
         initialized = initialize(model, pretrained_params, data_config.task_feature_lengths,
                                  frozen_config, init_rng, extra_variables=extra_variables,
                                  initial_trainable=initial_trainable)
@@ -296,10 +303,25 @@ class Trainer:
         (on_nonfinite='stop') and TrainingInterrupted (SIGTERM/SIGINT, after saving)."""
         cfg = self.config
         try:
-            with _StopSignals(cfg.handle_signals) as signals:
+            with _StopSignals(cfg.handle_signals,
+                              str(self.checkpointer.checkpoints_dir)) as signals:
                 return self._run(signals)
         finally:
             run_lock.release(cfg.model_dir)
+
+    def _readable_best_eval(self, best_eval: Optional[Dict[str, Any]]):
+        """The best evaluation a resumed run compares new ones with: the recorded one, or,
+        when its checkpoint cannot be read (an unreadable best gives way to the next best
+        readable one, `restore_best_good`), the evaluation of that fallback checkpoint, so
+        that an evaluation beating the fallback counts as an improvement and is kept."""
+        if not best_eval or best_eval.get("step") is None:
+            return best_eval
+        readable = self.checkpointer.readable_best_step(target=self._abstract_payload())
+        if readable == best_eval["step"]:
+            return best_eval
+        saved = None if readable is None else (
+            self.checkpointer.restore_meta(readable) or {}).get("eval")
+        return None if saved is None else {"step": readable, **saved}
 
     def _last_good(self) -> str:
         step = self.checkpointer.latest_step()
@@ -314,7 +336,7 @@ class Trainer:
         start = int(self.state.step)
         position = resume_position(meta, start, self._last_good())
         run_meta = {k: meta[k] for k in ("best_eval", "evals_without_improvement") if k in meta}
-        best_eval = run_meta.get("best_eval")
+        best_eval = self._readable_best_eval(run_meta.get("best_eval"))
         stale = int(run_meta.get("evals_without_improvement", 0))
         skipped = int(meta.get("skipped_steps", 0))
         iterator = TrainBatchIterator(self.data_config, position=position)
@@ -482,21 +504,29 @@ def _agree(stop_signal: bool, timed_save: bool):
 
 
 class _StopSignals:
-    """Within the `with` block SIGTERM and SIGINT set a flag (the loop saves and stops
-    after the current step); the previous handlers are reinstalled at the first signal
-    (a second one acts as usual) and on exit. Under `jax.distributed`, a TPU preemption
-    notice (`multihost_utils.reached_preemption_sync_point`) counts as a signal too.
-    Only the main thread can install handlers; elsewhere this does nothing."""
+    """Within the `with` block SIGTERM, SIGINT and SIGHUP (unless ignored, as `nohup`
+    does) set a flag (the loop saves and stops after the current step); the previous
+    handlers are reinstalled at the first signal (a second one acts as they do: under a
+    CLI it ends the process at once) and on exit. Under `jax.distributed`, a TPU
+    preemption notice (`multihost_utils.reached_preemption_sync_point`) counts as a signal
+    too. Only the main thread can install handlers; elsewhere this does nothing.
+    `checkpoint_dir` names where the checkpoints are kept in the line a second signal
+    prints."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    SIGNALS = interrupts.SIGNALS
 
-    def __init__(self, enabled: bool = True):
+    def __init__(self, enabled: bool = True, checkpoint_dir: str = ""):
         self.enabled = enabled and threading.current_thread() is threading.main_thread()
         self.name: Optional[str] = None
         self._previous: Dict[int, Any] = {}
+        self._phase = interrupts.phase(
+            "training", f"the checkpoints finished before are kept in "
+            f"{checkpoint_dir or 'MODEL_DIR'}; rerun the same command to resume from the "
+            "latest")
 
     def _handler(self, signum, frame):
         del frame
+        interrupts.leave_closed_terminal(signum)  # SIGHUP: the save must not fail on it
         self.name = signal.Signals(signum).name
         self._restore()
 
@@ -506,13 +536,17 @@ class _StopSignals:
         self._previous = {}
 
     def __enter__(self) -> "_StopSignals":
+        self._phase.__enter__()
         if self.enabled:
+            interrupts.note_terminal()
             for signum in self.SIGNALS:
-                self._previous[signum] = signal.signal(signum, self._handler)
+                if not interrupts.ignored_by_user(signum):
+                    self._previous[signum] = signal.signal(signum, self._handler)
         return self
 
     def __exit__(self, *exc) -> None:
         self._restore()
+        self._phase.__exit__(*exc)
 
     def received(self, step: int) -> bool:
         if self.name is not None:

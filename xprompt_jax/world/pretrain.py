@@ -61,4 +61,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 __getattr__ = _moved.module_getattr(__name__)
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from .. import cli
+
+    cli.run_cli(main, sys.argv[1:], prog="xprompt_jax.world.pretrain")  # signals: one line

@@ -28,6 +28,7 @@ from ..errors import TrainingInterrupted
 from ..fileio import read_json, runs_dir
 from ..markdown import cell
 from ..runs.report import Section
+from ..training.run_logging import read_metrics
 
 TASKS = ("boolq", "rte", "copa", "wic")
 DEFAULT_TASK = "rte"
@@ -80,10 +81,7 @@ def gin_args(method: Method, run_dir: str, task: str, world_dir: str, seed: int,
 
 
 def read_jsonl(path: str) -> List[Dict[str, Any]]:
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return read_metrics(path)  # a torn or damaged line is skipped with a warning
 
 
 def plot_training_curve(run_dir: str, path: str, references: Dict[str, float]) -> Optional[str]:

@@ -27,6 +27,13 @@ def masked_prompt_module(model):
     if prompt is None or not hasattr(prompt, "num_pieces"):
         raise ConfigError("XPrompt needs PromptedT5 with a MaskedSoftPrompt (gin/xprompt.gin "
                           "sets it)")
+    emb_dim = getattr(getattr(model, "config", None), "emb_dim", None)
+    if emb_dim and emb_dim % prompt.num_pieces:
+        fits = [k for k in range(2, emb_dim + 1) if emb_dim % k == 0 and k <= 64]
+        raise ConfigError(f"NUM_PIECES={prompt.num_pieces} does not divide the model's "
+                          f"embedding size {emb_dim} (models/<size>.gin): pass "
+                          f"--gin.NUM_PIECES=<one of {fits}> (the paper's 16 fits the public "
+                          "T5 sizes)")
     return prompt
 
 

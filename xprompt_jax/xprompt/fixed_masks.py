@@ -26,10 +26,11 @@ from typing import Callable, Optional, Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from flax.linen import partitioning as nn_partitioning
 
 from ..errors import DataError
-from ..fileio import NPY_MAGIC, save_npz_atomic
+from ..fileio import NPY_MAGIC, absolute, is_file, is_local, save_npz_atomic
 from ..prompts import initializers
 from ..prompts.soft_prompt import PROMPT_AXES
 from .masked_prompt import TOKEN_PRUNE_MODES
@@ -57,7 +58,7 @@ def _check_shapes(token_mask: np.ndarray, piece_mask: np.ndarray, where: str) ->
 @functools.lru_cache(maxsize=32)
 def _load_cached(path: str, mtime_ns: int, size: int) -> Tuple[np.ndarray, np.ndarray]:
     del mtime_ns, size  # cache keys only: a rewritten file is read again
-    with open(path, "rb") as f:
+    with epath.Path(path).open("rb") as f:
         head = f.read(4)
     if head != b"PK\x03\x04":  # a .npz is a zip archive; np.load would call a text
         # file "pickled data" and return a lone .npy array
@@ -66,7 +67,7 @@ def _load_cached(path: str, mtime_ns: int, size: int) -> Tuple[np.ndarray, np.nd
         raise DataError(f"masks file {path}: {kind}; expected the masks.npz that `python -m "
                         "xprompt_jax.prune` writes")
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with epath.Path(path).open("rb") as f, np.load(f, allow_pickle=False) as data:
             missing = {"token_mask", "piece_mask"} - set(data.files)
             if missing:
                 raise DataError(f"masks file {path} lacks {sorted(missing)} (has "
@@ -89,12 +90,15 @@ def _load_cached(path: str, mtime_ns: int, size: int) -> Tuple[np.ndarray, np.nd
 def load_masks(path) -> Tuple[np.ndarray, np.ndarray]:
     """`(token_mask [m], piece_mask [m, k])` float32 from a `masks.npz` (cached per file
     version)."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
+    path = absolute(path)  # local or remote (gs://), through epath
+    if not is_file(path):
         raise DataError(f"XPrompt masks file not found: {path} (written by "
                                 "`python -m xprompt_jax.prune --output_dir=...` as masks.npz)")
-    stat = os.stat(path)
-    return _load_cached(os.path.abspath(path), stat.st_mtime_ns, stat.st_size)
+    if is_local(path):
+        stat = os.stat(path)
+        return _load_cached(path, stat.st_mtime_ns, stat.st_size)
+    stat = epath.Path(path).stat()
+    return _load_cached(path, int(stat.mtime * 1e9), int(stat.length))
 
 
 class FixedMaskPrompt(nn.Module):

@@ -18,7 +18,7 @@ from typing import Any, Dict, Sequence
 
 import numpy as np
 
-from .. import gin_utils
+from .. import gin_utils, interrupts
 from ..evaluation.metrics import metric_name
 from ..fileio import barrier, is_writer, read_json, read_npy
 from ..runs.build import build_trainer
@@ -106,14 +106,15 @@ def run_pipeline(run: RunConfig, config: XPromptConfig = XPromptConfig(),
     # ---- importance scores of the full prompt
     scores_path = os.path.join(model_dir, "scores", "scores.json")
     if stage_done(model_dir, "scores") is None:
-        stages.record_inputs(model_dir, "scores", inputs["scores"])
-        n = config.num_score_examples
-        logger.info("XPrompt stage 2/4: importance scores over %d examples", n)
-        with progress_bar(n, "importance scores: examples", ctx.progress) as bar:
-            scores = scorer.score(np.ones(m, np.float32), np.ones((m, k), np.float32),
-                                  ctx.score_batches(), n, bar)
-        write_result(scores_path, scores.to_json())
-        mark_done(model_dir, "scores", {"num_examples": scores.num_examples})
+        with _stage(model_dir, "stage 2 (importance scores)"):
+            stages.record_inputs(model_dir, "scores", inputs["scores"])
+            n = config.num_score_examples
+            logger.info("XPrompt stage 2/4: importance scores over %d examples", n)
+            with progress_bar(n, "importance scores: examples", ctx.progress) as bar:
+                scores = scorer.score(np.ones(m, np.float32), np.ones((m, k), np.float32),
+                                      ctx.score_batches(), n, bar)
+            write_result(scores_path, scores.to_json())
+            mark_done(model_dir, "scores", {"num_examples": scores.num_examples})
     scores = ImportanceScores.from_json(read_json(scores_path, "XPrompt importance scores"))
     clock.mark("scores")
 
@@ -122,27 +123,29 @@ def run_pipeline(run: RunConfig, config: XPromptConfig = XPromptConfig(),
     if config.masking_curve:
         curve_path = os.path.join(model_dir, "curve", "curve.json")
         if stage_done(model_dir, "curve") is None:
-            stages.record_inputs(model_dir, "curve", inputs["curve"])
-            logger.info("XPrompt masking curve: %d ratios x (importance, reversed, %d random)",
-                        len(config.curve_ratios), config.curve_random_seeds)
-            write_result(curve_path, masking_curve_result(
-                ctx, stage1_params, scores.token, config.curve_ratios,
-                config.curve_random_seeds, config.batched_search))
-            mark_done(model_dir, "curve", {"ratios": list(config.curve_ratios)})
+            with _stage(model_dir, "the masking curve"):
+                stages.record_inputs(model_dir, "curve", inputs["curve"])
+                logger.info("XPrompt masking curve: %d ratios x (importance, reversed, %d random)",
+                            len(config.curve_ratios), config.curve_random_seeds)
+                write_result(curve_path, masking_curve_result(
+                    ctx, stage1_params, scores.token, config.curve_ratios,
+                    config.curve_random_seeds, config.batched_search))
+                mark_done(model_dir, "curve", {"ratios": list(config.curve_ratios)})
         curve = read_json(curve_path, "XPrompt masking curve")
         clock.mark("masking_curve")
 
     # ---- pruning search
     search_path = os.path.join(model_dir, "search", "search.json")
     if stage_done(model_dir, "search") is None:
-        stages.record_inputs(model_dir, "search", inputs["search"])
-        logger.info("XPrompt stage 3/4: pruning search (%s)", ", ".join(config.prune_levels))
-        result = search.search_masks(ctx, scorer, scores, stage1_params, config,
-                                     config.rewind_each_candidate)
-        result["chosen"] = search.variant_masks(result, scores, config.mask_variant,
-                                                config.mask_seed)
-        write_result(search_path, result)
-        mark_done(model_dir, "search", {"chosen": result["chosen"].get("name")})
+        with _stage(model_dir, "stage 3 (pruning search)"):
+            stages.record_inputs(model_dir, "search", inputs["search"])
+            logger.info("XPrompt stage 3/4: pruning search (%s)", ", ".join(config.prune_levels))
+            result = search.search_masks(ctx, scorer, scores, stage1_params, config,
+                                         config.rewind_each_candidate)
+            result["chosen"] = search.variant_masks(result, scores, config.mask_variant,
+                                                    config.mask_seed)
+            write_result(search_path, result)
+            mark_done(model_dir, "search", {"chosen": result["chosen"].get("name")})
     search_result = read_json(search_path, "XPrompt search table")
     token_mask = np.asarray(search_result["chosen"]["token_mask"], np.float32)
     piece_mask = np.asarray(search_result["chosen"]["piece_mask"], np.float32)
@@ -188,6 +191,13 @@ def run_pipeline(run: RunConfig, config: XPromptConfig = XPromptConfig(),
                                      report_sections)
     barrier(f"xprompt_jax.pipeline:{model_dir}/report")
     return report
+
+
+def _stage(model_dir: str, what: str):
+    """The phase a signal names: the finished stages are kept and a rerun goes on."""
+    return interrupts.phase(f"XPrompt {what}", f"the finished stages are kept in "
+                            f"{model_dir}; rerun the same command to continue from this "
+                            "stage")
 
 
 def _stage1_step(stage1_dir: str):

@@ -17,7 +17,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..fileio import is_writer
+from ..fileio import is_writer, save_figure
 from ..markdown import cell
 from ..runs import report as run_report
 from . import pruning
@@ -53,7 +53,7 @@ def plot_importance_heatmap(piece_scores: np.ndarray, token_mask: np.ndarray,
     ax.set_title(f"piece importance (grey: pruned; {int(kept.sum())}/{m * k} kept)")
     fig.colorbar(image, ax=ax, label="E|dL/dzeta|")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -65,7 +65,7 @@ def plot_histogram(values: np.ndarray, title: str, path: str) -> None:
     ax.set_xlabel("importance score")
     ax.set_ylabel("count")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -85,7 +85,7 @@ def plot_masking_curve(curve: Mapping[str, Any], path: str) -> None:
     ax.set_title("masking curve: stage-1 prompt, no retraining")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 

@@ -22,7 +22,6 @@ run on the candidates' mean).
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -33,6 +32,7 @@ from ..errors import CheckpointError
 from ..prompts.bank import PromptBank
 from ..runs.build import build_trainer
 from ..training.bank_training import BankConfig
+from ..training.run_logging import METRICS_FILE, read_metrics
 from . import pruning
 from .context import XPromptContext
 from .masked_prompt import MASKS
@@ -126,14 +126,8 @@ def joint_rewind_trainer(ctx: XPromptContext, stage1_params,
 def per_candidate_best(model_dir: str, names: Sequence[str], main_metric_fn) -> List[Dict]:
     """Each candidate's best dev evaluation of the joint run (from its metrics.jsonl, so a
     resumed run's earlier evaluations count): {'main_metric', 'metrics', 'step'}."""
-    evals = []
-    path = os.path.join(model_dir, "metrics.jsonl")
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                record = json.loads(line)
-                if record.get("split") == "eval":
-                    evals.append(record)
+    evals = [record for record in read_metrics(os.path.join(model_dir, METRICS_FILE))
+             if record.get("split") == "eval"]
     best: List[Dict[str, Any]] = [{"main_metric": None} for _ in names]
     seen = set()
     for record in evals:

@@ -27,10 +27,11 @@ import os
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
+from etils import epath
 
 from ..errors import ConfigError
 from ..evaluation.metrics import metric_name
-from ..fileio import is_writer, save_npy_atomic, write_json_atomic
+from ..fileio import absolute, is_writer, save_npy_atomic, write_json_atomic
 from ..runs.build import build_evaluator
 from ..runs.config import RunConfig
 from ..runs.flags import import_task_module
@@ -76,7 +77,7 @@ def checkpoint_param_shape(t5x_checkpoint: str, path: Sequence[str] = ("prompt",
 
 def _step_of(path: str) -> Optional[int]:
     """N of the nearest `checkpoint_N` folder on `path` (itself included), or None."""
-    for part in reversed(os.path.normpath(os.path.abspath(path)).split(os.sep)):
+    for part in reversed(absolute(path).replace(os.sep, "/").split("/")):
         if part.startswith("checkpoint_") and part[len("checkpoint_"):].isdigit():
             return int(part[len("checkpoint_"):])
     return None
@@ -85,12 +86,12 @@ def _step_of(path: str) -> Optional[int]:
 def stage1_label(t5x_checkpoint: str, prompt_file: Optional[str]):
     """The stage-1 step: the checkpoint's, or the `checkpoint_N` folder of `prompt_file`
     (a numpy export), else the prompt file's name."""
-    from ..checkpoints import find_t5x_checkpoint
+    from ..checkpoints import find_t5x_checkpoint, paths
 
     if prompt_file:
         step = _step_of(prompt_file)
-        return f"prompt file {os.path.basename(prompt_file)}" if step is None else step
-    return _step_of(os.path.dirname(find_t5x_checkpoint(os.path.abspath(t5x_checkpoint))[1]))
+        return f"prompt file {paths.basename(absolute(prompt_file))}" if step is None else step
+    return _step_of(paths.dirname(find_t5x_checkpoint(absolute(t5x_checkpoint))[1]))
 
 
 def _stage1_model(run: RunConfig, t5x_checkpoint: str, prompt_file: Optional[str]):
@@ -146,7 +147,7 @@ def prune_t5x_checkpoint(run: RunConfig, config: XPromptConfig, *, t5x_checkpoin
         raise ConfigError("MASK_VARIANT='length' is a fresh prompt of the surviving length: "
                           "run gin/t5x/prompt_tuning.gin with PROMPT_LENGTH instead")
     import_task_module(run.task_module, run.task_name)
-    output_dir = os.path.abspath(os.fspath(output_dir))
+    output_dir = absolute(output_dir)  # a gs:// URL stays one
     model, stage1_prompt = _stage1_model(run, t5x_checkpoint, prompt_file)
     run = run.replace(model=model, frozen=dataclasses.replace(
         run.frozen, initial_checkpoint_path=os.fspath(t5x_checkpoint), checkpoint_format="t5x"))
@@ -185,8 +186,8 @@ def prune_t5x_checkpoint(run: RunConfig, config: XPromptConfig, *, t5x_checkpoin
                        np.float32(0.0))  # stage-1 prompt * value mask (no -0.0)
 
     checkpoint_step = stage1_label(t5x_checkpoint, prompt_file)
-    masks_path = os.path.join(output_dir, MASKS_FILE)
-    prompt_path = os.path.join(output_dir, REWOUND_PROMPT_FILE)
+    masks_path = str(epath.Path(output_dir) / MASKS_FILE)
+    prompt_path = str(epath.Path(output_dir) / REWOUND_PROMPT_FILE)
     report = {
         "model_dir": output_dir,
         "t5x_checkpoint": os.fspath(t5x_checkpoint),
@@ -214,8 +215,8 @@ def prune_t5x_checkpoint(run: RunConfig, config: XPromptConfig, *, t5x_checkpoin
     if is_writer():
         save_masks(masks_path, token_mask, piece_mask)
         save_npy_atomic(prompt_path, rewound, np.float32)
-        write_json_atomic(os.path.join(output_dir, "scores.json"), scores.to_json())
-        write_json_atomic(os.path.join(output_dir, "search.json"), result)
+        write_json_atomic(epath.Path(output_dir) / "scores.json", scores.to_json())
+        write_json_atomic(epath.Path(output_dir) / "search.json", result)
     return report_lib.write_report(output_dir, report, scores, token_mask, piece_mask,
                                    [rewind_section])
 
@@ -237,7 +238,7 @@ def prune_configured(t5x_checkpoint: str, output_dir: str,
         gin.parse_config("from __gin__ import dynamic_registration\n"
                          "from xprompt_jax.prompts import initializers\n"
                          "PROMPT_INIT = @initializers.uniform()\n"
-                         f"MODEL_DIR = {os.path.abspath(output_dir)!r}")
+                         f"MODEL_DIR = {absolute(output_dir)!r}")
     return gin_utils.call_configured(
         lambda: prune_t5x_checkpoint(configured_run(), gin_utils.configured(XPromptConfig)(),
                                      t5x_checkpoint=t5x_checkpoint, output_dir=output_dir,

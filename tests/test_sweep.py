@@ -1,0 +1,205 @@
+"""SWEEP: configurations of the optimizer's hyperparameters trained as one bank in one run
+equal each configuration trained alone; bad SWEEP values are one-line ConfigErrors."""
+
+import gin
+import jax
+import numpy as np
+import pytest
+
+import xprompt_jax.tasks  # noqa: F401  (as the CLI does before parsing)
+from xprompt_jax import gin_utils
+from xprompt_jax.errors import ConfigError
+from xprompt_jax.runs import build_trainer, configured_run
+from xprompt_jax.runs.build import sweep_run
+from xprompt_jax.training import optimizers
+from xprompt_jax.training.sweep import entry_names, sweep_configurations
+
+from training_utils import run_config, tiny_prompted_model
+
+STEPS = 3
+# Tolerance: a fraction of how far the solo run moved the prompt (max abs). Float
+# summation order differs between a [B*N]-row batch and a [B]-row one, and Adafactor's
+# first steps divide by sqrt(g**2), so the difference scales with the step (measured on
+# the world, 3 steps: max |joint - solo| = 2.3e-5, 4.5e-5, 9.8e-5 at learning rates 0.1,
+# 0.3, 1.0 for moves of 0.36, 1.14, 3.71: at most 6.3e-5 of the move).
+RTOL_MOVED = 2e-4
+
+
+def _trainer(model_dir, method, bindings):
+    gin.clear_config()
+    gin_utils.parse_gin(
+        ["models/world_tiny.gin", method, "world/run.gin"],
+        [f"MODEL_DIR = '{model_dir}'", f"TRAIN_STEPS = {STEPS}", "EVAL_PERIOD = None",
+         "BATCH_SIZE = 8", "PROMPT_LENGTH = 4", "DROPOUT_RATE = 0.0", *bindings],
+        finalize=False)
+    try:
+        return build_trainer(configured_run())
+    finally:
+        gin.clear_config()
+
+
+def _prompt_leaves(params):
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves(params["prompt"])]
+
+
+def _check_sweep_equals_solo_runs(tmp_path, method, sweep, solo_bindings, names):
+    """Trains the sweep (one run) and each configuration alone (one run each, same
+    RANDOM_SEED); every entry's init is the solo init exactly, and after STEPS steps each
+    entry's params equal its solo run's to RTOL_MOVED of the solo run's move."""
+    trainer = _trainer(tmp_path / "sweep", method, [f"SWEEP = {sweep!r}"])
+    joint_init = _prompt_leaves(trainer.state.params)
+    trainer.run()
+    joint = _prompt_leaves(trainer.state.params)
+    assert sorted(trainer.numpy_params_fn(trainer.state.params)) == sorted(names)
+    solos = []
+    for k, bindings in enumerate(solo_bindings):
+        solo = _trainer(tmp_path / f"solo{k}", method, bindings)
+        solo_init = _prompt_leaves(solo.state.params)
+        for bank_leaf, leaf in zip(joint_init, solo_init):
+            np.testing.assert_array_equal(bank_leaf[k], leaf)  # the solo run's init
+        solo.run()
+        solos.append(_prompt_leaves(solo.state.params))
+        for bank_leaf, leaf, init in zip(joint, solos[-1], solo_init):
+            assert np.abs(leaf - init).max() > 1e-3  # it trained
+            moved = np.abs(leaf - init).max()
+            assert moved > 1e-3  # it trained
+            np.testing.assert_allclose(bank_leaf[k], leaf, rtol=0, atol=RTOL_MOVED * moved)
+    # the configurations lead to prompts far apart (100x the tolerance), so an entry
+    # trained with another entry's hyperparameters would fail the comparison above
+    for i in range(len(solos)):
+        for j in range(i):
+            gap = max(np.abs(a - b).max() for a, b in zip(solos[i], solos[j]))
+            assert gap > 100 * RTOL_MOVED * 4.0, (i, j, gap)
+
+
+@pytest.mark.slow  # 4 world runs (20-60 s on 2 cores): the CLI's whole path, init included
+def test_prompt_tuning_sweep_equals_separate_runs(tmp_path):
+    """Prompt tuning (Adafactor, Lester et al.'s settings) on world_rte with the world's
+    tiny T5 at BATCH_SIZE 8, the CLI's path (gin -> build_trainer -> Trainer.run), 3
+    learning rates: each entry starts from the solo run's init (bitwise) and after 3 steps
+    equals that learning rate trained alone to RTOL_MOVED. DROPOUT_RATE 0: the bank's rows
+    share one dropout stream where a solo run has its own."""
+    lrs = [0.1, 0.3, 1.0]
+    _check_sweep_equals_solo_runs(
+        tmp_path, "prompt_tuning.gin", {"learning_rate": lrs},
+        [[f"LEARNING_RATE = {lr}"] for lr in lrs], [f"learning_rate={lr}" for lr in lrs])
+
+
+def test_ept_sweep_with_weight_decay_equals_separate_steps():
+    """EPT (a reparameterised prompt: P1 through a down/up projection) with AdamW, a list of
+    configurations over learning rate and AdamW's weight decay, 3 joint steps of the
+    sweep's optimizer (inject_hyperparams vmapped over the bank) == 3 steps of each
+    configuration's plain `optimizers.adamw` on the solo model from the same init, atol
+    1e-5 (AdamW's update is about lr per element: no amplification of float noise).
+    Tiny random T5, synthetic batches, DROPOUT_RATE 0."""
+    from xprompt_jax.models import PromptedT5, T5Config
+    from xprompt_jax.prompts import EPTPrompt
+    from xprompt_jax.prompts.bank import PromptBank
+    from xprompt_jax.training.bank_training import BankBatches
+    from xprompt_jax.training.sweep import bank_initial_trainable, sweep_optimizer
+    from xprompt_jax.training.train_step import LossConfig, TrainState, make_train_step
+
+    cfg = T5Config(vocab_size=80, emb_dim=16, num_heads=2, head_dim=8, mlp_dim=32,
+                   num_encoder_layers=2, num_decoder_layers=2,
+                   relative_attention_num_buckets=8, relative_attention_max_distance=16,
+                   dropout_rate=0.0, mlp_activations=("gelu", "linear"),
+                   logits_via_embedding=False)
+    configs = [{"learning_rate": 0.1, "weight_decay": 0.01},
+               {"learning_rate": 0.1, "weight_decay": 2.0},
+               {"learning_rate": 0.5, "weight_decay": 0.01}]
+    rng = np.random.RandomState(0)
+    batches = []
+    for _ in range(STEPS):
+        tgt = rng.randint(2, 80, (4, 3))
+        batches.append({"encoder_input_tokens": rng.randint(2, 80, (4, 7)),
+                        "decoder_input_tokens": np.concatenate(
+                            [np.zeros((4, 1), int), tgt[:, :-1]], axis=1),
+                        "decoder_target_tokens": tgt,
+                        "decoder_loss_weights": np.ones((4, 3), np.float32)})
+    solo = PromptedT5(cfg, prompt=EPTPrompt(length=2, hidden=3))
+    b0 = batches[0]
+    variables = solo.init(jax.random.PRNGKey(0), b0["encoder_input_tokens"],
+                          b0["decoder_input_tokens"], b0["decoder_target_tokens"],
+                          enable_dropout=False)
+    frozen = {"params": {n: v for n, v in variables["params"].items() if n != "prompt"}}
+    init = {"prompt": variables["params"]["prompt"]}
+    alone = []
+    for config in configs:
+        tx = optimizers.adamw(**config)
+        step = jax.jit(make_train_step(solo, tx, LossConfig(), enable_dropout=False))
+        state = TrainState.create(init, tx)
+        for b in batches:
+            state, _ = step(state, frozen, b, jax.random.PRNGKey(1))
+        alone.append(_prompt_leaves(state.params))
+
+    bank = PromptedT5(cfg, prompt=PromptBank(EPTPrompt(length=2, hidden=3),
+                                             num_prompts=len(configs)))
+    ptx = sweep_optimizer(optimizers.adamw(learning_rate=0.3, weight_decay=0.0), configs)
+    step = jax.jit(make_train_step(bank, ptx, LossConfig(normalization="sum"),
+                                   enable_dropout=False))
+    transform = BankBatches(bank, "ensemble")
+    state = TrainState.create(bank_initial_trainable(init, len(configs)), ptx)
+    np.testing.assert_array_equal(state.opt_state.hyperparams["weight_decay"],
+                                  np.float32([0.01, 2.0, 0.01]))  # one value per entry
+    for b in batches:
+        state, _ = step(state, frozen, transform(b), jax.random.PRNGKey(1))
+    joint = _prompt_leaves(state.params)
+    start = _prompt_leaves(init)
+    for k in range(len(configs)):
+        for bank_leaf, leaf, leaf0 in zip(joint, alone[k], start):
+            assert np.abs(leaf - leaf0).max() > 1e-2  # it trained
+            np.testing.assert_allclose(bank_leaf[k], leaf, rtol=0, atol=1e-5)
+    for i in range(len(configs)):  # far apart: a swapped configuration would fail
+        for j in range(i):
+            assert max(np.abs(a - b).max() for a, b in zip(alone[i], alone[j])) > 1e-3
+
+
+def test_sweep_configurations_grid_and_list():
+    grid = sweep_configurations({"learning_rate": [0.1, 1.0], "weight_decay_rate": [0, 1e-3]})
+    assert grid == [{"learning_rate": 0.1, "weight_decay_rate": 0.0},
+                    {"learning_rate": 0.1, "weight_decay_rate": 1e-3},
+                    {"learning_rate": 1.0, "weight_decay_rate": 0.0},
+                    {"learning_rate": 1.0, "weight_decay_rate": 1e-3}]
+    assert entry_names(grid)[1] == "learning_rate=0.1+weight_decay_rate=0.001"
+    listed = sweep_configurations([{"learning_rate": 0.3}, {"learning_rate": 3}])
+    assert entry_names(listed) == ["learning_rate=0.3", "learning_rate=3.0"]
+
+
+@pytest.mark.parametrize("sweep, words", [
+    ({"learning_rte": [0.1]}, ["SWEEP", "'learning_rte'", "learning_rate, weight_decay_rate"]),
+    ({"learning_rate": []}, ["SWEEP", "'learning_rate'", "empty"]),
+    ({}, ["SWEEP", "empty grid"]),
+    ([], ["SWEEP", "empty list"]),
+    ({"learning_rate": [0.1, "fast"]}, ["SWEEP", "'learning_rate'", "'fast'", "number"]),
+    ({"learning_rate": [True]}, ["SWEEP", "'learning_rate'", "number"]),
+    ({"weight_decay_rate": [float("nan")]}, ["SWEEP", "'weight_decay_rate'", "finite"]),
+    ([{"learning_rate": 0.1}, {"learning_rate": 0.3, "weight_decay_rate": 0.1}],
+     ["SWEEP", "'weight_decay_rate'", "same keys"]),
+    ({"seed": [0, 1]}, ["SWEEP", "'seed'", "not supported yet"]),
+    ({"RANDOM_SEED": [0, 1]}, ["SWEEP", "'RANDOM_SEED'", "not supported yet"]),
+    ({"learning_rate": [0.1, 0.1]}, ["SWEEP", "learning_rate=0.1", "more than once"]),
+    ({"weight_decay": [0.1]}, ["SWEEP", "'weight_decay'", "optimizers.adafactor"]),
+    ("0.1", ["SWEEP", "'0.1'"]),
+])
+def test_bad_sweep_is_one_line_config_error(tmp_path, sweep, words):
+    run = run_config(tiny_prompted_model(), tmp_path).replace(
+        optimizer=optimizers.adafactor(learning_rate=0.3), sweep=sweep)
+    with pytest.raises(ConfigError) as info:
+        sweep_run(run)
+    message = str(info.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message, message
+
+
+def test_sweep_needs_a_rebuildable_optimizer_and_no_bank(tmp_path):
+    import optax
+
+    run = run_config(tiny_prompted_model(), tmp_path).replace(
+        optimizer=optax.sgd(0.1), sweep={"learning_rate": [0.1, 0.2]})
+    with pytest.raises(ConfigError, match="SWEEP needs OPTIMIZER built by optimizers"):
+        sweep_run(run)
+    banked = sweep_run(run.replace(optimizer=optimizers.adamw()))
+    assert banked.bank.prompt_names == ["learning_rate=0.1", "learning_rate=0.2"]
+    with pytest.raises(ConfigError, match="SWEEP builds its own bank"):
+        sweep_run(banked)
