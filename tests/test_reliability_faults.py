@@ -515,3 +515,28 @@ def test_a_read_only_home_names_the_folder_and_its_variable_in_the_quickstart(tm
                             f"{variable} to a writable folder"], ours
     finally:
         subprocess.run(["umount", str(home)], check=False)
+
+
+def test_a_full_disk_inside_a_staged_export_names_the_export_folder(tmp_path, monkeypatch,
+                                                                      capsys):
+    """A file of an export (a set of files that appear together) written atomically on a
+    full disk: one line for the whole export, nothing of it left, an earlier one whole."""
+    out = tmp_path / "export"
+    with fileio.staged_files(out, "export") as stage:
+        fileio.write_text_atomic(os.path.join(stage, "prompt.txt"), "earlier")
+
+    def fail(f):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def main(argv):
+        del argv
+        with fileio.staged_files(out, "export") as stage:
+            fileio.write_text_atomic(os.path.join(stage, "prompt.txt"), "new")
+
+    monkeypatch.setattr(fileio, "fsync", fail)
+    code, lines = _one_line(capsys, main)
+    assert (code, lines) == (1, [f"prog: error: {out}: writing the export failed ([Errno 28] "
+                                 "No space left on device); nothing of it was kept, an "
+                                 "earlier export there is unchanged"])
+    assert sorted(p.name for p in out.iterdir()) == ["prompt.txt"]
+    assert (out / "prompt.txt").read_text() == "earlier"

@@ -392,11 +392,13 @@ def staged_files(directory: PathLike, what: str, last: str = "") -> Iterator[str
             (stage / name).replace(target)
     except BaseException as e:
         _remove_stage(stage)
-        if isinstance(e, OSError):
-            from .errors import PartialWriteError
+        from .errors import PartialWriteError, ResourceError
 
-            raise PartialWriteError(f"{directory}: writing the {what} failed ({e}); nothing "
-                                    f"of it was kept, an earlier {what} there is "
+        # (a file written atomically inside reports a full disk as ResourceError)
+        cause = e.__cause__ if isinstance(e, ResourceError) else e
+        if isinstance(cause, OSError):
+            raise PartialWriteError(f"{directory}: writing the {what} failed ({cause}); "
+                                    f"nothing of it was kept, an earlier {what} there is "
                                     "unchanged") from e
         raise
     _remove_stage(stage)
