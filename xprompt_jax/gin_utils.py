@@ -69,6 +69,41 @@ def rewrite_gin_args(argv: Sequence[str]) -> List[str]:
     return out
 
 
+_INCLUDE_LINE = re.compile(r"""^\s*include\s+(['"])(.+?)\1""", re.M)
+
+
+def _check_include_cycle(path: str, search_paths: Sequence[str]) -> None:
+    """Raises GinConfigError naming the files, lines and includes of a circle of `include`s
+    reachable from `path` (gin itself would recurse into it until Python's recursion
+    limit). Includes that resolve nowhere are left to gin's own error."""
+    def visit(current: str, chain: list) -> None:
+        try:
+            with open(current) as f:
+                text = f.read()
+        except OSError:
+            return
+        for match in _INCLUDE_LINE.finditer(text):
+            line = text.count("\n", 0, match.start()) + 1
+            try:
+                target = _resolve(match.group(2), search_paths)
+            except GinConfigError:
+                continue
+            step = (current, line, f"{match.group(1)}{match.group(2)}{match.group(1)}")
+            files = [c[0] for c in chain] + [current]
+            if target in files:
+                circle = chain[files.index(target):] + [step]
+                raise GinConfigError(
+                    "gin files include each other in a circle: " + " -> ".join(
+                        f"{p}:{n} includes {inc}" for p, n, inc in circle) +
+                    " (remove one of these includes)")
+            if target not in done:
+                visit(target, chain + [step])
+        done.add(current)
+
+    done: set = set()
+    visit(path, [])
+
+
 _INCLUDE_FRAME = re.compile(r'In file "([^"]+)", line (\d+)\s+include\s+(\S[^\n]*)')
 
 
@@ -195,6 +230,7 @@ def _parse_gin(gin_files, gin_bindings, gin_search_paths, finalize) -> None:
     search_working_dir_last(search_paths)
     for gin_file in gin_files:
         resolved = _resolve(gin_file, search_paths)
+        _check_include_cycle(resolved, search_paths)  # before gin recurses into one
         try:
             gin.parse_config_file(resolved, skip_unknown=False)
         except Exception as e:  # gin raises many types; keep the message, add the file
