@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Mapping, Tuple
 
-from ..fileio import parse_json
 from . import paths
 
 # transformers ACT2FN name -> name understood by xprompt_jax.models.layers.activation_fn
@@ -52,6 +51,8 @@ def _to_dict(config_or_path) -> Dict[str, Any]:
             path = paths.join(path, "config.json")
         if not paths.exists(path):
             raise FileNotFoundError(f"Hugging Face config not found: {path}")
+        from ..fileio import parse_json  # (here: reading a config imports no jax)
+
         return parse_json(paths.read_text(path), path, "Hugging Face config")
     to_dict = getattr(config_or_path, "to_dict", None)
     if callable(to_dict):  # a transformers PretrainedConfig

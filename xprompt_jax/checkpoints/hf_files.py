@@ -14,7 +14,6 @@ from typing import Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
-from ..fileio import parse_json
 from . import paths
 
 TORCH = "torch"
@@ -101,6 +100,8 @@ def _reader_for(name: str):
 
 
 def _read_index(index_file: str) -> Tuple[Dict[str, np.ndarray], str]:
+    from ..fileio import parse_json  # (here: reading weights imports no jax)
+
     index = parse_json(paths.read_text(index_file), index_file, "safetensors index")
     weight_map = index.get("weight_map")
     if not isinstance(weight_map, Mapping):
