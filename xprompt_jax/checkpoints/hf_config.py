@@ -51,7 +51,7 @@ def _to_dict(config_or_path) -> Dict[str, Any]:
             path = paths.join(path, "config.json")
         if not paths.exists(path):
             raise FileNotFoundError(f"Hugging Face config not found: {path}")
-        from ..fileio import parse_json  # (here: reading a config imports no jax)
+        from ..fileio import parse_json  # imported here: this module loads without jax
 
         return parse_json(paths.read_text(path), path, "Hugging Face config")
     to_dict = getattr(config_or_path, "to_dict", None)

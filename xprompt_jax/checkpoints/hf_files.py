@@ -100,7 +100,7 @@ def _reader_for(name: str):
 
 
 def _read_index(index_file: str) -> Tuple[Dict[str, np.ndarray], str]:
-    from ..fileio import parse_json  # (here: reading weights imports no jax)
+    from ..fileio import parse_json  # imported here: this module loads without jax
 
     index = parse_json(paths.read_text(index_file), index_file, "safetensors index")
     weight_map = index.get("weight_map")
