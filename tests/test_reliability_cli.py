@@ -28,12 +28,14 @@ def _world_flags(model_dir, *extra):
                     *extra]
 
 
-def _run_train(argv, capsys):
-    """(exit code, last stderr line) of the train CLI run in process."""
+def _run_train(argv, capsys, cli_module="train"):
+    """(exit code, last stderr line) of the train (or another) CLI run in process."""
+    import importlib
+
     import gin
     from absl import flags
 
-    from xprompt_jax import train
+    train = importlib.import_module(f"xprompt_jax.{cli_module}")
 
     flags.FLAGS.unparse_flags()
     gin.clear_config()
@@ -41,7 +43,8 @@ def _run_train(argv, capsys):
     saved = (list(log.handlers), log.level, log.propagate)
     try:
         with pytest.raises(SystemExit) as info:
-            cli.run_cli(train.main, ["train"] + list(argv), prog="xprompt_jax.train")
+            cli.run_cli(train.main, [cli_module] + list(argv),
+                        prog=f"xprompt_jax.{cli_module}")
     finally:
         gin.clear_config()
         flags.FLAGS.unparse_flags()
@@ -310,6 +313,15 @@ def test_failed_config_change_keeps_the_record_and_the_original_command_resumes(
     _run_train_ok(_world_flags(model_dir, "--gin.TRAIN_STEPS=3"))  # the original settings
     assert "resumed from step 2" in (model_dir / "train.log").read_text()
     assert json.loads((model_dir / "train_summary.json").read_text())["final_step"] == 3
+    # evaluate: a step the run does not have, and another prompt length, are one line each
+    evaluate = _world_flags(model_dir, "--gin_file=runs/eval.gin")
+    code, last = _run_train(evaluate + ["--gin.EVAL_CHECKPOINT=7"], capsys, "evaluate")
+    assert (code, last) == (2, f"xprompt_jax.evaluate: error: no checkpoint for step 7 in "
+                               f"{model_dir} (available: [2, 3])"), last
+    code, last = _run_train(evaluate + ["--gin.PROMPT_LENGTH=10"], capsys, "evaluate")
+    assert (code, last) == (2, f"xprompt_jax.evaluate: error: checkpoint 3 in {model_dir}: "
+                               "parameter prompt/prompt has shape (20, 128), the model "
+                               "expects (10, 128)"), last
 
 
 def test_deleted_config_record_is_warned_about_on_resume(tmp_path, caplog):

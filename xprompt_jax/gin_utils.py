@@ -344,6 +344,11 @@ def _type_name(value) -> str:
                                                                    type(value).__name__)
 
 
+# Macros whose files' value has one type but that take another too (the code checks them):
+# EVAL_CHECKPOINT is 'best' | 'latest' | a step number.
+EITHER_TYPE = frozenset({"EVAL_CHECKPOINT"})
+
+
 def _type_ok(default, value) -> bool:
     """Whether `value` fits the type of the file's `default` (None always fits)."""
     if default is None or value is None or _is_reference(default) or _is_reference(value):
@@ -379,7 +384,7 @@ def check_macro_bindings(gin_bindings: Sequence[str], file_macros: dict) -> None
             raise GinConfigError(f"--gin.{name}: {name} is not a macro of the included gin "
                                  f"files{_did_you_mean(name, known)}")
         default, value = file_macros.get(name), values.get(name)
-        if not _type_ok(default, value):
+        if name not in EITHER_TYPE and not _type_ok(default, value):
             raise GinConfigError(f"--gin.{name}={value!r}: {name} expects "
                                  f"{_type_name(default)} (the gin files set {default!r}), "
                                  f"got {_type_name(value)}")
