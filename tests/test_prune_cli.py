@@ -273,7 +273,10 @@ def test_prune_rejects_length_variant_and_non_prompt_checkpoint(tmp_path, fixtur
         (32128, 4)
     model = tiny_prompted_model().clone(prompt=MaskedSoftPrompt(length=M, num_pieces=K))
     with pytest.raises(ValueError, match="no target/prompt/prompt"):
-        t5x_stage2.prune_t5x_checkpoint(run_config(model, tmp_path / "o"), XPromptConfig(),
+        # (a registered task: the task name is checked first)
+        run = run_config(model, tmp_path / "o", task=synthetic_tasks.TASK_NAME,
+                         task_module="synthetic_tasks")
+        t5x_stage2.prune_t5x_checkpoint(run, XPromptConfig(),
                                         t5x_checkpoint=str(plain),
                                         output_dir=str(tmp_path / "o"))
 
