@@ -30,6 +30,15 @@ def _flags(model_dir, steps, *extra):
                     "--gin.MAX_EVAL_EXAMPLES=16", *extra]
 
 
+@pytest.fixture(autouse=True)
+def _sighup_as_in_a_terminal():
+    """SIGHUP at its default, as a shell in a terminal starts programs: the suite may run
+    under `nohup` (SIGHUP ignored, which the CLIs rightly leave alone)."""
+    previous = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    yield
+    signal.signal(signal.SIGHUP, previous)
+
+
 def _env():
     env = dict(os.environ)
     env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
@@ -78,23 +87,31 @@ def test_sighup_from_a_closed_terminal_saves_and_the_rerun_resumes(tmp_path, cap
 
     model_dir = tmp_path / "run"
     master, slave = os.openpty()
+    # A terminal's shell starts programs with SIGHUP at its default; the suite itself may
+    # run under nohup (SIGHUP ignored, inherited), where the CLI rightly leaves it alone.
     proc = subprocess.Popen([sys.executable, "-m", "xprompt_jax.train"]
                             + _flags(model_dir, 100000), cwd=ROOT, env=_env(),
-                            stdin=slave, stdout=slave, stderr=slave)
+                            stdin=slave, stdout=slave, stderr=slave,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
     os.close(slave)
-    shown = b""
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None \
-            and _lines(model_dir / "metrics.jsonl") < 3:
-        if select.select([master], [], [], 0.2)[0]:
-            try:
-                shown += os.read(master, 1 << 16)
-            except OSError:
-                break
-    assert proc.poll() is None, shown[-3000:]
-    os.close(master)  # the terminal window is closed
-    proc.send_signal(signal.SIGHUP)
-    assert proc.wait(timeout=120) == 0  # saved and stopped, as for SIGTERM
+    try:
+        shown = b""
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None \
+                and _lines(model_dir / "metrics.jsonl") < 3:
+            if select.select([master], [], [], 0.2)[0]:
+                try:
+                    shown += os.read(master, 1 << 16)
+                except OSError:
+                    break
+        assert proc.poll() is None, shown[-3000:]
+        os.close(master)  # the terminal window is closed
+        proc.send_signal(signal.SIGHUP)
+        assert proc.wait(timeout=120) == 0  # saved and stopped, as for SIGTERM
+    finally:
+        if proc.poll() is None:  # a failed check leaves no training process behind
+            proc.kill()
+            proc.wait()
     log = (model_dir / "train.log").read_text()
     stop = [line for line in log.splitlines() if "SIGHUP received: stopped after step" in line]
     assert len(stop) == 1 and stop[0].endswith("; checkpoint saved"), log[-2000:]
@@ -267,15 +284,14 @@ def test_a_full_disk_midway_through_an_export_leaves_no_partial_export(
 
 
 def test_a_torn_last_metrics_line_is_dropped_on_resume_and_readers_skip_it(
-        trained, tmp_path, capsys, caplog):
-    import shutil
-
+        tmp_path, capsys, caplog):
     from xprompt_jax import train
     from xprompt_jax.world import quickstart
 
+    # a run of its own, resumed right after (no other test's CLI runs in between)
     run = tmp_path / "run"
-    # the run without its lock file: the copy is a run of its own
-    shutil.copytree(trained, run, ignore=shutil.ignore_patterns("run.lock", ".run.lock*"))
+    code, lines = _run_cli(train, _flags(run, 2), capsys, "xprompt_jax.train")
+    assert code is None, "\n".join(lines)
     metrics = run / "metrics.jsonl"
     whole = metrics.read_bytes()
     assert whole.endswith(b"\n") and whole.count(b"\n") == 2  # steps 1 and 2
@@ -289,7 +305,7 @@ def test_a_torn_last_metrics_line_is_dropped_on_resume_and_readers_skip_it(
     assert quickstart.plot_training_curve(str(run), str(tmp_path / "curve.png"), {})
     # the resume drops it (one warning) and appends whole records after step 2
     code, lines = _run_cli(train, _flags(run, 3), capsys, "xprompt_jax.train")
-    assert code is None, lines
+    assert code is None, "\n".join(lines)
     warning = [line for line in lines if "dropped a torn" in line]
     assert len(warning) == 1 and warning[0].endswith(
         f"{metrics}: dropped a torn last line ({len(torn)} bytes, a write cut off: "
