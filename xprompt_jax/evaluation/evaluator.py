@@ -159,7 +159,9 @@ class Evaluator:
         self._best_main: Optional[float] = None
         if config.heldout_split:
             if prompts is not None:
-                raise ValueError("EVAL_HELDOUT_SPLIT is not supported with a PromptBank")
+                raise ConfigError(f"EVAL_HELDOUT_SPLIT = {config.heldout_split!r} is not "
+                                  "supported with a bank of prompts (ensemble.gin, "
+                                  "mixed_tasks.gin, SWEEP): set EVAL_HELDOUT_SPLIT = None")
             self.heldout = Evaluator(
                 model, task_name, feature_lengths,
                 dataclasses.replace(config, split=config.heldout_split, heldout_split=None),
