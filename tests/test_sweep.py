@@ -1,5 +1,8 @@
-"""SWEEP: configurations of the optimizer's hyperparameters trained as one bank in one run
-equal each configuration trained alone; bad SWEEP values are one-line ConfigErrors."""
+"""SWEEP: configurations (optimizer hyperparameters, seeds, prompt inits) trained as one
+bank in one run equal each configuration trained alone; bad SWEEP values are one-line
+ConfigErrors."""
+
+import dataclasses
 
 import gin
 import jax
@@ -26,11 +29,15 @@ RTOL_MOVED = 2e-4
 
 
 def _trainer(model_dir, method, bindings):
+    """A world run of `method`; `bindings` that end in '.gin' are files parsed after it
+    (e.g. 'prompts/sampled_vocab.gin')."""
     gin.clear_config()
+    files = [b for b in bindings if b.endswith(".gin")]
     gin_utils.parse_gin(
-        ["models/world_tiny.gin", method, "world/run.gin"],
+        ["models/world_tiny.gin", method, *files, "world/run.gin"],
         [f"MODEL_DIR = '{model_dir}'", f"TRAIN_STEPS = {STEPS}", "EVAL_PERIOD = None",
-         "BATCH_SIZE = 8", "PROMPT_LENGTH = 4", "DROPOUT_RATE = 0.0", *bindings],
+         "BATCH_SIZE = 8", "PROMPT_LENGTH = 4", "DROPOUT_RATE = 0.0",
+         *[b for b in bindings if not b.endswith(".gin")]],
         finalize=False)
     try:
         return build_trainer(configured_run())
@@ -70,6 +77,7 @@ def _check_sweep_equals_solo_runs(tmp_path, method, sweep, solo_bindings, names)
         for j in range(i):
             gap = max(np.abs(a - b).max() for a, b in zip(solos[i], solos[j]))
             assert gap > 100 * RTOL_MOVED * 4.0, (i, j, gap)
+    return trainer
 
 
 @pytest.mark.slow  # 4 world runs (20-60 s on 2 cores): the CLI's whole path, init included
@@ -83,6 +91,63 @@ def test_prompt_tuning_sweep_equals_separate_runs(tmp_path):
     _check_sweep_equals_solo_runs(
         tmp_path, "prompt_tuning.gin", {"learning_rate": lrs},
         [[f"LEARNING_RATE = {lr}"] for lr in lrs], [f"learning_rate={lr}" for lr in lrs])
+
+
+@pytest.mark.slow  # 3 world runs of a reparameterised prompt (about 15-40 s on 2 cores)
+def test_seed_sweep_of_resprompt_equals_runs_with_those_seeds(tmp_path):
+    """ResPrompt (a reparameterised prompt: P plus a residual MLP, AdamW as the EPT paper's
+    baseline) swept over RANDOM_SEED 0 and 1: each entry's init is the solo run's with
+    that seed (bitwise: P and the network), each entry reads its own seed's shuffled
+    stream, and after 3 steps equals the solo run with that seed to RTOL_MOVED."""
+    _check_sweep_equals_solo_runs(
+        tmp_path, "resprompt.gin", {"seed": [0, 1], "learning_rate": [0.3]},
+        [[f"RANDOM_SEED = {seed}", "LEARNING_RATE = 0.3"] for seed in (0, 1)],
+        [f"seed={seed}+learning_rate=0.3" for seed in (0, 1)])
+
+
+@pytest.mark.slow  # 3 world runs (about 10-30 s on 2 cores)
+def test_seed_and_prompt_init_sweep_equals_solo_runs(tmp_path):
+    """Prompt tuning, a list sweeping the seed and the prompt init kind: entry k starts
+    from the init of a solo run with its seed and its prompts/<init>.gin (sampled
+    vocabulary, class labels: the embedding read as that gin file reads it), reads its
+    seed's stream, and ends equal to that run (RTOL_MOVED)."""
+    configs = [{"seed": 1, "prompt_init": "sampled_vocab"},
+               {"seed": 2, "prompt_init": "class_labels"}]
+    trainer = _check_sweep_equals_solo_runs(
+        tmp_path, "prompt_tuning.gin", configs,
+        [[f"RANDOM_SEED = {c['seed']}", f"prompts/{c['prompt_init']}.gin"] for c in configs],
+        ["seed=1+prompt_init=sampled_vocab", "seed=2+prompt_init=class_labels"])
+    assert trainer.data_config.entry_seeds == (1, 2)
+
+
+def test_seed_sweep_streams_are_the_solo_runs_streams():
+    """A seed sweep's batches hold, for entry k, exactly the batch a solo run with seed
+    `entry_seeds[k]` reads at that step (rows b*K + k), the seqio shuffle of that seed;
+    two seeds give different orders, so an entry reading another seed's stream fails."""
+    from xprompt_jax.training.data import DataConfig, TrainBatchIterator
+
+    import xprompt_jax.world.seqio_tasks  # noqa: F401  (registers world_rte)
+
+    config = DataConfig("world_rte", {"inputs": 48, "targets": 4}, batch_size=4)
+    solo = {seed: TrainBatchIterator(dataclasses.replace(config, seed=seed))
+            for seed in (0, 1)}
+    joint = TrainBatchIterator(dataclasses.replace(config, entry_seeds=(1, 0, 1)), position=0)
+    for _ in range(2):
+        batch = next(joint)
+        alone = {seed: next(it) for seed, it in solo.items()}
+        assert not np.array_equal(alone[0]["encoder_input_tokens"],
+                                  alone[1]["encoder_input_tokens"])  # orders differ
+        for k, seed in enumerate((1, 0, 1)):
+            for name, value in alone[seed].items():
+                np.testing.assert_array_equal(batch[name][k::3], value)
+    assert joint.state() == {"position": 2, "seed": 0, "entry_seeds": [1, 0, 1]}
+    resumed = TrainBatchIterator(dataclasses.replace(config, entry_seeds=(1, 0, 1)),
+                                 position=2)  # a resume skips in every stream
+    after = {seed: next(it) for seed, it in solo.items()}
+    batch = next(resumed)
+    for k, seed in enumerate((1, 0, 1)):
+        np.testing.assert_array_equal(batch["encoder_input_tokens"][k::3],
+                                      after[seed]["encoder_input_tokens"])
 
 
 def test_ept_sweep_with_weight_decay_equals_separate_steps():
@@ -138,8 +203,8 @@ def test_ept_sweep_with_weight_decay_equals_separate_steps():
     step = jax.jit(make_train_step(bank, ptx, LossConfig(normalization="sum"),
                                    enable_dropout=False))
     transform = BankBatches(bank, "ensemble")
-    state = TrainState.create(bank_initial_trainable(init, len(configs)), ptx)
-    np.testing.assert_array_equal(state.opt_state.hyperparams["weight_decay"],
+    state = TrainState.create(bank_initial_trainable([init] * len(configs)), ptx)
+    np.testing.assert_array_equal(state.opt_state.inner.hyperparams["weight_decay"],
                                   np.float32([0.01, 2.0, 0.01]))  # one value per entry
     for b in batches:
         state, _ = step(state, frozen, transform(b), jax.random.PRNGKey(1))
@@ -175,8 +240,9 @@ def test_sweep_configurations_grid_and_list():
     ({"weight_decay_rate": [float("nan")]}, ["SWEEP", "'weight_decay_rate'", "finite"]),
     ([{"learning_rate": 0.1}, {"learning_rate": 0.3, "weight_decay_rate": 0.1}],
      ["SWEEP", "'weight_decay_rate'", "same keys"]),
-    ({"seed": [0, 1]}, ["SWEEP", "'seed'", "not supported yet"]),
-    ({"RANDOM_SEED": [0, 1]}, ["SWEEP", "'RANDOM_SEED'", "not supported yet"]),
+    ({"seed": [0, 1.5]}, ["SWEEP", "'seed'", "1.5", "int >= 0"]),
+    ({"RANDOM_SEED": [0, 1]}, ["SWEEP", "'RANDOM_SEED'", "name the seed axis 'seed'"]),
+    ({"prompt_init": ["vocab"]}, ["SWEEP", "'prompt_init'", "'vocab'", "sampled_vocab"]),
     ({"learning_rate": [0.1, 0.1]}, ["SWEEP", "learning_rate=0.1", "more than once"]),
     ({"weight_decay": [0.1]}, ["SWEEP", "'weight_decay'", "optimizers.adafactor"]),
     ("0.1", ["SWEEP", "'0.1'"]),
@@ -203,3 +269,25 @@ def test_sweep_needs_a_rebuildable_optimizer_and_no_bank(tmp_path):
     assert banked.bank.prompt_names == ["learning_rate=0.1", "learning_rate=0.2"]
     with pytest.raises(ConfigError, match="SWEEP builds its own bank"):
         sweep_run(banked)
+
+
+def test_ept_learning_rate_grid_is_one_sweep(monkeypatch):
+    """recipes/ept_lr_sweep.gin after an EPT recipe: one run whose entries are EPT's grid
+    (App. B.2, LR_GRID), each with its own AdamW learning rate; `--gin.LR_GRID` narrows it."""
+    from _tasks_import import T5_SPM, import_tasks
+
+    monkeypatch.setenv("XPROMPT_T5_VOCAB", str(T5_SPM))
+    import_tasks()
+    grid = (3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
+    for extra, rates in (([], grid), (["LR_GRID = (0.1, 0.3)"], (0.1, 0.3))):
+        gin.clear_config()
+        try:
+            gin_utils.parse_gin(
+                ["recipes/ept_resprompt_baseline.gin", "recipes/ept_lr_sweep.gin"],
+                ["MIXTURE_OR_TASK_NAME = 'lester_glue_rte_v200_heldout'",
+                 "MODEL_DIR = '/tmp/unused'", *extra], finalize=False)
+            run = sweep_run(configured_run())
+        finally:
+            gin.clear_config()
+        assert run.bank.prompt_names == [f"learning_rate={r!r}" for r in rates]
+        assert run.bank.mode == "ensemble"
