@@ -26,6 +26,15 @@ STEPS = 3
 # the world, 3 steps: max |joint - solo| = 2.3e-5, 4.5e-5, 9.8e-5 at learning rates 0.1,
 # 0.3, 1.0 for moves of 0.36, 1.14, 3.71: at most 6.3e-5 of the move).
 RTOL_MOVED = 2e-4
+# Other seeds and inits: a few elements get gradients at float-noise level (near-dead ReLU
+# units of ResPrompt's MLP; single prompt elements), which a per-element normalising
+# optimizer (AdamW; Adafactor on unfactored leaves) turns into steps whose size depends on
+# how the summation order tips them. There, per leaf, the difference's norm is at most
+# NORM_RTOL_MOVED of the move's norm and every element within ELEMENT_RTOL_MOVED of the
+# largest move (measured on the world, 3 steps: at most 1.4e-4 and 6.4e-3 for ResPrompt
+# with AdamW, seeds 0 and 1; 3.2e-5 and 2.7e-4 for prompt tuning, seeds 1 and 2).
+NORM_RTOL_MOVED = 1e-3
+ELEMENT_RTOL_MOVED = 3e-2
 
 
 def _trainer(model_dir, method, bindings):
@@ -49,11 +58,12 @@ def _prompt_leaves(params):
     return [np.asarray(x) for x in jax.tree_util.tree_leaves(params["prompt"])]
 
 
-def _check_sweep_equals_solo_runs(tmp_path, method, sweep, solo_bindings, names):
+def _check_sweep_equals_solo_runs(tmp_path, method, sweep, solo_bindings, names,
+                                  sweep_files=(), norm_rtol=None):
     """Trains the sweep (one run) and each configuration alone (one run each, same
     RANDOM_SEED); every entry's init is the solo init exactly, and after STEPS steps each
     entry's params equal its solo run's to RTOL_MOVED of the solo run's move."""
-    trainer = _trainer(tmp_path / "sweep", method, [f"SWEEP = {sweep!r}"])
+    trainer = _trainer(tmp_path / "sweep", method, [*sweep_files, f"SWEEP = {sweep!r}"])
     joint_init = _prompt_leaves(trainer.state.params)
     trainer.run()
     joint = _prompt_leaves(trainer.state.params)
@@ -67,10 +77,16 @@ def _check_sweep_equals_solo_runs(tmp_path, method, sweep, solo_bindings, names)
         solo.run()
         solos.append(_prompt_leaves(solo.state.params))
         for bank_leaf, leaf, init in zip(joint, solos[-1], solo_init):
-            assert np.abs(leaf - init).max() > 1e-3  # it trained
             moved = np.abs(leaf - init).max()
             assert moved > 1e-3  # it trained
-            np.testing.assert_allclose(bank_leaf[k], leaf, rtol=0, atol=RTOL_MOVED * moved)
+            if norm_rtol is None:
+                np.testing.assert_allclose(bank_leaf[k], leaf, rtol=0,
+                                           atol=RTOL_MOVED * moved)
+            else:  # AdamW on a network with ReLU units (NORM_RTOL_MOVED)
+                gap = np.linalg.norm(bank_leaf[k] - leaf) / np.linalg.norm(leaf - init)
+                assert gap <= norm_rtol, (k, leaf.shape, gap)
+                np.testing.assert_allclose(bank_leaf[k], leaf, rtol=0,
+                                           atol=ELEMENT_RTOL_MOVED * moved)
     # the configurations lead to prompts far apart (100x the tolerance), so an entry
     # trained with another entry's hyperparameters would fail the comparison above
     for i in range(len(solos)):
@@ -98,11 +114,11 @@ def test_seed_sweep_of_resprompt_equals_runs_with_those_seeds(tmp_path):
     """ResPrompt (a reparameterised prompt: P plus a residual MLP, AdamW as the EPT paper's
     baseline) swept over RANDOM_SEED 0 and 1: each entry's init is the solo run's with
     that seed (bitwise: P and the network), each entry reads its own seed's shuffled
-    stream, and after 3 steps equals the solo run with that seed to RTOL_MOVED."""
+    stream, and after 3 steps equals the solo run with that seed (NORM_RTOL_MOVED)."""
     _check_sweep_equals_solo_runs(
         tmp_path, "resprompt.gin", {"seed": [0, 1], "learning_rate": [0.3]},
         [[f"RANDOM_SEED = {seed}", "LEARNING_RATE = 0.3"] for seed in (0, 1)],
-        [f"seed={seed}+learning_rate=0.3" for seed in (0, 1)])
+        [f"seed={seed}+learning_rate=0.3" for seed in (0, 1)], norm_rtol=NORM_RTOL_MOVED)
 
 
 @pytest.mark.slow  # 3 world runs (about 10-30 s on 2 cores)
@@ -116,7 +132,8 @@ def test_seed_and_prompt_init_sweep_equals_solo_runs(tmp_path):
     trainer = _check_sweep_equals_solo_runs(
         tmp_path, "prompt_tuning.gin", configs,
         [[f"RANDOM_SEED = {c['seed']}", f"prompts/{c['prompt_init']}.gin"] for c in configs],
-        ["seed=1+prompt_init=sampled_vocab", "seed=2+prompt_init=class_labels"])
+        ["seed=1+prompt_init=sampled_vocab", "seed=2+prompt_init=class_labels"],
+        norm_rtol=NORM_RTOL_MOVED)
     assert trainer.data_config.entry_seeds == (1, 2)
 
 
