@@ -106,7 +106,8 @@ def test_stopped_entry_keeps_its_params_and_state_others_unchanged(tmp_path):
     action = entries(6, {"per_prompt_main": [10.0, 65.0]}, state.params)
     assert action.stop and "every sweep entry stopped" in action.reason
     record = json.loads((tmp_path / BEST_FILE).read_text())
-    assert record[names[0]] == {"config": configs[0], "best_metric": 50.0, "best_step": 2,
+    assert record[names[0]] == {"index": 0, "config": configs[0], "best_metric": 50.0,
+                                "best_step": 2,
                                 "last_metric": 50.0, "last_step": 4,
                                 "evals_without_improvement": 1, "stopped_at": 4}
     assert record[names[1]]["best_step"] == 4 and record[names[1]]["stopped_at"] == 6
@@ -161,7 +162,9 @@ def test_world_sweep_stops_entries_keeps_bests_and_resumes_equal(tmp_path):
                     jax.tree_util.tree_leaves(whole.state.params)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
     report = write_sweep_report(str(tmp_path / "whole"))
-    assert [r["entry"] for r in report["rows"]] == list(record)
+    assert [r["entry"] for r in report["rows"]] == [  # the sweep's order (seed slowest)
+        "seed=0+learning_rate=0.01", "seed=0+learning_rate=3.0", "seed=1+learning_rate=0.01",
+        "seed=1+learning_rate=3.0"]
     assert [g["config"] for g in report["groups"]] == ["learning_rate=0.01",
                                                        "learning_rate=3.0"]
     for name in ("sweep_report.json", "sweep_report.md", "sweep_report.png"):
@@ -171,20 +174,20 @@ def test_world_sweep_stops_entries_keeps_bests_and_resumes_equal(tmp_path):
 def test_sweep_report_statistics_over_seeds():
     """Per configuration without its seed: n, mean, sample std and the 95% t-interval,
     checked against scipy's t distribution; a configuration seen with one seed has no
-    std or interval; rows keep the record's order and fields."""
+    std or interval; rows follow the entries' sweep order (`index`), not the file's."""
     stats = pytest.importorskip("scipy.stats")
     best = {0: 70.0, 1: 74.0, 2: 75.5}
     record = {}
     for seed, value in best.items():
         record[f"seed={seed}+learning_rate=0.3"] = {
-            "config": {"seed": seed, "learning_rate": 0.3}, "best_metric": value,
-            "best_step": 10 * (seed + 1), "last_metric": value - 1, "last_step": 40,
-            "stopped_at": None}
-    record["seed=0+learning_rate=1.0"] = {
-        "config": {"seed": 0, "learning_rate": 1.0}, "best_metric": 60.0, "best_step": 5,
-        "last_metric": 58.0, "last_step": 20, "stopped_at": 20}
+            "index": seed, "config": {"seed": seed, "learning_rate": 0.3},
+            "best_metric": value, "best_step": 10 * (seed + 1), "last_metric": value - 1,
+            "last_step": 40, "stopped_at": None}
+    record = {"seed=0+learning_rate=1.0": {  # first in the file, last in the sweep
+        "index": 3, "config": {"seed": 0, "learning_rate": 1.0}, "best_metric": 60.0,
+        "best_step": 5, "last_metric": 58.0, "last_step": 20, "stopped_at": 20}, **record}
     report = sweep_report(record)
-    assert [r["entry"] for r in report["rows"]] == list(record)
+    assert [r["entry"] for r in report["rows"]] == list(record)[1:] + list(record)[:1]
     assert report["rows"][3]["stopped_at"] == 20
     group = report["groups"][0]
     values = np.asarray(list(best.values()))

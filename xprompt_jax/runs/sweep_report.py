@@ -24,7 +24,8 @@ from typing import Any, Dict, List, Mapping
 
 from ..analysis.seed_stats import summarize
 from ..errors import ConfigError
-from ..fileio import is_file, is_writer, read_json, save_figure, write_json_atomic, write_text_atomic
+from ..fileio import (is_file, is_writer, read_json, save_figure, write_json_atomic,
+                      write_text_atomic)
 from ..markdown import cell
 from ..training.sweep import BEST_FILE, SEED_KEY
 
@@ -38,7 +39,8 @@ def _label(config: Mapping[str, Any]) -> str:
 def sweep_report(record: Mapping[str, Mapping[str, Any]]) -> Dict[str, Any]:
     """The report (module docstring) of a best_per_entry.json record."""
     rows: List[Dict[str, Any]] = []
-    for name, entry in record.items():
+    order = sorted(record, key=lambda n: (record[n].get("index", len(record)), n))
+    for name, entry in ((n, record[n]) for n in order):  # the sweep's order
         rows.append({"entry": name, "config": dict(entry.get("config") or {}),
                      **{k: entry.get(k) for k in ("best_metric", "best_step", "last_metric",
                                                   "last_step", "stopped_at")}})
@@ -60,7 +62,7 @@ def sweep_markdown(report: Mapping[str, Any], title: str = "Sweep") -> str:
     lines = [f"# {title}", "", "| configuration | best dev metric | at step | final metric "
              "| at step | stopped at |", "|---|---|---|---|---|---|"]
     for row in report["rows"]:
-        lines.append(f"| {_label(row['config'])} | {cell(row['best_metric'])} | "
+        lines.append(f"| {row['entry']} | {cell(row['best_metric'])} | "
                      f"{cell(row['best_step'])} | {cell(row['last_metric'])} | "
                      f"{cell(row['last_step'])} | {cell(row['stopped_at'])} |")
     if report["groups"]:

@@ -335,10 +335,10 @@ class SweepEntries:
     (`<entry>.<leaf path>.npy` for a reparameterised prompt); `patience` evaluations
     without improvement stop the entry at that step (`freeze_entries`: from then on its
     params and optimizer state stay those of its stop), and when every entry has stopped
-    the run stops. best_per_entry.json holds, per entry, its configuration, best metric
-    and step, last metric and step, and stop step; the same record travels in each
-    checkpoint's meta (`meta` / `load_meta`), so a resumed run continues from the
-    checkpoint's record."""
+    the run stops. best_per_entry.json holds, per entry, its index in the sweep, its
+    configuration, best metric and step, last metric and step, and stop step; the same
+    record travels in each checkpoint's meta (`meta` / `load_meta`), so a resumed run
+    continues from the checkpoint's record."""
 
     def __init__(self, model_dir: str, names: Sequence[str],
                  configs: Sequence[Mapping[str, Any]], patience: Optional[int],
@@ -359,9 +359,9 @@ class SweepEntries:
                  "last_step": None, "evals_without_improvement": 0, "stopped_at": None}
         meta = meta if isinstance(meta, Mapping) else {}
         self.entries = {}
-        for name, config in zip(self.names, self.configs):
+        for index, (name, config) in enumerate(zip(self.names, self.configs)):
             saved = meta.get(name) if isinstance(meta.get(name), Mapping) else {}
-            self.entries[name] = {"config": config,
+            self.entries[name] = {"index": index, "config": config,
                                   **{k: saved.get(k, v) for k, v in fresh.items()}}
 
     def stopped(self) -> List[int]:
