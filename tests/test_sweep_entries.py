@@ -13,7 +13,7 @@ import pytest
 import xprompt_jax.tasks  # noqa: F401  (as the CLI does before parsing)
 from xprompt_jax import gin_utils
 from xprompt_jax.runs import build_trainer, configured_run
-from xprompt_jax.runs.sweep_report import sweep_report, write_sweep_report
+from xprompt_jax.runs.sweep_report import sweep_markdown, sweep_report, write_sweep_report
 from xprompt_jax.training import optimizers
 from xprompt_jax.training.sweep import BEST_DIR, BEST_FILE, SweepEntries, SweepState
 
@@ -122,8 +122,9 @@ def _world_sweep(model_dir, steps):
         ["models/world_tiny.gin", "prompt_tuning.gin", "world/run.gin"],
         [f"MODEL_DIR = '{model_dir}'", f"TRAIN_STEPS = {steps}", "EVAL_PERIOD = 1",
          "PATIENCE = 1", "MAX_EVAL_EXAMPLES = 16", "KEEP_CHECKPOINTS = 10",
+         "EVAL_HELDOUT_SPLIT = 'train'",
          "BATCH_SIZE = 8", "PROMPT_LENGTH = 4", "DROPOUT_RATE = 0.0",
-         "SWEEP = {'seed': [0, 1], 'learning_rate': [0.01, 3.0]}"], finalize=False)
+         "SWEEP = {'seed': [0, 1], 'learning_rate': [3.0]}"], finalize=False)
     try:
         return build_trainer(configured_run())
     finally:
@@ -132,16 +133,17 @@ def _world_sweep(model_dir, steps):
 
 @pytest.mark.slow  # 3 short world sweeps with an evaluation every step (about 20-40 s)
 def test_world_sweep_stops_entries_keeps_bests_and_resumes_equal(tmp_path):
-    """A world sweep (2 seeds x 2 learning rates, PATIENCE 1, an evaluation every step):
+    """A world sweep (2 seeds, PATIENCE 1, an evaluation every step):
     every stopped entry's final params are its numpy export at its stop step (bitwise),
-    its best_per_entry/<entry>.npy the export at its best step; the same sweep killed
+    its best_per_entry/<entry>.npy the export at its best step, its held-out metric
+    (EVAL_HELDOUT_SPLIT) that prompt's evaluated alone; the same sweep killed
     after step 2 and resumed ends with the same params and per-entry record; the sweep
-    report has one row per entry and a group per learning rate over the 2 seeds."""
+    report has one row per entry and one group over the 2 seeds."""
     steps = 4
     whole = _world_sweep(tmp_path / "whole", steps)
     summary = whole.run()
     record = json.loads((tmp_path / "whole" / BEST_FILE).read_text())
-    assert len(record) == 4
+    assert len(record) == 2
     stopped = {n: e["stopped_at"] for n, e in record.items() if e["stopped_at"] is not None}
     assert any(s < summary["final_step"] for s in stopped.values()), record  # not vacuous
     final = whole.numpy_params_fn(whole.state.params)
@@ -154,6 +156,18 @@ def test_world_sweep_stops_entries_keeps_bests_and_resumes_equal(tmp_path):
         np.testing.assert_array_equal(
             np.load(tmp_path / "whole" / BEST_DIR / f"{name}.npy"),
             np.load(numpy_dir / f"checkpoint_{entry['best_step']}" / f"{name}.npy"))
+    # each entry's held-out metric at its best step: its best prompt evaluated alone
+    from training_utils import world_variables
+    from xprompt_jax.evaluation.evaluator import EvalConfig, Evaluator
+
+    alone = None
+    for name, entry in record.items():
+        model, variables = world_variables(np.load(tmp_path / "whole" / BEST_DIR /
+                                                   f"{name}.npy"))
+        alone = alone or Evaluator(model, "world_rte", {"inputs": 48, "targets": 4},
+                                   EvalConfig(split="train", max_examples=16))
+        assert entry["best_heldout"] == {
+            "split": "train", "main_metric": alone.evaluate(variables)["main_metric"]}
     _world_sweep(tmp_path / "split", 2).run()  # "killed" after step 2
     resumed = _world_sweep(tmp_path / "split", steps)
     resumed.run()
@@ -162,11 +176,10 @@ def test_world_sweep_stops_entries_keeps_bests_and_resumes_equal(tmp_path):
                     jax.tree_util.tree_leaves(whole.state.params)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
     report = write_sweep_report(str(tmp_path / "whole"))
-    assert [r["entry"] for r in report["rows"]] == [  # the sweep's order (seed slowest)
-        "seed=0+learning_rate=0.01", "seed=0+learning_rate=3.0", "seed=1+learning_rate=0.01",
-        "seed=1+learning_rate=3.0"]
-    assert [g["config"] for g in report["groups"]] == ["learning_rate=0.01",
-                                                       "learning_rate=3.0"]
+    assert [r["entry"] for r in report["rows"]] == ["seed=0+learning_rate=3.0",
+                                                    "seed=1+learning_rate=3.0"]
+    assert [g["config"] for g in report["groups"]] == ["learning_rate=3.0"]
+    assert report["groups"][0]["best"]["n"] == 2
     for name in ("sweep_report.json", "sweep_report.md", "sweep_report.png"):
         assert (tmp_path / "whole" / name).stat().st_size > 0
 
@@ -182,7 +195,8 @@ def test_sweep_report_statistics_over_seeds():
         record[f"seed={seed}+learning_rate=0.3"] = {
             "index": seed, "config": {"seed": seed, "learning_rate": 0.3},
             "best_metric": value, "best_step": 10 * (seed + 1), "last_metric": value - 1,
-            "last_step": 40, "stopped_at": None}
+            "last_step": 40, "stopped_at": None,
+            "best_heldout": {"split": "test", "main_metric": value - 10}}
     record = {"seed=0+learning_rate=1.0": {  # first in the file, last in the sweep
         "index": 3, "config": {"seed": 0, "learning_rate": 1.0}, "best_metric": 60.0,
         "best_step": 5, "last_metric": 58.0, "last_step": 20, "stopped_at": 20}, **record}
@@ -199,5 +213,9 @@ def test_sweep_report_statistics_over_seeds():
     assert group["best"]["std"] == pytest.approx(sd)
     assert group["best"]["ci95"] == pytest.approx([mean - half, mean + half], abs=1e-3)
     assert group["final"]["mean"] == pytest.approx(mean - 1)
+    assert group["heldout"]["mean"] == pytest.approx(mean - 10)
+    markdown = sweep_markdown(report)
+    assert "| test at the best step |" in markdown and "| seed=1+learning_rate=0.3 | 74.00 |" \
+        " 20 | 64.00 | 73.00 | 40 | - |" in markdown
     single = report["groups"][1]
     assert single["best"] == {"n": 1, "mean": 60.0, "std": None, "ci95": None}

@@ -5,8 +5,9 @@ where seeds vary, each other configuration's spread over its seeds.
 `sweep.SweepEntries` keeps during training) and writes, in MODEL_DIR:
 
 - `sweep_report.json`: `rows` (per entry: its configuration, best dev metric and step,
-  final metric and step - the last evaluation while it trained -, stop step) and `groups`
-  (per configuration without its seed: the seeds, and `best` / `final` as `n`, `mean`,
+  the held-out split's main metric at that step (EVAL_HELDOUT_SPLIT), final metric and
+  step - the last evaluation while it trained -, stop step) and `groups` (per
+  configuration without its seed: the seeds, and `best` / `final` / `heldout` as `n`, `mean`,
   `std` (ddof 1), `ci95` (the two-sided 95% Student-t interval over the seeds,
   `analysis.seed_stats`));
 - `sweep_report.md`: the same as two tables;
@@ -41,9 +42,12 @@ def sweep_report(record: Mapping[str, Mapping[str, Any]]) -> Dict[str, Any]:
     rows: List[Dict[str, Any]] = []
     order = sorted(record, key=lambda n: (record[n].get("index", len(record)), n))
     for name, entry in ((n, record[n]) for n in order):  # the sweep's order
+        held = entry.get("best_heldout") or {}
         rows.append({"entry": name, "config": dict(entry.get("config") or {}),
                      **{k: entry.get(k) for k in ("best_metric", "best_step", "last_metric",
-                                                  "last_step", "stopped_at")}})
+                                                  "last_step", "stopped_at")},
+                     "heldout_split": held.get("split"),
+                     "heldout_metric": held.get("main_metric")})
     groups: List[Dict[str, Any]] = []
     if any(SEED_KEY in row["config"] for row in rows):
         by_config: Dict[str, List[Dict[str, Any]]] = {}
@@ -54,24 +58,32 @@ def sweep_report(record: Mapping[str, Mapping[str, Any]]) -> Dict[str, Any]:
             groups.append({
                 "config": label, "seeds": [m["config"].get(SEED_KEY) for m in members],
                 "best": summarize([m["best_metric"] for m in members]),
-                "final": summarize([m["last_metric"] for m in members])})
+                "final": summarize([m["last_metric"] for m in members]),
+                "heldout": summarize([m["heldout_metric"] for m in members])})
     return {"rows": rows, "groups": groups}
 
 
 def sweep_markdown(report: Mapping[str, Any], title: str = "Sweep") -> str:
-    lines = [f"# {title}", "", "| configuration | best dev metric | at step | final metric "
-             "| at step | stopped at |", "|---|---|---|---|---|---|"]
+    split = next((r["heldout_split"] for r in report["rows"] if r["heldout_split"]), None)
+    held = [] if split is None else [f"{split} at the best step"]
+    lines = [f"# {title}", "", "| configuration | best dev metric | at step | "
+             + "".join(f"{h} | " for h in held) + "final metric | at step | stopped at |",
+             "|---|---|---|" + "---|" * len(held) + "---|---|---|"]
     for row in report["rows"]:
         lines.append(f"| {row['entry']} | {cell(row['best_metric'])} | "
-                     f"{cell(row['best_step'])} | {cell(row['last_metric'])} | "
-                     f"{cell(row['last_step'])} | {cell(row['stopped_at'])} |")
+                     f"{cell(row['best_step'])} | "
+                     + "".join(f"{cell(row['heldout_metric'])} | " for _ in held)
+                     + f"{cell(row['last_metric'])} | {cell(row['last_step'])} | "
+                     f"{cell(row['stopped_at'])} |")
     if report["groups"]:
+        keys = ["best", "final"] + (["heldout"] if held else [])
         lines += ["", "Over seeds (mean, sample std, two-sided 95% t-interval):", "",
-                  "| configuration | seeds | best: mean | std | 95% interval | final: mean "
-                  "| std | 95% interval |", "|---|---|---|---|---|---|---|---|"]
+                  "| configuration | seeds | "
+                  + " | ".join(f"{k}: mean | std | 95% interval" for k in keys) + " |",
+                  "|---|---|" + "---|---|---|" * len(keys)]
         for group in report["groups"]:
             parts = []
-            for key in ("best", "final"):
+            for key in keys:
                 stats = group[key]
                 ci = stats["ci95"]
                 parts += [cell(stats["mean"]), cell(stats["std"]),

@@ -336,7 +336,8 @@ class SweepEntries:
     without improvement stop the entry at that step (`freeze_entries`: from then on its
     params and optimizer state stay those of its stop), and when every entry has stopped
     the run stops. best_per_entry.json holds, per entry, its index in the sweep, its
-    configuration, best metric and step, last metric and step, and stop step; the same
+    configuration, best metric and step (and, with EVAL_HELDOUT_SPLIT, its held-out main
+    metric there), last metric and step, and stop step; the same
     record travels in each checkpoint's meta (`meta` / `load_meta`), so a resumed run
     continues from the checkpoint's record."""
 
@@ -355,8 +356,9 @@ class SweepEntries:
         return {name: dict(entry) for name, entry in self.entries.items()}
 
     def load_meta(self, meta: Optional[Mapping[str, Any]]) -> None:
-        fresh = {"best_metric": None, "best_step": None, "last_metric": None,
-                 "last_step": None, "evals_without_improvement": 0, "stopped_at": None}
+        fresh = {"best_metric": None, "best_step": None, "best_heldout": None,
+                 "last_metric": None, "last_step": None, "evals_without_improvement": 0,
+                 "stopped_at": None}
         meta = meta if isinstance(meta, Mapping) else {}
         self.entries = {}
         for index, (name, config) in enumerate(zip(self.names, self.configs)):
@@ -381,8 +383,11 @@ class SweepEntries:
             entry["last_metric"], entry["last_step"] = main, int(step)
             if main is not None and (entry["best_metric"] is None
                                      or main > entry["best_metric"]):
+                held = (result.get("heldout_per_prompt") or {}).get(name)
                 entry.update(best_metric=main, best_step=int(step),
-                             evals_without_improvement=0)
+                             evals_without_improvement=0, best_heldout=None if held is None
+                             else {"split": held["split"],
+                                   "main_metric": held["main_metric"]})
                 improved.append(name)
             else:
                 entry["evals_without_improvement"] += 1
