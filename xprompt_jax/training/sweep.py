@@ -54,7 +54,7 @@ import optax
 from ..errors import ConfigError
 from ..fileio import is_writer, save_npy_atomic, write_json_atomic
 from ..prompts import bank as bank_lib
-from ..prompts import initializers
+from ..prompts import initializers, task_init
 from .bank_training import BankAndSharedState, per_prompt_optimizer
 from .checkpointing import numpy_file_name, param_paths
 from .frozen_model import initialize
@@ -272,8 +272,6 @@ def entry_model(model, config: Mapping[str, Any], embedding_fn, task_name: str):
     elif kind == "sampled_vocab":
         init = initializers.sampled_vocab(embedding_fn(), population=5000)
     else:
-        from ..prompts import task_init
-
         init = task_init.class_labels_for_task(embedding_fn(), task_name, population=5000)
     return model.clone(prompt=model.prompt.clone(init=init))
 
@@ -337,9 +335,9 @@ class SweepEntries:
     params and optimizer state stay those of its stop), and when every entry has stopped
     the run stops. best_per_entry.json holds, per entry, its index in the sweep, its
     configuration, best metric and step (and, with EVAL_HELDOUT_SPLIT, its held-out main
-    metric there), last metric and step, and stop step; the same
-    record travels in each checkpoint's meta (`meta` / `load_meta`), so a resumed run
-    continues from the checkpoint's record."""
+    metric there), last metric and step, and stop step; the same record travels in each
+    checkpoint's meta (`meta` / `load_meta`), so a resumed run continues from the
+    checkpoint's record."""
 
     def __init__(self, model_dir: str, names: Sequence[str],
                  configs: Sequence[Mapping[str, Any]], patience: Optional[int],
