@@ -107,7 +107,7 @@ def test_stopped_entry_keeps_its_params_and_state_others_unchanged(tmp_path):
     assert action.stop and "every sweep entry stopped" in action.reason
     record = json.loads((tmp_path / BEST_FILE).read_text())
     assert record[names[0]] == {"index": 0, "config": configs[0], "best_metric": 50.0,
-                                "best_step": 2,
+                                "best_step": 2, "best_heldout": None,
                                 "last_metric": 50.0, "last_step": 4,
                                 "evals_without_improvement": 1, "stopped_at": 4}
     assert record[names[1]]["best_step"] == 4 and record[names[1]]["stopped_at"] == 6
