@@ -2,8 +2,6 @@
 rank, gradients, logical axes, init, and the gin method files."""
 
 import functools
-import pathlib
-import subprocess
 
 import flax.linen as nn
 import gin
@@ -379,17 +377,3 @@ def test_gin_ept_ablation_switches(clean_gin):
     prompt = model.prompt
     assert (prompt.activation, prompt.residual, prompt.hidden) == ("gelu", True, 4)
     assert gin.query_parameter("%LEARNING_RATE") == 0.01
-
-
-def test_lr_grid_script_runs_one_training_per_rate(tmp_path):
-    root = pathlib.Path(__file__).resolve().parents[1]
-    env = {"PATH": "/usr/bin:/bin", "DRY_RUN": "1", "LRS": "0.3 0.01",
-           "METHOD_GIN": "resprompt.gin", "MODEL_GIN": "models/t5_1_1_tiny.gin"}
-    out = subprocess.run(["bash", str(root / "launch" / "lr_grid.sh"), str(tmp_path), "task",
-                          "--gin.BATCH_SIZE=8"], env=env, capture_output=True, text=True,
-                         check=True, timeout=60).stdout.splitlines()
-    assert len(out) == 2
-    for line, rate in zip(out, ["0.3", "0.01"]):
-        assert "-m xprompt_jax.train" in line and "--gin_file=resprompt.gin" in line
-        assert f"--gin.LEARNING_RATE={rate}" in line and f"lr_{rate}" in line
-        assert line.rstrip().endswith("--gin.BATCH_SIZE=8")

@@ -13,7 +13,8 @@ metrics and `evaluate` is the plain case. Options of the same evaluator, never w
 - `EvalConfig.heldout_split`: whenever the selection split's main metric reaches or improves
   on the best seen so far, the same variables are also scored on this split (EPT App.
   B.1: select on one split, report another); the result gains `'heldout'` and
-  `metrics['heldout_<split>/<name>']`;
+  `metrics['heldout_<split>/<name>']`; with `prompts`, per prompt: each prompt whose own
+  main metric reached its best gets its held-out result (`'heldout_per_prompt'`);
 - `prompts` (a `bank.PromptSelection`): a PromptBank model's prompts scored together, with
   each prompt's metrics, their mean and best, and the majority-vote ensemble (`bank.py`);
 - `EvalConfig.label_parsing` (gin LABEL_PARSING): 't5' (default, the papers'): a prediction
@@ -157,16 +158,13 @@ class Evaluator:
                                for ex in self.examples]
         self.heldout: Optional[Evaluator] = None
         self._best_main: Optional[float] = None
+        self._best_per_prompt: Dict[str, float] = {}
         if config.heldout_split:
-            if prompts is not None:
-                raise ConfigError(f"EVAL_HELDOUT_SPLIT = {config.heldout_split!r} is not "
-                                  "supported with a bank of prompts (ensemble.gin, "
-                                  "mixed_tasks.gin, SWEEP): set EVAL_HELDOUT_SPLIT = None")
             self.heldout = Evaluator(
                 model, task_name, feature_lengths,
                 dataclasses.replace(config, split=config.heldout_split, heldout_split=None),
                 label_strings_fn=target_labels, main_metric_fn=self.main_metric_fn,
-                label_map=label_map)
+                label_map=label_map, prompts=prompts)
 
     # ------------------------------------------------------------------ labels
     def _source_labels_fn(self, target_fn):
@@ -331,7 +329,9 @@ class Evaluator:
         """The split's result; a bank's aggregate with `prompts`; the held-out split's
         result too when configured and the main metric did not get worse."""
         if self.prompts is not None:
-            return bank_lib.bank_result(self, variables)
+            result = bank_lib.bank_result(self, variables)
+            return result if self.heldout is None else self._with_bank_heldout(result,
+                                                                                variables)
         result = self.evaluate_variants(variables, SINGLE)[0]
         main = result.get("main_metric")
         # >=: re-evaluating the best variables (the XPrompt pipeline's final evaluation of
@@ -340,6 +340,30 @@ class Evaluator:
                 self._best_main is None or main >= self._best_main):
             self._best_main = main
             result = self._with_heldout(result, self.heldout.evaluate(variables))
+        return result
+
+    def _with_bank_heldout(self, result: Dict[str, Any], variables) -> Dict[str, Any]:
+        """A bank's result with the held-out split of every prompt whose own main metric
+        reached or improved on its best so far (`heldout_per_prompt`: {name: {'split',
+        'main_metric', 'metrics'}}, and `metrics['heldout_<split>/<name>/<metric>']`);
+        all prompts are scored in one batch when any qualifies."""
+        names = result["prompt_names"]
+        better = [name for name, main in zip(names, result["per_prompt_main"])
+                  if main is not None and main >= self._best_per_prompt.get(name, -np.inf)]
+        if not better:
+            return result
+        held = self.heldout.evaluate(variables)
+        split = held["split"]
+        result, metrics = dict(result), dict(result["metrics"])
+        per_prompt = {}
+        for name in better:
+            self._best_per_prompt[name] = result["per_prompt_main"][names.index(name)]
+            own = {k[len(name) + 1:]: v for k, v in held["metrics"].items()
+                   if k.startswith(name + "/")}
+            per_prompt[name] = {"split": split, "metrics": own,
+                                "main_metric": held["per_prompt_main"][names.index(name)]}
+            metrics.update({f"{HELDOUT_PREFIX}{split}/{name}/{k}": v for k, v in own.items()})
+        result["heldout_per_prompt"], result["metrics"] = per_prompt, metrics
         return result
 
     @staticmethod

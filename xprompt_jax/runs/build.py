@@ -4,7 +4,8 @@
 frozen model (`frozen.load_pretrained`), builds the evaluator (`build_evaluator`) and, for a
 PromptBank model, the bank's parts (per-prompt optimizer, batch transform, per-prompt
 numpy export, best prompt per task); with SWEEP, the bank of the sweep's entries
-(`sweep_run`), each starting from the solo run's init. What a stage passes in code - a
+(`sweep_run`), each starting from the solo run's init, with its own best prompt and
+early stopping (`sweep.SweepEntries`; PATIENCE applies per entry). What a stage passes in code - a
 rewound prompt (`initial_trainable`), fixed masks (`extra_variables`), an update mask, a
 step callback - are arguments here, never gin bindings.
 """
@@ -15,6 +16,7 @@ import dataclasses
 import logging
 from typing import Any, Callable, Dict, Mapping, Optional
 
+from ..checkpoints.pretrained import load_embedding
 from ..evaluation.bank import PromptSelection
 from ..evaluation.evaluator import Evaluator
 from ..evaluation.multitask import MultiTaskEvaluator
@@ -61,14 +63,21 @@ def run_steps(run: RunConfig) -> RunConfig:
 
 def sweep_run(run: RunConfig) -> RunConfig:
     """`run` with SWEEP expanded (training/sweep.py): the model's prompt as a bank of one
-    entry per configuration, trained in ensemble mode, entries named by their
-    configurations, the optimizer vectorised over the entries' hyperparameters."""
+    entry per configuration, entries named by their configurations, the optimizer
+    vectorised over the entries' hyperparameters; trained in ensemble mode (every entry the
+    same batches) or, when seeds are swept, each entry on its own seed's stream of
+    examples ('entry_streams')."""
     configs = sweep_lib.sweep_configurations(run.sweep)
-    return run.replace(
-        model=sweep_lib.bank_model(run.model, len(configs)),
-        optimizer=sweep_lib.sweep_optimizer(run.optimizer, configs),
-        bank=bank_training.BankConfig("ensemble",
-                                      prompt_names=sweep_lib.entry_names(configs)))
+    names = sweep_lib.entry_names(configs)
+    model = sweep_lib.bank_model(run.model, len(configs))
+    optimizer = sweep_lib.sweep_optimizer(run.optimizer, configs)
+    if sweep_lib.SEED_KEY not in configs[0]:
+        return run.replace(model=model, optimizer=optimizer,
+                           bank=bank_training.BankConfig("ensemble", prompt_names=names))
+    seeds = tuple(sweep_lib.entry_seeds(configs, run.data.seed))
+    return run.replace(model=model, optimizer=optimizer,
+                       data=dataclasses.replace(run.data, entry_seeds=seeds),
+                       bank=bank_training.BankConfig("entry_streams", prompt_names=names))
 
 
 def build_trainer(run: RunConfig, *, initial_trainable: Optional[Mapping[str, Any]] = None,
@@ -95,12 +104,20 @@ def build_trainer(run: RunConfig, *, initial_trainable: Optional[Mapping[str, An
         loss = dataclasses.replace(
             loss, normalization=bank_training.bank_loss_normalization(loss.normalization))
         bank_parts = bank_training.bank_trainer_parts(model, bank, run.model_dir)
+        if solo is not None:  # each entry its own best, and its own early stopping
+            bank_parts["eval_callback"] = sweep_lib.SweepEntries(
+                run.model_dir, bank.names(model), sweep_lib.sweep_configurations(solo.sweep),
+                run.trainer.patience, bank_parts["numpy_params_fn"])
+            run = run.with_trainer(patience=None)
     pretrained = load_pretrained(model, run.frozen, run.feature_lengths)
     if solo is not None:
-        initial_trainable = sweep_lib.bank_initial_trainable(
-            sweep_lib.solo_initial_trainable(solo.model, pretrained, run.feature_lengths,
-                                             run.frozen, run.trainer.seed),
-            prompt_bank.num_prompts(model))
+        initial_trainable = sweep_lib.sweep_initial_trainable(
+            solo.model, sweep_lib.sweep_configurations(solo.sweep), run.trainer.seed,
+            lambda m, seed: sweep_lib.solo_initial_trainable(
+                m, pretrained, run.feature_lengths, run.frozen, seed),
+            lambda: load_embedding(run.frozen.initial_checkpoint_path,
+                                   run.frozen.checkpoint_format),
+            run.task_name)
     return Trainer(model, optimizer, run.data, run.trainer, frozen_config=run.frozen,
                    pretrained_params=pretrained,
                    evaluator=evaluator, loss_config=loss, extra_variables=extra_variables,

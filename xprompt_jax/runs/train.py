@@ -1,5 +1,6 @@
 """A training run: build the trainer, record the config, train (resuming), write
-train_summary.json and the run report (and EPT's mu_t series and plot when recorded)."""
+train_summary.json and the run report (and EPT's mu_t series and plot when recorded; a
+sweep's report, `sweep_report.py`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from .build import build_trainer
 from .config import RunConfig
 from .config_record import check_config
 from .report import SectionFn, prompt_interpretability, run_markdown, run_report, write_report
+from .sweep_report import write_sweep_report
 
 logger = logging.getLogger("xprompt_jax")
 
@@ -54,6 +56,8 @@ def _write_outputs(run: RunConfig, trainer, summary, recorder, report_sections) 
 
         recorder.write(model_dir)
         prompt_norm.plot_prompt_norm(model_dir, title=run.task_name)
+    if run.sweep is not None and trainer.config.eval_period:
+        write_sweep_report(model_dir, title=f"Sweep on {run.task_name}")
     write_run_report(trainer, summary, report_sections)
 
 

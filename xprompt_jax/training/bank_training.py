@@ -11,7 +11,10 @@ Three pieces make a joint step equal N separate steps (up to float summation ord
   per prompt (`[B, ...]` -> `[B*N, ...]`, row `b*N + k` with prompt k: K seeds of one task
   see the same data, as separate runs with one data seed would); mode `'ids_in_data'`
   keeps the batch (the id token is already there, e.g. a mixture whose tasks prepend their
-  own id). Both rescale `decoder_loss_weights` per prompt (`bank.per_prompt_loss_weights`)
+  own id); mode `'entry_streams'` takes a batch that already holds each prompt's own
+  examples (`[B*N, ...]`, row `b*N + k` for prompt k: a sweep over seeds, each entry with
+  its own data order, `data.TrainBatchIterator` with `entry_seeds`) and prepends the ids.
+  All rescale `decoder_loss_weights` per prompt (`bank.per_prompt_loss_weights`)
   and the loss normalization is `'sum'`, so each prompt's loss is its own token mean.
 - `bank_numpy_params`: the per-prompt numpy export
   (`numpy_checkpoints/checkpoint_<step>/<name>.npy`, one file per prompt).
@@ -36,7 +39,7 @@ from ..fileio import check_name, is_writer, read_json, save_npy_atomic, write_js
 from ..prompts import bank as bank_lib
 from .params import flatten, merge_params, unflatten
 
-BANK_MODES = ("ensemble", "ids_in_data")
+BANK_MODES = ("ensemble", "ids_in_data", "entry_streams")
 
 
 class BankAndSharedState(NamedTuple):
@@ -102,6 +105,14 @@ class BankBatches:
     def __call__(self, batch: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
         if self.mode == "ensemble":
             out = bank_lib.tile_for_prompts(batch, range(self.num), self.base, self.num)
+        elif self.mode == "entry_streams":
+            rows = np.shape(batch["encoder_input_tokens"])[0]
+            if rows % self.num:
+                raise ValueError(f"bank mode 'entry_streams': a batch of {rows} rows does "
+                                 f"not hold the same number of rows for each of {self.num} "
+                                 "prompts")
+            out = bank_lib.with_prompt_ids(batch, np.tile(np.arange(self.num), rows // self.num),
+                                           self.base, self.num)
         else:
             out = dict(batch)
         ids = bank_lib.check_prompt_ids(out["encoder_input_tokens"][:, 0] - self.base,
@@ -157,8 +168,9 @@ def bank_numpy_params(trainable: Mapping[str, Any], names: Sequence[str],
 class BankConfig:
     """How a PromptBank model trains (gin: ensemble.gin, mixed_tasks.gin).
 
-    `mode`: 'ensemble' (every example once per prompt) or 'ids_in_data' (each example
-    carries its prompt id: mixed-task training, `bank_tasks.py`); `tasks`: the tasks of
+    `mode`: 'ensemble' (every example once per prompt), 'ids_in_data' (each example
+    carries its prompt id: mixed-task training, `bank_tasks.py`) or 'entry_streams' (each
+    prompt its own examples: a sweep over seeds); `tasks`: the tasks of
     prompt ids 0..N-1 with 'ids_in_data'; `prompt_names`: file and metric names (default
     the tasks, else `prompt_<k>`)."""
 

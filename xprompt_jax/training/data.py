@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
@@ -45,10 +45,16 @@ class DataConfig:
     seed: int = 0
     shuffle: bool = True
     use_cached: bool = False
+    # a sweep over seeds: entry k of a bank reads its own stream, shuffled with
+    # entry_seeds[k] (exactly the stream of a run with seed entry_seeds[k]); batches hold
+    # every entry's `batch_size` examples interleaved, row b*K + k = entry k's example b
+    entry_seeds: Optional[Tuple[int, ...]] = None
 
 
 class TrainBatchIterator:
-    """Yields host-local numpy batches `{feature: [b, L]}`; `position` counts batches."""
+    """Yields host-local numpy batches `{feature: [b, L]}`; `position` counts batches.
+    With `entry_seeds` (K of them) `{feature: [b*K, L]}`: the batches of K streams, each
+    shuffled with its own seed, interleaved (row i*K + k = row i of stream k)."""
 
     def __init__(self, config: DataConfig, position: int = 0,
                  shard_index: Optional[int] = None, num_shards: Optional[int] = None):
@@ -59,20 +65,26 @@ class TrainBatchIterator:
         if config.batch_size % self.num_shards:
             raise ValueError(f"batch_size {config.batch_size} is not divisible by the "
                              f"{self.num_shards} processes")
-        self._iterator = self._make_iterator()
+        seeds = config.entry_seeds
+        self.entry_seeds = None if seeds is None else [int(x) for x in seeds]
+        if self.entry_seeds is None:
+            self._iterator = self._make_iterator(config.seed)
+        else:  # one stream per distinct seed, shared by the entries of that seed
+            self._streams = {seed: self._make_iterator(seed)
+                             for seed in dict.fromkeys(self.entry_seeds)}
 
     @property
     def local_batch_size(self) -> int:
         return self.config.batch_size // self.num_shards
 
-    def _make_iterator(self):
+    def _make_iterator(self, seed: int):
         seqio = _seqio()
         cfg = self.config
         ds = seqio.get_dataset(
             cfg.mixture_or_task_name, dict(cfg.task_feature_lengths),
             feature_converter=seqio.EncDecFeatureConverter(pack=False),
             dataset_split=cfg.split, use_cached=cfg.use_cached, shuffle=cfg.shuffle,
-            num_epochs=None, seed=cfg.seed,
+            num_epochs=None, seed=seed,
             shard_info=seqio.ShardInfo(index=self.shard_index, num_shards=self.num_shards),
             verbose=False)
         ds = ds.batch(self.local_batch_size, drop_remainder=True)
@@ -84,12 +96,21 @@ class TrainBatchIterator:
         return self
 
     def __next__(self) -> Dict[str, np.ndarray]:
-        batch = next(self._iterator)
+        if self.entry_seeds is None:
+            batch = next(self._iterator)
+        else:
+            drawn = {seed: next(stream) for seed, stream in self._streams.items()}
+            batch = {k: np.stack([drawn[seed][k] for seed in self.entry_seeds], axis=1)
+                     for k in MODEL_FEATURES if k in drawn[self.entry_seeds[0]]}
+            batch = {k: v.reshape((-1,) + v.shape[2:]) for k, v in batch.items()}
         self.position += 1
         return {k: batch[k] for k in MODEL_FEATURES if k in batch}
 
     def state(self) -> Dict[str, Any]:
-        return {"position": self.position, "seed": self.config.seed}
+        state = {"position": self.position, "seed": self.config.seed}
+        if self.entry_seeds is not None:
+            state["entry_seeds"] = list(self.entry_seeds)
+        return state
 
 
 def _pad(ids: Sequence[int], length: int, name: str) -> np.ndarray:

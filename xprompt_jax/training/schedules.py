@@ -10,7 +10,7 @@
   to equal `peak_value` at the end of warmup), `'linear'` or `'cosine'` decay to `end_value`
   at `total_steps`, or `'constant'`.
 - `learning_rate_grid(values)`: the list of learning rates to sweep (a plain helper for
-  launch scripts and gin; it builds no schedule).
+  scripts; SWEEP trains a grid in one run, training/sweep.py; it builds no schedule).
 """
 
 from __future__ import annotations

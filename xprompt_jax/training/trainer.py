@@ -84,6 +84,18 @@ def _nonfinite_cause(metrics: Mapping[str, Any]) -> str:
     return "LEARNING_RATE too high?"
 
 
+@dataclasses.dataclass
+class EvalAction:
+    """What an `eval_callback` may return: `update_state(TrainState) -> TrainState`
+    applied on the host before the evaluation's checkpoint is saved (e.g. a sweep freezing
+    its stopped entries) and `stop`: end the run after that save, as early stopping does
+    (`reason` says why in the log)."""
+
+    update_state: Optional[Callable[[Any], Any]] = None
+    stop: bool = False
+    reason: str = ""
+
+
 def seed_rngs(seed: int):
     """(init rng, dropout rng) of a run with RANDOM_SEED `seed`."""
     init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
@@ -167,7 +179,10 @@ class Trainer:
         """`frozen_config`: which params train, the frozen dtype and the mesh;
         `evaluator`: anything with `evaluate(variables) -> result` (`evaluation`);
         `eval_callback(step, result, trainable)` after each evaluation (a bank's best prompt
-        per task); `batch_transform`: applied to every host batch before the step (a
+        per task, a sweep's best and early stopping per entry), returning None or an
+        `EvalAction`; a callback with `meta()` (JSON) and `load_meta(meta or None)` has
+        its bookkeeping saved in each checkpoint's meta and restored with it;
+        `batch_transform`: applied to every host batch before the step (a
         PromptBank's `bank_training.BankBatches`); `numpy_params_fn`: trainable params ->
         the tree the numpy export writes (per-prompt files of a bank)."""
         self.model = model
@@ -291,6 +306,8 @@ class Trainer:
             meta["eval"] = eval_result
         if extra_meta:
             meta.update(extra_meta)
+        if hasattr(self.eval_callback, "meta"):
+            meta["eval_callback"] = self.eval_callback.meta()
         metric = None if eval_result is None else eval_result.get("main_metric")
         self.checkpointer.save(int(step), run_payload(self.state, self._collections()),
                                meta=meta, metric=metric,
@@ -331,6 +348,8 @@ class Trainer:
     def _run(self, signals: "_StopSignals") -> Dict[str, Any]:
         cfg = self.config
         meta = self.restore() or {}
+        if hasattr(self.eval_callback, "load_meta"):
+            self.eval_callback.load_meta(meta.get("eval_callback"))
         if self.after_restore is not None:
             self.after_restore()
         start = int(self.state.step)
@@ -400,7 +419,7 @@ class Trainer:
                         self.step_callback(step, metrics)
                     do_eval = cfg.eval_period and (step % cfg.eval_period == 0 or
                                                    step == cfg.num_steps)
-                    eval_result = None
+                    eval_result = action = None
                     if do_eval and self.evaluator is not None:
                         eval_result = self.evaluate()
                         main = eval_result.get("main_metric")
@@ -421,7 +440,10 @@ class Trainer:
                         log.message(f"step {step} eval ({eval_result['mode']}): "
                                     f"{eval_result['metrics']}")
                         if self.eval_callback is not None:
-                            self.eval_callback(step, eval_result, self.state.params)
+                            action = self.eval_callback(step, eval_result, self.state.params)
+                        if action is not None and action.update_state is not None:
+                            self.state = jax.device_put(action.update_state(self.state),
+                                                        self.state_shardings)
                         if main is not None and (best_eval is None or main > best_eval["main_metric"]):
                             best_eval = {"step": step, **eval_result}
                             stale = 0
@@ -434,6 +456,9 @@ class Trainer:
                     do_save = ((save_period and step % save_period == 0) or
                                step == cfg.num_steps or timed or bool(stop_signal))
                     stop = cfg.patience is not None and stale >= cfg.patience
+                    stop_reason = f"no improvement in {stale} evaluations"
+                    if eval_result is not None and action is not None and action.stop:
+                        stop, stop_reason = True, action.reason or stop_reason
                     if do_save or eval_result is not None or stop:
                         self._save(step, iterator, eval_result,
                                    {"best_eval": best_eval, "evals_without_improvement": stale,
@@ -449,8 +474,7 @@ class Trainer:
                             signal_name=name)
                     if stop:
                         stopped_early = True
-                        log.message(f"early stopping at step {step}: no improvement in "
-                                    f"{stale} evaluations")
+                        log.message(f"early stopping at step {step}: {stop_reason}")
                         break
         finally:
             self.checkpointer.wait()
