@@ -1,7 +1,8 @@
 """Helpers for running our prompt modules under `t5x/train.py` (gin/t5x/*.gin).
 
-The only module of `xprompt_jax` that uses t5x, and it imports t5x lazily: inside the
-functions below, so `import xprompt_jax` (and this module) works without t5x installed.
+It imports t5x lazily: inside the functions below, so `import xprompt_jax` (and this
+module) works without t5x installed. (The other module that uses t5x, as lazily:
+`xprompt.t5x_trainer`, XPrompt's stages as a trainer of this module's.)
 
 - `logical_axis_rules()`: our prompt axes (replicated) for
   `partitioning.standard_logical_axis_rules(additional_rules=...)`. No t5x needed.
@@ -377,6 +378,12 @@ def _preemptible_trainer_class():
 
     _PREEMPTIBLE_TRAINERS[base] = PreemptibleTrainer
     return PreemptibleTrainer
+
+
+def preemptible_trainer_class():
+    """The class `preemptible_trainer` makes (for trainers that extend it, e.g.
+    `xprompt.t5x_trainer`)."""
+    return _preemptible_trainer_class()
 
 
 def preemptible_trainer(**kwargs):
