@@ -137,8 +137,11 @@ def _prompt_modules(tmp_path):
     from xprompt_jax.xprompt import MaskedSoftPrompt
     from xprompt_jax.xprompt.fixed_masks import FixedMaskPrompt, save_masks
 
+    from xprompt_jax.xprompt.staged_prompt import StagedMaskPrompt
+
     masks = save_masks(tmp_path / "masks.npz", np.ones(3), np.ones((3, 4)))
     return [SoftPrompt(length=3), MaskedSoftPrompt(length=3, num_pieces=4),
+            StagedMaskPrompt(length=3, num_pieces=4),
             FixedMaskPrompt(length=3, masks_path=str(masks)),
             EPTPrompt(length=2, hidden=2, use_bias=True, layer_norm=True),
             PTuningPrompt(length=3, encoder="mlp", hidden=4),

@@ -1,5 +1,5 @@
-"""XPrompt as one `t5x/train.py` run (gin/t5x/xprompt.gin) under real t5x, on the tiny
-fixture model and the synthetic task:
+"""XPrompt as one `t5x/train.py` run (gin/t5x/xprompt.gin) under real t5x: the command of
+docs/t5x.md ("XPrompt in one command") on the tiny fixture model and the synthetic task:
 
 - the one command runs stage 1, the stage boundary (scores, search, rewind) and the
   retraining: the masks are in the checkpoint and applied (pruned prompt entries are zero),
@@ -16,6 +16,8 @@ Needs t5x (CI's Python 3.12 environment); without it the runs skip.
 """
 
 import json
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -24,7 +26,8 @@ import numpy as np
 import pytest
 
 from test_t5x_integration import (ORBAX_FIXTURE, ROOT, SPM, _assert_only_prompt_changed,
-                                  _checkpoint_steps, _env, needs_t5x, t5x_train_cmd)
+                                  _checkpoint_steps, _env, needs_t5x)
+from test_t5x_readme import find
 
 FIRST, STAGE1_END, LAST = 3, 7, 11   # the fixture is at step 3
 M, K, E = 4, 4, 8                    # prompt tokens, pieces, tiny emb_dim
@@ -34,25 +37,45 @@ SETTINGS = ["MIXTURE_OR_TASK_NAME = 'xprompt_test_synthetic'",
             "EVAL_MODE = 'generation'", "MAX_EVAL_EXAMPLES = 16", f"NUM_PIECES = {K}",
             "TOKEN_RATIOS = (0.25, 0.5)", "PIECE_RATIOS = (0.25, 0.5)",
             "NUM_SCORE_EXAMPLES = 8", "DROPOUT_RATE = 0.0"]
-# gin bindings the T5X command gets beyond t5x_train_cmd's (task, batch, lengths, periods)
-T5X_EXTRA = [f"--gin.PROMPT_LENGTH={M}", f"--gin.STAGE1_STEPS={STAGE1_END}",
+# What the docs' command gets on the tiny fixture (as tests/test_t5x_readme.py localizes
+# its commands): the tiny size and its checkpoint, the synthetic task, small data and
+# periods, a 4-token prompt (NUM_PIECES 4 must divide emb_dim 8), few ratios and examples.
+T5X_EXTRA = [f"--gin.INITIAL_CHECKPOINT_PATH='{ORBAX_FIXTURE}'",
+             "--gin.MIXTURE_OR_TASK_NAME='xprompt_test_synthetic'",
+             "--gin.MIXTURE_OR_TASK_MODULE='synthetic_tasks'",
+             f"--gin.SENTENCEPIECE_MODEL='{SPM}'",
+             "--gin.TASK_FEATURE_LENGTHS={'inputs': 16, 'targets': 4}", "--gin.BATCH_SIZE=8",
+             "--gin.EVAL_PERIOD=2", "--gin.SAVE_PERIOD=2", "--gin.KEEP_CHECKPOINTS=2",
+             "--gin.DROPOUT_RATE=0.0", "--gin.train.train_eval_dataset_cfg=None",
+             "--gin.train.infer_eval_dataset_cfg=None",
+             f"--gin.PROMPT_LENGTH={M}", f"--gin.STAGE1_STEPS={STAGE1_END}",
              "--gin.EVAL_MODE='generation'", "--gin.MAX_EVAL_EXAMPLES=16",
              f"--gin.NUM_PIECES={K}", "--gin.TOKEN_RATIOS=(0.25, 0.5)",
              "--gin.PIECE_RATIOS=(0.25, 0.5)", "--gin.NUM_SCORE_EXAMPLES=8"]
 
 
 def _cmd(model_dir):
-    return t5x_train_cmd(model_dir, ["xprompt.gin"], steps=LAST, extra=T5X_EXTRA)
+    """The docs' one command (docs/t5x.md, "XPrompt in one command"), for bash with $XP and
+    $RUN_XP set, on the tiny fixture (T5X_EXTRA)."""
+    command = find("t5x.train", "--gin_file=xprompt.gin", "'$RUN_XP'")
+    command = re.sub(r"models/t5_1_[01]_\w+\.gin", "models/t5_1_1_tiny.gin", command)
+    assert "--gin.TRAIN_STEPS=1060000" in command, command
+    command = command.replace("--gin.TRAIN_STEPS=1060000", f"--gin.TRAIN_STEPS={LAST}")
+    command = command.replace("python -m", f"{shlex.quote(sys.executable)} -m", 1)
+    return ["bash", "-c", " ".join([command] + [shlex.quote(f) for f in T5X_EXTRA])]
 
 
-def _env_vocab():
+def _env_vocab(model_dir=None):
     env = _env()
-    env["XPROMPT_T5_VOCAB"] = str(SPM)
+    env.update(XPROMPT_T5_VOCAB=str(SPM), XP=str(ROOT))
+    if model_dir is not None:
+        env["RUN_XP"] = str(model_dir)
     return env
 
 
 def _run(model_dir):
-    out = subprocess.run(_cmd(model_dir), env=_env_vocab(), cwd=model_dir.parent,
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run(_cmd(model_dir), env=_env_vocab(model_dir), cwd=model_dir.parent,
                          capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-5000:]
     return out.stderr
@@ -61,7 +84,7 @@ def _run(model_dir):
 def _run_until(model_dir, line_part):
     """Runs the command, sends SIGTERM once a log line contains `line_part`; returns
     (exit code, log)."""
-    proc = subprocess.Popen(_cmd(model_dir), env=_env_vocab(), cwd=model_dir.parent,
+    proc = subprocess.Popen(_cmd(model_dir), env=_env_vocab(model_dir), cwd=model_dir.parent,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lines, sent = [], False
     try:
@@ -82,6 +105,57 @@ def _run_until(model_dir, line_part):
 def _final(model_dir):
     got, _ = _assert_only_prompt_changed(model_dir / f"checkpoint_{LAST}", ORBAX_FIXTURE)
     return {k[len("prompt/"):]: v for k, v in got.items() if k.startswith("prompt/")}
+
+
+def test_staged_prompt_scores_as_the_masked_prompt_of_our_pipeline():
+    """No t5x needed: StagedMaskPrompt (masks stored as params) gives the importance
+    scores and the masked outputs of our pipeline's MaskedSoftPrompt (masks as variables)
+    for the same prompt: stored masks apply, masks passed for scoring replace them, and no
+    gradient reaches the stored masks."""
+    import jax
+    import jax.numpy as jnp
+
+    from training_utils import tiny_prompted_model
+    from xprompt_jax.xprompt import MaskedSoftPrompt
+    from xprompt_jax.xprompt.masked_prompt import MASKS
+    from xprompt_jax.xprompt.scoring import make_mask_gradient_fn
+    from xprompt_jax.xprompt.staged_prompt import StagedMaskPrompt
+
+    staged = tiny_prompted_model().clone(prompt=StagedMaskPrompt(length=3, num_pieces=4))
+    ours = tiny_prompted_model().clone(prompt=MaskedSoftPrompt(length=3, num_pieces=4,
+                                                               token_prune_mode="zero"))
+    rng = np.random.RandomState(0)
+    enc = jnp.asarray(rng.randint(2, 60, (4, 6)), jnp.int32)
+    tgt = jnp.asarray(rng.randint(2, 60, (4, 3)), jnp.int32)
+    batch = {"encoder_input_tokens": enc, "decoder_input_tokens": tgt,
+             "decoder_target_tokens": tgt}
+    variables = staged.init(jax.random.PRNGKey(0), enc, tgt, tgt, enable_dropout=False)
+    params = jax.tree_util.tree_map(np.asarray, variables["params"])
+    prompt = params["prompt"]
+    assert sorted(prompt) == ["best_metric", "best_step", "first_step", "piece_mask",
+                              "prompt", "stage", "stage1_best", "token_mask"]
+    gamma = np.array([1, 0, 1], np.float32)
+    zeta = np.array([[1, 1, 0, 1], [1, 1, 1, 1], [0, 1, 1, 1]], np.float32)
+    frozen = {k: v for k, v in params.items() if k != "prompt"}
+    plain = {**frozen, "prompt": {"prompt": prompt["prompt"]}}
+    stored = {**params, "prompt": {**prompt, "token_mask": gamma, "piece_mask": zeta}}
+    np.testing.assert_allclose(
+        staged.apply({"params": stored}, enc, tgt, tgt, enable_dropout=False),
+        ours.apply({"params": plain, MASKS: {"prompt": {"token_mask": gamma,
+                                                        "piece_mask": zeta}}},
+                   enc, tgt, tgt, enable_dropout=False), rtol=1e-6, atol=1e-6)
+    trainable = {"prompt": {"prompt": prompt["prompt"]}}
+    staged_frozen = {"params": {**frozen, "prompt": {k: v for k, v in stored["prompt"].items()
+                                                     if k != "prompt"}}}
+    got = make_mask_gradient_fn(staged)(trainable, staged_frozen, gamma, zeta, batch)
+    want = make_mask_gradient_fn(ours)(trainable, {"params": frozen}, gamma, zeta, batch)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+    grads = jax.grad(lambda p: staged.apply({"params": p}, enc, tgt, tgt,
+                                            enable_dropout=False).sum())(stored)
+    assert not np.any(np.asarray(grads["prompt"]["token_mask"]))
+    assert not np.any(np.asarray(grads["prompt"]["piece_mask"]))
+    assert np.any(np.asarray(grads["prompt"]["prompt"]))
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +236,7 @@ def test_sigterm_in_every_stage_then_rerun_ends_as_the_uninterrupted_run(uninter
                                                                          tmp_path):
     model_dir = tmp_path / "run"
     # stage 1: stopped at the end of a stats period, saved, exit 0
-    rc, log = _run_until(model_dir, "Training: step 4")
+    rc, log = _run_until(model_dir, "Training: step")
     assert rc == 0 and "SIGTERM received" in log, log[-4000:]
     assert max(_checkpoint_steps(model_dir)) < STAGE1_END
     # the stage boundary: the scores are saved, the search is left to the rerun
