@@ -256,3 +256,43 @@ def test_sigterm_in_every_stage_then_rerun_ends_as_the_uninterrupted_run(uninter
     for name in ("token_mask", "piece_mask", "stage1_best", "best_step", "stage"):
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
     np.testing.assert_allclose(got["prompt"], want["prompt"], rtol=1e-6, atol=1e-7)
+
+
+@needs_t5x
+@pytest.mark.slow
+def test_one_command_on_the_world_model(tmp_path):
+    """The docs' command with models/world_tiny.gin and a world task (no vocabulary or
+    checkpoint flag: the world ships both): masks searched, written, in the checkpoint and
+    applied. Small data and steps; NUM_PIECES stays the paper's 16 (emb_dim 128)."""
+    from xprompt_jax.world import paths
+    from xprompt_jax.xprompt import pruning
+
+    step = int(paths.checkpoint_path().rstrip("/").split("_")[-1])
+    model_dir = tmp_path / "world_xp"
+    command = find("t5x.train", "--gin_file=xprompt.gin", "'$RUN_XP'")
+    command = re.sub(r"models/t5_1_[01]_\w+\.gin", "models/world_tiny.gin", command)
+    command = command.replace("'xprompt_super_glue_rte'", "'world_rte'")
+    command = command.replace("--gin.TRAIN_STEPS=1060000", f"--gin.TRAIN_STEPS={step + 4}")
+    command = command.replace("python -m", f"{shlex.quote(sys.executable)} -m", 1)
+    extra = ["--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 4}", "--gin.BATCH_SIZE=4",
+             "--gin.EVAL_PERIOD=2", "--gin.SAVE_PERIOD=2", "--gin.PROMPT_LENGTH=4",
+             "--gin.MAX_EVAL_EXAMPLES=8", "--gin.NUM_SCORE_EXAMPLES=4",
+             "--gin.TOKEN_RATIOS=(0.5,)", "--gin.PIECE_RATIOS=(0.5,)",
+             "--gin.train.train_eval_dataset_cfg=None",
+             "--gin.train.infer_eval_dataset_cfg=None"]
+    env = _env()
+    env.pop("XPROMPT_T5_VOCAB", None)
+    env.update(XP=str(ROOT), RUN_XP=str(model_dir), XPROMPT_WORLD_DIR=str(tmp_path / "world"))
+    out = subprocess.run(["bash", "-c", " ".join([command] + [shlex.quote(f) for f in extra])],
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-5000:]
+    assert "XPrompt stage 3: rewind" in out.stderr, out.stderr[-4000:]
+    got, _ = _assert_only_prompt_changed(model_dir / f"checkpoint_{step + 4}",
+                                         paths.checkpoint_path())
+    with np.load(model_dir / "xprompt" / "masks.npz") as masks:
+        token_mask, piece_mask = masks["token_mask"], masks["piece_mask"]
+    np.testing.assert_array_equal(got["prompt/token_mask"], token_mask)
+    np.testing.assert_array_equal(got["prompt/piece_mask"], piece_mask)
+    values = pruning.value_mask(token_mask, piece_mask, 128)
+    assert 0 < values.sum() < values.size
+    assert np.all(got["prompt/prompt"][values == 0] == 0.0)
