@@ -229,6 +229,56 @@ def numpy_export_fn(model_dir: str, save_regexes: Regexes = DEFAULT_PROMPT_REGEX
 
 
 
+# ----------------------------------------------------------------------------- data state
+def _restore_state_only_without_data_state() -> None:
+    """With `save_dataset`, T5X's orbax checkpoint manager also restores the data pipeline's
+    position from every checkpoint it restores, the pretrained one (INITIAL_CHECKPOINT_PATH)
+    included, which has none: the run fails (`NotFoundError: ... dataset/train_ds-...`). A
+    restore from a checkpoint without a saved data pipeline restores the train state only (the
+    data pipeline starts at its beginning, as without save_dataset). Installed once."""
+    from etils import epath
+    from t5x import checkpoints
+
+    def _has_data_state(directory) -> bool:
+        """Whether a checkpoint holds a saved data pipeline (its `dataset` item may be
+        there and empty: the pretrained checkpoints' is)."""
+        item = directory / checkpoints._DATASET_KEY  # pylint: disable=protected-access
+        prefix = checkpoints._TRAIN_DS_PREFIX  # pylint: disable=protected-access
+        return item.exists() and any(p.name.startswith(prefix) for p in item.iterdir())
+
+    manager = checkpoints.OrbaxCheckpointManagerInterface
+    if getattr(manager.restore, "state_only_without_data_state", False):
+        return
+    restore = manager.restore
+
+    def restore_checked(self, step=None, path=None, *args, **kwargs):
+        writes = getattr(self, "_should_write_dataset_ckpt", False)
+        if writes and path is not None and not _has_data_state(epath.Path(os.fspath(path))):
+            logger.info("%s holds no data pipeline state: restoring the train state only",
+                        path)
+            self._should_write_dataset_ckpt = False
+            try:
+                return restore(self, step, path, *args, **kwargs)
+            finally:
+                self._should_write_dataset_ckpt = writes
+        return restore(self, step, path, *args, **kwargs)
+
+    restore_checked.state_only_without_data_state = True
+    manager.restore = restore_checked
+
+
+def resumable_data_stream() -> bool:
+    """True, for T5X's `utils.SaveCheckpointConfig.save_dataset`: every checkpoint also
+    holds the train data pipeline's position, so a resumed run reads the batches an
+    uninterrupted run would have read. Makes T5X's orbax manager restore a checkpoint
+    without that position (the pretrained one) as a train state only (without it T5X
+    fails on the first run). Bind it as
+    `utils.SaveCheckpointConfig.save_dataset = @t5x_compat.resumable_data_stream()`."""
+    _import_t5x("resumable_data_stream")
+    _restore_state_only_without_data_state()
+    return True
+
+
 # ----------------------------------------------------------------------------- refusals
 def _refuse(error) -> None:
     """Ends a T5X script with `error` on one line (no traceback) and its exit code: T5X's

@@ -111,7 +111,6 @@ def _xprompt_trainer_class():
             self._stage1_steps = stage1_steps
             self._out = os.path.join(absolute(run.model_dir), OUTPUT_DIR)
             self._evaluator = None
-            self._clock: Dict[str, float] = {}
 
         # ------------------------------------------------------------ the stage record
         def _prompt_params(self) -> Dict[str, np.ndarray]:
@@ -179,7 +178,6 @@ def _xprompt_trainer_class():
                 logger.info("XPrompt stage 1: prompt tuning from step %d to %d (then scores, "
                             "search, rewind; retraining to %d)", step, self._end(record),
                             self._run.trainer.num_steps)
-                self._clock["stage1_start"] = time.time()
             summary = None
             while step < end:
                 if record["stage"] == STAGE1 and step >= self._end(record):
@@ -304,8 +302,9 @@ def _xprompt_trainer_class():
                         int(token_mask.sum()), m, search.kept_pieces(token_mask, piece_mask),
                         m * k, step, self._run.trainer.num_steps)
             self._write_report(ctx, scores, result, token_mask, piece_mask, best_step,
-                               record, step, {"scores_s": round(scoring_s, 3),
-                                              "search_s": round(search_s, 3)})
+                               record, step, {"scores": round(scoring_s, 3),
+                                              "search": round(search_s, 3),
+                                              "total": round(scoring_s + search_s, 3)})
             return True
 
         def _write_report(self, ctx, scores, result, token_mask, piece_mask, best_step,
