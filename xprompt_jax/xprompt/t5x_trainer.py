@@ -80,6 +80,28 @@ def _done(result: Any = None) -> concurrent.futures.Future:
     return future
 
 
+def _placed_like(value, old):
+    """`value` with the shape and sharding of `old` (a leaf of the state T5X compiled its
+    train step for; a restored scalar may come back as `[1]`)."""
+    import jax
+
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    if not hasattr(old, "sharding"):
+        return value
+    value = np.asarray(value)
+    if value.shape != old.shape:
+        if value.size != old.size:
+            raise ValueError(f"XPrompt: a state leaf of shape {value.shape} does not fit the "
+                             f"restored {old.shape}")
+        value = value.reshape(old.shape)
+    sharding = old.sharding
+    if isinstance(sharding, NamedSharding) and len(sharding.spec) > value.ndim:
+        # T5X restores some scalars with a rank-1 spec (P(None,)); the same placement
+        sharding = NamedSharding(sharding.mesh, PartitionSpec(*sharding.spec[:value.ndim]))
+    return jax.device_put(value.astype(old.dtype), sharding)
+
+
 def _xprompt_trainer_class():
     from .. import t5x_compat
 
@@ -129,9 +151,7 @@ def _xprompt_trainer_class():
             params = state.params
             tree = frozen_dict.unfreeze(params)
             for name, value in values.items():
-                old = tree["prompt"][name]
-                tree["prompt"][name] = jax.device_put(
-                    np.asarray(value, old.dtype).reshape(old.shape), old.sharding)
+                tree["prompt"][name] = _placed_like(value, tree["prompt"][name])
             new = frozen_dict.freeze(tree) if isinstance(params, frozen_dict.FrozenDict) \
                 else tree
             if not fresh_optimizer:
@@ -139,9 +159,7 @@ def _xprompt_trainer_class():
                 return
             optimizer = state._optimizer  # pylint: disable=protected-access
             fresh = optimizer.optimizer_def.init_state(new).param_states
-            fresh = jax.tree_util.tree_map(
-                lambda f, o: jax.device_put(f, o.sharding) if hasattr(o, "sharding") else f,
-                fresh, optimizer.state.param_states)
+            fresh = jax.tree_util.tree_map(_placed_like, fresh, optimizer.state.param_states)
             optimizer = optimizer.replace(target=new, state=optimizer.state.replace(
                 param_states=fresh))
             self.train_state = state.replace(_optimizer=optimizer)
