@@ -107,6 +107,17 @@ def _final(model_dir):
     return {k[len("prompt/"):]: v for k, v in got.items() if k.startswith("prompt/")}
 
 
+def test_stage1_ends_at_stage1_steps_or_half_way():
+    from xprompt_jax.errors import ConfigError
+    from xprompt_jax.xprompt.t5x_trainer import stage1_end
+
+    assert stage1_end(1000000, 1060000, None) == 1030000  # as long as the retraining
+    assert stage1_end(3, 11, 7) == 7
+    for bad in (3, 11, 12):
+        with pytest.raises(ConfigError, match="STAGE1_STEPS"):
+            stage1_end(3, 11, bad)
+
+
 def test_staged_prompt_scores_as_the_masked_prompt_of_our_pipeline():
     """No t5x needed: StagedMaskPrompt (masks stored as params) gives the importance
     scores and the masked outputs of our pipeline's MaskedSoftPrompt (masks as variables)

@@ -37,11 +37,13 @@ import os
 import time
 from typing import Any, Dict, Mapping, Optional
 
+import jax
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from ..errors import ConfigError
 from ..evaluation.metrics import metric_name
-from ..fileio import absolute, is_file, is_writer, read_json, save_npy_atomic, \
+from ..fileio import absolute, barrier, is_file, is_writer, read_json, save_npy_atomic, \
     write_json_atomic
 from ..runs.build import build_evaluator
 from ..runs.config import RunConfig
@@ -83,10 +85,6 @@ def _done(result: Any = None) -> concurrent.futures.Future:
 def _placed_like(value, old):
     """`value` with the shape and sharding of `old` (a leaf of the state T5X compiled its
     train step for; a restored scalar may come back as `[1]`)."""
-    import jax
-
-    from jax.sharding import NamedSharding, PartitionSpec
-
     if not hasattr(old, "sharding"):
         return value
     value = np.asarray(value)
@@ -109,9 +107,7 @@ def _xprompt_trainer_class():
     if base in _CLASSES:
         return _CLASSES[base]
 
-    import jax
     from flax.core import frozen_dict
-    from jax.sharding import NamedSharding
 
     class XPromptTrainer(base):
         """T5X's Trainer that runs XPrompt's stages (module docstring)."""
@@ -280,6 +276,7 @@ def _xprompt_trainer_class():
                                       ctx.score_batches(), config.num_score_examples)
                 if is_writer():
                     write_json_atomic(scores_path, scores.to_json())
+                barrier(f"xprompt_jax.t5x_trainer:{scores_path}")
                 if self._stopped("importance scores"):
                     return False
             scores = ImportanceScores.from_json(read_json(scores_path, "XPrompt scores"))
@@ -296,6 +293,7 @@ def _xprompt_trainer_class():
                                                         config.mask_seed)
                 if is_writer():
                     write_json_atomic(search_path, result)
+                barrier(f"xprompt_jax.t5x_trainer:{search_path}")
                 if self._stopped("search"):
                     return False
             result = read_json(search_path, "XPrompt search table")
