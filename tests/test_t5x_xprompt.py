@@ -211,6 +211,41 @@ def test_one_command_runs_the_whole_method(uninterrupted):
 
 
 @needs_t5x
+def test_t5x_eval_reads_the_masks_from_the_checkpoint(uninterrupted, tmp_path):
+    """`t5x/eval.py` with eval.gin + methods/xprompt.gin on the final checkpoint (no masks
+    file given): the model restores the masks with the prompt (T5X's restore is strict)
+    and its dev accuracy is our evaluator's on the same params (masks applied)."""
+    model_dir, _ = uninterrupted
+    ckpt = model_dir / f"checkpoint_{LAST}"
+    cmd = [sys.executable, "-m", "t5x.eval", f"--gin_search_paths={ROOT / 'gin' / 't5x'},"
+           f"{ROOT / 'gin'}", "--gin_file=eval.gin", "--gin_file=methods/xprompt.gin",
+           "--gin_file=models/t5_1_1_tiny.gin", f"--gin.CHECKPOINT_PATH='{ckpt}'",
+           f"--gin.EVAL_OUTPUT_DIR='{tmp_path / 'eval'}'",
+           "--gin.MIXTURE_OR_TASK_NAME='xprompt_test_synthetic'",
+           "--gin.MIXTURE_OR_TASK_MODULE='synthetic_tasks'", f"--gin.SENTENCEPIECE_MODEL='{SPM}'",
+           "--gin.TASK_FEATURE_LENGTHS={'inputs': 16, 'targets': 4}",
+           f"--gin.PROMPT_LENGTH={M}", f"--gin.NUM_PIECES={K}"]
+    out = subprocess.run(cmd, env=_env_vocab(), cwd=tmp_path, capture_output=True, text=True,
+                         timeout=900)
+    assert out.returncode == 0, out.stderr[-4000:]
+    [metrics_file] = (tmp_path / "eval" / "inference_eval").glob("*-metrics.jsonl")
+    t5x_accuracy = json.loads(metrics_file.read_text().splitlines()[-1])["accuracy"]
+
+    import synthetic_tasks  # noqa: F401  (registers the task)
+    from training_utils import tiny_prompted_model
+    from xprompt_jax.checkpoints import load_t5x_checkpoint
+    from xprompt_jax.evaluation import EvalConfig, Evaluator
+    from xprompt_jax.xprompt.staged_prompt import StagedMaskPrompt
+
+    params = load_t5x_checkpoint(ckpt).params
+    model = tiny_prompted_model().clone(prompt=StagedMaskPrompt(length=M, num_pieces=K))
+    evaluator = Evaluator(model, "xprompt_test_synthetic", {"inputs": 16, "targets": 4},
+                          EvalConfig(mode="generation", batch_size=8))
+    ours = evaluator.evaluate({"params": params})["metrics"]["accuracy"]
+    assert ours == pytest.approx(t5x_accuracy, abs=1e-9)
+
+
+@needs_t5x
 def test_the_masks_equal_the_prune_cli_on_the_same_stage1_prompt(uninterrupted, tmp_path):
     """The independent reference: our own scoring and search (`python -m
     xprompt_jax.prune`, our gin files) on the stage-1 prompt the T5X run rewound to, the
