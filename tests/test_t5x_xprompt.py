@@ -277,6 +277,21 @@ def test_the_masks_equal_the_prune_cli_on_the_same_stage1_prompt(uninterrupted, 
 
 
 @needs_t5x
+def test_a_stage1_end_past_train_steps_is_one_line(tmp_path):
+    """Refused by the trainer before T5X compiles anything: one line naming STAGE1_STEPS,
+    exit code 2, no traceback."""
+    model_dir = tmp_path / "run"
+    cmd = _cmd(model_dir)
+    cmd[2] += " --gin.STAGE1_STEPS=20"
+    out = subprocess.run(cmd, env=_env_vocab(model_dir), cwd=tmp_path, capture_output=True,
+                         text=True, timeout=900)
+    assert out.returncode == 2, out.stderr[-3000:]
+    errors = [line for line in out.stderr.splitlines() if line.startswith("xprompt_jax: error")]
+    assert len(errors) == 1 and "STAGE1_STEPS=20" in errors[0], out.stderr[-3000:]
+    assert "Traceback" not in out.stderr
+
+
+@needs_t5x
 @pytest.mark.slow
 def test_sigterm_in_every_stage_then_rerun_ends_as_the_uninterrupted_run(uninterrupted,
                                                                          tmp_path):

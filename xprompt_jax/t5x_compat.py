@@ -280,7 +280,7 @@ def resumable_data_stream() -> bool:
 
 
 # ----------------------------------------------------------------------------- refusals
-def _refuse(error) -> None:
+def refuse(error) -> None:
     """Ends a T5X script with `error` on one line (no traceback) and its exit code: T5X's
     main is not ours, so our usual top-level handler (`cli.run_cli`) is not around it."""
     import sys
@@ -321,7 +321,7 @@ def frozen_model_checkpoint(path: Optional[str], model_dir: Optional[str] = None
         return None  # resumed: T5X restores MODEL_DIR's latest checkpoint first
     from .errors import ConfigError
 
-    _refuse(ConfigError(
+    refuse(ConfigError(
         "INITIAL_CHECKPOINT_PATH is not set and MODEL_DIR "
         f"{model_dir!r} holds no checkpoint to resume: the frozen model would be initialised "
         "at random; pass --gin.INITIAL_CHECKPOINT_PATH=\"'<pretrained T5X checkpoint_<step> "

@@ -115,20 +115,27 @@ def _xprompt_trainer_class():
         def __init__(self, *, run: RunConfig, config: XPromptConfig,
                      stage1_steps: Optional[int] = None, **kwargs):
             super().__init__(**kwargs)
-            if config.rewind_each_candidate or config.mask_variant == "length":
-                raise ConfigError("XPrompt under t5x/train.py scores candidates without "
-                                  "retraining and rewinds the chosen masks: "
-                                  "REWIND_EACH_CANDIDATE and MASK_VARIANT='length' need our "
-                                  "own pipeline (python -m xprompt_jax.xprompt)")
             module = self._model.module
-            if not isinstance(getattr(module, "prompt", None), StagedMaskPrompt):
-                raise ConfigError("gin/t5x/xprompt.gin's trainer needs the StagedMaskPrompt of "
-                                  "methods/xprompt.gin (PROMPT)")
             self._run = run.replace(model=module)
             self._config = config
             self._stage1_steps = stage1_steps
             self._out = os.path.join(absolute(run.model_dir), OUTPUT_DIR)
             self._evaluator = None
+            try:  # T5X's main is not ours: a bad setting is one line, before compiling
+                if config.rewind_each_candidate or config.mask_variant == "length":
+                    raise ConfigError("XPrompt under t5x/train.py scores candidates without "
+                                      "retraining and rewinds the chosen masks: "
+                                      "REWIND_EACH_CANDIDATE and MASK_VARIANT='length' need "
+                                      "our own pipeline (python -m xprompt_jax.xprompt)")
+                if not isinstance(getattr(module, "prompt", None), StagedMaskPrompt):
+                    raise ConfigError("gin/t5x/xprompt.gin's trainer needs the "
+                                      "StagedMaskPrompt of methods/xprompt.gin (PROMPT)")
+                record = self._record()
+                first = int(record["first_step"]) if record["stage"] != STAGE_NOT_STARTED \
+                    else int(np.asarray(jax.device_get(self.train_state.step)).reshape(-1)[0])
+                stage1_end(first, run.trainer.num_steps, stage1_steps)
+            except ConfigError as e:
+                t5x_compat.refuse(e)
 
         # ------------------------------------------------------------ the stage record
         def _prompt_params(self) -> Dict[str, np.ndarray]:
