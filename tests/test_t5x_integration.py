@@ -137,8 +137,11 @@ def _prompt_modules(tmp_path):
     from xprompt_jax.xprompt import MaskedSoftPrompt
     from xprompt_jax.xprompt.fixed_masks import FixedMaskPrompt, save_masks
 
+    from xprompt_jax.xprompt.staged_prompt import StagedMaskPrompt
+
     masks = save_masks(tmp_path / "masks.npz", np.ones(3), np.ones((3, 4)))
     return [SoftPrompt(length=3), MaskedSoftPrompt(length=3, num_pieces=4),
+            StagedMaskPrompt(length=3, num_pieces=4),
             FixedMaskPrompt(length=3, masks_path=str(masks)),
             EPTPrompt(length=2, hidden=2, use_bias=True, layer_norm=True),
             PTuningPrompt(length=3, encoder="mlp", hidden=4),
@@ -176,7 +179,8 @@ def _gin_t5x_files():
 def test_gin_t5x_files_have_headers():
     files = _gin_t5x_files()
     names = {p.relative_to(GIN_T5X).as_posix() for p in files}
-    assert {"xprompt.gin", "prompt_tuning.gin", "xprompt_rewind.gin", "ept.gin",
+    assert {"xprompt.gin", "xprompt_stage1.gin", "prompt_tuning.gin", "xprompt_rewind.gin",
+            "ept.gin",
             "common/prompted_t5x.gin", "optimizers/adamw_t5x.gin"} <= names
     for path in files:
         lines = path.read_text().splitlines()
@@ -490,14 +494,18 @@ def test_every_t5x_training_method_binds_the_preemptible_trainer_and_the_frozen_
     t5x_dir = str(pathlib.Path(importlib.util.find_spec("t5x").origin).parents[1])
     saved = list(gin_config._LOCATION_PREFIXES)  # pylint: disable=protected-access
     try:
-        for method in ("prompt_tuning.gin", "ept.gin", "xprompt.gin", "xprompt_rewind.gin"):
+        for method in ("prompt_tuning.gin", "ept.gin", "xprompt.gin", "xprompt_stage1.gin",
+                       "xprompt_rewind.gin"):
             gin.clear_config()
             t5x_gin_utils.parse_gin_flags(
                 [str(GIN_T5X), str(ROOT / "gin"), t5x_dir], [method, "models/t5_1_1_tiny.gin"],
                 ["MODEL_DIR = '/nowhere'", "MIXTURE_OR_TASK_NAME = 'x'", "TRAIN_STEPS = 5"],
                 finalize_config=False)
             text = gin.config_str()
-            assert "trainer_cls = @t5x_compat.preemptible_trainer" in text, method
+            # XPrompt's one command: the trainer of its stages, which extends ours
+            trainer = "t5x_trainer.xprompt_trainer" if method == "xprompt.gin" else \
+                "t5x_compat.preemptible_trainer"
+            assert f"trainer_cls = @{trainer}" in text, method
             assert "stats_period = %STATS_PERIOD" in text, method
             assert gin.query_parameter("STATS_PERIOD/macro.value") == 10, method
             assert "path = @t5x_compat.frozen_model_checkpoint()" in text, method

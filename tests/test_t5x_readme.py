@@ -124,7 +124,7 @@ def test_the_t5x_page_has_every_command():
     find("t5x.train", "--gin_file=ept.gin", "'$RUN_EPT'")
     find("t5x.train", "--gin_file=optimizers/adamw_t5x.gin", "'$RUN_EPT_ADAMW'")
     find("xprompt_jax.export", "'$RUN_EPT'")
-    find("t5x.train", "--gin_file=xprompt.gin", "'$RUN1'")
+    find("t5x.train", "--gin_file=xprompt_stage1.gin", "'$RUN1'")
     find("xprompt_jax.prune", "$RUN1")
     find("t5x.train", "--gin_file=xprompt_rewind.gin", "'$RUN3'")
     assert not [c for _, c in page_commands() if "MIXTURE_OR_TASK_MODULE" in c]
@@ -188,7 +188,7 @@ print(json.dumps({{'predictions': evaluator.predict(variables).texts[0],
 @pytest.mark.slow
 def test_xprompt_three_stages_as_written(env):
     stage1, prune, rewind = (pathlib.Path(env[k]) for k in ("RUN1", "PRUNE", "RUN3"))
-    run(localize(find("t5x.train", "--gin_file=xprompt.gin", "'$RUN1'"), 5), env)
+    run(localize(find("t5x.train", "--gin_file=xprompt_stage1.gin", "'$RUN1'"), 5), env)
     _assert_only_prompt_changed(stage1 / "checkpoint_5", ORBAX_FIXTURE)
     run(localize(find("xprompt_jax.prune", "$RUN1"), 5), env, BEST="3")  # prune step 3
     with np.load(prune / "masks.npz") as masks:

@@ -1,7 +1,8 @@
 """Helpers for running our prompt modules under `t5x/train.py` (gin/t5x/*.gin).
 
-The only module of `xprompt_jax` that uses t5x, and it imports t5x lazily: inside the
-functions below, so `import xprompt_jax` (and this module) works without t5x installed.
+It imports t5x lazily: inside the functions below, so `import xprompt_jax` (and this
+module) works without t5x installed. (The other module that uses t5x, as lazily:
+`xprompt.t5x_trainer`, XPrompt's stages as a trainer of this module's.)
 
 - `logical_axis_rules()`: our prompt axes (replicated) for
   `partitioning.standard_logical_axis_rules(additional_rules=...)`. No t5x needed.
@@ -228,8 +229,58 @@ def numpy_export_fn(model_dir: str, save_regexes: Regexes = DEFAULT_PROMPT_REGEX
 
 
 
+# ----------------------------------------------------------------------------- data state
+def _restore_state_only_without_data_state() -> None:
+    """With `save_dataset`, T5X's orbax checkpoint manager also restores the data pipeline's
+    position from every checkpoint it restores, the pretrained one (INITIAL_CHECKPOINT_PATH)
+    included, which has none: the run fails (`NotFoundError: ... dataset/train_ds-...`). A
+    restore from a checkpoint without a saved data pipeline restores the train state only (the
+    data pipeline starts at its beginning, as without save_dataset). Installed once."""
+    from etils import epath
+    from t5x import checkpoints
+
+    def _has_data_state(directory) -> bool:
+        """Whether a checkpoint holds a saved data pipeline (its `dataset` item may be
+        there and empty: the pretrained checkpoints' is)."""
+        item = directory / checkpoints._DATASET_KEY  # pylint: disable=protected-access
+        prefix = checkpoints._TRAIN_DS_PREFIX  # pylint: disable=protected-access
+        return item.exists() and any(p.name.startswith(prefix) for p in item.iterdir())
+
+    manager = checkpoints.OrbaxCheckpointManagerInterface
+    if getattr(manager.restore, "state_only_without_data_state", False):
+        return
+    restore = manager.restore
+
+    def restore_checked(self, step=None, path=None, *args, **kwargs):
+        writes = getattr(self, "_should_write_dataset_ckpt", False)
+        if writes and path is not None and not _has_data_state(epath.Path(os.fspath(path))):
+            logger.info("%s holds no data pipeline state: restoring the train state only",
+                        path)
+            self._should_write_dataset_ckpt = False
+            try:
+                return restore(self, step, path, *args, **kwargs)
+            finally:
+                self._should_write_dataset_ckpt = writes
+        return restore(self, step, path, *args, **kwargs)
+
+    restore_checked.state_only_without_data_state = True
+    manager.restore = restore_checked
+
+
+def resumable_data_stream() -> bool:
+    """True, for T5X's `utils.SaveCheckpointConfig.save_dataset`: every checkpoint also
+    holds the train data pipeline's position, so a resumed run reads the batches an
+    uninterrupted run would have read. Makes T5X's orbax manager restore a checkpoint
+    without that position (the pretrained one) as a train state only (without it T5X
+    fails on the first run). Bind it as
+    `utils.SaveCheckpointConfig.save_dataset = @t5x_compat.resumable_data_stream()`."""
+    _import_t5x("resumable_data_stream")
+    _restore_state_only_without_data_state()
+    return True
+
+
 # ----------------------------------------------------------------------------- refusals
-def _refuse(error) -> None:
+def refuse(error) -> None:
     """Ends a T5X script with `error` on one line (no traceback) and its exit code: T5X's
     main is not ours, so our usual top-level handler (`cli.run_cli`) is not around it."""
     import sys
@@ -270,7 +321,7 @@ def frozen_model_checkpoint(path: Optional[str], model_dir: Optional[str] = None
         return None  # resumed: T5X restores MODEL_DIR's latest checkpoint first
     from .errors import ConfigError
 
-    _refuse(ConfigError(
+    refuse(ConfigError(
         "INITIAL_CHECKPOINT_PATH is not set and MODEL_DIR "
         f"{model_dir!r} holds no checkpoint to resume: the frozen model would be initialised "
         "at random; pass --gin.INITIAL_CHECKPOINT_PATH=\"'<pretrained T5X checkpoint_<step> "
@@ -377,6 +428,12 @@ def _preemptible_trainer_class():
 
     _PREEMPTIBLE_TRAINERS[base] = PreemptibleTrainer
     return PreemptibleTrainer
+
+
+def preemptible_trainer_class():
+    """The class `preemptible_trainer` makes (for trainers that extend it, e.g.
+    `xprompt.t5x_trainer`)."""
+    return _preemptible_trainer_class()
 
 
 def preemptible_trainer(**kwargs):
