@@ -21,8 +21,11 @@ variants) or the quickstart's
 (`--protocol quickstart`: `world_rte`, 300 steps, dev every 100).
 
 `step_time_ratio` (per method and K): one jitted training step of the K-entry sweep over K
-steps of one configuration, measured in this process (median of `--step_repeats` timed
-steps after a warm-up; the same batch of BATCH_SIZE rows per configuration).
+steps of one configuration, measured in this process: `--step_repeats` rounds after two
+warm-up rounds, each round timing one step of every variant in turn (interleaved, so a
+change of the machine's load hits all alike), the median of the per-round ratios; the
+same batch of BATCH_SIZE rows per configuration. `--step_ratios_only` measures just these
+and updates them in an existing `--json`.
 
     python bench/sweep.py --json bench/results/sweep.json
     python bench/sweep.py --protocol quickstart --ks 8 --json bench/results/sweep_300.json
@@ -95,7 +98,10 @@ def run_cli(args: Sequence[str], cache_dir: str, log_path: str) -> float:
 
 def step_time_ratios(method: str, protocol: str, ks: Sequence[int], repeats: int,
                      tmp: str) -> Dict[int, float]:
-    """One sweep step over K single steps, in this process (module docstring)."""
+    """One sweep step over K single steps, in this process (module docstring): the single
+    run and every sweep built first, then `repeats` rounds each timing one step of every
+    variant in turn (interleaved, so a change of the machine's load hits all alike); the
+    ratio is the median over rounds of the per-round ratios."""
     import gin
     import jax
 
@@ -106,7 +112,7 @@ def step_time_ratios(method: str, protocol: str, ks: Sequence[int], repeats: int
 
     task, _, _, extra_files = PROTOCOLS[protocol]
 
-    def step_time(bindings: List[str], name: str) -> float:
+    def build(bindings: List[str], name: str):
         gin.clear_config()
         gin_utils.parse_gin(
             ["models/world_tiny.gin", METHOD_FILES[method], "world/run.gin", *extra_files],
@@ -119,24 +125,33 @@ def step_time_ratios(method: str, protocol: str, ks: Sequence[int], repeats: int
         batch = next(TrainBatchIterator(trainer.data_config))
         if trainer.batch_transform is not None:
             batch = trainer.batch_transform(batch)
-        batch = trainer._global_batch(batch)
-        state = trainer.state
-        times = []
-        for i in range(repeats + 2):  # two warm-up steps (compilation, first dispatch)
-            start = time.perf_counter()
-            state, metrics = trainer._step(state, trainer.frozen, batch, trainer.dropout_rng)
-            jax.block_until_ready((state, metrics))
-            if i >= 2:
-                times.append(time.perf_counter() - start)
-        return statistics.median(times)
+        return {"trainer": trainer, "batch": trainer._global_batch(batch),
+                "state": trainer.state}
 
-    single = step_time([], "single")
+    variants = {0: build([], "single")}
+    for k in ks:
+        variants[k] = build([f"SWEEP = {{'learning_rate': {learning_rates(k)!r}}}"],
+                            f"sweep{k}")
+
+    def one_step(v) -> float:
+        t = v["trainer"]
+        start = time.perf_counter()
+        v["state"], metrics = t._step(v["state"], t.frozen, v["batch"], t.dropout_rng)
+        jax.block_until_ready((v["state"], metrics))
+        return time.perf_counter() - start
+
+    times: Dict[int, List[float]] = {key: [] for key in variants}
+    for r in range(repeats + 2):  # two warm-up rounds (compilation, first dispatch)
+        for key, v in variants.items():
+            t = one_step(v)
+            if r >= 2:
+                times[key].append(t)
     out = {}
     for k in ks:
-        joint = step_time([f"SWEEP = {{'learning_rate': {learning_rates(k)!r}}}"], f"sweep{k}")
-        out[k] = joint / (k * single)
-        print(f"{method} K={k}: sweep step {joint * 1e3:.1f} ms, single step "
-              f"{single * 1e3:.1f} ms, ratio {out[k]:.3f}", flush=True)
+        out[k] = statistics.median(j / (k * s) for j, s in zip(times[k], times[0]))
+        print(f"{method} K={k}: sweep step {statistics.median(times[k]) * 1e3:.1f} ms, "
+              f"single step {statistics.median(times[0]) * 1e3:.1f} ms, ratio {out[k]:.3f}",
+              flush=True)
     return out
 
 
@@ -147,7 +162,23 @@ def main() -> None:
     parser.add_argument("--protocol", default="quality", choices=sorted(PROTOCOLS))
     parser.add_argument("--step_repeats", type=int, default=5)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--step_ratios_only", action="store_true",
+                        help="measure only step_time_ratio and update it in --json")
     args = parser.parse_args()
+    if args.step_ratios_only:
+        with open(args.json, encoding="utf-8") as f:
+            result = json.load(f)
+        with tempfile.TemporaryDirectory() as tmp:
+            for method in args.methods.split(","):
+                result["step_time_ratio"][method] = step_time_ratios(
+                    method, result["protocol"], result["ks"], args.step_repeats,
+                    os.path.join(tmp, method))
+        result["step_repeats"] = args.step_repeats
+        result["load_average_at_step_ratios"] = os.getloadavg()[0]
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=1)
+        print(json.dumps(result["step_time_ratio"], indent=1))
+        return
     methods = args.methods.split(",")
     ks = sorted(int(k) for k in args.ks.split(","))
     result = {"protocol": args.protocol, "task": PROTOCOLS[args.protocol][0],
