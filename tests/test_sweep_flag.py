@@ -97,6 +97,9 @@ def test_xprompt_pipeline_and_quickstart_refuse_a_sweep_in_one_line(tmp_path):
         quickstart.main([*out, f"--sweep={GRID}"])
     with pytest.raises(ConfigError, match=r"^--sweep=.*is not a Python literal"):
         quickstart.main([*out, "--method", "prompt_tuning", "--sweep={'seed': [0, 1]"])
+    with pytest.raises(ConfigError, match=r"^--sweep and --gin.SWEEP .*give one of them$"):
+        quickstart.main([*out, "--method", "prompt_tuning", f"--sweep={GRID}",
+                         "--gin", f"SWEEP = {GRID}"])
     assert not (tmp_path / "q").exists()
 
 

@@ -63,7 +63,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         if job.METHODS[args.method].pipeline:
             raise ConfigError(f"--sweep: --method {args.method} (the XPrompt pipeline) does "
                               "not train sweeps yet; add --method prompt_tuning")
-        extra.append(sweep_binding(args.sweep))
+        extra.append(sweep_binding(args.sweep, extra))
     if args.ablations:
         names = tuple(a.strip() for a in args.ablations.split(",") if a.strip())
         extra.append(f"ABLATIONS = {names!r}")

@@ -60,12 +60,16 @@ def define_sweep_flag(flags) -> None:
         flags.DEFINE_string("sweep", None, SWEEP_FLAG_HELP)
 
 
-def sweep_binding(value: str) -> str:
+def sweep_binding(value: str, bindings: Sequence[str] = ()) -> str:
     """A --sweep value (a grid dict or a list of dicts, as the SWEEP macro) -> the gin
-    binding `SWEEP = <literal>`; a value that is no Python literal or no sweep is a
-    ConfigError naming --sweep."""
+    binding `SWEEP = <literal>`; a value that is no Python literal or no sweep, or other
+    gin `bindings` of the command that also bind SWEEP, is a ConfigError naming --sweep."""
     from ..errors import ConfigError
     from ..training.sweep import sweep_configurations
+
+    if any(_SWEEP_BINDING.search(binding) for binding in bindings):
+        raise ConfigError("--sweep and --gin.SWEEP (or a gin binding SWEEP = ...) both set "
+                          "SWEEP; give one of them")
 
     try:
         literal = ast.literal_eval(value.strip())
@@ -131,10 +135,8 @@ def configure_from_argv(argv: Sequence[str],
     except flags.Error as e:  # an unknown flag, a bad value: one line naming it
         raise ConfigError(f"{e} (--help lists the flags)") from None
     if sweep and FLAGS.sweep is not None:
-        if any(_SWEEP_BINDING.search(binding) for binding in FLAGS.gin_bindings):
-            raise ConfigError("--sweep and --gin.SWEEP (or --gin_bindings SWEEP) both set "
-                              "SWEEP; give one of them")
-        FLAGS.gin_bindings = list(FLAGS.gin_bindings) + [sweep_binding(FLAGS.sweep)]
+        FLAGS.gin_bindings = list(FLAGS.gin_bindings) + [sweep_binding(FLAGS.sweep,
+                                                                       FLAGS.gin_bindings)]
     distributed.initialize_from_flags(FLAGS)
     if FLAGS.tfds_data_dir:
         import seqio
