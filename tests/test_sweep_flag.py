@@ -123,3 +123,37 @@ def test_the_readme_sweep_command_parses_to_its_grid():
     finally:
         gin.clear_config()
         flags.FLAGS.unparse_flags()
+
+
+@pytest.mark.slow  # one short world sweep through the quickstart (about 15-30 s on 2 cores)
+def test_quickstart_sweep_writes_the_sweep_report_and_reports_the_mean(tmp_path, capsys):
+    """`python -m xprompt_jax.quickstart --method prompt_tuning --sweep=...`: the run
+    trains one entry per learning rate, writes sweep_report.md, and its summary's accuracy
+    is the mean of the entries' accuracies at the best step (metrics.jsonl's per-entry
+    values), as its line says."""
+    import json
+
+    from xprompt_jax import quickstart
+
+    out = tmp_path / "q"
+    gin.clear_config()
+    flags.FLAGS.unparse_flags()
+    try:
+        report = quickstart.main([
+            "--output_dir", str(out), "--method", "prompt_tuning", "--steps", "2",
+            "--no_references", "--sweep={'learning_rate': [0.1, 3.0]}",
+            "--gin", "EVAL_PERIOD = 1", "--gin", "BATCH_SIZE = 8",
+            "--gin", "PROMPT_LENGTH = 4", "--gin", "MAX_EVAL_EXAMPLES = 16"])
+    finally:
+        gin.clear_config()
+        flags.FLAGS.unparse_flags()
+    rows = json.loads((out / "sweep_report.json").read_text())["rows"]
+    assert [r["entry"] for r in rows] == ["learning_rate=0.1", "learning_rate=3.0"]
+    evals = {r["step"]: r for r in map(json.loads, (out / "metrics.jsonl").read_text()
+                                       .splitlines()) if r.get("split") == "eval"}
+    at_best = evals[report["best_step"]]
+    entries = [at_best[f"{r['entry']}/accuracy"] for r in rows]
+    assert report["dev_accuracy"] == pytest.approx(sum(entries) / 2)
+    assert "its entries' mean" in (out / "report.md").read_text()
+    assert f"sweep (the accuracy above is its entries' mean): {out}/sweep_report.md" in \
+        capsys.readouterr().out

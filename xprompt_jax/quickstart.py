@@ -77,6 +77,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
           f"{report['wall_time_s']:.0f} s")
     for line in job.summary_lines(report):
         print(line)
+    if report.get("sweep_report"):  # --sweep: the accuracy above is its entries' mean
+        print(f"sweep (the accuracy above is its entries' mean): {report['sweep_report']}")
     print(f"report: {os.path.join(report['run_dir'], 'report.md')}")
     return report
 
