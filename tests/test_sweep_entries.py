@@ -138,14 +138,17 @@ def test_world_sweep_stops_entries_keeps_bests_and_resumes_equal(tmp_path):
     its best_per_entry/<entry>.npy the export at its best step, its held-out metric
     (EVAL_HELDOUT_SPLIT) that prompt's evaluated alone; the same sweep killed
     after step 2 and resumed ends with the same params and per-entry record; the sweep
-    report has one row per entry and one group over the 2 seeds."""
-    steps = 4
+    report has one row per entry and one group over the 2 seeds. 3 steps: an entry that
+    stops before the end stops at step 2, the step the split run is killed at, so the
+    resumed run must keep it stopped from the checkpoint's record."""
+    steps = 3
     whole = _world_sweep(tmp_path / "whole", steps)
     summary = whole.run()
     record = json.loads((tmp_path / "whole" / BEST_FILE).read_text())
     assert len(record) == 2
     stopped = {n: e["stopped_at"] for n, e in record.items() if e["stopped_at"] is not None}
     assert any(s < summary["final_step"] for s in stopped.values()), record  # not vacuous
+    assert summary["final_step"] == steps and 2 in stopped.values(), (summary, record)
     final = whole.numpy_params_fn(whole.state.params)
     numpy_dir = tmp_path / "whole" / "numpy_checkpoints"
     for name, entry in record.items():

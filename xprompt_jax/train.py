@@ -6,8 +6,9 @@
 
 Flags as t5x/train.py: --gin_file (repeatable), --gin.NAME=VALUE, --gin_bindings,
 --gin_search_paths, --tfds_data_dir, the multi-process flags; plus --force (take over a
-MODEL_DIR another live run holds) and --allow_config_change (resume with other settings,
-recorded). The run is `xprompt_jax.runs.train`.
+MODEL_DIR another live run holds), --allow_config_change (resume with other settings,
+recorded) and --sweep (a sweep as one run: the SWEEP macro as a Python literal,
+--sweep="{'seed': [0, 1], 'learning_rate': [0.1, 0.3]}"). The run is `xprompt_jax.runs.train`.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def main(argv: Sequence[str]) -> None:
     from xprompt_jax.runs.train import train
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    FLAGS = configure_from_argv(argv, extra_flags=_define_flags)
+    FLAGS = configure_from_argv(argv, extra_flags=_define_flags, sweep=True)
     gin_utils.call_configured(
         lambda: train(configured_run().with_trainer(force=FLAGS.force),
                       config_text=gin.config_str(),

@@ -2,14 +2,17 @@
 
 `--gin_file` (repeatable), `--gin_bindings` (repeatable), `--gin.NAME=VALUE`,
 `--gin_search_paths`, `--tfds_data_dir`, and the multi-process flags of
-`training/distributed.py`. `configure_from_argv` parses them, starts `jax.distributed`
-where asked, imports our task registry and parses the gin files (not finalized: task
-modules named by MIXTURE_OR_TASK_MODULE are imported when a run starts).
+`training/distributed.py`; on the CLIs that train a sweep, `--sweep` (the SWEEP macro as a
+Python literal, bound as `SWEEP = ...`). `configure_from_argv` parses them, starts
+`jax.distributed` where asked, imports our task registry and parses the gin files (not
+finalized: task modules named by MIXTURE_OR_TASK_MODULE are imported when a run starts).
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
+import re
 from typing import Callable, Optional, Sequence, Union
 
 from .. import gin_utils
@@ -46,6 +49,45 @@ def checkpoint_step(value: str) -> Union[str, int]:
                           "number") from None
 
 
+SWEEP_FLAG_HELP = ("a sweep trained as one run (training/sweep.py): the SWEEP macro as a "
+                   "Python literal, e.g. \"{'seed': [0, 1], 'learning_rate': [0.1, 0.3]}\"")
+_SWEEP_BINDING = re.compile(r"^\s*SWEEP\s*=", re.M)
+
+
+def define_sweep_flag(flags) -> None:
+    """--sweep (once): SWEEP as a Python literal, for the CLIs that train sweeps."""
+    if "sweep" not in flags.FLAGS:
+        flags.DEFINE_string("sweep", None, SWEEP_FLAG_HELP)
+
+
+def sweep_binding(value: str, bindings: Sequence[str] = ()) -> str:
+    """A --sweep value (a grid dict or a list of dicts, as the SWEEP macro) -> the gin
+    binding `SWEEP = <literal>`; a value that is no Python literal or no sweep, or other
+    gin `bindings` of the command that also bind SWEEP, is a ConfigError naming --sweep."""
+    from ..errors import ConfigError
+    from ..training.sweep import sweep_configurations
+
+    if any(_SWEEP_BINDING.search(binding) for binding in bindings):
+        raise ConfigError("--sweep and --gin.SWEEP (or a gin binding SWEEP = ...) both set "
+                          "SWEEP; give one of them")
+
+    try:
+        literal = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as e:
+        reason = getattr(e, "msg", None) or str(e).splitlines()[0]
+        raise ConfigError(f"--sweep={value!r} is not a Python literal ({reason}); write e.g. "
+                          "--sweep=\"{'seed': [0, 1], 'learning_rate': [0.1, 0.3]}\"") from None
+    try:
+        sweep_configurations(literal)
+    except ConfigError as e:
+        raise ConfigError(f"--sweep: {e}") from None
+    return f"SWEEP = {literal!r}"
+
+
+def _names_flag(arg: str, name: str) -> bool:
+    return arg.startswith("-") and arg.lstrip("-").split("=", 1)[0] == name
+
+
 HELP_ARGS = ("--help", "-h", "--helpshort", "--helpfull", "-?")
 
 
@@ -64,13 +106,18 @@ def print_help(FLAGS) -> None:
 
 
 def configure_from_argv(argv: Sequence[str],
-                        extra_flags: Optional[Callable] = None):
-    """Parses t5x/train.py-style flags (plus `extra_flags(flags)`) and the gin they name;
-    returns the absl FLAGS object."""
+                        extra_flags: Optional[Callable] = None, sweep: bool = False):
+    """Parses t5x/train.py-style flags (plus `extra_flags(flags)`, plus `--sweep` where
+    `sweep`: a CLI that trains through `runs.train`) and the gin they name; returns the
+    absl FLAGS object."""
     from absl import flags
+
+    from ..errors import ConfigError
 
     define_gin_flags(flags)
     distributed.define_flags(flags)
+    if sweep:
+        define_sweep_flag(flags)
     if extra_flags:
         extra_flags(flags)
     FLAGS = flags.FLAGS
@@ -78,12 +125,18 @@ def configure_from_argv(argv: Sequence[str],
     if any(arg in HELP_ARGS for arg in argv[1:]):
         print_help(FLAGS)
         raise SystemExit(0)
+    if not sweep and any(_names_flag(arg, "sweep") for arg in argv[1:]):
+        raise ConfigError("--sweep: this CLI does not train sweeps; a sweep (SWEEP) trains "
+                          "with python -m xprompt_jax.train --sweep=...")
+    if "sweep" in FLAGS:  # absl keeps a value across parses in one process: this argv's only
+        FLAGS["sweep"].unparse()
     try:
         FLAGS(gin_utils.rewrite_gin_args(argv))
     except flags.Error as e:  # an unknown flag, a bad value: one line naming it
-        from ..errors import ConfigError
-
         raise ConfigError(f"{e} (--help lists the flags)") from None
+    if sweep and FLAGS.sweep is not None:
+        FLAGS.gin_bindings = list(FLAGS.gin_bindings) + [sweep_binding(FLAGS.sweep,
+                                                                       FLAGS.gin_bindings)]
     distributed.initialize_from_flags(FLAGS)
     if FLAGS.tfds_data_dir:
         import seqio

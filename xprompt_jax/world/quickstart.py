@@ -185,6 +185,11 @@ class _Job:
             f"- gain over no prompt: {_acc(quick['gain_over_no_prompt'])} points",
             f"- wall time: {quick['wall_time_s']:.0f} s",
             f"- world data: `{quick['world_dir']}`", ""]
+        sweep = os.path.join(self.run_dir, "sweep_report.md")
+        if os.path.exists(sweep):  # a sweep (--sweep): the rows above are its entries' mean
+            quick["sweep_report"] = sweep
+            lines[-1:] = ["- a sweep: the accuracies above are its entries' mean; one row per "
+                          "configuration in [sweep_report.md](sweep_report.md)", ""]
         if plot:
             lines += [f"![training curve]({os.path.basename(plot)})", ""]
         return Section(lines, key="quickstart", data=quick, first=True)

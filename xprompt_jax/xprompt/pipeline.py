@@ -19,6 +19,7 @@ from typing import Any, Dict, Sequence
 import numpy as np
 
 from .. import gin_utils, interrupts
+from ..errors import ConfigError
 from ..evaluation.metrics import metric_name
 from ..fileio import barrier, is_writer, read_json, read_npy
 from ..runs.build import build_trainer
@@ -59,6 +60,9 @@ def run_pipeline(run: RunConfig, config: XPromptConfig = XPromptConfig(),
     after it, and its earlier folder kept as `<stage>.superseded_<n>`."""
     model_dir = run.model_dir
     gin_utils.check_required("run_pipeline", {"model_dir": model_dir})
+    if run.sweep is not None:  # every stage trains and prunes one prompt, not a bank
+        raise ConfigError("SWEEP: the XPrompt pipeline does not train sweeps yet; sweep "
+                          "prompt tuning with python -m xprompt_jax.train --sweep=...")
     import_task_module(run.task_module, run.task_name)  # a mistyped task: before any folder
     if is_writer():
         os.makedirs(model_dir, exist_ok=True)
