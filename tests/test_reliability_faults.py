@@ -129,6 +129,43 @@ def test_an_oserror_from_a_library_is_one_line_naming_its_file(capsys):
     assert isinstance(cli.find_our_error(error), ResourceError)
 
 
+@pytest.mark.parametrize("verbose", [False, True])
+def test_writes_left_unawaited_by_a_failed_save_add_nothing_after_the_line(
+        capsys, caplog, verbose):
+    """A full disk fails every write of a checkpoint save: the first error becomes the
+    line, the others end in asyncio futures nobody awaits, which asyncio reports with a
+    traceback when they are collected. After the line they are dropped; `--verbose` keeps
+    them (and shows that this test sees them)."""
+    import asyncio
+    import gc
+    import logging
+
+    left = []
+
+    def main(argv):
+        del argv
+        loop = asyncio.new_event_loop()
+        future = loop.create_future()
+        future.set_exception(ValueError("RESOURCE_EXHAUSTED: Failed writing: No space left"))
+        left.append(future)
+        loop.close()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/run/checkpoints/6")
+
+    asyncio_log = logging.getLogger("asyncio")
+    filters = list(asyncio_log.filters)
+    asyncio_log.filters[:] = []  # as in a fresh process (earlier CLI runs of this one add it)
+    try:
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            code, lines = _one_line(capsys, main, ["prog"] + (["--verbose"] if verbose else []))
+            left.clear()
+            gc.collect()
+    finally:
+        asyncio_log.filters[:] = filters
+    assert code == 1 and lines[-1].startswith("prog: error: /run/checkpoints/6: no space")
+    reported = [r for r in caplog.records if "exception was never retrieved" in r.getMessage()]
+    assert len(reported) == (1 if verbose else 0)
+
+
 def _run_cli_in_process(module, argv, capsys):
     """(exit code, stderr lines) of the CLI `module` (its `main`) run in process, as the
     console scripts run it."""

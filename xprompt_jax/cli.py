@@ -81,6 +81,16 @@ class _QuietThreadReports(logging.Filter):
         return "_SignalingThread.run() raised an exception" not in str(record.getMessage())
 
 
+class _QuietLeftoverAsyncErrors(logging.Filter):
+    """After the one-line error, orbax's other writes of the same failed save (a full disk)
+    end as futures nobody awaits: asyncio reports each, with a traceback, when the process
+    exits ("... exception was never retrieved"). The line already said what failed: those
+    reports are dropped (`--verbose` keeps them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "exception was never retrieved" not in str(record.getMessage())
+
+
 def configure_logging() -> None:
     """INFO lines of the `xprompt_jax` loggers (start, resume, evals, stages, progress
     without a terminal) to stderr. Our own handler: importing jax / tensorflow installs a
@@ -129,6 +139,8 @@ def run_cli(main: Callable[[List[str]], object], argv: Sequence[str],
             raise
         if verbose:
             traceback.print_exception(type(e), e, e.__traceback__, file=sys.stderr)
+        if not verbose:
+            logging.getLogger("asyncio").addFilter(_QuietLeftoverAsyncErrors())
         _flush_log_handlers()  # log lines first; not logging.shutdown(): that closes
         # every handler of the process (absl's, a test runner's), not only ours
         kind = "error" if ours.exit_code else "stopped"
