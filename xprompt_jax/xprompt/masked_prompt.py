@@ -30,6 +30,18 @@ MASKS = "prompt_masks"
 TOKEN_PRUNE_MODES = ("remove", "zero")
 
 
+def apply_masks(prompt: jnp.ndarray, gamma: jnp.ndarray, zeta: jnp.ndarray,
+                num_pieces: int) -> jnp.ndarray:
+    """`prompt` `[m, E]` times the token mask `gamma` `[..., m]` and the piece mask `zeta`
+    `[..., m, k]` (each piece covers E / k embedding dims) -> `[..., m, E]`."""
+    length, embed_dim = prompt.shape
+    if gamma.shape[-1] != length or zeta.shape[-2:] != (length, num_pieces):
+        raise ValueError(f"prompt masks have shapes {gamma.shape} / {zeta.shape}; expected "
+                         f"[..., {length}] / [..., {length}, {num_pieces}]")
+    piece_values = jnp.repeat(zeta, embed_dim // num_pieces, axis=-1)  # [..., m, E]
+    return prompt * gamma[..., None] * piece_values
+
+
 class MaskedSoftPrompt(nn.Module):
     """Soft prompt `[m, e]` with token mask `[m]` and piece mask `[m, k]` (see module doc)."""
 
@@ -57,11 +69,7 @@ class MaskedSoftPrompt(nn.Module):
         prompt = nn_partitioning.param_with_axes("prompt", self.init, (self.length, embed_dim),
                                                  jnp.float32, axes=PROMPT_AXES)
         gamma, zeta = self._masks(embed_dim)
-        if gamma.shape[-1] != self.length or zeta.shape[-2:] != (self.length, self.num_pieces):
-            raise ValueError(f"prompt masks have shapes {gamma.shape} / {zeta.shape}; expected "
-                             f"[..., {self.length}] / [..., {self.length}, {self.num_pieces}]")
-        piece_values = jnp.repeat(zeta, embed_dim // self.num_pieces, axis=-1)  # [..., m, E]
-        return prompt * gamma[..., None] * piece_values
+        return apply_masks(prompt, gamma, zeta, self.num_pieces)
 
     def position_mask(self, batch_size: int) -> jnp.ndarray:
         """`[B, m]` bool: False for removed tokens (mode 'remove'); all True for 'zero'."""

@@ -33,7 +33,7 @@ from flax.linen import partitioning as nn_partitioning
 
 from ..prompts import initializers
 from ..prompts.soft_prompt import PROMPT_AXES
-from .masked_prompt import MASKS, TOKEN_PRUNE_MODES
+from .masked_prompt import MASKS, TOKEN_PRUNE_MODES, apply_masks
 
 STAGE_NOT_STARTED, STAGE1, STAGE_RETRAIN = 0, 1, 2
 RECORD_PARAMS = ("stage", "first_step", "best_step", "best_metric")
@@ -88,11 +88,7 @@ class StagedMaskPrompt(nn.Module):
         if self.has_variable(MASKS, "token_mask"):  # scoring / search candidates
             gamma = self.get_variable(MASKS, "token_mask")
             zeta = self.get_variable(MASKS, "piece_mask")
-        if gamma.shape[-1] != self.length or zeta.shape[-2:] != (self.length, self.num_pieces):
-            raise ValueError(f"prompt masks have shapes {gamma.shape} / {zeta.shape}; expected "
-                             f"[..., {self.length}] / [..., {self.length}, {self.num_pieces}]")
-        piece_values = jnp.repeat(zeta, embed_dim // self.num_pieces, axis=-1)  # [..., m, E]
-        return prompt * gamma[..., None] * piece_values
+        return apply_masks(prompt, gamma, zeta, self.num_pieces)
 
     def position_mask(self, batch_size: int) -> jnp.ndarray:
         """`[B, m]` bool: False for pruned tokens (mode 'remove'); all True for 'zero'."""
